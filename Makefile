@@ -1,0 +1,33 @@
+# Two entry points, both from a fresh machine with python3, pip and make:
+#   make demo   set everything up, then speak with the embedded default voice
+#   make test   set everything up, then run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PLUGINS := plugins/cuda plugins/mps plugins/cpu_onnx plugins/wsl
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# Editable installs of the core with every extra and of each local plugin:
+# pip satisfies "ttsfw[all]"'s plugin requirements with these local directories.
+$(STAMP): pyproject.toml core/pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet -e "./core[all]" $(addprefix -e ./,$(PLUGINS))
+	$(BIN)/python -m pip install --quiet --group test
+	touch $@
+
+demo: setup
+	$(BIN)/ttsfw plan
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/plan_cold_start.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

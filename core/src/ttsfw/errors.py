@@ -1,0 +1,42 @@
+"""Exceptions with one-line messages meant for the person at the terminal."""
+
+from __future__ import annotations
+
+
+class TtsfwError(Exception):
+    """Base class: the CLI prints ``error: <message>`` and exits non-zero, no traceback."""
+
+    exit_code = 1
+
+
+class UsageError(TtsfwError):
+    """The user asked for something that cannot be done (bad option, bad input)."""
+
+    exit_code = 2
+
+
+class ModelError(TtsfwError):
+    """A model is missing, incomplete or corrupt."""
+
+
+class PluginError(TtsfwError):
+    """A plugin failed and strict mode is on."""
+
+
+class PluginUnavailable(Exception):
+    """Raised by a plugin module at import time when an optional dependency is missing.
+
+    The plugin is then listed as "skipped: <message>" instead of "broken".
+    """
+
+
+class EngineLoadError(TtsfwError):
+    """An engine could not be loaded for a proposal; the core falls back to the next one."""
+
+
+class NoFeasiblePlan(TtsfwError):
+    """Every proposal was vetoed, or none was made."""
+
+
+class InvariantViolation(TtsfwError):
+    """A loaded engine still carries a training artifact; the core refuses to run it."""

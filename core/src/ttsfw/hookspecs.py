@@ -1,0 +1,146 @@
+"""The hook contracts between the core and hardware plugins.
+
+A plugin is a module (found through the ``ttsfw`` entry-point group) that
+declares ``TTSFW_HOOK_API = "1.0"`` and implements any of the hooks below with
+the ``@ttsfw.hookimpl`` marker. Hooks are called in this order for one run:
+
+    detect -> score_config -> (core ranks) -> prepare_env -> load_engine
+           -> disable_training_artifacts -> (core checks invariants)
+
+Rules every implementation follows:
+
+* Accept only the arguments you need: pluggy passes them by name.
+* Never import torch, onnxruntime or another heavy framework in ``detect``,
+  ``score_config`` or ``prepare_env``; ``ttsfw plan`` must stay fast. Import
+  them in ``load_engine``.
+* Return the documented type or ``None``. The core validates every result: a
+  hook that raises or returns something else has its contribution dropped and
+  reported (``ttsfw plugins``, ``ttsfw plan``), and the run goes on with the
+  other plugins. ``--strict`` turns that into an error, for plugin authors.
+* Every decision carries a reason a person can read.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .models import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal
+    from .settings import Settings
+
+PROJECT = "ttsfw"
+
+#: Version of the hook contracts below. A plugin declares the version it was
+#: built for as ``TTSFW_HOOK_API``; a different major version is refused.
+HOOK_API_VERSION = "1.0"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def detect(host: HardwareProfile, settings: Settings) -> Optional[Detection]:
+    """Report the devices of your hardware family that are present.
+
+    Called once per run (not at all when a saved profile is given with
+    ``--hardware``), before any model is resolved.
+
+    :param host: what the core already knows: OS, architecture, CPU model,
+        core counts, ISA flags, memory. ``host.devices`` is empty.
+    :param settings: the run's settings (read only).
+    :return: a :class:`~ttsfw.models.Detection` with your devices (ids unique,
+        e.g. ``"cuda:0"``), machine-wide flags (``{"wsl": "wsl2"}``) and notes;
+        or ``None`` when your hardware is absent.
+
+    Must be fast and side-effect free. Use the lightest probe there is (NVML
+    rather than torch, ``sysctl`` rather than a framework). Absent hardware,
+    missing drivers or a failing probe are not errors: return ``None`` or a
+    note. Never change the environment here.
+    """
+
+
+@hookspec
+def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> Optional[list[Proposal]]:
+    """Propose ways to run ``model`` on the devices of your family.
+
+    Called once per plan, after detection, with the merged profile of all
+    plugins (or a saved one).
+
+    :return: zero or more :class:`~ttsfw.models.Proposal`. Each names the
+        device id, engine backend, precision, quantization, compile, threads,
+        an estimate (RTF, peak memory, tokens/s) and a ``score`` on the shared
+        scale (about 1 / estimated RTF, reduced for risk), with ``reasons``.
+        Put your own hard objections in ``vetoes`` rather than leaving the
+        proposal out, so the user sees what was considered. The core stamps
+        ``plugin`` with your name.
+
+    The core vetoes on its own what does not fit (device lock, memory with
+    headroom, missing runtime modules, unsupported model family); you need not
+    repeat those checks.
+
+    A ``wrapper=True`` implementation may adjust other plugins' proposals::
+
+        @hookimpl(wrapper=True)
+        def score_config(hardware):
+            proposals = yield
+            ...  # change, add or annotate, with reasons
+            return proposals
+
+    The wrapper receives the flat list of all plugins' proposals and returns
+    the list to rank. It must keep every proposal's ``plugin`` unchanged.
+    """
+
+
+@hookspec
+def prepare_env(proposal: Proposal, hardware: HardwareProfile, settings: Settings) -> Optional[list[EnvChange]]:
+    """Describe the process changes the chosen proposal needs before loading.
+
+    Called for the chosen proposal at plan time (the changes are shown in the
+    plan) and applied by the core before ``load_engine``, i.e. before torch
+    or onnxruntime is imported. Called for every plugin, not only the owner:
+    a CUDA plugin hides the GPUs when a CPU proposal was chosen.
+
+    :return: a list of :class:`~ttsfw.models.EnvChange` (environment
+        variables, ``PATH``-like prepends, multiprocessing start method), each
+        with a reason; or ``None``.
+
+    Never modify ``os.environ`` or global state yourself; the core applies
+    and records every change so the user can see it.
+    """
+
+
+@hookspec(firstresult=True)
+def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings) -> Optional[Engine]:
+    """Load the engine for a proposal you own; first non-``None`` result wins.
+
+    Called for the chosen proposal; if loading fails, for the next ranked
+    one. Return ``None`` unless ``proposal.plugin`` is your name.
+
+    :return: an object satisfying :class:`ttsfw.engine.Engine`, placed on the
+        proposal's device with its precision, quantization and compile
+        setting. Choose the device here, once: a loaded model is never moved.
+
+    Raise :class:`ttsfw.errors.EngineLoadError` (or let the framework's error
+    out, e.g. out of memory) when loading fails: the core records the reason
+    and falls back to the next proposal. Heavy imports belong here.
+    """
+
+
+@hookspec
+def disable_training_artifacts(engine: Engine) -> Optional[list[str]]:
+    """Switch off everything only training needs, on a loaded engine.
+
+    Called for every plugin after ``load_engine``, whoever loaded it. Turn
+    off train mode and dropout, gradient tracking, gradient checkpointing
+    and weight-norm parametrizations you know how to remove. Ignore engines
+    you do not understand.
+
+    :return: the actions taken, one human-readable line each, or ``None``.
+
+    The core then checks the invariants itself on ``engine.inference_modules()``
+    and refuses to run an engine that still carries one, whatever the hooks
+    said.
+    """

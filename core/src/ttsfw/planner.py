@@ -1,0 +1,70 @@
+"""Making a plan: detect -> resolve the model -> score_config -> rank -> prepare_env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from . import hardware as hw
+from .models import EnvChange, HardwareProfile, ModelSpec, Plan, Proposal
+from .modelspecs import resolve
+from .plugins import PluginHost
+from .ranking import rank
+
+
+def detect(host: PluginHost) -> HardwareProfile:
+    base = hw.detect_host()
+    detections, _ = host.call("detect", host=base, settings=host.settings)
+    # pluggy calls the last registered plugin first; merge in registration (name) order instead.
+    detections.reverse()
+    return hw.merge(base, detections)
+
+
+def env_changes_for(host: PluginHost, proposal: Proposal, hardware: HardwareProfile) -> list[EnvChange]:
+    results, _ = host.call("prepare_env", proposal=proposal, hardware=hardware, settings=host.settings)
+    return [change for changes in results for change in changes]
+
+
+def make_plan(
+    host: PluginHost,
+    hardware_file: Optional[Path] = None,
+    model: Optional[ModelSpec] = None,
+    hardware: Optional[HardwareProfile] = None,
+) -> Plan:
+    if hardware is None:
+        hardware = hw.load_profile(hardware_file) if hardware_file else detect(host)
+    if model is None:
+        model = resolve(host.settings.model)
+    results, _ = host.call("score_config", model=model, hardware=hardware, settings=host.settings)
+    proposals = [p for group in results for p in (group if isinstance(group, list) else [group])]
+    feasible, rejected = rank(proposals, model, hardware, host.settings)
+    chosen = feasible[0] if feasible else None
+    env = env_changes_for(host, chosen, hardware) if chosen else []
+    plan = Plan(
+        model=model,
+        hardware=hardware,
+        device_lock=host.settings.device,
+        chosen=chosen,
+        alternatives=feasible[1:],
+        rejected=rejected,
+        env_changes=env,
+        problems=list(host.problems),
+    )
+    plan.summary = summarize(plan)
+    return plan
+
+
+def summarize(plan: Plan) -> str:
+    lock = "" if plan.device_lock == "auto" else f" (device locked to {plan.device_lock})"
+    if plan.chosen is None:
+        considered = len(plan.rejected)
+        if not considered:
+            return f"no plugin proposed a way to run {plan.model.family} model {plan.model.name}{lock}"
+        return f"all {considered} proposals for {plan.model.name} were vetoed{lock}"
+    c = plan.chosen
+    runner_up = plan.alternatives[0] if plan.alternatives else None
+    why = c.reasons[0] if c.reasons else "highest score"
+    text = f"chose {c.label()} (score {c.score:.2f}){lock}: {why}"
+    if runner_up is not None:
+        text += f"; next best {runner_up.label()} (score {runner_up.score:.2f})"
+    return text

@@ -1,0 +1,236 @@
+"""Finding, loading and calling plugins, each isolated from the others.
+
+Every entry point of the ``ttsfw`` group is imported on its own. A plugin
+that fails to import is listed as broken, one that raises
+:class:`~ttsfw.errors.PluginUnavailable` as skipped, one built for another
+major hook API as refused. Each hook implementation is registered behind a
+guard, so one that raises or returns the wrong type loses only its own
+contribution; the guard records the problem and pluggy carries on with the
+others. In strict mode the guard raises instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import pluggy
+from pydantic import TypeAdapter, ValidationError
+
+from . import hookspecs
+from .engine import Engine
+from .errors import EngineLoadError, PluginError, PluginUnavailable
+from .models import Detection, EnvChange, PluginInfo, PluginProblem, Proposal
+from .settings import Settings
+
+ENTRY_POINT_GROUP = "ttsfw"
+API_ATTRIBUTE = "TTSFW_HOOK_API"
+_IMPL_MARK = f"{hookspecs.PROJECT}_impl"
+HOOK_NAMES = tuple(
+    name for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
+)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _check_engine(value: Any) -> Any:
+    if not isinstance(value, Engine):
+        raise TypeError(f"expected an Engine (backend, sample_rate, synthesize, ...), got {type(value).__name__}")
+    return value
+
+
+_str_list = TypeAdapter(list[str])
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "detect": TypeAdapter(Detection).validate_python,
+    "score_config": TypeAdapter(list[Proposal]).validate_python,
+    "prepare_env": TypeAdapter(list[EnvChange]).validate_python,
+    "load_engine": _check_engine,
+    "disable_training_artifacts": _str_list.validate_python,
+}
+
+
+def _stamp_owner(hook: str, result: Any, plugin: str) -> Any:
+    # The owner of a proposal or an env change is whoever returned it, not what it claims.
+    if hook in ("score_config", "prepare_env"):
+        for item in result:
+            item.plugin = plugin
+    elif hook == "detect":
+        for device in result.devices:
+            device.detected_by = plugin
+        result.notes = [f"{plugin}: {note}" for note in result.notes]
+    return result
+
+
+@dataclass
+class PluginHost:
+    """A pluggy PluginManager plus the bookkeeping that keeps plugins isolated."""
+
+    settings: Settings
+    pm: pluggy.PluginManager = field(init=False)
+    infos: list[PluginInfo] = field(default_factory=list)
+    problems: list[PluginProblem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+
+    # -- loading ---------------------------------------------------------
+
+    @classmethod
+    def from_entry_points(cls, settings: Settings, extra: Iterable[tuple[str, object]] = ()) -> "PluginHost":
+        host = cls(settings)
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            host.add_entry_point(ep.name, ep.load, dist.name if dist else None, dist.version if dist else None)
+        for name, obj in extra:
+            host.add_entry_point(name, lambda obj=obj: obj, None, None)
+        return host
+
+    def add_entry_point(
+        self, name: str, load: Callable[[], object], distribution: Optional[str], version: Optional[str]
+    ) -> PluginInfo:
+        info = PluginInfo(name=name, distribution=distribution, version=version, status="ok")
+        self.infos.append(info)
+        blocked = self._blocked_reason(name)
+        if blocked:
+            info.status, info.error = "blocked", blocked
+            return info
+        if any(other.name == name and other is not info and other.status == "ok" for other in self.infos):
+            return self._fail(info, "broken", f"another plugin is already registered as {name!r}")
+        try:
+            obj = load()
+        except PluginUnavailable as exc:
+            return self._fail(info, "skipped", str(exc) or "unavailable")
+        except Exception as exc:  # a broken plugin must not take the run down
+            return self._fail(info, "broken", f"import failed: {one_line(exc)}")
+        api = getattr(obj, API_ATTRIBUTE, None)
+        info.api_version = None if api is None else str(api)
+        if api is None:
+            return self._fail(info, "refused", f"declares no {API_ATTRIBUTE} (the core speaks {hookspecs.HOOK_API_VERSION})")
+        if str(api).split(".")[0] != hookspecs.HOOK_API_VERSION.split(".")[0]:
+            return self._fail(
+                info,
+                "refused",
+                f"built for hook API {api}, the core speaks {hookspecs.HOOK_API_VERSION} (major versions differ)",
+            )
+        try:
+            proxy, hooks = self._guarded_proxy(name, obj)
+            self.pm.register(proxy, name=name)
+        except Exception as exc:
+            return self._fail(info, "broken", f"invalid hook implementations: {one_line(exc)}")
+        info.hooks = hooks
+        return info
+
+    def _blocked_reason(self, name: str) -> Optional[str]:
+        if name in self.settings.block_plugins:
+            return "blocked by -p no:NAME or TTSFW_BLOCK_PLUGINS"
+        allow = self.settings.allow_plugins
+        if allow is not None and name not in allow:
+            return "not in the allow-list (TTSFW_ALLOW_PLUGINS)"
+        return None
+
+    def _fail(self, info: PluginInfo, status: str, error: str) -> PluginInfo:
+        info.status, info.error = status, error  # type: ignore[assignment]
+        if self.settings.strict:
+            raise PluginError(f"plugin {info.name!r} {status}: {error}")
+        return info
+
+    def _guarded_proxy(self, name: str, obj: object) -> tuple[object, list[str]]:
+        proxy = types.SimpleNamespace()
+        hooks = []
+        for attr in dir(obj):
+            fn = getattr(obj, attr, None)
+            if not callable(fn) or not hasattr(fn, _IMPL_MARK):
+                continue
+            opts = getattr(fn, _IMPL_MARK)
+            hook = opts.get("specname") or attr
+            if hook not in HOOK_NAMES:
+                raise ValueError(f"{attr!r} implements no known hook (known: {', '.join(HOOK_NAMES)})")
+            guard = self._guard_wrapper if (opts.get("wrapper") or opts.get("hookwrapper")) else self._guard
+            setattr(proxy, attr, guard(name, hook, fn))
+            hooks.append(hook)
+        return proxy, sorted(set(hooks))
+
+    # -- guards ----------------------------------------------------------
+
+    def _record(self, plugin: str, hook: str, error: str) -> None:
+        if self.settings.strict:
+            raise PluginError(f"plugin {plugin!r} failed in hook {hook!r}: {error}")
+        self.problems.append(PluginProblem(plugin=plugin, hook=hook, error=error))
+
+    def _validate(self, plugin: str, hook: str, result: Any) -> Any:
+        try:
+            return _VALIDATORS[hook](result)
+        except (ValidationError, TypeError, ValueError) as exc:
+            detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            self._record(plugin, hook, f"returned the wrong type ({type(result).__name__}): {detail}")
+            return None
+
+    def _guard(self, plugin: str, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = fn(*args, **kwargs)
+            except (PluginError, EngineLoadError):
+                raise  # strict-mode errors, and the documented "this load failed, fall back" signal
+            except Exception as exc:
+                self._record(plugin, hook, one_line(exc))
+                return None
+            if result is None:
+                return None
+            result = self._validate(plugin, hook, result)
+            return None if result is None else _stamp_owner(hook, result, plugin)
+
+        return guarded
+
+    def _guard_wrapper(self, plugin: str, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not inspect.isgeneratorfunction(fn):
+            raise TypeError(f"{hook} wrapper of {plugin!r} must be a generator function")
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            gen = fn(*args, **kwargs)
+            try:
+                next(gen)
+            except Exception as exc:
+                self._record(plugin, hook, f"wrapper failed before yielding: {one_line(exc)}")
+                return (yield)
+            inner = yield
+            try:
+                gen.send(inner)
+            except StopIteration as stop:
+                if stop.value is None:
+                    return inner
+                checked = self._validate(plugin, hook, stop.value)
+                return inner if checked is None else checked
+            except PluginError:
+                raise
+            except Exception as exc:
+                self._record(plugin, hook, f"wrapper failed: {one_line(exc)}")
+                return inner
+            self._record(plugin, hook, "wrapper yielded more than once")
+            return inner
+
+        return guarded
+
+    # -- calling ---------------------------------------------------------
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def call(self, hook: str, **kwargs: Any) -> tuple[Any, list[PluginProblem]]:
+        """Call a hook; return its result and the problems recorded during this call."""
+        before = len(self.problems)
+        result = getattr(self.pm.hook, hook)(**kwargs)
+        return result, self.problems[before:]
+
+    def active(self) -> list[str]:
+        return [info.name for info in self.infos if info.status == "ok"]

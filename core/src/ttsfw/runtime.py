@@ -1,0 +1,108 @@
+"""From a plan to a loaded, checked engine: prepare_env -> load_engine -> disable_training_artifacts -> check."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import invariants
+from .engine import Engine
+from .errors import EngineLoadError, InvariantViolation, NoFeasiblePlan
+from .models import EnvChange, Plan, Proposal
+from .planner import env_changes_for
+from .plugins import PluginHost, one_line
+
+_HEAVY = ("torch", "onnxruntime", "fish_speech")
+
+
+@dataclass
+class LoadAttempt:
+    proposal: Proposal
+    ok: bool
+    reason: str
+
+
+@dataclass
+class LoadedEngine:
+    engine: Engine
+    proposal: Proposal
+    attempts: list[LoadAttempt] = field(default_factory=list)
+    env_applied: list[EnvChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    artifacts_disabled: list[str] = field(default_factory=list)
+
+    @property
+    def fell_back(self) -> bool:
+        return len(self.attempts) > 1
+
+
+def apply_env(changes: list[EnvChange], environ: Optional[Any] = None) -> list[str]:
+    """Apply environment changes; return notes about changes that may come too late."""
+    environ = os.environ if environ is None else environ
+    notes = []
+    for change in changes:
+        if change.kind == "set_env":
+            environ[change.key] = change.value
+        elif change.kind == "unset_env":
+            environ.pop(change.key, None)
+        elif change.kind == "prepend_path":
+            current = environ.get(change.key, "")
+            parts = [p for p in current.split(os.pathsep) if p]
+            if change.value not in parts:
+                environ[change.key] = os.pathsep.join([change.value, *parts])
+        elif change.kind == "mp_start_method":
+            multiprocessing.set_start_method(change.value, force=True)
+    late = [m for m in _HEAVY if m in sys.modules]
+    if changes and late:
+        notes.append(
+            f"{', '.join(late)} already imported before the environment was prepared; "
+            "device-hiding variables may not take effect in this process"
+        )
+    return notes
+
+
+def load(host: PluginHost, plan: Plan) -> LoadedEngine:
+    """Load the best proposal that loads, falling back down the ranking and saying why."""
+    if plan.chosen is None:
+        raise NoFeasiblePlan(plan.summary)
+    attempts: list[LoadAttempt] = []
+    applied: list[EnvChange] = []
+    notes: list[str] = []
+    for proposal in plan.ranked():
+        changes = plan.env_changes if proposal is plan.chosen else env_changes_for(host, proposal, plan.hardware)
+        fresh = [c for c in changes if c not in applied]
+        notes.extend(apply_env(fresh))
+        applied.extend(fresh)
+        try:
+            engine, problems = host.call("load_engine", proposal=proposal, model=plan.model, settings=host.settings)
+        except EngineLoadError as exc:
+            attempts.append(LoadAttempt(proposal, False, str(exc)))
+            continue
+        if engine is None:
+            reason = "; ".join(p.error for p in problems) or f"no plugin loaded engine {proposal.engine!r}"
+            attempts.append(LoadAttempt(proposal, False, reason))
+            continue
+        attempts.append(LoadAttempt(proposal, True, "loaded"))
+        loaded = LoadedEngine(engine=engine, proposal=proposal, attempts=attempts, env_applied=applied, notes=notes)
+        finish(host, loaded)
+        return loaded
+    tried = "; ".join(f"{a.proposal.label()}: {a.reason}" for a in attempts)
+    raise EngineLoadError(f"no proposal could be loaded ({tried})")
+
+
+def finish(host: PluginHost, loaded: LoadedEngine) -> None:
+    """Disable training artifacts through the hooks, then verify; refuse a dirty engine."""
+    actions, _ = host.call("disable_training_artifacts", engine=loaded.engine)
+    loaded.artifacts_disabled = [line for lines in actions for line in lines]
+    try:
+        found = invariants.violations(loaded.engine.inference_modules())
+    except Exception as exc:  # an engine that cannot be inspected cannot be trusted either
+        found = [f"could not inspect the engine's modules: {one_line(exc)}"]
+    if found:
+        loaded.engine.close()
+        raise InvariantViolation(
+            f"refusing to run {loaded.proposal.label()}: still carries training artifacts: " + "; ".join(found)
+        )

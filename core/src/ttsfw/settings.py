@@ -1,0 +1,72 @@
+"""Run settings: ``TTSFW_*`` environment variables and ``.env``, CLI flags on top."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import UsageError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ttsfw"
+
+
+def _split_names(value: Any) -> Any:
+    # "cuda, mps" from the environment; a list from code or the CLI.
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TTSFW_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto", description="Hard constraint on the device family; never a hint."
+    )
+    model: Optional[str] = Field(default=None, description="Model path; the embedded default voice if unset.")
+    block_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allow_plugins: Annotated[Optional[list[str]], NoDecode] = Field(
+        default=None, description="If set, only these plugins are loaded."
+    )
+    strict: bool = Field(default=False, description="Plugin failures become errors.")
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    memory_headroom: float = Field(
+        default=0.15, ge=0.0, lt=1.0, description="Share of free memory a plan leaves unused."
+    )
+
+    @field_validator("block_plugins", "allow_plugins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_names(value)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and ``.env``, with non-None overrides on top.
+
+    Any invalid value, from a flag or the environment, becomes a one-line
+    :class:`UsageError` naming where it came from.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        source = "--" + field.replace("_", "-") if field in given else f"TTSFW_{field.upper()}"
+        value = given.get(field, os.environ.get(f"TTSFW_{field.upper()}", err.get("input")))
+        if field == "device":
+            raise UsageError(
+                f"unknown device {value!r} from {source}: choose one of {', '.join(DEVICE_CHOICES)}"
+            ) from None
+        raise UsageError(f"invalid value {value!r} from {source}: {err['msg']}") from None

@@ -1,0 +1,1 @@
+"""CPU plugin for ttsfw: ONNX Runtime proposals tuned to the processor."""

@@ -1,0 +1,1 @@
+"""NVIDIA CUDA plugin for ttsfw: NVML detection, memory-fit proposals, GPU environment."""

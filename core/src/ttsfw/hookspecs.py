@@ -77,7 +77,8 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
         proposal out, so the user sees what was considered. The core stamps
         ``plugin`` with your name.
 
-    The core vetoes on its own what does not fit (device lock, memory with
+    Never drop a proposal because another plugin's looks better: ranking is
+    the core's job. The core vetoes on its own what does not fit (device lock, memory with
     headroom, missing runtime modules, unsupported model family); you need not
     repeat those checks.
 
@@ -142,5 +143,5 @@ def disable_training_artifacts(engine: Engine) -> Optional[list[str]]:
 
     The core then checks the invariants itself on ``engine.inference_modules()``
     and refuses to run an engine that still carries one, whatever the hooks
-    said.
+    said. Never load, move or replace the engine here.
     """

@@ -35,8 +35,7 @@ def make_plan(
         hardware = hw.load_profile(hardware_file) if hardware_file else detect(host)
     if model is None:
         model = resolve(host.settings.model)
-    results, _ = host.call("score_config", model=model, hardware=hardware, settings=host.settings)
-    proposals = [p for group in results for p in (group if isinstance(group, list) else [group])]
+    proposals, _ = host.call("score_config", model=model, hardware=hardware, settings=host.settings)
     feasible, rejected = rank(proposals, model, hardware, host.settings)
     chosen = feasible[0] if feasible else None
     env = env_changes_for(host, chosen, hardware) if chosen else []

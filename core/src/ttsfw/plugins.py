@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Optional
 import pluggy
 from pydantic import TypeAdapter, ValidationError
 
-from . import hookspecs
+from . import builtin, hookspecs
 from .engine import Engine
 from .errors import EngineLoadError, PluginError, PluginUnavailable
 from .models import Detection, EnvChange, PluginInfo, PluginProblem, Proposal
@@ -80,6 +80,7 @@ class PluginHost:
     def __post_init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
+        self.pm.register(builtin, name="ttsfw.builtin")
 
     # -- loading ---------------------------------------------------------
 

@@ -1,0 +1,68 @@
+"""Helpers shared by the tests: hosts built from test plugins, profiles, fake files, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ttsfw.models import AcceleratorDevice, HardwareProfile, ModelSpec
+from ttsfw.plugins import PluginHost
+from ttsfw.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+GiB = 2**30
+
+
+def make_settings(**kw: Any) -> Settings:
+    return Settings(**kw)
+
+
+def make_host(*plugins: tuple[str, object], **settings: Any) -> PluginHost:
+    host = PluginHost(make_settings(**settings))
+    for name, obj in plugins:
+        host.add_entry_point(name, lambda obj=obj: obj, None, None)
+    return host
+
+
+def cpu_profile(**kw: Any) -> HardwareProfile:
+    base = dict(
+        os="linux",
+        arch="x86_64",
+        cpu_model="Test CPU",
+        cores_physical=4,
+        cores_logical=8,
+        memory_total_bytes=16 * GiB,
+        memory_available_bytes=12 * GiB,
+        devices=[AcceleratorDevice(id="cpu", family="cpu", name="Test CPU", detected_by="test")],
+    )
+    base.update(kw)
+    return HardwareProfile(**base)
+
+
+def piper_spec(name: str = "voice") -> ModelSpec:
+    return ModelSpec(family="piper", name=name, sample_rate=22050)
+
+
+def write_fake_piper_voice(directory: Path, name: str = "fake-voice") -> Path:
+    """A voice whose files look right to the spec reader (it never parses the .onnx)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx = directory / f"{name}.onnx"
+    onnx.write_bytes(os.urandom(4096))
+    config = {"audio": {"sample_rate": 16000}, "num_speakers": 1, "espeak": {"voice": "en-us"},
+              "phoneme_type": "espeak", "phoneme_id_map": {"a": [1]}}
+    Path(f"{onnx}.json").write_text(json.dumps(config))
+    return onnx
+
+
+def ttsfw_cli(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
+              cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed CLI in a subprocess, as a user would."""
+    full_env = {k: v for k, v in os.environ.items()}
+    full_env.update(env or {})
+    exe = Path(sys.executable).with_name("ttsfw")
+    return subprocess.run([str(exe), *args], capture_output=True, env=full_env, input=input,
+                          cwd=cwd, timeout=timeout)

@@ -1,0 +1,55 @@
+"""`import ttsfw` and the commands that only detect, plan or list never import a heavy framework."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import write_fake_piper_voice
+
+HEAVY = ("torch", "onnxruntime", "fish_speech")
+
+DRIVER = """
+import json, sys
+HEAVY_NAMES = {heavy!r}
+attempted = []
+
+class ImportSpy:
+    # Records every attempt to import a heavy module, installed or not. A mere
+    # importlib.util.find_spec (asking whether it is installed) does not count.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HEAVY_NAMES:
+            frame = sys._getframe(1)
+            while frame and not (frame.f_code.co_name == "find_spec" and "importlib" in frame.f_code.co_filename and "util" in frame.f_code.co_filename):
+                frame = frame.f_back
+            if frame is None:
+                attempted.append(name)
+        return None
+
+sys.meta_path.insert(0, ImportSpy())
+args = json.loads(sys.argv[1])
+if args:
+    from ttsfw.cli import main
+    try:
+        main.main(args=args, standalone_mode=False)
+    except SystemExit:
+        pass
+    except Exception as exc:  # e.g. no embedded voice installed: imports still count
+        print(repr(exc), file=sys.stderr)
+else:
+    import ttsfw
+print("HEAVY=" + json.dumps(sorted(set(attempted) | {{m for m in HEAVY_NAMES if m in sys.modules}})))
+"""
+
+
+@pytest.mark.parametrize("args", [[], ["plugins"], ["detect", "--json"], ["plan"], ["plan", "--model", "VOICE"]])
+def test_no_heavy_framework_is_imported(tmp_path, args):
+    voice = write_fake_piper_voice(tmp_path / "v")
+    args = [str(voice) if a == "VOICE" else a for a in args]
+    code = DRIVER.format(heavy=HEAVY)
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+                            timeout=120)
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("HEAVY=")]
+    assert line, result.stderr
+    assert json.loads(line[0][len("HEAVY="):]) == []

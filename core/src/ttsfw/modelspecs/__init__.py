@@ -12,10 +12,10 @@ from typing import Callable, Optional
 
 from ..errors import ModelError
 from ..models import ModelSpec
-from . import piper
+from . import fish, piper
 
 # Readers are tried in order; each returns None when the path is not its family.
-READERS: list[Callable[[Path], Optional[ModelSpec]]] = [piper.read]
+READERS: list[Callable[[Path], Optional[ModelSpec]]] = [piper.read, fish.read]
 
 
 def resolve(model: Optional[str]) -> ModelSpec:

@@ -21,3 +21,17 @@ def register_engine(info: EngineInfo) -> None:
 
 def engine_info(backend: str) -> Optional[EngineInfo]:
     return KNOWN_ENGINES.get(backend)
+
+
+# Fish Speech (OpenAudio S1) through fish-speech's own model classes on torch
+# (ttsfw.engines.fish_torch). Plugins load it on their device with
+# ttsfw.engines.fish_torch.load_fish_engine(...).
+register_engine(
+    EngineInfo(
+        backend="fish-torch",
+        families=frozenset({"fish"}),
+        requires=("torch", "fish_speech"),
+        extra="fish",
+        description="fish-speech text-to-semantic transformer and codec on torch",
+    )
+)

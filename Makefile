@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PLUGINS := plugins/cuda plugins/mps plugins/cpu_onnx plugins/wsl
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lint clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/python -m pip install --quiet --group dev
+	$(BIN)/ruff check core plugins tests benchmarks docs
 
 bench: setup
 	$(BIN)/python benchmarks/plan_cold_start.py

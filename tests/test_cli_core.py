@@ -3,11 +3,9 @@
 import json
 
 import pytest
-
+from helpers import ttsfw_cli, write_fake_piper_voice
 from ttsfw import __version__
 from ttsfw.models import HardwareProfile, Plan
-
-from helpers import ttsfw_cli, write_fake_piper_voice
 
 FOUR = {"cpu_onnx", "cuda", "mps", "wsl"}
 

@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-
 from ttsfw.errors import ModelError
 from ttsfw.modelspecs import resolve
 from ttsfw.modelspecs.fish import kv_cache_bytes, llm_parameter_count, parameters_read_per_token

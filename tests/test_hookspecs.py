@@ -3,7 +3,6 @@
 import inspect
 
 import pytest
-
 from ttsfw import hookspecs
 from ttsfw.plugins import HOOK_NAMES
 

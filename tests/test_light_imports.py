@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import write_fake_piper_voice
 
 HEAVY = ("torch", "onnxruntime", "fish_speech")
@@ -15,13 +14,16 @@ import json, sys
 HEAVY_NAMES = {heavy!r}
 attempted = []
 
+def is_find_spec(code):
+    return code.co_name == "find_spec" and "importlib" in code.co_filename and "util" in code.co_filename
+
 class ImportSpy:
     # Records every attempt to import a heavy module, installed or not. A mere
     # importlib.util.find_spec (asking whether it is installed) does not count.
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in HEAVY_NAMES:
             frame = sys._getframe(1)
-            while frame and not (frame.f_code.co_name == "find_spec" and "importlib" in frame.f_code.co_filename and "util" in frame.f_code.co_filename):
+            while frame and not is_find_spec(frame.f_code):
                 frame = frame.f_back
             if frame is None:
                 attempted.append(name)

@@ -3,14 +3,19 @@
 import json
 
 import pytest
+from helpers import GiB, cpu_profile
 from pydantic import ValidationError
-
 from ttsfw.models import (
-    AcceleratorDevice, EnvChange, Estimate, HardwareProfile, MemoryEstimate, ModelSpec, Plan, Proposal,
+    AcceleratorDevice,
+    EnvChange,
+    Estimate,
+    HardwareProfile,
+    MemoryEstimate,
+    ModelSpec,
+    Plan,
+    Proposal,
     RejectedProposal,
 )
-
-from helpers import GiB, cpu_profile
 
 
 def gpu_profile() -> HardwareProfile:
@@ -45,7 +50,8 @@ def test_plan_json_round_trip_keeps_every_part():
                      memory={"bf16": MemoryEstimate(weights_bytes=GiB, kv_cache_bytes=GiB // 2)})
     plan = Plan(model=spec, hardware=gpu_profile(), chosen=chosen,
                 rejected=[RejectedProposal(proposal=vetoed, reasons=["too slow"])],
-                env_changes=[EnvChange(kind="set_env", key="CUDA_VISIBLE_DEVICES", value="0", reason="x", plugin="cuda")],
+                env_changes=[EnvChange(kind="set_env", key="CUDA_VISIBLE_DEVICES", value="0", reason="x",
+                                       plugin="cuda")],
                 summary="chose cuda")
     data = json.loads(plan.model_dump_json())
     assert Plan.model_validate(data) == plan

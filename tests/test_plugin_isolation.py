@@ -3,13 +3,11 @@
 import types
 
 import pytest
-
+from helpers import cpu_profile, make_host, piper_spec
 from ttsfw import hookimpl
 from ttsfw.errors import PluginError, PluginUnavailable
 from ttsfw.models import Detection, Proposal
 from ttsfw.planner import make_plan
-
-from helpers import cpu_profile, make_host, piper_spec
 
 
 def plugin(**hooks):

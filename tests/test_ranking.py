@@ -1,13 +1,11 @@
 """The core's ranking: hard vetoes with reasons, then score, then a deterministic tie-break."""
 
 import pytest
-
+from helpers import GiB, cpu_profile, make_settings, piper_spec
 from ttsfw.engine import EngineInfo
 from ttsfw.engines import KNOWN_ENGINES, register_engine
-from ttsfw.models import AcceleratorDevice, Estimate, HardwareProfile, Proposal
+from ttsfw.models import AcceleratorDevice, Estimate, Proposal
 from ttsfw.ranking import rank
-
-from helpers import GiB, cpu_profile, make_settings, piper_spec
 
 
 def p(score=1.0, device="cpu", family="cpu", engine="e", **kw):

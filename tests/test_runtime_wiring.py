@@ -4,15 +4,13 @@ import os
 import types
 
 import pytest
-
+from helpers import cpu_profile, make_host, piper_spec
 from ttsfw import hookimpl
 from ttsfw.engine import AudioChunk
 from ttsfw.errors import EngineLoadError, InvariantViolation, NoFeasiblePlan
 from ttsfw.models import EnvChange, Proposal
 from ttsfw.planner import make_plan
 from ttsfw.runtime import apply_env, load
-
-from helpers import cpu_profile, make_host, piper_spec
 
 
 class Param:

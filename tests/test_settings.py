@@ -1,9 +1,7 @@
 """Settings: TTSFW_ variables, .env, flags on top, and one-line errors for bad values."""
 
-from pathlib import Path
 
 import pytest
-
 from ttsfw.errors import UsageError
 from ttsfw.settings import load_settings
 

@@ -6,10 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
-from ttsfw.models import Plan
-
 from helpers import REPO, ttsfw_cli, write_fake_piper_voice
+from ttsfw.models import Plan
 
 EXAMPLES = REPO / "docs" / "examples"
 pytestmark = pytest.mark.slow

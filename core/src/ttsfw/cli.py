@@ -86,8 +86,8 @@ def plugins_cmd(obj: Context, as_json: bool) -> None:
             (info.name, info.distribution or "-", info.version or "-", info.status, ", ".join(info.hooks) or "-")
         )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for info, row in zip([None, *host.infos], rows):
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+    for info, row in zip([None, *host.infos], rows, strict=True):
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
         if info is not None and info.error:
             click.echo(f"    {info.status}: {info.error}")
 
@@ -156,6 +156,12 @@ def _estimate(p: Proposal) -> str:
     return ", ".join(parts) or "no estimate"
 
 
+def _print_entry(marker: str, headline: str, reasons: list[str]) -> None:
+    click.echo(f"  {marker} {headline}")
+    for reason in reasons:
+        click.echo(f"       - {reason}")
+
+
 def print_plan(plan: Plan) -> None:
     m = plan.model
     params = f", {m.parameter_count / 1e6:.1f} M parameters" if m.parameter_count else ""
@@ -179,15 +185,11 @@ def print_plan(plan: Plan) -> None:
     if plan.alternatives:
         click.echo("Alternatives:")
         for i, p in enumerate(plan.alternatives, start=2):
-            click.echo(f"  {i}. {p.label()}  score {p.score:.2f}  ({_estimate(p)})")
-            for reason in p.reasons:
-                click.echo(f"       - {reason}")
+            _print_entry(f"{i}.", f"{p.label()}  score {p.score:.2f}  ({_estimate(p)})", p.reasons)
     if plan.rejected:
         click.echo("Vetoed:")
         for r in plan.rejected:
-            click.echo(f"  x {r.proposal.label()}  ({_estimate(r.proposal)})")
-            for reason in r.reasons:
-                click.echo(f"       - {reason}")
+            _print_entry("x", f"{r.proposal.label()}  ({_estimate(r.proposal)})", r.reasons)
     if plan.env_changes:
         click.echo("Environment changes:")
         for change in plan.env_changes:
@@ -213,7 +215,9 @@ def build_plan(obj: Context, model: Optional[str], device: Optional[str], hardwa
 @click.option("--hardware", type=click.Path(path_type=Path), default=None, help="Plan for a saved profile.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.pass_obj
-def plan_cmd(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path], as_json: bool) -> None:
+def plan_cmd(
+    obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path], as_json: bool
+) -> None:
     """Show how the model would run here, and why."""
     _, plan = build_plan(obj, model, device, hardware)
     if as_json:

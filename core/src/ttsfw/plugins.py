@@ -114,7 +114,8 @@ class PluginHost:
         api = getattr(obj, API_ATTRIBUTE, None)
         info.api_version = None if api is None else str(api)
         if api is None:
-            return self._fail(info, "refused", f"declares no {API_ATTRIBUTE} (the core speaks {hookspecs.HOOK_API_VERSION})")
+            speaks = hookspecs.HOOK_API_VERSION
+            return self._fail(info, "refused", f"declares no {API_ATTRIBUTE} (the core speaks {speaks})")
         if str(api).split(".")[0] != hookspecs.HOOK_API_VERSION.split(".")[0]:
             return self._fail(
                 info,

@@ -49,7 +49,8 @@ def vetoes(proposal: Proposal, model: ModelSpec, hardware: HardwareProfile, sett
     reasons = list(proposal.vetoes)
     if settings.device != "auto" and proposal.device_family != settings.device:
         reasons.append(
-            f"device locked to {settings.device} (--device / TTSFW_DEVICE); this proposal runs on {proposal.device_family}"
+            f"device locked to {settings.device} (--device / TTSFW_DEVICE); "
+            f"this proposal runs on {proposal.device_family}"
         )
     if hardware.device(proposal.device) is None and proposal.device_family != "cpu":
         reasons.append(f"device {proposal.device!r} is not in the hardware profile")

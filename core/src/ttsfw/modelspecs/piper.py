@@ -61,7 +61,9 @@ def read(path: Path) -> Optional[ModelSpec]:
         if not isinstance(config.get("phoneme_id_map"), dict):
             raise KeyError("phoneme_id_map")
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ModelError(f"voice config {config_path} is corrupt or not a Piper config ({type(exc).__name__}: {exc})") from None
+        raise ModelError(
+            f"voice config {config_path} is corrupt or not a Piper config ({type(exc).__name__}: {exc})"
+        ) from None
     size = onnx_path.stat().st_size
     if size < 1024:
         raise ModelError(f"voice model {onnx_path} is truncated ({size} bytes)")

@@ -235,3 +235,19 @@ def test_cli_plan_for_each_fixture(name, tmp_path):
     assert "Summary:" in text and "Traceback" not in text
     if name == "rtx3050-laptop":
         assert "GPU too small" in text and "spill into system RAM" in text
+
+
+def test_planning_fish_on_a_gpu_profile_imports_no_heavy_framework(tmp_path):
+    import subprocess
+    import sys
+
+    from test_light_imports import DRIVER, HEAVY
+
+    model = write_checkpoint(tmp_path / "openaudio-s1-mini")
+    args = ["plan", "--hardware", str(HARDWARE_DIR / "two-gpu-one-busy.json"), "--model", str(model)]
+    result = subprocess.run([sys.executable, "-c", DRIVER.format(heavy=HEAVY), json.dumps(args)],
+                            capture_output=True, text=True, timeout=120)
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("HEAVY=")]
+    assert line, result.stderr
+    assert "cuda:1, bf16, compiled" in result.stdout  # the cuda plugin really planned
+    assert json.loads(line[0][len("HEAVY="):]) == []

@@ -205,6 +205,11 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
             + f"; RTF ~{rtf:.2f} at {SEMANTIC_TOKENS_PER_AUDIO_SECOND:.1f} tokens per audio second. The 5% "
             "efficiency is calibrated on FIELD_NOTES' RTX 3060 (RTF 2-3); a vGPU V100 there reached far less"
         )
+    memory_vetoed = need16 is not None and quantization == "none" and need16 > usable
+    if memory_vetoed and rtf is not None:
+        # Overflowing GPUs do not run at the roofline's pace: they page through system RAM (RTF 40-144 measured).
+        speed_reason = "only had it fit in GPU memory: " + speed_reason
+        rtf = tokens_per_s = None
     score = 1.0 / rtf if rtf else 0.01
 
     risks: list[str] = []

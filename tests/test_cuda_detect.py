@@ -2,10 +2,9 @@
 
 import sys
 
-import pytest
-
 import fake_pynvml
-from fake_pynvml import GiB, MACHINES, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIBRARY_NOT_FOUND, gpu, install
+import pytest
+from fake_pynvml import MACHINES, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIBRARY_NOT_FOUND, GiB, gpu, install
 from ttsfw_cuda import plugin
 from ttsfw_cuda.nvml_probe import bandwidth_gbps
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fake_pynvml import HARDWARE_DIR
 from helpers import make_settings
 from test_fish_spec import write_checkpoint
@@ -35,7 +34,8 @@ def test_chosen_gpu_is_the_only_visible_one_named_by_uuid():
     hw = load_profile(HARDWARE_DIR / "two-gpu-one-busy.json")
     changes = env_changes(cuda_proposal(), hw, make_settings(), environ={})
     env = as_dict(changes)
-    assert env == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "GPU-2a1b3c4d-1111-4000-8000-4090bbbb0001",
+    assert env == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+                   "CUDA_VISIBLE_DEVICES": "GPU-2a1b3c4d-1111-4000-8000-4090bbbb0001",
                    "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
     assert all(c.reason for c in changes)
     assert "inside the process it is cuda:0" in next(c.reason for c in changes if c.key == "CUDA_VISIBLE_DEVICES")

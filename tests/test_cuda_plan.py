@@ -10,11 +10,9 @@ import json
 import types
 
 import pytest
-
-import fake_pynvml
 from fake_pynvml import HARDWARE_DIR, MACHINES, install, profile_json
 from helpers import make_host, ttsfw_cli
-from test_fish_spec import S1_MINI, write_checkpoint
+from test_fish_spec import write_checkpoint
 from ttsfw import hookimpl
 from ttsfw.hardware import load_profile
 from ttsfw.models import Estimate, Proposal

@@ -5,7 +5,6 @@ import threading
 import types
 
 import pytest
-
 from fake_pynvml import MACHINES, NVML_ERROR_LIBRARY_NOT_FOUND, install
 from ttsfw.engine import AudioChunk, Engine
 from ttsfw.errors import EngineLoadError

@@ -1,17 +1,26 @@
-"""ttsfw hooks for NVIDIA GPUs, detected through NVML (never through torch)."""
+"""ttsfw hooks for NVIDIA GPUs: NVML detection, Fish Speech proposals, GPU environment, loading.
+
+Each hook is a thin door into its module:
+
+* detect        -> :mod:`ttsfw_cuda.nvml_probe` (NVML only, never torch)
+* score_config  -> :mod:`ttsfw_cuda.scoring`    (memory fit, precision, int8, compile, speed, load)
+* prepare_env   -> :mod:`ttsfw_cuda.env`        (narrow or hide GPUs, allocator settings)
+* load_engine   -> :mod:`ttsfw_cuda.loader`     (fish-torch on the chosen GPU, sampled by NVML)
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Any, Optional
 
 from ttsfw import hookimpl
-from ttsfw.models import AcceleratorDevice, Detection
+from ttsfw.models import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal
+from ttsfw.settings import Settings
+
+from . import env, nvml_probe, scoring
 
 TTSFW_HOOK_API = "1.0"
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+NAME = "cuda"  # the entry-point name; the core stamps proposals with it
 
 
 @hookimpl
@@ -20,27 +29,23 @@ def detect() -> Optional[Detection]:
         import pynvml
     except ImportError:
         return Detection(notes=["nvidia-ml-py (pynvml) is not installed; NVIDIA GPUs cannot be detected"])
-    try:
-        pynvml.nvmlInit()
-    except Exception:
-        return None  # no driver, no GPU: nothing to report
-    try:
-        devices = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            devices.append(
-                AcceleratorDevice(
-                    id=f"cuda:{index}",
-                    family="cuda",
-                    index=index,
-                    name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    memory_total_bytes=int(memory.total),
-                    memory_free_bytes=int(memory.free),
-                    capabilities={"compute_capability": f"{major}.{minor}"},
-                )
-            )
-        return Detection(devices=devices)
-    finally:
-        pynvml.nvmlShutdown()
+    return nvml_probe.probe(pynvml, os.environ)
+
+
+@hookimpl
+def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
+    return scoring.propose_all(model, hardware, settings)
+
+
+@hookimpl
+def prepare_env(proposal: Proposal, hardware: HardwareProfile, settings: Settings) -> list[EnvChange]:
+    return env.env_changes(proposal, hardware, settings, os.environ)
+
+
+@hookimpl
+def load_engine(proposal: Proposal, model: ModelSpec) -> Optional[Any]:
+    if proposal.plugin != NAME:
+        return None
+    from . import loader  # the heavy part (torch, fish_speech) is imported only past this point
+
+    return loader.load(proposal, model)

@@ -113,12 +113,13 @@ def _fit(model: ModelSpec, device: AcceleratorDevice, hardware: HardwareProfile,
 def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevice) -> list[Proposal]:
     need, fit_reasons, fit_vetoes, fit_factor = _fit(model, device, hardware, "fp16")
     tokens_per_s, rtf, speed_reasons = speed(model, device)
-    mps_vetoes = list(fit_vetoes)
+    unavailable: list[str] = []
     mps = device.capabilities.get("mps_available")
     if mps is False:
-        mps_vetoes.append(f"MPS is not usable here: {device.capabilities.get('mps_status', 'torch says no')}")
+        unavailable.append(f"MPS is not usable here: {device.capabilities.get('mps_status', 'torch says no')}")
     elif mps is None:
         speed_reasons.append(f"MPS availability: {device.capabilities.get('mps_status', 'unknown')}")
+    mps_vetoes = fit_vetoes + unavailable
     score = (1.0 / rtf if rtf else 0.01) * UNMEASURED_RISK * fit_factor
     headline = f"{device.name} GPU through MPS, fp16" + (f": RTF ~{rtf:.2f}, ~{tokens_per_s:.1f} tokens/s" if rtf else "")
     common = [
@@ -158,12 +159,12 @@ def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevi
         engine=ENGINE, quantization="int8-weight-only", score=round(1 / 95.6, 4),
         estimate=Estimate(rtf=95.6, tokens_per_s=0.61, peak_memory_bytes=int8_need),
         reasons=["int8 weights would save memory on a small Mac"],
-        vetoes=["never int8 on MPS: " + FIELD_INT8], **base,
+        vetoes=["never int8 on MPS: " + FIELD_INT8, *unavailable], **base,
     ))
     proposals.append(Proposal(
         engine=ENGINE, compile=True, score=0.0, estimate=Estimate(peak_memory_bytes=need),
         reasons=["torch.compile speeds decoding 20-30% on Linux + NVIDIA (FIELD_NOTES)"],
-        vetoes=["never torch.compile on MPS: " + FIELD_COMPILE], **base,
+        vetoes=["never torch.compile on MPS: " + FIELD_COMPILE, *unavailable], **base,
     ))
     return proposals
 

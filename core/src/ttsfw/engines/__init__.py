@@ -35,3 +35,7 @@ register_engine(
         description="fish-speech text-to-semantic transformer and codec on torch",
     )
 )
+
+# Fish Speech with the language model on torch and the codec decoder as a Core ML
+# ML program (Apple only); the ttsfw-mps plugin converts, caches and loads it.
+register_engine(EngineInfo(backend="fish-torch+coreml-codec", families=frozenset({"fish"}), requires=("torch", "fish_speech", "coremltools"), extra="mps", description="fish-speech on torch (MPS) with the codec decoder converted to Core ML"))

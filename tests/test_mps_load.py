@@ -1,0 +1,70 @@
+"""load_engine of the MPS plugin: who it loads for, where, and how a missing piece becomes a fallback."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+import ttsfw_mps.plugin as mps
+from ttsfw.errors import EngineLoadError
+from ttsfw.models import ModelSpec, Proposal
+from ttsfw_mps import scoring
+
+from helpers import make_settings
+
+MODEL = ModelSpec(family="fish", name="s1")
+
+
+def proposal(plugin="mps", engine=scoring.ENGINE):
+    return Proposal(plugin=plugin, device="mps", device_family="mps", engine=engine, precision="fp16")
+
+
+class FakeEngine:
+    backend, sample_rate = "fish-torch", 44100
+
+    def __init__(self, **placed):
+        self.placed, self.closed = placed, False
+
+    def synthesize(self, text):
+        return iter(())
+
+    def inference_modules(self):
+        return []
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def adapter(monkeypatch):
+    """Stands in for ttsfw.engines.fish_torch (issue 4), which is not in this branch."""
+    module = types.ModuleType("ttsfw.engines.fish_torch")
+    module.load_fish_engine = lambda model, **kw: FakeEngine(**kw)
+    monkeypatch.setitem(sys.modules, "ttsfw.engines.fish_torch", module)
+    return module
+
+
+def test_other_plugins_proposals_are_not_ours():
+    assert mps.load_engine(proposal(plugin="cuda"), MODEL, make_settings()) is None
+
+
+def test_loads_fish_on_mps_in_fp16_without_compile(adapter):
+    engine = mps.load_engine(proposal(), MODEL, make_settings())
+    assert engine.placed == {"device": "mps", "precision": "fp16", "quantization": "none", "compile": False,
+                             "threads": None}
+
+
+def test_missing_adapter_is_a_load_error_the_core_falls_back_from(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ttsfw.engines.fish_torch", None)  # import fails
+    with pytest.raises(EngineLoadError, match="Fish Speech engine cannot be imported"):
+        mps.load_engine(proposal(), MODEL, make_settings())
+
+
+def test_coreml_path_without_a_codec_hook_closes_the_engine_and_says_why(adapter):
+    made = []
+    adapter.load_fish_engine = lambda model, **kw: made.append(FakeEngine(**kw)) or made[-1]
+    with pytest.raises(EngineLoadError, match="Core ML decoder cannot be attached"):
+        mps.load_engine(proposal(engine=scoring.COREML_ENGINE), MODEL, make_settings())
+    assert made[0].closed

@@ -76,7 +76,7 @@ EXPECTED = {
 
 
 def test_committed_profiles_are_what_detect_produces():
-    assert sorted(p.stem for p in HARDWARE_DIR.glob("*.json")) == sorted(MACHINES)
+    assert set(MACHINES) <= {p.stem for p in HARDWARE_DIR.glob("*.json")}  # Mac and WSL fixtures live here too
     for name in MACHINES:
         assert (HARDWARE_DIR / f"{name}.json").read_text() == profile_json(name), (
             f"{name}.json is stale: run python tests/fake_pynvml.py")

@@ -21,3 +21,15 @@ def register_engine(info: EngineInfo) -> None:
 
 def engine_info(backend: str) -> Optional[EngineInfo]:
     return KNOWN_ENGINES.get(backend)
+
+
+# Piper voices on ONNX Runtime (adapter: ttsfw.engines.piper_onnx, imported only by load_engine).
+register_engine(
+    EngineInfo(
+        backend="piper-onnx",
+        families=frozenset({"piper"}),
+        requires=("onnxruntime", "piper"),
+        description="Piper (VITS) voices on ONNX Runtime, phonemized by piper-tts/espeak-ng",
+        extra="cpu-onnx",
+    )
+)

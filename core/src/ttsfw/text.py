@@ -23,7 +23,7 @@ DEFAULT_MAX_CHARS = 500_000
 
 # A sentence ends at . ! ? … (and their CJK forms), optionally followed by
 # closing quotes or brackets, then whitespace. Blank lines end a paragraph.
-_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’»)\]]*\s+")
+_SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?=\s)")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _CLAUSE_END = re.compile(r"(?<=[,;:—–])\s+")
 _SPACE = re.compile(r"\s+")
@@ -68,6 +68,16 @@ def _split_long(sentence: str, max_chars: int) -> list[str]:
     return _pack([p for p in pieces if p], max_chars)
 
 
+def _sentences(paragraph: str) -> list[str]:
+    """Cut after each sentence end (closing quotes and brackets stay with their sentence)."""
+    out, start = [], 0
+    for match in _SENTENCE_END.finditer(paragraph):
+        out.append(paragraph[start : match.end()])
+        start = match.end()
+    out.append(paragraph[start:])
+    return out
+
+
 def split_sentences(text: str, max_chars: int = 400) -> list[str]:
     """Split text into chunks of one sentence each (longer ones cut to max_chars).
 
@@ -82,7 +92,7 @@ def split_sentences(text: str, max_chars: int = 400) -> list[str]:
         paragraph = _SPACE.sub(" ", paragraph).strip()
         if not paragraph:
             continue
-        for sentence in _SENTENCE_END.split(paragraph):
+        for sentence in _sentences(paragraph):
             sentence = sentence.strip()
             if sentence:
                 chunks.extend(_split_long(sentence, max_chars))

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml core/pyproject.toml $(addsuffix /pyproject.toml,$(PLUGI
 	touch $@
 
 demo: setup
-	$(BIN)/ttsfw plan
+	$(BIN)/ttsfw run "Hello there, this is ttsfw speaking with its embedded voice." -o hello.wav
 
 test: setup
 	$(BIN)/python -m pytest
@@ -32,6 +32,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/plan_cold_start.py
+	$(BIN)/python benchmarks/piper_vs_cli.py
+	$(BIN)/python benchmarks/cpu_onnx_proposals.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache hello.wav

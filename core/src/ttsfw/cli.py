@@ -228,6 +228,222 @@ def plan_cmd(
         sys.exit(3)
 
 
+# -- run ---------------------------------------------------------------------
+
+
+def _default_output(file: Optional[str]) -> Path:
+    if file and file != "-":
+        return Path(Path(file).stem + ".wav")
+    return Path("speech.wav")
+
+
+def _voice_options(engine: Any, options: dict[str, Any]) -> dict[str, Any]:
+    given = {k: v for k, v in options.items() if v is not None}
+    if not given:
+        return {}
+    configure = getattr(engine, "configure", None)
+    if configure is None:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"engine {engine.backend} takes no voice options ({flags})")
+    configure(**given)
+    return given
+
+
+def _summary(out: str, loaded: Any, metrics: Any) -> list[str]:
+    from .hardware import describe_memory as mem
+
+    rtf = f"RTF {metrics.rtf:.3f}" if metrics.rtf is not None else "RTF n/a"
+    first = metrics.time_to_first_audio_seconds
+    lines = [
+        f"wrote {out}: {metrics.audio_seconds:.2f} s of audio ({metrics.chunks} sentence"
+        f"{'s' if metrics.chunks != 1 else ''}, {metrics.sample_rate} Hz)",
+        f"  with {loaded.proposal.label()} (score {loaded.proposal.score:.2f})"
+        + (f", after falling back from {len(loaded.attempts) - 1} proposal(s)" if loaded.fell_back else ""),
+        f"  {rtf} (synthesis {metrics.synthesis_seconds:.2f} s), first audio after {first:.2f} s"
+        f" (engine load {metrics.load_seconds:.2f} s), peak RSS {mem(metrics.peak_rss_bytes)}",
+    ]
+    return lines
+
+
+@main.command("run")
+@click.argument("text", required=False)
+@click.option("-f", "--file", "file", default=None, metavar="FILE", help="Read the text from FILE (- for stdin).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="WAV file to write (default: speech.wav, or FILE's name with .wav).")
+@click.option("--model", "-m", default=None, help="Piper voice (.onnx with its .onnx.json); default: the embedded voice.")
+@click.option("--device", "-d", default=None, help="auto, cpu, cuda or mps: a hard constraint.")
+@click.option("--speaker", default=None, help="Speaker id or name (multi-speaker voices).")
+@click.option("--length-scale", type=float, default=None, help="Phoneme length: > 1 slower speech, < 1 faster.")
+@click.option("--noise-scale", type=float, default=None, help="Generator noise (voice's default if unset).")
+@click.option("--noise-w-scale", type=float, default=None, help="Phoneme width noise (voice's default if unset).")
+@click.option("--sentence-silence", type=float, default=None, help="Seconds of silence between sentences.")
+@click.option("--stream", is_flag=True, help="Write WAV audio to stdout as each sentence is ready.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan and the metrics as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
+@click.option("--max-chars", type=click.IntRange(min=1), default=None,
+              help="Longest input accepted (default 500,000 characters).")
+@click.pass_obj
+def run_cmd(
+    obj: Context, text: Optional[str], file: Optional[str], output: Optional[Path], model: Optional[str],
+    device: Optional[str], speaker: Optional[str], length_scale: Optional[float], noise_scale: Optional[float],
+    noise_w_scale: Optional[float], sentence_silence: Optional[float], stream: bool, as_json: bool, quiet: bool,
+    max_chars: Optional[int],
+) -> None:
+    """Speak TEXT (or -f FILE, or - for stdin) into a WAV file."""
+    import time
+
+    from . import runtime
+    from .audio_io import AtomicWavWriter, StreamWavWriter, check_output_path
+    from .errors import NoFeasiblePlan
+    from .synthesis import synthesize
+    from .text import DEFAULT_MAX_CHARS, read_input, split_sentences
+
+    started = time.perf_counter()
+    # Everything the user can get wrong is checked before the engine is loaded.
+    spoken = read_input(text, file, max_chars or DEFAULT_MAX_CHARS)
+    if stream and output is not None:
+        raise UsageError("--stream writes to stdout; drop -o, or drop --stream to write a file")
+    if stream and sys.stdout.isatty():
+        raise UsageError("--stream writes binary WAV audio to stdout: pipe it (ttsfw run --stream ... | aplay) or use -o")
+    out_path = None if stream else check_output_path(output or _default_output(file))
+    info = sys.stderr if stream else sys.stdout  # keep stdout clean for the audio stream
+
+    host, plan = build_plan(obj, model, device, None)
+    if plan.chosen is None:
+        raise NoFeasiblePlan(plan.summary)
+    t_load = time.perf_counter()
+    loaded = runtime.load(host, plan)
+    load_seconds = time.perf_counter() - t_load
+    engine = loaded.engine
+    try:
+        voice = _voice_options(engine, {
+            "speaker": speaker, "length_scale": length_scale, "noise_scale": noise_scale,
+            "noise_w_scale": noise_w_scale, "sentence_silence": sentence_silence,
+        })
+        chunks = split_sentences(spoken, loaded.proposal.chunk_chars)
+        show_bar = not quiet and not as_json and sys.stderr.isatty() and len(chunks) > 2
+        writer = StreamWavWriter(sys.stdout.buffer, engine.sample_rate) if stream else AtomicWavWriter(
+            out_path, engine.sample_rate  # type: ignore[arg-type]
+        )
+        with writer:
+            if show_bar:
+                with click.progressbar(length=len(spoken), label="speaking", file=sys.stderr,
+                                       show_eta=True, show_percent=True) as bar:
+                    metrics = synthesize(engine, chunks, writer, started=started,
+                                         on_chunk=lambda chunk: bar.update(len(chunk) + 1))
+            else:
+                metrics = synthesize(engine, chunks, writer, started=started)
+    finally:
+        engine.close()
+    metrics.load_seconds = load_seconds
+    target = "stdout" if stream else str(out_path)
+    if as_json:
+        data = {
+            "output": target,
+            "chosen": loaded.proposal.label(),
+            "attempts": [{"proposal": a.proposal.label(), "ok": a.ok, "reason": a.reason} for a in loaded.attempts],
+            "env_applied": [c.describe() for c in loaded.env_applied],
+            "voice": voice,
+            "metrics": metrics.as_dict(),
+            "plan": plan.model_dump(mode="json"),
+        }
+        click.echo(json.dumps(data, indent=2, default=str), file=info)
+    elif not quiet:
+        for line in _summary(target, loaded, metrics):
+            click.echo(line, file=info)
+
+
+# -- tune --------------------------------------------------------------------
+
+TUNE_TEXT = (
+    "The quick brown fox jumps over the lazy dog. "
+    "A short measurement tells which settings are fastest on this machine. "
+    "Every proposal speaks these same sentences, in turn, several times."
+)
+
+
+@main.command("tune")
+@click.option("--model", "-m", default=None, help="Model path (default: the embedded voice).")
+@click.option("--device", "-d", default=None, help="auto, cpu, cuda or mps: a hard constraint.")
+@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Times each proposal speaks the test text (round robin; the median counts).")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@click.pass_obj
+def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: int, as_json: bool) -> None:
+    """Measure every feasible proposal here and cache the results for this machine and model."""
+    import importlib.metadata
+    import statistics
+    import time
+
+    from . import runtime, tuning
+    from .engines import engine_info
+    from .errors import EngineLoadError, NoFeasiblePlan
+    from .planner import env_changes_for, make_plan
+    from .synthesis import synthesize
+    from .text import split_sentences
+
+    host, plan = build_plan(obj, model, device, None)
+    if plan.chosen is None:
+        raise NoFeasiblePlan(plan.summary)
+    dists = importlib.metadata.packages_distributions()
+
+    class _Null:
+        def write(self, pcm: bytes) -> None:
+            pass
+
+    loaded: list[tuple[Proposal, Any, float]] = []
+    failed: dict[str, str] = {}
+    for proposal in plan.ranked():
+        runtime.apply_env(env_changes_for(host, proposal, plan.hardware))
+        t0 = time.perf_counter()
+        try:
+            engine, problems = host.call("load_engine", proposal=proposal, model=plan.model, settings=host.settings)
+        except EngineLoadError as exc:
+            failed[proposal.label()] = str(exc)
+            continue
+        if engine is None:
+            failed[proposal.label()] = "; ".join(p.error for p in problems) or "no plugin loaded it"
+            continue
+        seconds = time.perf_counter() - t0
+        list(engine.synthesize("Warm up."))  # first run allocates; not part of the measurement
+        loaded.append((proposal, engine, seconds))
+        if not as_json:
+            click.echo(f"loaded {proposal.label()} in {seconds:.2f} s", err=True)
+    chunks = split_sentences(TUNE_TEXT, 400)
+    rtfs: dict[int, list[float]] = {i: [] for i in range(len(loaded))}
+    for _ in range(rounds):
+        for i, (_, engine, _) in enumerate(loaded):
+            rtfs[i].append(synthesize(engine, chunks, _Null()).rtf or float("inf"))
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    entries: dict[str, dict[str, Any]] = {}
+    for i, (proposal, engine, seconds) in enumerate(loaded):
+        info = engine_info(proposal.engine)
+        names = sorted({d for m in (info.requires if info else ()) for d in dists.get(m, [])})
+        entries[tuning.proposal_key(proposal)] = {
+            "rtf": statistics.median(rtfs[i]),
+            "rtf_all": rtfs[i],
+            "load_seconds": round(seconds, 3),
+            "label": proposal.label(),
+            "measured_at": stamp,
+            "versions": tuning.module_versions(names),
+        }
+        engine.close()
+    path = tuning.save(host.settings.cache_dir, plan.hardware, plan.model, entries) if entries else None
+    new_plan = make_plan(host, model=plan.model, hardware=plan.hardware)
+    if as_json:
+        _emit_json({"measurements": entries, "failed": failed, "cache": str(path) if path else None,
+                    "chosen": new_plan.chosen.label() if new_plan.chosen else None})
+        return
+    click.echo(f"{'RTF':>7}  {'load s':>6}  proposal")
+    for entry in sorted(entries.values(), key=lambda e: e["rtf"]):
+        click.echo(f"{entry['rtf']:7.3f}  {entry['load_seconds']:6.2f}  {entry['label']}")
+    for label, why in failed.items():
+        click.echo(f"  failed  {label}: {why}")
+    if path:
+        click.echo(f"saved to {path}")
+    click.echo(f"now chosen: {new_plan.chosen.label() if new_plan.chosen else 'nothing'}")
+
+
 def run() -> None:
     """Console entry point: turn every expected failure into one line and an exit code."""
     try:

@@ -150,6 +150,8 @@ class Proposal(_Model):
             parts.append("compiled")
         if self.threads:
             parts.append(f"{self.threads} threads")
+        if self.options.get("variant"):  # a plugin's name for proposals that differ only in options
+            parts.append(str(self.options["variant"]))
         return f"{self.plugin}: " + ", ".join(parts)
 
 

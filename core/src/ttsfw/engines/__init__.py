@@ -23,6 +23,17 @@ def engine_info(backend: str) -> Optional[EngineInfo]:
     return KNOWN_ENGINES.get(backend)
 
 
+# Piper voices on ONNX Runtime (adapter: ttsfw.engines.piper_onnx, imported only by load_engine).
+register_engine(
+    EngineInfo(
+        backend="piper-onnx",
+        families=frozenset({"piper"}),
+        requires=("onnxruntime", "piper"),
+        description="Piper (VITS) voices on ONNX Runtime, phonemized by piper-tts/espeak-ng",
+        extra="cpu-onnx",
+    )
+)
+
 # Fish Speech (OpenAudio S1) through fish-speech's own model classes on torch
 # (ttsfw.engines.fish_torch). Plugins load it on their device with
 # ttsfw.engines.fish_torch.load_fish_engine(...).
@@ -38,4 +49,12 @@ register_engine(
 
 # Fish Speech with the language model on torch and the codec decoder as a Core ML
 # ML program (Apple only); the ttsfw-mps plugin converts, caches and loads it.
-register_engine(EngineInfo(backend="fish-torch+coreml-codec", families=frozenset({"fish"}), requires=("torch", "fish_speech", "coremltools"), extra="mps", description="fish-speech on torch (MPS) with the codec decoder converted to Core ML"))
+register_engine(
+    EngineInfo(
+        backend="fish-torch+coreml-codec",
+        families=frozenset({"fish"}),
+        requires=("torch", "fish_speech", "coremltools"),
+        extra="mps",
+        description="fish-speech on torch (MPS) with the codec decoder converted to Core ML",
+    )
+)

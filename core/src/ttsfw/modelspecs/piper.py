@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 from ..errors import ModelError
 from ..models import MemoryEstimate, ModelSpec
@@ -29,6 +29,60 @@ def embedded_default() -> ModelSpec:
     if result is None:
         raise ModelError(f"the embedded default voice is incomplete: {onnx_path}")
     return result.model_copy(update={"source": "embedded"})
+
+
+def _varint(handle: BinaryIO) -> Optional[int]:
+    result, shift = 0, 0
+    while True:
+        byte = handle.read(1)
+        if not byte:
+            return None
+        result |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def check_onnx_container(path: Path) -> Optional[str]:
+    """Walk the top-level protobuf fields of an ONNX file without loading it; None if it is sound.
+
+    Catches truncated downloads, random bytes and non-ONNX files in a few
+    milliseconds (it seeks past the graph instead of reading it), so a plan
+    rejects a broken voice before any runtime is imported.
+    """
+    size = path.stat().st_size
+    seen: set[int] = set()
+    try:
+        with path.open("rb") as handle:
+            while handle.tell() < size:
+                tag = _varint(handle)
+                if tag is None:
+                    break
+                field, wire = tag >> 3, tag & 7
+                if field == 0:
+                    return f"invalid protobuf field at offset {handle.tell()}"
+                if wire == 0:
+                    if _varint(handle) is None:
+                        return "ends inside a field"
+                elif wire == 1 or wire == 5:
+                    handle.seek(8 if wire == 1 else 4, 1)
+                elif wire == 2:
+                    length = _varint(handle)
+                    if length is None or handle.tell() + length > size:
+                        return f"truncated: a field needs {length} bytes past offset {handle.tell()} of {size}"
+                    handle.seek(length, 1)
+                else:
+                    return f"not an ONNX protobuf (wire type {wire} at offset {handle.tell()})"
+                seen.add(field)
+            if handle.tell() > size:
+                return f"truncated at {size} bytes"
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    if 7 not in seen:
+        return "no graph in the file (not an ONNX model)"
+    return None
 
 
 def _onnx_file(path: Path) -> Optional[Path]:
@@ -67,6 +121,9 @@ def read(path: Path) -> Optional[ModelSpec]:
     size = onnx_path.stat().st_size
     if size < 1024:
         raise ModelError(f"voice model {onnx_path} is truncated ({size} bytes)")
+    problem = check_onnx_container(onnx_path)
+    if problem:
+        raise ModelError(f"voice model {onnx_path} is corrupt: {problem}")
     weights = MemoryEstimate(weights_bytes=size, buffers_bytes=int(size * _WORKING_FACTOR))
     return ModelSpec(
         family="piper",

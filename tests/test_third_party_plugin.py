@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO, ttsfw_cli, write_fake_piper_voice
+from helpers import REPO, ttsfw_cli
 from ttsfw.models import Plan
 
 EXAMPLES = REPO / "docs" / "examples"
@@ -42,9 +42,8 @@ def test_installed_example_is_listed_and_the_broken_one_isolated(site):
     assert infos["cpu_onnx"]["status"] == "ok"
 
 
-def test_example_is_ranked_and_explained(site, tmp_path):
-    voice = write_fake_piper_voice(tmp_path / "v")
-    result = cli(site, "plan", "--model", str(voice), "--json")
+def test_example_is_ranked_and_explained(site):
+    result = cli(site, "plan", "--json")  # the embedded voice
     assert result.returncode == 0, result.stderr
     plan = Plan.model_validate_json(result.stdout)
     beep = [p for p in plan.ranked() if p.plugin == "beep"]
@@ -58,7 +57,7 @@ def test_strict_mode_refuses_to_run_with_the_broken_plugin(site):
     assert result.returncode != 0 and err.startswith("error: plugin 'broken' broken") and "Traceback" not in err
 
 
-def test_example_engine_runs_through_the_core_runtime(site, tmp_path):
+def test_example_engine_runs_through_the_core_runtime(site):
     # plan -> prepare_env -> load_engine -> disable_training_artifacts -> check, through entry points.
     code = """
 import json, os, sys
@@ -73,8 +72,7 @@ chunk = next(loaded.engine.synthesize("three short words"))
 print(json.dumps({"plugin": loaded.proposal.plugin, "env": os.environ.get("TTSFW_BEEP_ACTIVE"),
                   "actions": loaded.artifacts_disabled, "seconds": chunk.seconds}))
 """
-    voice = write_fake_piper_voice(tmp_path / "v")
-    env = {**os.environ, "PYTHONPATH": str(site), "TTSFW_MODEL": str(voice)}
+    env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)

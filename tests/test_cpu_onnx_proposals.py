@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from ttsfw import tuning
 from ttsfw.models import HardwareProfile, ModelSpec
 from ttsfw.modelspecs.piper import embedded_default

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from ttsfw_mps import coreml_codec
 
 

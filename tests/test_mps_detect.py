@@ -100,7 +100,6 @@ def fake_mac(monkeypatch, name: str, **kw) -> FakeMac:
     import platform
 
     import psutil
-
     import ttsfw.hardware
     from ttsfw_mps import sysinfo
 
@@ -122,10 +121,9 @@ def fake_mac(monkeypatch, name: str, **kw) -> FakeMac:
 
 
 def detect_profile(monkeypatch, name: str, **kw):
-    from ttsfw.planner import detect
-
-    from helpers import make_host
     import ttsfw_mps.plugin
+    from helpers import make_host
+    from ttsfw.planner import detect
 
     fake_mac(monkeypatch, name, **kw)
     return detect(make_host(("mps", ttsfw_mps.plugin)))
@@ -206,9 +204,8 @@ def test_failing_tools_are_not_errors(monkeypatch):
 
 def test_not_a_mac_detects_nothing():
     import ttsfw_mps.plugin
-    from ttsfw.planner import detect
-
     from helpers import make_host
+    from ttsfw.planner import detect
 
     assert detect(make_host(("mps", ttsfw_mps.plugin))).devices == []  # this Linux machine
 

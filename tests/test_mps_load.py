@@ -6,13 +6,11 @@ import sys
 import types
 
 import pytest
-
 import ttsfw_mps.plugin as mps
+from helpers import make_settings
 from ttsfw.errors import EngineLoadError
 from ttsfw.models import ModelSpec, Proposal
 from ttsfw_mps import scoring
-
-from helpers import make_settings
 
 MODEL = ModelSpec(family="fish", name="s1")
 

@@ -7,8 +7,9 @@ import types
 from pathlib import Path
 
 import pytest
-
 import ttsfw_mps.plugin
+from helpers import make_host, ttsfw_cli
+from test_fish_spec import S1_MINI, write_checkpoint
 from ttsfw import hookimpl
 from ttsfw.hardware import load_profile
 from ttsfw.models import Estimate, Proposal
@@ -16,9 +17,6 @@ from ttsfw.modelspecs import resolve
 from ttsfw.planner import make_plan
 from ttsfw.runtime import apply_env
 from ttsfw_mps import scoring
-
-from helpers import make_host, ttsfw_cli
-from test_fish_spec import S1_MINI, write_checkpoint
 
 DATA = Path(__file__).resolve().parent / "data" / "hardware"
 GiB = 2**30

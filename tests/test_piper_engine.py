@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from ttsfw.engines import KNOWN_ENGINES
 from ttsfw.errors import EngineLoadError, ModelError, UsageError
 from ttsfw.modelspecs import resolve

@@ -8,7 +8,6 @@ import struct
 import wave
 
 import pytest
-
 from ttsfw.audio_io import AtomicWavWriter, StreamWavWriter, check_output_path
 from ttsfw.errors import UsageError
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import pytest
-
 from ttsfw.errors import UsageError
 from ttsfw.text import has_speakable, read_input, split_sentences
 

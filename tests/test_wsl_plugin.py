@@ -14,17 +14,15 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-
 import ttsfw_wsl.plugin
+from helpers import make_host
+from test_fish_spec import write_checkpoint
 from ttsfw import hookimpl
 from ttsfw.hardware import load_profile
 from ttsfw.models import AcceleratorDevice, Estimate, Proposal
 from ttsfw.modelspecs import resolve
 from ttsfw.planner import make_plan
 from ttsfw_wsl import probe, wrapper
-
-from helpers import make_host
-from test_fish_spec import write_checkpoint
 
 DATA = Path(__file__).resolve().parent / "data" / "hardware"
 GiB = 2**30
@@ -74,7 +72,6 @@ def fake_linux_host(monkeypatch):
     import platform
 
     import psutil
-
     import ttsfw.hardware
 
     Mem = namedtuple("svmem", "total available")

@@ -10,6 +10,7 @@ graph optimisation, execution mode, memory planning) take effect.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -35,7 +36,7 @@ SESSION_OPTIONS = (
     "enable_mem_pattern",  # bool
     "allow_spinning",  # bool: intra-op worker threads spin while waiting
 )
-_INFORMATIONAL = ("variant", "model_variant_path")
+_INFORMATIONAL = ("variant", "model_variant_path", "cache_optimized_graph")
 
 
 def session_options(threads: Optional[int], options: dict[str, Any]) -> Any:
@@ -152,10 +153,42 @@ class PiperOnnxEngine:
         self._voice = None
 
 
+def _create_session(ort: Any, model_path: Path, so: Any, optimized: Optional[Path]) -> Any:
+    """A session, through the cached optimised graph when one is given.
+
+    First use: optimise as usual and let ONNX Runtime save the result (to a
+    temporary name, moved into place only once complete). Later uses: load
+    the saved graph with optimisation off, which skips most of the start-up.
+    """
+    providers = ["CPUExecutionProvider"]
+    if optimized is None:
+        return ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+    if optimized.exists():
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(optimized), sess_options=so, providers=providers)
+    optimized.parent.mkdir(parents=True, exist_ok=True)
+    tmp = optimized.with_name(f".{optimized.name}.{os.getpid()}.tmp")
+    so.optimized_model_filepath = str(tmp)
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        os.replace(tmp, optimized)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return session
+
+
 def load(
-    model_path: Path, config_path: Path, threads: Optional[int] = None, options: Optional[dict[str, Any]] = None
+    model_path: Path,
+    config_path: Path,
+    threads: Optional[int] = None,
+    options: Optional[dict[str, Any]] = None,
+    optimized_graph: Optional[Path] = None,
 ) -> PiperOnnxEngine:
-    """Create the ONNX Runtime session with the proposal's options and wrap it with Piper's phonemizer."""
+    """Create the ONNX Runtime session with the proposal's options and wrap it with Piper's phonemizer.
+
+    ``optimized_graph``: where the graph optimised for this CPU is cached
+    (made on first use); None optimises in memory at every start.
+    """
     import time
 
     options = dict(options or {})
@@ -171,7 +204,7 @@ def load(
         raise EngineLoadError(f"voice config {config_path} unusable: {type(exc).__name__}: {exc}") from None
     so = session_options(threads, options)
     try:
-        session = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
+        session = _create_session(ort, Path(model_path), so, optimized_graph)
     except Exception as exc:  # onnxruntime raises its own pybind exception types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EngineLoadError(f"ONNX Runtime cannot load {model_path}: {first}") from None

@@ -2,16 +2,22 @@
 
 ``<sha256 of the fp32 model>-<qint8|quint8>.onnx``: made once with
 onnxruntime.quantization.quantize_dynamic, written atomically, never remade.
+Also the graph ONNX Runtime optimised for this CPU, saved once so later
+sessions skip optimisation: ``optimized/<sha256>-<cpu and runtime key>.onnx``.
 (Measurements live in the core's cache: ttsfw.tuning.)
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import logging
 import os
+import platform
 import tempfile
 from pathlib import Path
 
+from ttsfw.hardware import detect_host
 from ttsfw.tuning import file_sha256
 
 # Weight types quantize_dynamic can produce, by the name used in Proposal.quantization.
@@ -55,3 +61,19 @@ def ensure_quantized(cache_dir: Path, model_path: Path, quantization: str) -> Pa
     finally:
         logging.disable(previous)
     return target
+
+
+def optimized_path(cache_dir: Path, model_path: Path, level: str) -> Path:
+    """Where the optimised graph of a model lives.
+
+    ONNX Runtime's full optimisation rewrites the graph for the CPU's vector
+    units (NCHWc layouts), so the key holds the CPU, the architecture, the
+    onnxruntime version and the level besides the model's hash: a home
+    directory shared between machines never hands one CPU another's graph.
+    """
+    host = detect_host()
+    ident = "|".join(
+        [platform.machine(), host.cpu_model, " ".join(host.isa_flags), importlib.metadata.version("onnxruntime"), level]
+    )
+    sha = file_sha256(Path(cache_dir), Path(model_path))
+    return root(cache_dir) / "optimized" / f"{sha[:32]}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.onnx"

@@ -69,7 +69,8 @@ def _threads(hardware: HardwareProfile) -> tuple[int, str]:
 
 def _variants(threads: int, thread_reason: str, hardware: HardwareProfile) -> list[dict[str, Any]]:
     """Each variant: the settings that differ on a CPU, a prior speed factor and the reasons."""
-    fast_start = {"graph_optimization_level": "all", "execution_mode": "sequential", "enable_mem_reuse": False}
+    fast_start = {"graph_optimization_level": "all", "execution_mode": "sequential", "enable_mem_reuse": False,
+                  "cache_optimized_graph": True}
     vnni = any(f in hardware.isa_flags for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
     return [
         {
@@ -83,6 +84,8 @@ def _variants(threads: int, thread_reason: str, hardware: HardwareProfile) -> li
                 f"{thread_reason}, all graph optimisations, sequential execution",
                 "memory-reuse planning off: ONNX Runtime >= 1.22 spends seconds planning buffer reuse when the "
                 "session starts; without it the session starts in a fraction of the time and synthesis runs as fast",
+                "graph optimised for this CPU once and cached on disk (keyed by model, CPU and onnxruntime "
+                "version): later starts load it with optimisation off",
             ],
         },
         {
@@ -247,4 +250,8 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # ->
             model_path = cache.ensure_quantized(settings.cache_dir, model_path, proposal.quantization)
         except (ImportError, OSError, ValueError, RuntimeError) as exc:
             raise EngineLoadError(f"could not make the {proposal.quantization} variant: {exc}") from None
-    return piper_onnx.load(model_path, Path(model.files["config"]), proposal.threads, proposal.options)
+    optimized = None
+    if proposal.options.get("cache_optimized_graph"):
+        level = str(proposal.options.get("graph_optimization_level", "all"))
+        optimized = cache.optimized_path(settings.cache_dir, model_path, level)
+    return piper_onnx.load(model_path, Path(model.files["config"]), proposal.threads, proposal.options, optimized)

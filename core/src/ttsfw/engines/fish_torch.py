@@ -30,16 +30,13 @@ from typing import Any, Iterator, Optional
 from ..engine import AudioChunk
 from ..errors import EngineLoadError, InvariantViolation, ModelError, UsageError
 from ..models import EnvChange, ModelSpec
+from . import FISH_INSTALL as INSTALL_HINT
 
 BACKEND = "fish-torch"
 BACKEND_ONNX_CODEC = "fish-torch+onnx-codec"
 PRECISIONS = ("fp32", "fp16", "bf16")
 QUANTIZATIONS = ("none", "int8-weight-only")
 CODEC_BACKENDS = ("torch", "onnx")
-INSTALL_HINT = (
-    "pip install 'ttsfw[fish]' && pip install --no-deps fish-speech==0.1.0 descript-audiotools==0.7.2 "
-    "descript-audio-codec==1.0.0 librosa==0.11.0 tensorboard==2.21.0"
-)
 # fish-speech's generate_long defaults.
 DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.8, "repetition_penalty": 1.1}
 
@@ -231,6 +228,40 @@ class FishEngine:
         )
         self.history.append(metrics)
         yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text, tokens=metrics.tokens)
+
+    def configure(self, **options: Any) -> None:
+        """Voice and sampling options after loading (what ``ttsfw run`` passes through).
+
+        ``reference_audio`` + ``reference_text`` (voice cloning; encoded before the
+        next synthesis), ``seed``, ``max_new_tokens``, ``temperature``, ``top_p``,
+        ``repetition_penalty``.
+        """
+        known = {"reference_audio", "reference_text", "seed", "max_new_tokens", *DEFAULT_SAMPLING}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+            raise UsageError(f"engine {self.backend} does not take {flags}")
+        if "reference_audio" in options or "reference_text" in options:
+            audio, text = options.get("reference_audio"), options.get("reference_text")
+            if audio is None:
+                raise UsageError("--reference-text needs --reference-audio (the clip it transcribes)")
+            self._pending_reference = _read_reference(audio, text, self.sample_rate)
+            self.prompt_text, self.prompt_tokens = str(text).strip(), None
+            if self._prepared:
+                _encode_pending_reference(self)
+        if options.get("seed") is not None:
+            self.seed = int(options["seed"])
+        if options.get("max_new_tokens") is not None:
+            if int(options["max_new_tokens"]) < 1:
+                raise UsageError("--max-new-tokens must be at least 1")
+            self.max_new_tokens = int(options["max_new_tokens"])
+        for name in DEFAULT_SAMPLING:
+            if options.get(name) is not None:
+                value = float(options[name])
+                upper = 2.0 if name != "top_p" else 1.0
+                if not 0.0 < value <= upper or (name != "top_p" and value == upper):
+                    raise UsageError(f"--{name.replace('_', '-')} {value} is out of range (0, {upper:g})")
+                self.sampling[name] = value
 
     # -- pieces, public for benchmarks and tests ------------------------
 

@@ -44,7 +44,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
     from ttsfw.engines import fish_torch
     from ttsfw.engines.fish_codec import load_codec
     from ttsfw.engines.fish_onnx_codec import probe_codes
@@ -132,15 +131,15 @@ def main() -> None:
     for frames in (22, 64, 200):
         codes = probe_codes(onnx_engine.codec, frames, seed=0)
 
-        def torch_wn():
+        def torch_wn(codes=codes, frames=frames):
             with torch.inference_mode():
                 wn_codec.decode(codes[None], torch.tensor([frames]))
 
-        def torch_folded():
+        def torch_folded(codes=codes, frames=frames):
             with torch.inference_mode():
                 onnx_engine.codec.decode(codes[None], torch.tensor([frames]))
 
-        def ort():
+        def ort(codes=codes):
             onnx_engine.onnx_codec.decode(codes)
 
         for fn in (torch_wn, torch_folded, ort):

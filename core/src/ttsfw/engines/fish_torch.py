@@ -18,7 +18,6 @@ synthesize.
 
 from __future__ import annotations
 
-import math
 import re
 import tempfile
 import time

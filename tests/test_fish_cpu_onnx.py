@@ -22,11 +22,13 @@ def plan_for(checkpoint, profile=None, **settings):
     return h, make_plan(h, model=resolve(str(checkpoint)), hardware=profile or cpu_profile(cores_physical=4))
 
 
-def test_two_fp32_cpu_proposals_with_one_thread_per_physical_core(fish_checkpoint):
-    _, plan = plan_for(fish_checkpoint)
+def test_two_fp32_cpu_proposals_with_physical_cores_less_one_threads(fish_checkpoint):
+    _, plan = plan_for(fish_checkpoint, cpu_profile(cores_physical=4, cores_logical=8))
     ranked = plan.ranked()
     assert {p.engine for p in ranked} == {"fish-torch", "fish-torch+onnx-codec"}
-    assert all(p.device == "cpu" and p.precision == "fp32" and p.threads == 4 for p in ranked)
+    assert all(p.device == "cpu" and p.precision == "fp32" and p.threads == 3 for p in ranked)
+    _, two = plan_for(fish_checkpoint, cpu_profile(cores_physical=2, cores_logical=4))
+    assert {p.threads for p in two.ranked()} == {1}
     assert plan.chosen.engine == "fish-torch+onnx-codec"  # the measured faster decode, verified before use
     assert any("TQDM_DISABLE" == c.key for c in plan.env_changes)
 
@@ -59,7 +61,7 @@ def onnx_cache(tmp_path_factory):
 
 
 def _load(checkpoint, cache, engine_name):
-    h, plan = plan_for(checkpoint, cpu_profile(cores_physical=1), cache_dir=cache)
+    h, plan = plan_for(checkpoint, cpu_profile(cores_physical=2), cache_dir=cache)
     plan.chosen = next(p for p in plan.ranked() if p.engine == engine_name)
     plan.alternatives = []
     plan.chosen.options["max_new_tokens"] = 12  # what `ttsfw run` does with per-run options

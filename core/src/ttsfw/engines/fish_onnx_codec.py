@@ -98,6 +98,9 @@ class OnnxCodecDecoder:
         options.intra_op_num_threads = max(1, int(threads))
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # ORT runs once per sentence, between torch's token loops: threads that spin-wait after a run
+        # would take the cores torch's generation needs next
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.threads = options.intra_op_num_threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

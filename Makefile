@@ -6,6 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PLUGINS := plugins/cuda plugins/mps plugins/cpu_onnx plugins/wsl
 STAMP  := $(VENV)/.installed
+# The CPU plugin with its ONNX export/run extra for Fish Speech's codec decoder.
+PLUGIN_REQS := $(patsubst plugins/cpu_onnx,plugins/cpu_onnx[fish-onnx],$(PLUGINS))
 
 .PHONY: setup demo test bench lint clean
 
@@ -13,10 +15,14 @@ setup: $(STAMP)
 
 # Editable installs of the core with every extra and of each local plugin:
 # pip satisfies "ttsfw[all]"'s plugin requirements with these local directories.
-$(STAMP): pyproject.toml core/pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
+# The fish extra pins torch==2.13.0 and the lean runtime of fish-speech; fish-speech
+# itself and the packages whose declared dependencies cannot or should not be
+# resolved go in with --no-deps (the reasons are in that file).
+$(STAMP): pyproject.toml core/pyproject.toml core/requirements-fish-nodeps.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet -e "./core[all]" $(addprefix -e ./,$(PLUGINS))
+	$(BIN)/python -m pip install --quiet -e "./core[all,fish]" $(foreach p,$(PLUGIN_REQS),-e "./$(p)")
+	$(BIN)/python -m pip install --quiet --no-deps -r core/requirements-fish-nodeps.txt
 	$(BIN)/python -m pip install --quiet --group test
 	touch $@
 

@@ -62,7 +62,11 @@ def vetoes(proposal: Proposal, model: ModelSpec, hardware: HardwareProfile, sett
         required = list(proposal.requires) + (list(info.requires) if info else [])
         missing = sorted({m for m in required if _module_missing(m)})
         if missing:
-            hint = f" (pip install 'ttsfw[{info.extra}]')" if info and info.extra else ""
+            hint = ""
+            if info and info.metadata.get("install_hint"):
+                hint = f" ({info.metadata['install_hint']})"
+            elif info and info.extra:
+                hint = f" (pip install 'ttsfw[{info.extra}]')"
             reasons.append(f"runtime missing: {', '.join(missing)} not installed{hint}")
     memory = _memory_veto(proposal, hardware, settings.memory_headroom)
     if memory:

@@ -37,6 +37,13 @@ register_engine(
 # Fish Speech (OpenAudio S1) through fish-speech's own model classes on torch
 # (ttsfw.engines.fish_torch). Plugins load it on their device with
 # ttsfw.engines.fish_torch.load_fish_engine(...).
+# fish-speech itself cannot be installed through an extra (its declared dependencies
+# do not resolve), so the hint names the whole command; the README explains it.
+FISH_INSTALL = (
+    "pip install 'ttsfw[fish]' && pip install --no-deps fish-speech==0.1.0 descript-audiotools==0.7.2 "
+    "descript-audio-codec==1.0.0 librosa==0.11.0 tensorboard==2.21.0"
+)
+
 register_engine(
     EngineInfo(
         backend="fish-torch",
@@ -44,6 +51,20 @@ register_engine(
         requires=("torch", "fish_speech"),
         extra="fish",
         description="fish-speech text-to-semantic transformer and codec on torch",
+        metadata={"install_hint": FISH_INSTALL},
+    )
+)
+
+# The same, with the codec decoder exported to ONNX (dynamo exporter, cached by
+# checkpoint hash, verified against torch) and run on ONNX Runtime (CPU only).
+register_engine(
+    EngineInfo(
+        backend="fish-torch+onnx-codec",
+        families=frozenset({"fish"}),
+        requires=("torch", "fish_speech", "onnxruntime", "onnxscript"),
+        extra="fish",
+        description="fish-speech transformer on torch, codec decoder exported to ONNX Runtime",
+        metadata={"install_hint": FISH_INSTALL + " && pip install 'ttsfw-cpu-onnx[fish-onnx]'"},
     )
 )
 

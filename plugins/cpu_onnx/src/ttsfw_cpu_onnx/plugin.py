@@ -18,6 +18,8 @@ from ttsfw.errors import EngineLoadError
 from ttsfw.models import AcceleratorDevice, Detection, Estimate, HardwareProfile, ModelSpec, Proposal
 from ttsfw.settings import Settings
 
+from . import fish as _fish
+
 TTSFW_HOOK_API = "1.0"
 NAME = "cpu_onnx"
 ENGINE = "piper-onnx"
@@ -255,3 +257,29 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # ->
         level = str(proposal.options.get("graph_optimization_level", "all"))
         optimized = cache.optimized_path(settings.cache_dir, model_path, level)
     return piper_onnx.load(model_path, Path(model.files["config"]), proposal.threads, proposal.options, optimized)
+
+
+# -- Fish Speech (OpenAudio S1) checkpoints: see ttsfw_cpu_onnx.fish ----------------
+# One block, kept apart from the Piper hooks: each hook answers only for fish
+# models / fish engines and returns None otherwise.
+
+@hookimpl(specname="score_config")
+def score_config_fish(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
+    return _fish.proposals(model, hardware, settings)
+
+
+@hookimpl(specname="prepare_env")
+def prepare_env_fish(proposal: Proposal):  # -> Optional[list[EnvChange]]
+    return _fish.env_changes(proposal)
+
+
+@hookimpl(specname="load_engine")
+def load_engine_fish(proposal: Proposal, model: ModelSpec, settings: Settings):  # -> Optional[Engine]
+    if proposal.plugin != "cpu_onnx" or proposal.engine not in _fish.BACKENDS:
+        return None
+    return _fish.load(proposal, model, settings)
+
+
+@hookimpl(specname="disable_training_artifacts")
+def disable_training_artifacts_fish(engine):  # -> Optional[list[str]]
+    return _fish.disable_training_artifacts(engine)

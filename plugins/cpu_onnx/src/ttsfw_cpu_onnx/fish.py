@@ -1,0 +1,183 @@
+"""CPU proposals for Fish Speech (OpenAudio S1) checkpoints.
+
+Two ways to run a fish checkpoint on the CPU, both fp32 (CPUs without AMX
+have no fast fp16/bf16 matmul, and fish-speech's int8 path needs a fused
+kernel that only a compiled CUDA build has):
+
+* ``fish-torch``: fish-speech's model and codec on torch, end to end;
+* ``fish-torch+onnx-codec``: the same LLM on torch, the codec decoder
+  exported to ONNX (cached by checkpoint hash, checked against torch before
+  it is trusted) and run on ONNX Runtime.
+
+Threads: physical cores less one, for torch and ONNX Runtime alike
+(hyper-threads share the FPUs and memory bandwidth that batch-1 decoding
+is bound by; the spare core keeps one busy process from stalling every
+thread barrier, see :func:`threads_for`). Nothing heavy is imported here until ``load``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ttsfw.models import EnvChange, Estimate, HardwareProfile, ModelSpec, Proposal
+from ttsfw.settings import Settings
+
+TORCH = "fish-torch"
+ONNX_CODEC = "fish-torch+onnx-codec"
+BACKENDS = (TORCH, ONNX_CODEC)
+
+# The roofline: batch-1 autoregressive decoding reads every weight once per
+# token (the fast transformer once per codebook), so tokens/s is about the
+# achieved memory bandwidth / bytes read per token. ASSUMED, not measured:
+# about 4 GB/s per core that streams weights, at most 25 GB/s.
+BANDWIDTH_PER_CORE = 4e9
+BANDWIDTH_CAP = 25e9
+# Python and kernel-launch cost per generated token, per codebook (the fast
+# transformer's loop): MEASURED on the tiny test checkpoint on a 2-core box
+# (about 5.7 ms per token with 4 codebooks), where weights are negligible.
+OVERHEAD_PER_CODEBOOK_S = 1.4e-3
+FRAMES_PER_SECOND = 44100 / 2048  # the codec: one token -> 2048 samples at 44.1 kHz
+# Share of the synthesis time the torch codec decoder takes for a full-size S1
+# checkpoint on a CPU: ASSUMED (the tiny checkpoint's share says nothing about it).
+CODEC_SHARE = 0.15
+# ONNX Runtime decode vs torch decode (weight norm folded), same codes, one
+# thread: MEASURED by benchmarks/fish_engine.py on the tiny checkpoint, 9 s of
+# audio: 1.01x and 1.31x in two runs on a busy 2-core box (1.0-2.2x over all
+# lengths). The longer-audio figure is used; the full-size decoder is unmeasured.
+ONNX_DECODE_SPEEDUP = 1.3
+# What the process holds besides the model: torch + fish-speech imported
+# (MEASURED: about 480 MB max RSS with the tiny checkpoint loaded).
+PROCESS_BASELINE = 500 * 2**20
+
+
+def threads_for(hardware: HardwareProfile) -> int:
+    """Physical cores less one (at least one).
+
+    Batch-1 decoding is a long chain of small ops, each ending in a barrier of
+    torch's thread pool; when another process holds one core, every barrier
+    waits for a descheduled thread. MEASURED on this 2-core box with
+    background load, same plan, tiny checkpoint: 2 threads 15-16 s, 1 thread
+    2.5-2.9 s for the same 282 tokens. Logical (hyper-)threads never count.
+    """
+    physical = hardware.cores_physical or max(1, (hardware.cores_logical or 2) // 2)
+    return max(1, physical - 1)
+
+
+def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str) -> tuple[Estimate, list[str]]:
+    threads = threads_for(hardware)
+    props = model.properties
+    per_token_bytes = int(props.get("parameters_read_per_token") or model.parameter_count or 0) * 4
+    codebooks = int(props.get("num_codebooks") or 10)
+    bandwidth = min(BANDWIDTH_PER_CORE * threads, BANDWIDTH_CAP)
+    token_s = per_token_bytes / bandwidth + OVERHEAD_PER_CODEBOOK_S * codebooks
+    tokens_per_s = 1.0 / token_s
+    llm_rtf = FRAMES_PER_SECOND / tokens_per_s
+    codec_rtf = llm_rtf * CODEC_SHARE / (1 - CODEC_SHARE)
+    if backend == ONNX_CODEC:
+        codec_rtf /= ONNX_DECODE_SPEEDUP
+    rtf = llm_rtf + codec_rtf
+    memory = model.memory.get("fp32")
+    peak = None
+    if memory is not None:
+        peak = memory.total_bytes + PROCESS_BASELINE
+        if backend == ONNX_CODEC:
+            peak += memory.codec_bytes // 2  # the ORT session holds the decoder's weights again (~half the codec)
+    read = f"{per_token_bytes / 1e9:.2f} GB" if per_token_bytes >= 1e8 else f"{per_token_bytes / 1e6:.1f} MB"
+    reasons = [
+        f"{read} of fp32 weights read per token at an assumed "
+        f"{bandwidth / 1e9:.0f} GB/s ({threads} threads) plus {OVERHEAD_PER_CODEBOOK_S * 1e3:.1f} ms per "
+        f"codebook measured on the tiny checkpoint: ~{tokens_per_s:.1f} tokens/s, RTF ~{rtf:.1f} "
+        "(field reports for S1-mini on CPUs: RTF 6-15)",
+    ]
+    return Estimate(rtf=rtf, tokens_per_s=tokens_per_s, peak_memory_bytes=peak), reasons
+
+
+def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
+    if model.family != "fish":
+        return []
+    threads = threads_for(hardware)
+    out = []
+    for backend in BACKENDS:
+        est, reasons = estimate(model, hardware, backend)
+        reasons.append(
+            f"{threads} threads for torch and ONNX Runtime: physical cores less one "
+            f"({hardware.cores_physical} physical, {hardware.cores_logical} logical): measured here, 2 threads on 2 "
+            "cores with background load ran 6x slower than 1"
+        )
+        if backend == TORCH:
+            reasons.insert(0, "fish-speech end to end on torch in fp32: nothing to export, the reference path")
+            requires = ["torch", "fish_speech"]
+            options: dict[str, Any] = {"codec_backend": "torch"}
+        else:
+            reasons.insert(
+                0,
+                f"codec decoder on ONNX Runtime: measured {ONNX_DECODE_SPEEDUP:.1f}x faster than torch's decode "
+                f"on the tiny checkpoint; decode assumed {CODEC_SHARE:.0%} of the time for a full S1 model, "
+                "so the gain is small",
+            )
+            reasons.append(
+                "exported once on first use (about 20-45 s for the tiny codec here; longer for a full one) and "
+                "cached by codec.pth hash; trusted only while it matches torch on probe codes, else the torch "
+                "codec is used and the reason shown"
+            )
+            requires = ["torch", "fish_speech", "onnxruntime", "onnxscript"]
+            options = {"codec_backend": "onnx"}
+        out.append(
+            Proposal(
+                device="cpu",
+                device_family="cpu",
+                engine=backend,
+                precision="fp32",
+                threads=threads,
+                chunk_chars=300,  # a sentence or two: bounds the semantic tokens per generate_long call
+                options=options,
+                requires=requires,
+                memory_pool="system",
+                estimate=est,
+                score=1.0 / est.rtf if est.rtf else 0.0,
+                reasons=reasons,
+            )
+        )
+    return out
+
+
+def env_changes(proposal: Proposal) -> Optional[list[EnvChange]]:
+    if proposal.engine not in BACKENDS:
+        return None
+    from ttsfw.engines.fish_torch import fish_env_changes
+
+    return fish_env_changes()
+
+
+def load(proposal: Proposal, model: ModelSpec, settings: Settings) -> Any:
+    """Load a fish engine for one of this plugin's proposals (heavy imports happen here)."""
+    from ttsfw.engines.fish_torch import load_fish_engine
+
+    opts = proposal.options
+
+    def opt_int(name: str) -> Optional[int]:
+        value = opts.get(name)
+        return int(value) if value is not None else None
+
+    return load_fish_engine(
+        model,
+        device="cpu",
+        precision=proposal.precision,
+        quantization=proposal.quantization,
+        compile=proposal.compile,
+        threads=proposal.threads,
+        codec_backend=str(opts.get("codec_backend", "torch")),
+        reference_audio=opts.get("reference_audio"),  # set by `ttsfw run --reference-audio`
+        reference_text=opts.get("reference_text"),  # type: ignore[arg-type]
+        cache_dir=settings.cache_dir,
+        max_new_tokens=opt_int("max_new_tokens"),
+        seed=opt_int("seed"),
+    )
+
+
+def disable_training_artifacts(engine: Any) -> Optional[list[str]]:
+    from ttsfw.engines.fish_torch import FishEngine, disable_training_artifacts
+
+    if not isinstance(engine, FishEngine):
+        return None
+    return disable_training_artifacts(engine)

@@ -59,10 +59,12 @@ def test_proposals_differ_where_it_matters_and_explain_themselves(tmp_path: Path
         assert variants[name].score < chosen.score
 
 
-def test_no_proposal_for_other_model_families(tmp_path: Path) -> None:
+def test_no_piper_proposal_for_other_model_families(tmp_path: Path) -> None:
     fish = ModelSpec(family="fish", name="s1-mini")
     plan, _ = _plan(tmp_path, _hardware(), model=fish)
-    assert plan.chosen is None and not plan.rejected
+    considered = plan.ranked() + [r.proposal for r in plan.rejected]
+    assert considered, "the fish proposals of the same plugin are still made"
+    assert all(p.engine != "piper-onnx" for p in considered)
 
 
 def test_a_cached_measurement_promotes_a_variant_only_for_this_machine_and_runtime(tmp_path: Path) -> None:

@@ -26,6 +26,11 @@ TINY = {"model_type": "dual_ar", "vocab_size": 1200, "n_layer": 2, "n_head": 2, 
         "n_fast_layer": 1}
 
 
+
+def own_env(plan):
+    """The plugins' environment changes, without the core's own (e.g. TQDM_DISABLE for any fish engine)."""
+    return [change for change in plan.env_changes if change.plugin != "core"]
+
 def cpu_stand_in() -> types.ModuleType:
     module = types.ModuleType("testcpu")
     module.TTSFW_HOOK_API = "1.0"
@@ -107,7 +112,7 @@ def test_laptop_gpu_is_vetoed_because_s1_mini_would_spill(s1_mini):
     assert veto.proposal.compile is False and "windows has no working Triton" in " ".join(veto.proposal.reasons)
     assert plan.chosen.device == "cpu"
     # The CPU plan still hides the GPU, so nothing re-detects it later.
-    assert [(e.key, e.value) for e in plan.env_changes] == [("CUDA_VISIBLE_DEVICES", "")]
+    assert [(e.key, e.value) for e in own_env(plan)] == [("CUDA_VISIBLE_DEVICES", "")]
 
 
 def test_nvml_failure_is_explained_in_the_plan(s1_mini):
@@ -115,7 +120,7 @@ def test_nvml_failure_is_explained_in_the_plan(s1_mini):
     veto = rejected(plan, "cuda:0")
     assert "NVML failed: RM has detected an NVML/RM version mismatch" in veto.reasons[0]
     assert plan.chosen.device == "cpu"
-    assert [(e.key, e.value) for e in plan.env_changes] == [("CUDA_VISIBLE_DEVICES", "")]
+    assert [(e.key, e.value) for e in own_env(plan)] == [("CUDA_VISIBLE_DEVICES", "")]
 
 
 def test_busy_gpu_is_penalised_with_reasons_and_gets_int8_because_16_bit_no_longer_fits(s1_mini):
@@ -127,7 +132,7 @@ def test_busy_gpu_is_penalised_with_reasons_and_gets_int8_because_16_bit_no_long
     assert "busy: 92% utilised" in text and "pid 4242" in text and "never moved" in text
     assert "int8 weight-only: bf16 needs ~4.3 GiB, more than the 3.9 GiB usable" in text
     assert busy.score < idle.score / 5
-    env = {e.key: e.value for e in plan.env_changes}
+    env = {e.key: e.value for e in own_env(plan)}
     assert env["CUDA_VISIBLE_DEVICES"] == "GPU-2a1b3c4d-1111-4000-8000-4090bbbb0001"
 
 
@@ -145,8 +150,8 @@ def test_device_lock_to_cpu_vetoes_every_gpu_and_hides_them(s1_mini):
     plan = plan_for("h100", s1_mini, device="cpu")
     assert plan.chosen.device == "cpu"
     assert any("device locked to cpu" in r for r in rejected(plan, "cuda:0").reasons)
-    assert plan.env_changes[0].key == "CUDA_VISIBLE_DEVICES" and plan.env_changes[0].value == ""
-    assert "device locked to cpu" in plan.env_changes[0].reason
+    assert own_env(plan)[0].key == "CUDA_VISIBLE_DEVICES" and own_env(plan)[0].value == ""
+    assert "device locked to cpu" in own_env(plan)[0].reason
 
 
 def test_tiny_checkpoint_fits_even_the_laptop_gpu(tiny):
@@ -201,7 +206,7 @@ def test_mig_parent_is_vetoed_and_its_instance_is_planned(monkeypatch, s1_mini):
     plan = make_plan(host, hardware=profile, model=s1_mini)
     assert plan.chosen.device == "cuda:0:mig0"
     assert any("MIG is enabled on cuda:0" in r for r in rejected(plan, "cuda:0").reasons)
-    env = {e.key: e.value for e in plan.env_changes}
+    env = {e.key: e.value for e in own_env(plan)}
     assert env["CUDA_VISIBLE_DEVICES"] == "MIG-cccc-3333"
 
 

@@ -9,6 +9,7 @@ from fake_pynvml import MACHINES, NVML_ERROR_LIBRARY_NOT_FOUND, install
 from ttsfw.engine import AudioChunk, Engine
 from ttsfw.errors import EngineLoadError
 from ttsfw.models import ModelSpec, Proposal
+from ttsfw.settings import Settings
 from ttsfw_cuda import plugin
 from ttsfw_cuda.loader import torch_device
 from ttsfw_cuda.sampler import GpuSampler, SampledEngine
@@ -134,13 +135,13 @@ def test_unmappable_device_is_a_load_error_not_a_wrong_gpu(environ, message):
         torch_device(proposal(), environ)
 
 
-def test_load_engine_calls_the_fish_adapter_with_the_plans_settings_on_cuda_0(monkeypatch):
+def test_load_engine_calls_the_fish_adapter_with_the_plans_settings_on_cuda_0(monkeypatch, tmp_path):
     fake = install(monkeypatch, "two-gpu-one-busy")
     received = {}
 
-    def load_fish_engine(model, *, device, precision, quantization, compile, threads):
+    def load_fish_engine(model, *, device, precision, quantization, compile, threads, cache_dir):
         received.update(device=device, precision=precision, quantization=quantization, compile=compile,
-                        threads=threads, model=model.name)
+                        threads=threads, model=model.name, cache_dir=cache_dir)
         return BusyEngine(fake)
 
     adapter = types.ModuleType("ttsfw.engines.fish_torch")
@@ -148,16 +149,18 @@ def test_load_engine_calls_the_fish_adapter_with_the_plans_settings_on_cuda_0(mo
     monkeypatch.setitem(sys.modules, "ttsfw.engines.fish_torch", adapter)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", UUID)
     model = ModelSpec(family="fish", name="s1")
-    engine = plugin.load_engine(proposal(), model)
+    settings = Settings(cache_dir=tmp_path)
+    engine = plugin.load_engine(proposal(), model, settings)
     assert received == {"device": "cuda:0", "precision": "bf16", "quantization": "int8-weight-only",
-                        "compile": True, "threads": None, "model": "s1"}
+                        "compile": True, "threads": None, "model": "s1", "cache_dir": tmp_path}
     list(engine.synthesize("x"))
     assert engine.metrics()["gpu_util_max_percent"] == 87.0
 
 
 def test_load_engine_ignores_other_plugins_proposals_and_other_families(monkeypatch):
-    assert plugin.load_engine(proposal().model_copy(update={"plugin": "mps"}), ModelSpec(family="fish", name="x")) \
-        is None
+    settings = Settings()
+    assert plugin.load_engine(proposal().model_copy(update={"plugin": "mps"}), ModelSpec(family="fish", name="x"),
+                              settings) is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", UUID)
     with pytest.raises(EngineLoadError, match="only Fish Speech"):
-        plugin.load_engine(proposal(), ModelSpec(family="piper", name="v"))
+        plugin.load_engine(proposal(), ModelSpec(family="piper", name="v"), settings)

@@ -145,3 +145,46 @@ def test_the_core_check_catches_each_artifact_on_real_modules(engine, reintroduc
     engine._prepared = False
     with pytest.raises(InvariantViolation):
         next(engine.synthesize("Refused."))
+
+
+def test_the_cores_own_hook_cleans_a_fish_engine_whichever_plugin_wrapped_it(fish_checkpoint):
+    """A GPU plugin loads the core's fish adapter and wraps it (the CUDA plugin samples NVML around it);
+    with no cpu_onnx plugin installed, the core's built-in hook must still clean it, or the core refuses."""
+    import types
+
+    from helpers import make_host
+    from ttsfw import hookimpl
+    from ttsfw.models import HardwareProfile, Proposal
+    from ttsfw.planner import make_plan
+    from ttsfw.runtime import load as runtime_load
+
+    class Wrapper:
+        def __init__(self, inner):
+            self.inner, self.backend, self.sample_rate = inner, inner.backend, inner.sample_rate
+
+        def synthesize(self, text):
+            return self.inner.synthesize(text)
+
+        def inference_modules(self):
+            return self.inner.inference_modules()
+
+        def close(self):
+            self.inner.close()
+
+    gpu = types.SimpleNamespace(TTSFW_HOOK_API="1.0")
+    gpu.score_config = hookimpl(lambda: [Proposal(device="cpu", device_family="cpu", engine="fish-torch")])
+    gpu.load_engine = hookimpl(lambda proposal, model: Wrapper(fish_torch.load_fish_engine(
+        model, device="cpu", precision="fp32", quantization="none", compile=False, threads=1)))
+    host = make_host(("wrapping_gpu", gpu))
+    from ttsfw.modelspecs import resolve
+
+    plan = make_plan(host, model=resolve(str(fish_checkpoint)),
+                     hardware=HardwareProfile(os="linux", arch="x86_64", memory_available_bytes=8 << 30))
+    assert ("TQDM_DISABLE", "core") in {(c.key, c.plugin) for c in plan.env_changes}
+    loaded = runtime_load(host, plan)
+    try:
+        assert any("eval mode" in line for line in loaded.artifacts_disabled)
+        assert invariants.violations(loaded.engine.inference_modules()) == []
+        assert sum(chunk.samples for chunk in loaded.engine.synthesize("Cleaned by the core.")) > 0
+    finally:
+        loaded.engine.close()

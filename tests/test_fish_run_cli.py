@@ -1,27 +1,25 @@
-"""`ttsfw run --model DIR` on a Fish Speech checkpoint, as a user runs it.
-
-WAITING: `ttsfw run` is built in issue 3 (text splitting, synthesis loop, WAV
-writer). Until it is merged these tests skip with that reason; the lead
-un-skips them at merge (they then need no change if `run` keeps the
-`TEXT -o FILE --model DIR --json` interface of issue 3's branch).
-"""
+"""`ttsfw run --model DIR` on a Fish Speech checkpoint, as a user runs it."""
 
 import json
 import wave
 
 import pytest
-from helpers import ttsfw_cli
-from ttsfw.cli import main
+from helpers import embedded_voice, ttsfw_cli
+from ttsfw.testing.fish_tiny import write_reference_wav
 
-pytestmark = pytest.mark.skipif(
-    "run" not in main.commands, reason="waiting for `ttsfw run` (issue 3); un-skip at merge"
-)
+pytestmark = pytest.mark.slow
 
 
-def test_run_speaks_a_fish_checkpoint_end_to_end(fish_checkpoint, tmp_path):
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    # The runs of this module share one cache, so the codec decoder is exported to ONNX once.
+    return {"TTSFW_DEVICE": "cpu", "TTSFW_CACHE_DIR": str(tmp_path_factory.mktemp("fish-cache"))}
+
+
+def test_run_speaks_a_fish_checkpoint_end_to_end(fish_checkpoint, tmp_path, shared_cache):
     out = tmp_path / "fish.wav"
     result = ttsfw_cli("run", "Hello from a tiny fish. A second sentence.", "-o", str(out),
-                       "--model", str(fish_checkpoint), "--json", env={"TTSFW_DEVICE": "cpu"})
+                       "--model", str(fish_checkpoint), "--json", env=shared_cache)
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stdout)
     assert "fish-torch" in report["chosen"]
@@ -41,3 +39,38 @@ def test_run_with_a_corrupt_checkpoint_is_one_line_and_writes_nothing(fish_check
     err = result.stderr.decode().strip()
     assert result.returncode != 0 and not out.exists()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and "model.pth is corrupt" in err
+
+
+def test_run_clones_a_reference_voice(fish_checkpoint, tmp_path, shared_cache):
+    reference = write_reference_wav(tmp_path / "reference.wav", seconds=1.5)
+    out = tmp_path / "clone.wav"
+    result = ttsfw_cli("run", "Now in the reference voice.", "-o", str(out), "--model", str(fish_checkpoint),
+                       "--reference-audio", str(reference), "--reference-text", "A steady hum.", "--seed", "7",
+                       "--json", env=shared_cache)
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["voice"]["reference_text"] == "A steady hum." and report["voice"]["seed"] == 7
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 44100 and w.getnframes() > 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--reference-audio", "missing.wav"], "reference audio not found: missing.wav"),
+        (["--reference-text", "words"], "--reference-text needs --reference-audio (the clip it transcribes)"),
+    ],
+)
+def test_reference_mistakes_are_caught_before_loading(tmp_path, args, message):
+    result = ttsfw_cli("run", "Hello.", "-o", str(tmp_path / "x.wav"), *args, cwd=tmp_path)
+    err = result.stderr.decode().strip()
+    assert result.returncode != 0 and err == f"error: {message}" and not (tmp_path / "x.wav").exists()
+
+
+def test_fish_options_do_not_apply_to_a_piper_voice(tmp_path):
+    reference = write_reference_wav(tmp_path / "reference.wav", seconds=1.0)
+    result = ttsfw_cli("run", "Hello.", "-o", str(tmp_path / "x.wav"), "--model", str(embedded_voice()),
+                       "--reference-audio", str(reference))
+    err = result.stderr.decode().strip()
+    assert result.returncode != 0 and not (tmp_path / "x.wav").exists()
+    assert err == "error: --reference-audio does not apply to the piper-onnx engine"

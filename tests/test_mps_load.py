@@ -49,9 +49,10 @@ def test_other_plugins_proposals_are_not_ours():
 
 
 def test_loads_fish_on_mps_in_fp16_without_compile(adapter):
-    engine = mps.load_engine(proposal(), MODEL, make_settings())
+    settings = make_settings()
+    engine = mps.load_engine(proposal(), MODEL, settings)
     assert engine.placed == {"device": "mps", "precision": "fp16", "quantization": "none", "compile": False,
-                             "threads": None}
+                             "threads": None, "cache_dir": settings.cache_dir}
 
 
 def test_missing_adapter_is_a_load_error_the_core_falls_back_from(monkeypatch):

@@ -23,6 +23,11 @@ GiB = 2**30
 CPU_RTF = 15.0  # FIELD_NOTES: M1 Air 8 GB, CPU only, RTF about 15
 
 
+
+def own_env(plan):
+    """The plugins' environment changes, without the core's own (e.g. TQDM_DISABLE for any fish engine)."""
+    return [change for change in plan.env_changes if change.plugin != "core"]
+
 def cpu_competitor():
     """Stands in for the cpu_onnx plugin's fish proposal (issue 4): FIELD_NOTES' CPU figure."""
     @hookimpl
@@ -143,26 +148,26 @@ def test_env_for_an_mps_run_spawns_falls_back_and_caps_memory(s1, monkeypatch):
     monkeypatch.delenv("PYTORCH_MPS_HIGH_WATERMARK_RATIO", raising=False)
     monkeypatch.delenv("PYTORCH_MPS_LOW_WATERMARK_RATIO", raising=False)
     plan = plan_for("m1-air-8gb", s1)
-    env = {(c.kind, c.key): c for c in plan.env_changes}
+    env = {(c.kind, c.key): c for c in own_env(plan)}
     assert env[("mp_start_method", "")].value == "spawn" and "deadlock" in env[("mp_start_method", "")].reason
     assert env[("set_env", "PYTORCH_ENABLE_MPS_FALLBACK")].value == "1"
     high = float(env[("set_env", "PYTORCH_MPS_HIGH_WATERMARK_RATIO")].value)
     low = float(env[("set_env", "PYTORCH_MPS_LOW_WATERMARK_RATIO")].value)
     assert low <= high <= 1.0  # PyTorch refuses low > high
-    assert all(c.plugin == "mps" and c.reason for c in plan.env_changes)
+    assert all(c.plugin == "mps" and c.reason for c in own_env(plan))
     environ: dict[str, str] = {}
-    apply_env([c for c in plan.env_changes if c.kind == "set_env"], environ)
+    apply_env([c for c in own_env(plan) if c.kind == "set_env"], environ)
     assert environ["PYTORCH_ENABLE_MPS_FALLBACK"] == "1"
 
 
 def test_user_watermarks_are_left_alone(s1, monkeypatch):
     monkeypatch.setenv("PYTORCH_MPS_HIGH_WATERMARK_RATIO", "0.0")
-    keys = {c.key for c in plan_for("m1-pro-16gb", s1).env_changes}
+    keys = {c.key for c in own_env(plan_for("m1-pro-16gb", s1))}
     assert "PYTORCH_MPS_HIGH_WATERMARK_RATIO" not in keys and "PYTORCH_ENABLE_MPS_FALLBACK" in keys
 
 
 def test_cpu_choice_gets_no_mps_env(s1):
-    assert plan_for("intel-mac", s1).env_changes == []
+    assert own_env(plan_for("intel-mac", s1)) == []
 
 
 def test_coreml_codec_proposal_is_offered_with_its_requirements(s1):

@@ -238,13 +238,19 @@ def _default_output(file: Optional[str]) -> Path:
 
 
 def _voice_options(engine: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Hand the voice options the user gave to the engine; one that does not apply is a one-line error."""
+    import inspect
+
     given = {k: v for k, v in options.items() if v is not None}
     if not given:
         return {}
     configure = getattr(engine, "configure", None)
-    if configure is None:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise UsageError(f"engine {engine.backend} takes no voice options ({flags})")
+    params = inspect.signature(configure).parameters if configure is not None else {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    foreign = [k for k in given if not takes_any and k not in params]
+    if configure is None or foreign:
+        flags = ", ".join("--" + k.replace("_", "-") for k in (foreign or given))
+        raise UsageError(f"{flags} does not apply to the {engine.backend} engine")
     configure(**given)
     return given
 
@@ -270,9 +276,15 @@ def _summary(out: str, loaded: Any, metrics: Any) -> list[str]:
 @click.option("-f", "--file", "file", default=None, metavar="FILE", help="Read the text from FILE (- for stdin).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="WAV file to write (default: speech.wav, or FILE's name with .wav).")
-@click.option("--model", "-m", default=None, help="Piper voice (.onnx with its .onnx.json); default: the embedded voice.")
+@click.option("--model", "-m", default=None,
+              help="Piper voice (.onnx with its .onnx.json) or Fish Speech checkpoint directory; "
+                   "default: the embedded voice.")
 @click.option("--device", "-d", default=None, help="auto, cpu, cuda or mps: a hard constraint.")
-@click.option("--speaker", default=None, help="Speaker id or name (multi-speaker voices).")
+@click.option("--speaker", default=None, help="Speaker id or name (multi-speaker Piper voices).")
+@click.option("--reference-audio", type=click.Path(path_type=Path), default=None,
+              help="Fish Speech: a 5-10 s clip of the voice to clone.")
+@click.option("--reference-text", default=None, help="Fish Speech: what the reference clip says.")
+@click.option("--seed", type=int, default=None, help="Fish Speech: sampling seed, for repeatable output.")
 @click.option("--length-scale", type=float, default=None, help="Phoneme length: > 1 slower speech, < 1 faster.")
 @click.option("--noise-scale", type=float, default=None, help="Generator noise (voice's default if unset).")
 @click.option("--noise-w-scale", type=float, default=None, help="Phoneme width noise (voice's default if unset).")
@@ -285,7 +297,8 @@ def _summary(out: str, loaded: Any, metrics: Any) -> list[str]:
 @click.pass_obj
 def run_cmd(
     obj: Context, text: Optional[str], file: Optional[str], output: Optional[Path], model: Optional[str],
-    device: Optional[str], speaker: Optional[str], length_scale: Optional[float], noise_scale: Optional[float],
+    device: Optional[str], speaker: Optional[str], reference_audio: Optional[Path], reference_text: Optional[str],
+    seed: Optional[int], length_scale: Optional[float], noise_scale: Optional[float],
     noise_w_scale: Optional[float], sentence_silence: Optional[float], stream: bool, as_json: bool, quiet: bool,
     max_chars: Optional[int],
 ) -> None:
@@ -306,6 +319,10 @@ def run_cmd(
     if stream and sys.stdout.isatty():
         raise UsageError("--stream writes binary WAV audio to stdout: pipe it (ttsfw run --stream ... | aplay) or use -o")
     out_path = None if stream else check_output_path(output or _default_output(file))
+    if reference_audio is not None and not reference_audio.is_file():
+        raise UsageError(f"reference audio not found: {reference_audio}")
+    if reference_text is not None and reference_audio is None:
+        raise UsageError("--reference-text needs --reference-audio (the clip it transcribes)")
     info = sys.stderr if stream else sys.stdout  # keep stdout clean for the audio stream
 
     host, plan = build_plan(obj, model, device, None)
@@ -319,6 +336,7 @@ def run_cmd(
         voice = _voice_options(engine, {
             "speaker": speaker, "length_scale": length_scale, "noise_scale": noise_scale,
             "noise_w_scale": noise_w_scale, "sentence_silence": sentence_silence,
+            "reference_audio": reference_audio, "reference_text": reference_text, "seed": seed,
         })
         chunks = split_sentences(spoken, loaded.proposal.chunk_chars)
         show_bar = not quiet and not as_json and sys.stderr.isatty() and len(chunks) > 2
@@ -378,7 +396,7 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
     from . import runtime, tuning
     from .engines import engine_info
     from .errors import EngineLoadError, NoFeasiblePlan
-    from .planner import env_changes_for, make_plan
+    from .planner import make_plan
     from .synthesis import synthesize
     from .text import split_sentences
 
@@ -391,43 +409,38 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
         def write(self, pcm: bytes) -> None:
             pass
 
-    loaded: list[tuple[Proposal, Any, float]] = []
+    # One proposal at a time: a fish model loaded in every variant at once would not fit in memory.
+    chunks = split_sentences(TUNE_TEXT, 400)
+    entries: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
+    applied: list[Any] = []
+    stamp = time.strftime("%Y-%m-%d %H:%M")
     for proposal in plan.ranked():
-        runtime.apply_env(env_changes_for(host, proposal, plan.hardware))
         t0 = time.perf_counter()
         try:
-            engine, problems = host.call("load_engine", proposal=proposal, model=plan.model, settings=host.settings)
+            loaded = runtime.load_proposal(host, plan, proposal, applied)
         except EngineLoadError as exc:
             failed[proposal.label()] = str(exc)
             continue
-        if engine is None:
-            failed[proposal.label()] = "; ".join(p.error for p in problems) or "no plugin loaded it"
-            continue
         seconds = time.perf_counter() - t0
-        list(engine.synthesize("Warm up."))  # first run allocates; not part of the measurement
-        loaded.append((proposal, engine, seconds))
+        try:
+            list(loaded.engine.synthesize("Warm up."))  # first run allocates; not part of the measurement
+            rtfs = [synthesize(loaded.engine, chunks, _Null()).rtf or float("inf") for _ in range(rounds)]
+        finally:
+            loaded.engine.close()
         if not as_json:
-            click.echo(f"loaded {proposal.label()} in {seconds:.2f} s", err=True)
-    chunks = split_sentences(TUNE_TEXT, 400)
-    rtfs: dict[int, list[float]] = {i: [] for i in range(len(loaded))}
-    for _ in range(rounds):
-        for i, (_, engine, _) in enumerate(loaded):
-            rtfs[i].append(synthesize(engine, chunks, _Null()).rtf or float("inf"))
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    entries: dict[str, dict[str, Any]] = {}
-    for i, (proposal, engine, seconds) in enumerate(loaded):
+            click.echo(f"measured {proposal.label()}: load {seconds:.2f} s, RTF {statistics.median(rtfs):.3f}",
+                       err=True)
         info = engine_info(proposal.engine)
         names = sorted({d for m in (info.requires if info else ()) for d in dists.get(m, [])})
         entries[tuning.proposal_key(proposal)] = {
-            "rtf": statistics.median(rtfs[i]),
-            "rtf_all": rtfs[i],
+            "rtf": statistics.median(rtfs),
+            "rtf_all": rtfs,
             "load_seconds": round(seconds, 3),
             "label": proposal.label(),
             "measured_at": stamp,
             "versions": tuning.module_versions(names),
         }
-        engine.close()
     path = tuning.save(host.settings.cache_dir, plan.hardware, plan.model, entries) if entries else None
     new_plan = make_plan(host, model=plan.model, hardware=plan.hardware)
     if as_json:

@@ -64,30 +64,39 @@ def apply_env(changes: list[EnvChange], environ: Optional[Any] = None) -> list[s
     return notes
 
 
+def load_proposal(host: PluginHost, plan: Plan, proposal: Proposal, applied: list[EnvChange]) -> LoadedEngine:
+    """Prepare the process for one proposal, load it, clean it and verify it.
+
+    ``applied`` lists the changes already made to this process (updated in
+    place). Raises :class:`EngineLoadError` when the proposal does not load
+    and :class:`InvariantViolation` when the loaded engine is not clean.
+    """
+    changes = plan.env_changes if proposal is plan.chosen else env_changes_for(host, proposal, plan.hardware)
+    fresh = [c for c in changes if c not in applied]
+    notes = apply_env(fresh)
+    applied.extend(fresh)
+    engine, problems = host.call("load_engine", proposal=proposal, model=plan.model, settings=host.settings)
+    if engine is None:
+        raise EngineLoadError("; ".join(p.error for p in problems) or f"no plugin loaded engine {proposal.engine!r}")
+    loaded = LoadedEngine(engine=engine, proposal=proposal, env_applied=list(applied), notes=notes)
+    finish(host, loaded)
+    return loaded
+
+
 def load(host: PluginHost, plan: Plan) -> LoadedEngine:
     """Load the best proposal that loads, falling back down the ranking and saying why."""
     if plan.chosen is None:
         raise NoFeasiblePlan(plan.summary)
     attempts: list[LoadAttempt] = []
     applied: list[EnvChange] = []
-    notes: list[str] = []
     for proposal in plan.ranked():
-        changes = plan.env_changes if proposal is plan.chosen else env_changes_for(host, proposal, plan.hardware)
-        fresh = [c for c in changes if c not in applied]
-        notes.extend(apply_env(fresh))
-        applied.extend(fresh)
         try:
-            engine, problems = host.call("load_engine", proposal=proposal, model=plan.model, settings=host.settings)
+            loaded = load_proposal(host, plan, proposal, applied)
         except EngineLoadError as exc:
             attempts.append(LoadAttempt(proposal, False, str(exc)))
             continue
-        if engine is None:
-            reason = "; ".join(p.error for p in problems) or f"no plugin loaded engine {proposal.engine!r}"
-            attempts.append(LoadAttempt(proposal, False, reason))
-            continue
         attempts.append(LoadAttempt(proposal, True, "loaded"))
-        loaded = LoadedEngine(engine=engine, proposal=proposal, attempts=attempts, env_applied=applied, notes=notes)
-        finish(host, loaded)
+        loaded.attempts = attempts
         return loaded
     tried = "; ".join(f"{a.proposal.label()}: {a.reason}" for a in attempts)
     raise EngineLoadError(f"no proposal could be loaded ({tried})")

@@ -173,6 +173,7 @@ class FishEngine:
     history: list[ChunkMetrics] = field(default_factory=list)
     codec_backend: str = "torch"
     onnx_codec: Any = None
+    external_decoder: Any = None  # set by replace_codec_decoder (e.g. the MPS plugin's Core ML decoder)
     _pending_reference: Any = None
     _prepared: bool = False
     _closed: bool = False
@@ -188,7 +189,7 @@ class FishEngine:
             return
         self._closed = True
         device = self.device
-        self.llm = self.codec = self.decode_one_token = self.onnx_codec = None
+        self.llm = self.codec = self.decode_one_token = self.onnx_codec = self.external_decoder = None
         import gc
 
         gc.collect()
@@ -338,6 +339,15 @@ class FishEngine:
             return torch.zeros((self.llm.config.num_codebooks, 0), dtype=torch.long)
         return torch.cat(codes, dim=1)
 
+    def replace_codec_decoder(self, decoder: Any, backend: Optional[str] = None) -> None:
+        """Decode with ``decoder`` instead of the torch codec: a callable taking codes
+        [num_codebooks, T] as a CPU integer array and returning a float32 waveform at
+        the codec's rate. Encoding (voice cloning) stays on the torch codec."""
+        self.external_decoder = decoder
+        self.codec_backend = "external"
+        if backend:
+            self.backend = backend
+
     def decode(self, codes: Any) -> Any:
         """Codes [num_codebooks, T] -> float32 waveform (numpy) at the codec's sample rate."""
         import numpy as np
@@ -345,6 +355,8 @@ class FishEngine:
 
         if codes.shape[1] == 0:
             return np.zeros(0, dtype=np.float32)
+        if self.external_decoder is not None:
+            return np.asarray(self.external_decoder(codes.detach().cpu().numpy()), dtype=np.float32).reshape(-1)
         if self.onnx_codec is not None:
             return self.onnx_codec.decode(codes)
         with torch.inference_mode():
@@ -574,6 +586,8 @@ def disable_training_artifacts(engine: Any) -> list[str]:
     Call it from a plugin's ``disable_training_artifacts`` hook (it ignores
     engines that are not fish engines and returns []). Idempotent.
     """
+    while not isinstance(engine, FishEngine) and getattr(engine, "inner", None) is not None:
+        engine = engine.inner  # a plugin's wrapper (e.g. the CUDA plugin's GPU sampler) around the fish engine
     if not isinstance(engine, FishEngine) or engine._closed:
         return []
     from .fish_codec import strip_weight_norm

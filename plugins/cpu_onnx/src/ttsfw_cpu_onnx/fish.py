@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ttsfw.models import EnvChange, Estimate, HardwareProfile, ModelSpec, Proposal
+from ttsfw.models import Estimate, HardwareProfile, ModelSpec, Proposal
 from ttsfw.settings import Settings
 
 TORCH = "fish-torch"
@@ -141,14 +141,6 @@ def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -
     return out
 
 
-def env_changes(proposal: Proposal) -> Optional[list[EnvChange]]:
-    if proposal.engine not in BACKENDS:
-        return None
-    from ttsfw.engines.fish_torch import fish_env_changes
-
-    return fish_env_changes()
-
-
 def load(proposal: Proposal, model: ModelSpec, settings: Settings) -> Any:
     """Load a fish engine for one of this plugin's proposals (heavy imports happen here)."""
     from ttsfw.engines.fish_torch import load_fish_engine
@@ -173,11 +165,3 @@ def load(proposal: Proposal, model: ModelSpec, settings: Settings) -> Any:
         max_new_tokens=opt_int("max_new_tokens"),
         seed=opt_int("seed"),
     )
-
-
-def disable_training_artifacts(engine: Any) -> Optional[list[str]]:
-    from ttsfw.engines.fish_torch import FishEngine, disable_training_artifacts
-
-    if not isinstance(engine, FishEngine):
-        return None
-    return disable_training_artifacts(engine)

@@ -261,16 +261,13 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # ->
 
 # -- Fish Speech (OpenAudio S1) checkpoints: see ttsfw_cpu_onnx.fish ----------------
 # One block, kept apart from the Piper hooks: each hook answers only for fish
-# models / fish engines and returns None otherwise.
+# models / fish engines and returns None otherwise. The process settings and the
+# training-artifact clean-up of the core's fish adapter are the core's own hooks
+# (ttsfw.builtin), shared by every plugin that loads it.
 
 @hookimpl(specname="score_config")
 def score_config_fish(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
     return _fish.proposals(model, hardware, settings)
-
-
-@hookimpl(specname="prepare_env")
-def prepare_env_fish(proposal: Proposal):  # -> Optional[list[EnvChange]]
-    return _fish.env_changes(proposal)
 
 
 @hookimpl(specname="load_engine")
@@ -278,8 +275,3 @@ def load_engine_fish(proposal: Proposal, model: ModelSpec, settings: Settings): 
     if proposal.plugin != "cpu_onnx" or proposal.engine not in _fish.BACKENDS:
         return None
     return _fish.load(proposal, model, settings)
-
-
-@hookimpl(specname="disable_training_artifacts")
-def disable_training_artifacts_fish(engine):  # -> Optional[list[str]]
-    return _fish.disable_training_artifacts(engine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ttsfw.errors import EngineLoadError
@@ -46,23 +47,26 @@ def _nvml() -> Optional[Any]:
     return pynvml
 
 
-def load(proposal: Proposal, model: ModelSpec, environ: Optional[Mapping[str, str]] = None) -> Any:
+def load(
+    proposal: Proposal, model: ModelSpec, environ: Optional[Mapping[str, str]] = None, cache_dir: Optional[Path] = None
+) -> Any:
     from .sampler import GpuSampler, SampledEngine
 
     if model.family != "fish":
         raise EngineLoadError(f"the cuda plugin loads only Fish Speech models, not {model.family}")
     device = torch_device(proposal, os.environ if environ is None else environ)
     try:
-        from ttsfw.engines import fish_torch
+        from ttsfw.engines.fish_torch import load_fish_engine
     except ImportError as exc:
         raise EngineLoadError(f"the fish-torch engine adapter cannot be imported: {exc}") from None
-    engine = fish_torch.load_fish_engine(
+    engine = load_fish_engine(
         model,
         device=device,
         precision=proposal.precision,
         quantization=proposal.quantization,
         compile=proposal.compile,
         threads=None,  # GPU decoding: torch's CPU thread count does not matter here
+        cache_dir=cache_dir,
     )
     nvml = _nvml()
     if nvml is None:

@@ -43,9 +43,9 @@ def prepare_env(proposal: Proposal, hardware: HardwareProfile, settings: Setting
 
 
 @hookimpl
-def load_engine(proposal: Proposal, model: ModelSpec) -> Optional[Any]:
+def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings) -> Optional[Any]:
     if proposal.plugin != NAME:
         return None
     from . import loader  # the heavy part (torch, fish_speech) is imported only past this point
 
-    return loader.load(proposal, model)
+    return loader.load(proposal, model, cache_dir=settings.cache_dir)

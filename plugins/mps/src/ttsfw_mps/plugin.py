@@ -70,7 +70,7 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings) -> Opt
     except ImportError as exc:
         raise EngineLoadError(f"the Fish Speech engine cannot be imported: {exc}") from None
     engine = load_fish_engine(model, device="mps", precision=proposal.precision, quantization=proposal.quantization,
-                              compile=False, threads=None)
+                              compile=False, threads=None, cache_dir=settings.cache_dir)
     if proposal.engine == scoring.COREML_ENGINE:
         _attach_coreml_codec(engine, model, settings, str(proposal.options.get("coreml_compute_units", "ALL")))
     return engine
@@ -86,4 +86,4 @@ def _attach_coreml_codec(engine: Any, model: ModelSpec, settings: Settings, comp
         raise EngineLoadError("the fish engine exposes no codec / replace_codec_decoder, so the Core ML decoder "
                               "cannot be attached; the all-torch MPS proposal runs instead")
     converted = coreml_codec.load_or_convert(codec, model.files["codec"], settings.cache_dir)
-    replace(coreml_codec.CoreMLDecoder(converted, compute_units))
+    replace(coreml_codec.CoreMLDecoder(converted, compute_units), backend=scoring.COREML_ENGINE)

@@ -6,8 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PLUGINS := plugins/cuda plugins/mps plugins/cpu_onnx plugins/wsl
 STAMP  := $(VENV)/.installed
-# The CPU plugin with its ONNX export/run extra for Fish Speech's codec decoder.
-PLUGIN_REQS := $(patsubst plugins/cpu_onnx,plugins/cpu_onnx[fish-onnx],$(PLUGINS))
+# The CPU plugin with its ONNX export/run extra for Fish Speech's codec decoder, and
+# the MPS plugin with coremltools, which converts the codec decoder here on Linux too
+# (running the converted model needs macOS; that test skips and says so).
+PLUGIN_REQS := $(patsubst plugins/mps,plugins/mps[coreml],$(patsubst plugins/cpu_onnx,plugins/cpu_onnx[fish-onnx],$(PLUGINS)))
 
 .PHONY: setup demo test bench lint clean
 

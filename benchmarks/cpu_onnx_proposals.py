@@ -85,6 +85,19 @@ def main() -> None:
     for engine in engines:
         engine.close()
 
+    # What `ttsfw tune` (the explicit measurement a user runs once) makes the ranker choose.
+    import os
+    import subprocess
+
+    ttsfw = str(Path(sys.executable).with_name("ttsfw"))
+    env = {**os.environ, "TTSFW_CACHE_DIR": cache}
+    subprocess.run([ttsfw, "--allow-plugin", "cpu_onnx", "tune", "--rounds", "3", "--json"], env=env, check=True,
+                   capture_output=True)
+    tuned = make_plan(PluginHost.from_entry_points(load_settings(cache_dir=cache, allow_plugins=["cpu_onnx"])))
+    j = next(i for i, p in enumerate(ranked) if p.label() == tuned.chosen.label())
+    print(f"chosen after `ttsfw tune`: {ranked[j].options.get('variant')}, RTF {med[j]:.3f} in this run, "
+          f"{(med[j] / best - 1) * 100:+.1f}% vs best measured")
+
 
 if __name__ == "__main__":
     main()

@@ -122,6 +122,28 @@ def test_int8_variant_is_made_once_and_is_really_int8(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_measured_win_within_the_noise_keeps_the_safe_default(tmp_path: Path) -> None:
+    hardware = _hardware()
+    plan, settings = _plan(tmp_path, hardware)
+    variants = _by_variant(plan)
+    versions = tuning.module_versions(["onnxruntime", "piper-tts"])
+
+    def measure(quint8_rtf: float) -> None:
+        tuning.save(settings.cache_dir, hardware, plan.model, {
+            tuning.proposal_key(variants["int8-quint8"]): {"rtf": quint8_rtf, "versions": versions},
+            tuning.proposal_key(variants["fp32-fast-start"]): {"rtf": 0.040, "versions": versions},
+        })
+
+    measure(0.038)  # 5% faster: noise
+    close, _ = _plan(tmp_path, hardware)
+    assert close.chosen.options["variant"] == "fp32-fast-start"
+    quint8 = _by_variant(close)["int8-quint8"]
+    assert quint8.score < close.chosen.score and any("within 10%" in r for r in quint8.reasons)
+    measure(0.030)  # 25% faster: a real win
+    clear, _ = _plan(tmp_path, hardware)
+    assert clear.chosen.options["variant"] == "int8-quint8"
+
+
 def test_tune_measures_every_proposal_and_the_ranker_follows(tmp_path: Path) -> None:
     env = dict(os.environ, TTSFW_CACHE_DIR=str(tmp_path / "cache"))
     result = subprocess.run([TTSFW, "tune", "--rounds", "1", "--json"], capture_output=True, env=env,
@@ -132,7 +154,10 @@ def test_tune_measures_every_proposal_and_the_ranker_follows(tmp_path: Path) -> 
     assert len(measured) >= 6 and not report["failed"]
     assert all(e["rtf"] > 0 for e in measured.values())
     fastest = min(measured.values(), key=lambda e: e["rtf"])
-    assert report["chosen"] == fastest["label"]  # score = 1 / measured RTF: the fastest measured wins
+    default = next(e for e in measured.values() if "fp32-fast-start" in e["label"])
+    # score = 1 / measured RTF, but only a clear win (>10%) overtakes the safe default.
+    expected = fastest if fastest["rtf"] <= default["rtf"] * 0.9 else default
+    assert report["chosen"] == expected["label"]
     cached = list((tmp_path / "cache" / "measurements").glob("*.json"))
     assert len(cached) == 1
     # `ttsfw plan` now shows the measurement as the reason.

@@ -30,6 +30,9 @@ ENGINE = "piper-onnx"
 _RTF_PER_63MB_ONE_THREAD = 0.08
 _THREAD_EXPONENT = 0.68
 _UNMEASURED = 0.9  # risk factor for a variant whose benefit depends on this CPU's kernels
+# A measured variant overtakes the safe default only when it is this much faster:
+# repeated short measurements here differed by up to ~10% on a shared 2-core machine.
+_PROMOTION_MARGIN = 0.10
 # Peak RSS of a whole `ttsfw run` process with a medium voice: ~5.5x the weights
 # (interpreter, phonemizer, ORT arena, activations of the longest sentence).
 _PEAK_FACTOR = 5.5
@@ -187,6 +190,7 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
     fp32_memory = model.memory.get("fp32")
     weights = fp32_memory.weights_bytes if fp32_memory else file_bytes
     proposals = []
+    prior_scores: list[float] = []
     for v in _variants(threads, thread_reason, hardware):
         quantization = v.get("quantization", "none")
         proposal = Proposal(
@@ -205,6 +209,7 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
         )
         peak = int(weights * v.get("weights_factor", 1.0) + weights * (_PEAK_FACTOR - 1.0))
         rtf_prior = prior_rtf / (v["threads"] ** _THREAD_EXPONENT) / v["factor"]
+        prior_scores.append(1.0 / rtf_prior)
         entry = (
             tuning.lookup(settings.cache_dir, hardware, model, proposal.model_copy(update={"plugin": NAME}), versions)
             if measured_any else None
@@ -231,7 +236,42 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
             proposal.score = round(score, 3)
             proposal.estimate = Estimate(rtf=round(rtf_prior, 4), peak_memory_bytes=peak)
         proposals.append(proposal)
+    _calibrate_to_the_measured_default(proposals, prior_scores)
     return proposals
+
+
+def _measured(p: Proposal) -> bool:
+    return any(r.startswith("measured here") for r in p.reasons)
+
+
+def _calibrate_to_the_measured_default(proposals: list[Proposal], prior_scores: list[float]) -> None:
+    """Once the safe default is measured here, compare everything against that measurement.
+
+    Unmeasured variants keep their prior ratio to the default but are scaled by
+    what the default measured (a prior from another machine must not outrank a
+    measurement on this one); a measured variant overtakes the default only
+    when it is faster by more than the noise of a short measurement.
+    """
+    default = proposals[0]
+    default_rtf = default.estimate.rtf
+    if not default_rtf or not _measured(default):
+        return
+    scale = default.score / prior_scores[0]
+    for p in proposals[1:]:
+        if not _measured(p):
+            p.score = round(p.score * scale, 3)
+            if p.estimate.rtf:
+                p.estimate.rtf = round(p.estimate.rtf / scale, 4)
+            p.reasons.append(f"estimate scaled by the safe default's measurement here (x{scale:.2f})")
+            continue
+        if not p.estimate.rtf or p.score <= default.score:
+            continue
+        if p.estimate.rtf > default_rtf * (1.0 - _PROMOTION_MARGIN):
+            p.score = round(default.score * 0.99, 3)
+            p.reasons.append(
+                f"measured RTF {p.estimate.rtf:.3f} is within {_PROMOTION_MARGIN:.0%} of the safe default's "
+                f"{default_rtf:.3f}: a difference that small is measurement noise here, so the default stays first"
+            )
 
 
 @hookimpl

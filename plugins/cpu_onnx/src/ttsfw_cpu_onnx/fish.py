@@ -28,9 +28,13 @@ BACKENDS = (TORCH, ONNX_CODEC)
 
 # The roofline: batch-1 autoregressive decoding reads every weight once per
 # token (the fast transformer once per codebook), so tokens/s is about the
-# achieved memory bandwidth / bytes read per token. ASSUMED, not measured:
-# about 4 GB/s per core that streams weights, at most 25 GB/s.
-BANDWIDTH_PER_CORE = 4e9
+# achieved memory bandwidth / bytes read per token. MEASURED on the 2-core
+# development machine with an S1-mini-shaped model (random weights, fp32, 4.58 GB
+# read per token): 405-430 ms per token with 1 thread (~11 GB/s), 380-402 ms with
+# 2 (~12 GB/s): one core nearly saturates what this machine delivers. Assumed
+# beyond that: each further core adds a tenth, up to 25 GB/s.
+BANDWIDTH_ONE_CORE = 11e9
+BANDWIDTH_PER_EXTRA_CORE = 1.1e9
 BANDWIDTH_CAP = 25e9
 # Python and kernel-launch cost per generated token, per codebook (the fast
 # transformer's loop): MEASURED on the tiny test checkpoint on a 2-core box
@@ -57,7 +61,9 @@ def threads_for(hardware: HardwareProfile) -> int:
     torch's thread pool; when another process holds one core, every barrier
     waits for a descheduled thread. MEASURED on this 2-core box with
     background load, same plan, tiny checkpoint: 2 threads 15-16 s, 1 thread
-    2.5-2.9 s for the same 282 tokens. Logical (hyper-)threads never count.
+    2.5-2.9 s for the same 282 tokens. On a quiet machine with a full-size
+    (S1-mini-shaped) model the second thread bought only ~6% (memory-bound):
+    little to gain, a 6x loss to risk. Logical (hyper-)threads never count.
     """
     physical = hardware.cores_physical or max(1, (hardware.cores_logical or 2) // 2)
     return max(1, physical - 1)
@@ -68,7 +74,7 @@ def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str) -> tuple
     props = model.properties
     per_token_bytes = int(props.get("parameters_read_per_token") or model.parameter_count or 0) * 4
     codebooks = int(props.get("num_codebooks") or 10)
-    bandwidth = min(BANDWIDTH_PER_CORE * threads, BANDWIDTH_CAP)
+    bandwidth = min(BANDWIDTH_ONE_CORE + BANDWIDTH_PER_EXTRA_CORE * (threads - 1), BANDWIDTH_CAP)
     token_s = per_token_bytes / bandwidth + OVERHEAD_PER_CODEBOOK_S * codebooks
     tokens_per_s = 1.0 / token_s
     llm_rtf = FRAMES_PER_SECOND / tokens_per_s
@@ -84,10 +90,10 @@ def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str) -> tuple
             peak += memory.codec_bytes // 2  # the ORT session holds the decoder's weights again (~half the codec)
     read = f"{per_token_bytes / 1e9:.2f} GB" if per_token_bytes >= 1e8 else f"{per_token_bytes / 1e6:.1f} MB"
     reasons = [
-        f"{read} of fp32 weights read per token at an assumed "
-        f"{bandwidth / 1e9:.0f} GB/s ({threads} threads) plus {OVERHEAD_PER_CODEBOOK_S * 1e3:.1f} ms per "
-        f"codebook measured on the tiny checkpoint: ~{tokens_per_s:.1f} tokens/s, RTF ~{rtf:.1f} "
-        "(field reports for S1-mini on CPUs: RTF 6-15)",
+        f"{read} of fp32 weights read per token at ~{bandwidth / 1e9:.0f} GB/s ({threads} threads; 11 GB/s "
+        f"measured for one thread with an S1-mini-shaped model on a 2-core server, ~1 GB/s per extra core assumed) plus "
+        f"{OVERHEAD_PER_CODEBOOK_S * 1e3:.1f} ms per codebook measured on the tiny checkpoint: "
+        f"~{tokens_per_s:.1f} tokens/s, RTF ~{rtf:.1f} (field reports for S1-mini on CPUs: RTF 6-15)",
     ]
     return Estimate(rtf=rtf, tokens_per_s=tokens_per_s, peak_memory_bytes=peak), reasons
 
@@ -101,8 +107,9 @@ def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -
         est, reasons = estimate(model, hardware, backend)
         reasons.append(
             f"{threads} threads for torch and ONNX Runtime: physical cores less one "
-            f"({hardware.cores_physical} physical, {hardware.cores_logical} logical): measured here, 2 threads on 2 "
-            "cores with background load ran 6x slower than 1"
+            f"({hardware.cores_physical} physical, {hardware.cores_logical} logical): on a 2-core server a second "
+            "thread made an S1-mini-shaped model only ~6% faster when the machine was quiet, and 6x slower when "
+            "another process held a core"
         )
         if backend == TORCH:
             reasons.insert(0, "fish-speech end to end on torch in fp32: nothing to export, the reference path")

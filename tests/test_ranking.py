@@ -35,7 +35,7 @@ def test_ties_break_the_same_way_whatever_the_input_order():
     a, b, c = p(1.0, plugin="zeta"), p(1.0, plugin="alpha", threads=2), p(1.0, plugin="alpha", threads=1)
     orders = {tuple(x.label() for x in rank(order, piper_spec(), cpu_profile(), make_settings())[0])
               for order in ([a, b, c], [c, b, a], [b, a, c])}
-    assert orders == {("alpha: e, cpu, fp32, 1 threads", "alpha: e, cpu, fp32, 2 threads", "zeta: e, cpu, fp32")}
+    assert orders == {("alpha: e, cpu, fp32, 1 thread", "alpha: e, cpu, fp32, 2 threads", "zeta: e, cpu, fp32")}
 
 
 def test_device_lock_vetoes_other_families_with_the_reason():

@@ -149,7 +149,7 @@ class Proposal(_Model):
         if self.compile:
             parts.append("compiled")
         if self.threads:
-            parts.append(f"{self.threads} threads")
+            parts.append(f"{self.threads} thread" + ("s" if self.threads != 1 else ""))
         if self.options.get("variant"):  # a plugin's name for proposals that differ only in options
             parts.append(str(self.options["variant"]))
         return f"{self.plugin}: " + ", ".join(parts)

@@ -90,7 +90,7 @@ def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str) -> tuple
             peak += memory.codec_bytes // 2  # the ORT session holds the decoder's weights again (~half the codec)
     read = f"{per_token_bytes / 1e9:.2f} GB" if per_token_bytes >= 1e8 else f"{per_token_bytes / 1e6:.1f} MB"
     reasons = [
-        f"{read} of fp32 weights read per token at ~{bandwidth / 1e9:.0f} GB/s ({threads} threads; 11 GB/s "
+        f"{read} of fp32 weights read per token at ~{bandwidth / 1e9:.0f} GB/s ({threads} thread{'s' if threads != 1 else ''}; 11 GB/s "
         f"measured for one thread with an S1-mini-shaped model on a 2-core server, ~1 GB/s per extra core assumed) plus "
         f"{OVERHEAD_PER_CODEBOOK_S * 1e3:.1f} ms per codebook measured on the tiny checkpoint: "
         f"~{tokens_per_s:.1f} tokens/s, RTF ~{rtf:.1f} (field reports for S1-mini on CPUs: RTF 6-15)",
@@ -106,7 +106,7 @@ def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -
     for backend in BACKENDS:
         est, reasons = estimate(model, hardware, backend)
         reasons.append(
-            f"{threads} threads for torch and ONNX Runtime: physical cores less one "
+            f"{threads} thread{'s' if threads != 1 else ''} for torch and ONNX Runtime: physical cores less one "
             f"({hardware.cores_physical} physical, {hardware.cores_logical} logical): on a 2-core server a second "
             "thread made an S1-mini-shaped model only ~6% faster when the machine was quiet, and 6x slower when "
             "another process held a core"

@@ -38,14 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# The shape published for openaudio-s1-mini (same as tests/test_fish_spec.py's S1_MINI).
-S1_MINI = {
-    "model_type": "dual_ar", "vocab_size": 155776, "n_layer": 28, "n_head": 16, "n_local_heads": 8,
-    "head_dim": 128, "dim": 1024, "intermediate_size": 3072, "max_seq_len": 8192, "codebook_size": 4096,
-    "num_codebooks": 10, "n_fast_layer": 4, "fast_dim": 1024, "fast_n_head": 16, "fast_n_local_heads": 8,
-    "fast_head_dim": 64, "fast_intermediate_size": 3072, "tie_word_embeddings": True,
-    "attention_qk_norm": True, "use_gradient_checkpointing": False,
-}
+from ttsfw.testing.fish_tiny import s1_mini_llm_config
+
+# The shape published for openaudio-s1-mini (no gradient checkpointing: this is inference).
+S1_MINI = {**s1_mini_llm_config(), "use_gradient_checkpointing": False}
 
 LOCK_CHECK = r"""
 import json, os, sys

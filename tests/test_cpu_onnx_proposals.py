@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from ttsfw import tuning
+from ttsfw.files import file_sha256
 from ttsfw.models import HardwareProfile, ModelSpec
 from ttsfw.modelspecs.piper import embedded_default
 from ttsfw.planner import make_plan
@@ -105,7 +106,7 @@ def test_int8_variant_is_made_once_and_is_really_int8(tmp_path: Path) -> None:
     st2 = again.stat()
     assert again == first
     assert (st2.st_ino, st2.st_mtime_ns, st2.st_size) == (st.st_ino, st.st_mtime_ns, st.st_size)  # not remade
-    assert tuning.file_sha256(tmp_path, voice.path)[:32] in first.name  # keyed by the model's hash
+    assert file_sha256(tmp_path, voice.path)[:32] in first.name  # keyed by the model's hash
     assert st.st_size < 0.5 * voice.path.stat().st_size
     model = onnx.load(str(first))
     int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.UINT8]

@@ -7,15 +7,10 @@ import pytest
 from ttsfw.errors import ModelError
 from ttsfw.modelspecs import resolve
 from ttsfw.modelspecs.fish import kv_cache_bytes, llm_parameter_count, parameters_read_per_token
+from ttsfw.testing.fish_tiny import s1_mini_llm_config
 
 # The shape published for openaudio-s1-mini (dual AR, 28 + 4 layers, dim 1024).
-S1_MINI = {
-    "model_type": "dual_ar", "vocab_size": 155776, "n_layer": 28, "n_head": 16, "n_local_heads": 8,
-    "head_dim": 128, "dim": 1024, "intermediate_size": 3072, "max_seq_len": 8192, "codebook_size": 4096,
-    "num_codebooks": 10, "n_fast_layer": 4, "fast_dim": 1024, "fast_n_head": 16, "fast_n_local_heads": 8,
-    "fast_head_dim": 64, "fast_intermediate_size": 3072, "tie_word_embeddings": True,
-    "attention_qk_norm": True, "use_gradient_checkpointing": True,
-}
+S1_MINI = s1_mini_llm_config()
 
 
 def write_checkpoint(directory, config=S1_MINI, codec_bytes=1600 * 2**20, model_bytes=1400 * 2**20):

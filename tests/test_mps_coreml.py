@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ttsfw.files import file_sha256
 from ttsfw_mps import coreml_codec
 
 
@@ -19,11 +20,11 @@ def test_cache_path_is_keyed_by_the_codec_hash_under_the_cache_dir(tmp_path):
     a, b = tmp_path / "a.pth", tmp_path / "b.pth"
     a.write_bytes(b"codec weights one")
     b.write_bytes(b"codec weights two")
-    pa = coreml_codec.cache_path(tmp_path / "cache", coreml_codec.file_sha256(a), 1024)
-    pb = coreml_codec.cache_path(tmp_path / "cache", coreml_codec.file_sha256(b), 1024)
+    pa = coreml_codec.cache_path(tmp_path / "cache", file_sha256(None, a), 1024)
+    pb = coreml_codec.cache_path(tmp_path / "cache", file_sha256(None, b), 1024)
     assert pa != pb and pa.parent == tmp_path / "cache" / "mps" / "coreml-codec"
     assert pa.name.endswith("-1024f-fp16.mlpackage")
-    assert coreml_codec.file_sha256(a) == coreml_codec.file_sha256(a)
+    assert file_sha256(None, a) == file_sha256(None, a)
 
 
 def _heavy():
@@ -95,7 +96,7 @@ def test_conversion_writes_an_fp16_ml_program_and_caches_it(converted):
 
     codec, codec_file, tmp, result = converted
     assert result.converted_now and result.path.is_dir() and result.path.suffix == ".mlpackage"
-    assert result.path == coreml_codec.cache_path(tmp / "cache", coreml_codec.file_sha256(codec_file), 32)
+    assert result.path == coreml_codec.cache_path(tmp / "cache", file_sha256(tmp / "cache", codec_file), 32)
     spec = ct.utils.load_spec(str(result.path))
     assert spec.WhichOneof("Type") == "mlProgram"
     [inp] = spec.description.input

@@ -12,58 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from .files import file_sha256, read_json, write_atomic
 from .models import HardwareProfile, ModelSpec, Proposal
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def file_sha256(cache_dir: Path, path: Path) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) so a plan hashes each file version once."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
-    index_path = Path(cache_dir) / "hashes.json"
-    index = _read_json(index_path)
-    if isinstance(index.get(key), str):
-        return index[key]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    index[key] = digest.hexdigest()
-    try:
-        _write_atomic(index_path, json.dumps(index, indent=1, sort_keys=True).encode())
-    except OSError:
-        pass  # a read-only cache only costs a re-hash next time
-    return index[key]
 
 
 def machine_key(hardware: HardwareProfile) -> str:
@@ -113,7 +68,7 @@ def load(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec) -> dict[s
     path = _path(cache_dir, hardware, model)
     if path is None:
         return {}
-    entries = _read_json(path).get("proposals")
+    entries = read_json(path).get("proposals")
     return entries if isinstance(entries, dict) else {}
 
 
@@ -143,5 +98,5 @@ def save(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec, entries: 
         "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "proposals": current,
     }
-    _write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
     return path

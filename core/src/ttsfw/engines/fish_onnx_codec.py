@@ -20,38 +20,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from ..files import atomic_target, file_sha256
+
 TOLERANCE = 1e-3
 PROBE_FRAMES = (7, 19)  # verification lengths, both different from the export's example length
 EXPORT_FRAMES = 12
-_HASH_INDEX = "hashes.json"
-
-
-def _file_sha256(path: Path, cache: Path) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) so a 1.6 GB codec is hashed once."""
-    index_path = cache / _HASH_INDEX
-    stat = path.stat()
-    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError):
-        index = {}
-    if key in index:
-        return index[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    index[key] = digest.hexdigest()
-    tmp = index_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, index_path)
-    return index[key]
 
 
 def cache_key(checkpoint: Path, cache: Path) -> str:
@@ -59,7 +36,7 @@ def cache_key(checkpoint: Path, cache: Path) -> str:
     import onnxscript
     import torch
 
-    parts = [_file_sha256(checkpoint / "codec.pth", cache)]
+    parts = [file_sha256(cache, checkpoint / "codec.pth")]
     override = checkpoint / "codec.yaml"
     if override.is_file():
         parts.append(hashlib.sha256(override.read_bytes()).hexdigest())
@@ -76,16 +53,14 @@ def export_decoder(codec: Any, path: Path, max_frames: int) -> None:
     wrapper = CodecDecoder(codec).eval()
     example = torch.zeros((1, n_codebooks(codec), EXPORT_FRAMES), dtype=torch.long)
     frames = torch.export.Dim("frames", min=2, max=max(max_frames, EXPORT_FRAMES + 1))
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     # the exporter prints progress to stdout and warns about torchvision; keep the CLI's output clean
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), atomic_target(path, ".onnx") as tmp:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             wrapper, (example,), dynamo=True, dynamic_shapes={"codes": {2: frames}},
             input_names=["codes"], output_names=["audio"], verbose=False,
         )
         program.save(str(tmp))
-    os.replace(tmp, path)
 
 
 class OnnxCodecDecoder:

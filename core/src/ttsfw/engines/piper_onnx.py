@@ -10,7 +10,6 @@ graph optimisation, execution mode, memory planning) take effect.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -166,14 +165,11 @@ def _create_session(ort: Any, model_path: Path, so: Any, optimized: Optional[Pat
     if optimized.exists():
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         return ort.InferenceSession(str(optimized), sess_options=so, providers=providers)
-    optimized.parent.mkdir(parents=True, exist_ok=True)
-    tmp = optimized.with_name(f".{optimized.name}.{os.getpid()}.tmp")
-    so.optimized_model_filepath = str(tmp)
-    try:
+    from ..files import atomic_target
+
+    with atomic_target(optimized, suffix=".onnx") as tmp:
+        so.optimized_model_filepath = str(tmp)
         session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
-        os.replace(tmp, optimized)
-    finally:
-        tmp.unlink(missing_ok=True)
     return session
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
-import os
 import platform
-import tempfile
 from pathlib import Path
 
+from ttsfw.files import atomic_target, file_sha256
 from ttsfw.hardware import detect_host
-from ttsfw.tuning import file_sha256
 
 # Weight types quantize_dynamic can produce, by the name used in Proposal.quantization.
 QUANT_TYPES = {"int8-dynamic-quint8": "QUInt8", "int8-dynamic-qint8": "QInt8"}
@@ -42,22 +40,13 @@ def ensure_quantized(cache_dir: Path, model_path: Path, quantization: str) -> Pa
         return target
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(target.parent), prefix=f".{target.name}.", suffix=".onnx")
-    os.close(fd)
     # quantize_dynamic logs a warning per tensor it leaves in float (hundreds for a VITS
     # graph) on the root logger; they say nothing a user can act on.
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        quantize_dynamic(str(model_path), tmp, weight_type=getattr(QuantType, QUANT_TYPES[quantization]))
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        with atomic_target(target, suffix=".onnx") as tmp:
+            quantize_dynamic(str(model_path), str(tmp), weight_type=getattr(QuantType, QUANT_TYPES[quantization]))
     finally:
         logging.disable(previous)
     return target

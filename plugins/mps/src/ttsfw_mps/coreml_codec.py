@@ -25,7 +25,6 @@ Imported only when the Core ML codec proposal is loaded (torch, coremltools).
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import warnings
@@ -33,16 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ttsfw.files import file_sha256
+
 DEFAULT_FRAMES = 1024  # ~47.5 s of audio at 21.5 frames/s: longer than any 400-character chunk
 DEPLOYMENT = "macOS13"
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_path(cache_dir: Path, codec_sha256: str, frames: int) -> Path:
@@ -138,7 +131,7 @@ class Converted:
 
 def load_or_convert(codec: Any, codec_file: Path, cache_dir: Path, frames: int = DEFAULT_FRAMES) -> Converted:
     """The cached ML program for this codec.pth, converting it on first use."""
-    path = cache_path(cache_dir, file_sha256(codec_file), frames)
+    path = cache_path(cache_dir, file_sha256(cache_dir, codec_file), frames)
     fresh = not path.exists()
     if fresh:
         convert(codec, path, frames)

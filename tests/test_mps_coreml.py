@@ -8,7 +8,6 @@ cache-path logic needs nothing heavy and always runs.
 from __future__ import annotations
 
 import platform
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,15 +30,11 @@ def _heavy():
     for name in ("torch", "fish_speech", "coremltools", "hydra"):
         pytest.importorskip(name, reason=f"{name} is not installed: the Core ML conversion test needs "
                                          "torch, fish-speech and coremltools (pip install 'ttsfw-mps[coreml]')")
-    try:
-        import torchaudio  # noqa: F401  (descript-audiotools imports it at top level)
-    except (ImportError, OSError):
-        import importlib.machinery
-        import types
+    # descript-audiotools imports torchaudio at top level; the core's guard provides the same
+    # placeholder the fish engine uses when the real one cannot load (FISH_SPEECH_NOTES).
+    from ttsfw.engines._torchaudio_guard import ensure_torchaudio_importable
 
-        stub = types.ModuleType("torchaudio")  # fish-speech's codec never calls it (FISH_SPEECH_NOTES)
-        stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
-        sys.modules["torchaudio"] = stub
+    ensure_torchaudio_importable()
 
 
 def tiny_codec():

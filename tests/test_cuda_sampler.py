@@ -164,3 +164,16 @@ def test_load_engine_ignores_other_plugins_proposals_and_other_families(monkeypa
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", UUID)
     with pytest.raises(EngineLoadError, match="only Fish Speech"):
         plugin.load_engine(proposal(), ModelSpec(family="piper", name="v"), settings)
+
+
+def test_the_runs_metrics_carry_what_the_gpu_did_during_synthesis(monkeypatch):
+    from ttsfw.synthesis import synthesize
+
+    fake = install(monkeypatch, "two-gpu-one-busy")
+    engine = SampledEngine(BusyEngine(fake), GpuSampler(fake, uuid=UUID, interval=0.01))
+    written = []
+    metrics = synthesize(engine, ["Hello there.", "Again."], type("Sink", (), {"write": lambda s, b: written.append(b)})())
+    assert len(written) == 2 and metrics.tokens == 4
+    assert metrics.engine["gpu_util_max_percent"] == 87.0
+    assert metrics.engine["gpu_mem_used_peak_bytes"] > 0
+    assert metrics.as_dict()["engine"]["gpu_util_max_percent"] == 87.0  # what `ttsfw run --json` prints

@@ -268,6 +268,14 @@ def _summary(out: str, loaded: Any, metrics: Any) -> list[str]:
         f"  {rtf} (synthesis {metrics.synthesis_seconds:.2f} s), first audio after {first:.2f} s"
         f" (engine load {metrics.load_seconds:.2f} s), peak RSS {mem(metrics.peak_rss_bytes)}",
     ]
+    if metrics.tokens_per_s is not None:
+        lines.append(f"  {metrics.tokens} semantic tokens, {metrics.tokens_per_s:.1f} tokens/s")
+    gpu = metrics.engine
+    if "gpu_util_mean_percent" in gpu:
+        lines.append(
+            f"  GPU {gpu['gpu_util_mean_percent']:.0f}% busy on average (max {gpu.get('gpu_util_max_percent', 0):.0f}%)"
+            f" during synthesis, peak GPU memory {mem(gpu.get('gpu_mem_used_peak_bytes'))}"
+        )
     return lines
 
 

@@ -48,6 +48,7 @@ class Metrics:
     peak_rss_bytes: Optional[int] = None
     sample_rate: int = 0
     tokens: Optional[int] = None
+    engine: dict = field(default_factory=dict)  # what the engine measured itself, e.g. GPU use during synthesis
     per_chunk_seconds: list[float] = field(default_factory=list)
 
     @property
@@ -107,6 +108,9 @@ def synthesize(
             on_chunk(text)
     metrics.synthesis_seconds = time.perf_counter() - t_start
     metrics.peak_rss_bytes = peak_rss_bytes()
+    own = getattr(engine, "metrics", None)
+    if callable(own):
+        metrics.engine = dict(own() or {})
     if metrics.audio_seconds <= 0:
         raise UsageError("the text produced no audio: nothing in it could be spoken")
     return metrics

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -53,14 +54,21 @@ def export_decoder(codec: Any, path: Path, max_frames: int) -> None:
     wrapper = CodecDecoder(codec).eval()
     example = torch.zeros((1, n_codebooks(codec), EXPORT_FRAMES), dtype=torch.long)
     frames = torch.export.Dim("frames", min=2, max=max(max_frames, EXPORT_FRAMES + 1))
-    # the exporter prints progress to stdout and warns about torchvision; keep the CLI's output clean
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), atomic_target(path, ".onnx") as tmp:
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            wrapper, (example,), dynamo=True, dynamic_shapes={"codes": {2: frames}},
-            input_names=["codes"], output_names=["audio"], verbose=False,
-        )
-        program.save(str(tmp))
+    # the exporter prints progress to stdout and logs a warning per missing torchvision op
+    # (torch.onnx's logger); none of it is actionable for a user: keep the CLI's output clean
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), atomic_target(path, ".onnx") as tmp:
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapper, (example,), dynamo=True, dynamic_shapes={"codes": {2: frames}},
+                input_names=["codes"], output_names=["audio"], verbose=False,
+            )
+            program.save(str(tmp))
+    finally:
+        exporter_log.setLevel(level)
 
 
 class OnnxCodecDecoder:

@@ -234,3 +234,26 @@ def test_unsupported_options_are_load_errors(fish_checkpoint):
         load(fish_checkpoint, codec_backend="onnx", precision="bf16")
     with pytest.raises(EngineLoadError, match="CUDA is not available"):
         load(fish_checkpoint, device="cuda")
+
+
+def test_an_external_decoder_replaces_the_torch_codec_for_decoding(fish_checkpoint):
+    """What the MPS plugin's Core ML path does: decode through another runtime, same codes in, audio out."""
+    e = load(fish_checkpoint)
+    try:
+        codes = e.generate_codes("External decoder.")
+        reference = e.decode(codes)
+        calls = []
+
+        def decoder(array):
+            calls.append(array.shape)
+            assert isinstance(array, np.ndarray) and array.dtype.kind == "i"  # CPU integers, as Core ML takes
+            return reference * 0.5
+
+        e.replace_codec_decoder(decoder, backend="fish-torch+coreml-codec")
+        assert e.backend == "fish-torch+coreml-codec" and e.codec_backend == "external"
+        assert calls == [] and np.allclose(e.decode(codes), reference * 0.5)
+        assert calls == [tuple(codes.shape)]
+        chunks = list(e.synthesize("Through the external decoder."))
+        assert len(calls) >= 2 and sum(c.samples for c in chunks) > 0
+    finally:
+        e.close()

@@ -335,6 +335,11 @@ class FishEngine:
                     "use a shorter reference clip"
                 ) from None
             raise
+        finally:
+            # fish-speech's DualARTransformer.setup_caches builds new fast-layer KV-cache modules on
+            # every generate, and a new module starts in training mode: keep the engine in the state
+            # the invariant check verified (the caches hold no dropout, so generation is unaffected).
+            self.llm.eval()
         if not codes:
             return torch.zeros((self.llm.config.num_codebooks, 0), dtype=torch.long)
         return torch.cat(codes, dim=1)

@@ -191,6 +191,7 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
     weights = fp32_memory.weights_bytes if fp32_memory else file_bytes
     proposals = []
     prior_scores: list[float] = []
+    measured: list[bool] = []
     for v in _variants(threads, thread_reason, hardware):
         quantization = v.get("quantization", "none")
         proposal = Proposal(
@@ -214,6 +215,7 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
             tuning.lookup(settings.cache_dir, hardware, model, proposal.model_copy(update={"plugin": NAME}), versions)
             if measured_any else None
         )
+        measured.append(entry is not None)
         if entry is not None:
             rtf = float(entry["rtf"])
             proposal.score = round(1.0 / rtf, 3) if rtf > 0 else 0.0
@@ -236,15 +238,13 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
             proposal.score = round(score, 3)
             proposal.estimate = Estimate(rtf=round(rtf_prior, 4), peak_memory_bytes=peak)
         proposals.append(proposal)
-    _calibrate_to_the_measured_default(proposals, prior_scores)
+    _calibrate_to_the_measured_default(proposals, prior_scores, measured)
     return proposals
 
 
-def _measured(p: Proposal) -> bool:
-    return any(r.startswith("measured here") for r in p.reasons)
-
-
-def _calibrate_to_the_measured_default(proposals: list[Proposal], prior_scores: list[float]) -> None:
+def _calibrate_to_the_measured_default(
+    proposals: list[Proposal], prior_scores: list[float], measured: list[bool]
+) -> None:
     """Once the safe default is measured here, compare everything against that measurement.
 
     Unmeasured variants keep their prior ratio to the default but are scaled by
@@ -254,11 +254,11 @@ def _calibrate_to_the_measured_default(proposals: list[Proposal], prior_scores: 
     """
     default = proposals[0]
     default_rtf = default.estimate.rtf
-    if not default_rtf or not _measured(default):
+    if not default_rtf or not measured[0]:
         return
     scale = default.score / prior_scores[0]
-    for p in proposals[1:]:
-        if not _measured(p):
+    for p, was_measured in zip(proposals[1:], measured[1:], strict=True):
+        if not was_measured:
             p.score = round(p.score * scale, 3)
             if p.estimate.rtf:
                 p.estimate.rtf = round(p.estimate.rtf / scale, 4)

@@ -19,6 +19,7 @@ from ..models import MemoryEstimate, ModelSpec
 
 REQUIRED_FILES = ("config.json", "model.pth", "tokenizer.tiktoken", "special_tokens.json", "codec.pth")
 CODEC_SAMPLE_RATE = 44100  # modded_dac_vq.yaml, the codec every S1 checkpoint ships
+CODEC_HOP = 2048  # samples per codec frame: one semantic token speaks 2048 samples
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 # Fixed working allowance on top of 10% of the weights: activations, logits,
 # sampling buffers and allocator slack seen at batch 1.
@@ -153,6 +154,12 @@ def memory_estimates(config: dict[str, Any], codec_params: int) -> dict[str, Mem
     return estimates
 
 
+def tokens_per_audio_second(model: ModelSpec) -> float:
+    """Semantic tokens the model generates per second of audio: RTF = this / tokens per second."""
+    value = model.properties.get("semantic_tokens_per_audio_second")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else CODEC_SAMPLE_RATE / CODEC_HOP
+
+
 def _load_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -200,6 +207,7 @@ def read(path: Path) -> Optional[ModelSpec]:
             "n_layer": c["n_layer"],
             "dim": c["dim"],
             "max_seq_len": c["max_seq_len"],
+            "semantic_tokens_per_audio_second": CODEC_SAMPLE_RATE / CODEC_HOP,
             "num_codebooks": c["num_codebooks"],
             "use_gradient_checkpointing": bool(config.get("use_gradient_checkpointing", True)),
             # weights read per generated token: tokens/s ~ achieved bandwidth / (this x bytes per weight)

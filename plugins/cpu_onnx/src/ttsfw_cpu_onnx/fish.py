@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ttsfw.models import Estimate, HardwareProfile, ModelSpec, Proposal
+from ttsfw.modelspecs.fish import tokens_per_audio_second
 from ttsfw.settings import Settings
 
 TORCH = "fish-torch"
@@ -40,7 +41,6 @@ BANDWIDTH_CAP = 25e9
 # transformer's loop): MEASURED on the tiny test checkpoint on a 2-core box
 # (about 5.7 ms per token with 4 codebooks), where weights are negligible.
 OVERHEAD_PER_CODEBOOK_S = 1.4e-3
-FRAMES_PER_SECOND = 44100 / 2048  # the codec: one token -> 2048 samples at 44.1 kHz
 # Share of the synthesis time the torch codec decoder takes for a full-size S1
 # checkpoint on a CPU: ASSUMED (the tiny checkpoint's share says nothing about it).
 CODEC_SHARE = 0.15
@@ -77,7 +77,7 @@ def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str) -> tuple
     bandwidth = min(BANDWIDTH_ONE_CORE + BANDWIDTH_PER_EXTRA_CORE * (threads - 1), BANDWIDTH_CAP)
     token_s = per_token_bytes / bandwidth + OVERHEAD_PER_CODEBOOK_S * codebooks
     tokens_per_s = 1.0 / token_s
-    llm_rtf = FRAMES_PER_SECOND / tokens_per_s
+    llm_rtf = tokens_per_audio_second(model) / tokens_per_s
     codec_rtf = llm_rtf * CODEC_SHARE / (1 - CODEC_SHARE)
     if backend == ONNX_CODEC:
         codec_rtf /= ONNX_DECODE_SPEEDUP

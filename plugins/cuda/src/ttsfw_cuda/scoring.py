@@ -18,6 +18,7 @@ from typing import Optional
 
 from ttsfw.hardware import describe_memory
 from ttsfw.models import AcceleratorDevice, Estimate, HardwareProfile, ModelSpec, Proposal
+from ttsfw.modelspecs.fish import tokens_per_audio_second
 from ttsfw.settings import Settings
 
 from .nvml_probe import BUSY_MEMORY_SHARE, BUSY_UTILIZATION_PERCENT, triton_importable
@@ -43,7 +44,6 @@ EAGER_EFFICIENCY = 0.05
 # FIELD_NOTES: torch.compile made decoding 20-30% faster on Linux / WSL2 + NVIDIA; the low end is used.
 COMPILE_SPEEDUP = 1.2
 COMPILE_STARTUP = "minutes of compilation at start-up (FIELD_NOTES), paid again in every new process"
-SEMANTIC_TOKENS_PER_AUDIO_SECOND = 44100 / 2048
 INT8_RISK = 0.9  # weight-only int8 changes the voice slightly; taken only when 16-bit does not fit
 VGPU_RISK = 0.5  # FIELD_NOTES' V100 vGPU reached 3.89 GB/s: a virtual GPU may be far below its card
 TIGHT_FIT_SHARE = 0.85  # above this share of usable memory, longer inputs risk running out
@@ -197,12 +197,12 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
         bytes_per_token = params * per_weight
         roofline = bandwidth * 1e9 / bytes_per_token
         tokens_per_s = EAGER_EFFICIENCY * roofline * (COMPILE_SPEEDUP if decision.compile else 1.0)
-        rtf = SEMANTIC_TOKENS_PER_AUDIO_SECOND / tokens_per_s
+        rtf = tokens_per_audio_second(model) / tokens_per_s
         speed_reason = (
             f"speed: ~{tokens_per_s:.1f} tokens/s = {EAGER_EFFICIENCY:.0%} of the {roofline:.0f} tokens/s roofline "
             f"({bandwidth:.0f} GB/s / {bytes_per_token / 1e9:.2f} GB read per token)"
             + (f" x {COMPILE_SPEEDUP} compiled" if decision.compile else "")
-            + f"; RTF ~{rtf:.2f} at {SEMANTIC_TOKENS_PER_AUDIO_SECOND:.1f} tokens per audio second. The 5% "
+            + f"; RTF ~{rtf:.2f} at {tokens_per_audio_second(model):.1f} tokens per audio second. The 5% "
             "efficiency is calibrated on FIELD_NOTES' RTX 3060 (RTF 2-3); a vGPU V100 there reached far less"
         )
     memory_vetoed = need16 is not None and quantization == "none" and need16 > usable

@@ -20,11 +20,11 @@ from typing import Optional
 
 from ttsfw.hardware import describe_memory
 from ttsfw.models import AcceleratorDevice, Estimate, HardwareProfile, ModelSpec, Proposal
+from ttsfw.modelspecs.fish import tokens_per_audio_second
 
 GiB = 2**30
 ENGINE = "fish-torch"
 COREML_ENGINE = "fish-torch+coreml-codec"
-SEMANTIC_TOKENS_PER_AUDIO_SECOND = 44100 / 2048  # S1's codec: one token per 2048 samples at 44.1 kHz
 
 # macOS, WindowServer and a browser keep about 3 GiB on any Mac; on larger Macs
 # Metal's recommended GPU working set is about three quarters of RAM. What the
@@ -75,11 +75,11 @@ def speed(model: ModelSpec, device: AcceleratorDevice) -> tuple[Optional[float],
     bytes_per_token = params * 2
     read_s = bytes_per_token / (BANDWIDTH_EFFICIENCY * bandwidth * 1e9)
     tokens_per_s = 1.0 / (read_s + PER_TOKEN_OVERHEAD_S)
-    rtf = SEMANTIC_TOKENS_PER_AUDIO_SECOND / tokens_per_s
+    rtf = tokens_per_audio_second(model) / tokens_per_s
     reasons.append(
         f"speed: ~{tokens_per_s:.1f} tokens/s = 1 / ({bytes_per_token / 1e9:.2f} GB per token read at "
         f"{BANDWIDTH_EFFICIENCY:.0%} of {bandwidth:g} GB/s = {read_s * 1000:.0f} ms, + {PER_TOKEN_OVERHEAD_S * 1000:.0f} ms "
-        f"eager-loop overhead per token); RTF ~{rtf:.2f} at {SEMANTIC_TOKENS_PER_AUDIO_SECOND:.1f} tokens per audio second"
+        f"eager-loop overhead per token); RTF ~{rtf:.2f} at {tokens_per_audio_second(model):.1f} tokens per audio second"
     )
     return tokens_per_s, rtf, reasons
 

@@ -17,6 +17,33 @@ from typing import Any, Iterator, Optional
 
 HASH_INDEX = "hashes.json"
 
+#: Largest small file (settings, profiles, configs, JSON caches) ttsfw reads whole.
+#: These are kilobytes in practice; the bound keeps ``--hardware /dev/zero`` or a
+#: huge file named by mistake from reading until memory runs out.
+SMALL_FILE_LIMIT = 8 * 2**20
+
+
+class FileTooLarge(ValueError):
+    """A small file was larger than the bound it is read with."""
+
+
+def read_small_bytes(path: Path, limit: int = SMALL_FILE_LIMIT) -> bytes:
+    """The bytes of a small file, reading at most ``limit`` + 1 bytes of it.
+
+    Raises :class:`FileTooLarge` past the bound (endless devices included) and
+    ``OSError`` as ``open`` does; callers turn both into their one-line message.
+    """
+    with Path(path).open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(f"{path} is larger than {limit // 2**20} MiB; expected a small text file")
+    return data
+
+
+def read_small_text(path: Path, limit: int = SMALL_FILE_LIMIT) -> str:
+    """:func:`read_small_bytes` decoded as UTF-8 (``UnicodeDecodeError`` if it is not)."""
+    return read_small_bytes(path, limit).decode("utf-8")
+
 
 @contextlib.contextmanager
 def atomic_target(path: Path, suffix: str = ".part") -> Iterator[Path]:
@@ -40,10 +67,10 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; {} when it is missing, unreadable or not an object."""
+    """A JSON object from ``path``; {} when it is missing, unreadable, too large or not an object."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_small_text(path))
+    except (OSError, ValueError):  # FileTooLarge and UnicodeDecodeError are ValueErrors
         return {}
     return data if isinstance(data, dict) else {}
 

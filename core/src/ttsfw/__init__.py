@@ -12,7 +12,7 @@ from typing import Any
 
 from .hookspecs import HOOK_API_VERSION, hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "AcceleratorDevice": "models",

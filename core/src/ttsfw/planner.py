@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 from . import hardware as hw
+from .errors import UsageError
 from .models import EnvChange, HardwareProfile, ModelSpec, Plan, Proposal
-from .modelspecs import resolve
 from .plugins import PluginHost
 from .ranking import rank
 
@@ -33,10 +33,11 @@ def make_plan(
 ) -> Plan:
     if hardware is None:
         hardware = hw.load_profile(hardware_file) if hardware_file else detect(host)
+    check_device_lock(host, hardware)
     if model is None:
-        model = resolve(host.settings.model)
+        model = host.resolve_model(host.settings.model)
     proposals, _ = host.call("score_config", model=model, hardware=hardware, settings=host.settings)
-    feasible, rejected = rank(proposals, model, hardware, host.settings)
+    feasible, rejected = rank(proposals, model, hardware, host.settings, host.registry)
     chosen = feasible[0] if feasible else None
     env = env_changes_for(host, chosen, hardware) if chosen else []
     plan = Plan(
@@ -51,6 +52,19 @@ def make_plan(
     )
     plan.summary = summarize(plan)
     return plan
+
+
+def check_device_lock(host: PluginHost, hardware: HardwareProfile) -> None:
+    """A device lock must name a family some plugin knows (or a device in the profile has)."""
+    lock = host.settings.device
+    known = host.registry.family_names(hardware)
+    if lock == "auto" or lock in known:
+        return
+    present = sorted({d.family for d in hardware.devices} | {"cpu"})
+    raise UsageError(
+        f"unknown device family {lock!r} (--device / TTSFW_DEVICE): choose auto or one of {', '.join(known)}"
+        f" (present on {'this machine' if hardware.source == 'detected' else hardware.source}: {', '.join(present)})"
+    )
 
 
 def summarize(plan: Plan) -> str:

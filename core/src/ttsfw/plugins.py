@@ -23,8 +23,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from . import builtin, hookspecs
 from .engine import Engine
-from .errors import EngineLoadError, PluginError, PluginUnavailable
-from .models import Detection, EnvChange, PluginInfo, PluginProblem, Proposal
+from .errors import EngineLoadError, ModelError, PluginError, PluginUnavailable
+from .models import Detection, EnvChange, ModelSpec, PluginInfo, PluginProblem, Proposal
+from .registry import Registry
 from .settings import Settings
 
 ENTRY_POINT_GROUP = "ttsfw"
@@ -33,11 +34,21 @@ _IMPL_MARK = f"{hookspecs.PROJECT}_impl"
 HOOK_NAMES = tuple(
     name for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
 )
+REGISTRATION_HOOKS = ("register_engines", "register_device_families")
+
+#: Plugins that ship inside the core and load like any entry point (listed by
+#: ``ttsfw plugins``, blockable with ``-p no:NAME``): the core's own engines
+#: travel the same road as a stranger's.
+DEFAULT_PLUGINS = (("fish", "ttsfw.engines.fish_plugin"),)
 
 
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _returns_nothing(value: Any) -> Any:
+    raise TypeError("registration hooks call register(...) and return None")
 
 
 def _check_engine(value: Any) -> Any:
@@ -53,6 +64,10 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "prepare_env": TypeAdapter(list[EnvChange]).validate_python,
     "load_engine": _check_engine,
     "disable_training_artifacts": _str_list.validate_python,
+    "resolve_model": TypeAdapter(ModelSpec).validate_python,
+    "default_model": TypeAdapter(ModelSpec).validate_python,
+    "register_engines": _returns_nothing,
+    "register_device_families": _returns_nothing,
 }
 
 
@@ -65,7 +80,30 @@ def _stamp_owner(hook: str, result: Any, plugin: str) -> Any:
         for device in result.devices:
             device.detected_by = plugin
         result.notes = [f"{plugin}: {note}" for note in result.notes]
+    elif hook in ("resolve_model", "default_model"):
+        result.resolved_by = plugin
     return result
+
+
+def check_api_version(api: Any) -> Optional[str]:
+    """Why a plugin declaring hook API ``api`` is refused, or None when the core speaks it."""
+    core = hookspecs.HOOK_API_VERSION
+    if api is None:
+        return f"declares no {API_ATTRIBUTE} (the core speaks {core})"
+    try:
+        major, minor = (int(part) for part in str(api).split(".")[:2])
+    except ValueError:
+        return f"declares {API_ATTRIBUTE} = {api!r}, not a MAJOR.MINOR version (the core speaks {core})"
+    core_major, core_minor = (int(part) for part in core.split("."))
+    if major < core_major:
+        return (
+            f"built for hook API {api}, the core speaks {core}: since 2.0 engines and model formats are "
+            "registered through hooks and load_engine reaches the owner only; upgrade the plugin "
+            "(docs/writing-a-plugin.md, 'Upgrading from hook API 1.x')"
+        )
+    if major > core_major or minor > core_minor:
+        return f"built for hook API {api}, newer than the core's {core}: upgrade ttsfw"
+    return None
 
 
 @dataclass
@@ -76,6 +114,7 @@ class PluginHost:
     pm: pluggy.PluginManager = field(init=False)
     infos: list[PluginInfo] = field(default_factory=list)
     problems: list[PluginProblem] = field(default_factory=list)
+    _registry: Optional[Registry] = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -87,6 +126,8 @@ class PluginHost:
     @classmethod
     def from_entry_points(cls, settings: Settings, extra: Iterable[tuple[str, object]] = ()) -> "PluginHost":
         host = cls(settings)
+        for name, module in DEFAULT_PLUGINS:
+            host.add_entry_point(name, functools.partial(importlib.import_module, module), "ttsfw", _core_version())
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             host.add_entry_point(ep.name, ep.load, dist.name if dist else None, dist.version if dist else None)
@@ -113,15 +154,9 @@ class PluginHost:
             return self._fail(info, "broken", f"import failed: {one_line(exc)}")
         api = getattr(obj, API_ATTRIBUTE, None)
         info.api_version = None if api is None else str(api)
-        if api is None:
-            speaks = hookspecs.HOOK_API_VERSION
-            return self._fail(info, "refused", f"declares no {API_ATTRIBUTE} (the core speaks {speaks})")
-        if str(api).split(".")[0] != hookspecs.HOOK_API_VERSION.split(".")[0]:
-            return self._fail(
-                info,
-                "refused",
-                f"built for hook API {api}, the core speaks {hookspecs.HOOK_API_VERSION} (major versions differ)",
-            )
+        refused = check_api_version(api)
+        if refused:
+            return self._fail(info, "refused", refused)
         try:
             proxy, hooks = self._guarded_proxy(name, obj)
             self.pm.register(proxy, name=name)
@@ -178,10 +213,17 @@ class PluginHost:
     def _guard(self, plugin: str, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
+            if hook in REGISTRATION_HOOKS:
+                args, kwargs = _stamp_register(fn, plugin, args, kwargs)
             try:
                 result = fn(*args, **kwargs)
             except (PluginError, EngineLoadError):
                 raise  # strict-mode errors, and the documented "this load failed, fall back" signal
+            except ModelError as exc:
+                if hook in ("resolve_model", "default_model"):
+                    raise  # "this model is mine but broken": the user's error, not the plugin's
+                self._record(plugin, hook, one_line(exc))
+                return None
             except Exception as exc:
                 self._record(plugin, hook, one_line(exc))
                 return None
@@ -234,5 +276,64 @@ class PluginHost:
         result = getattr(self.pm.hook, hook)(**kwargs)
         return result, self.problems[before:]
 
+    def call_owner(self, hook: str, owner: str, **kwargs: Any) -> tuple[Any, list[PluginProblem]]:
+        """Call a hook on one plugin only (e.g. ``load_engine`` on the proposal's owner)."""
+        before = len(self.problems)
+        others = [obj for name, obj in self.pm.list_name_plugin() if name != owner]
+        result = self.pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+        return result, self.problems[before:]
+
     def active(self) -> list[str]:
         return [info.name for info in self.infos if info.status == "ok"]
+
+    def filtered_out(self) -> list[PluginInfo]:
+        """Plugins left out by a block- or allow-list (not by a fault)."""
+        return [info for info in self.infos if info.status == "blocked"]
+
+    # -- registries --------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        """Engines and device families the loaded plugins registered (built on first use)."""
+        if self._registry is None:
+            registry = Registry()
+            self.pm.hook.register_engines(register=registry.add_engine)
+            self.pm.hook.register_device_families(register=registry.add_family)
+            self._registry = registry
+        return self._registry
+
+    def resolve_model(self, reference: Optional[str]) -> ModelSpec:
+        """What the user named (or nothing) as a ModelSpec, through the plugins' model formats."""
+        if not reference:
+            spec, _ = self.call("default_model", settings=self.settings)
+            if spec is None:
+                raise ModelError(
+                    "no model named (--model / TTSFW_MODEL) and no installed plugin offers a default one "
+                    "(pip install 'ttsfw[cpu-onnx]' brings the embedded Piper voice)"
+                )
+            return spec
+        spec, problems = self.call("resolve_model", reference=reference, settings=self.settings)
+        if spec is not None:
+            return spec
+        formats = sorted({e.description or e.backend for e in self.registry.engines.values()})
+        detail = f" ({problems[0].plugin}: {problems[0].error})" if problems else ""
+        raise ModelError(
+            f"{reference} is not a model any installed plugin recognises{detail}; engines installed: "
+            + ("; ".join(formats) or "none")
+        )
+
+
+def _stamp_register(fn: Callable[..., Any], plugin: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Give a registration hook a ``register`` that records who registered what."""
+    names = list(inspect.signature(fn).parameters)
+    bound = dict(zip(names, args), **kwargs)
+    if "register" in bound:
+        collect = bound["register"]
+        bound["register"] = lambda info: collect(info, plugin)
+    return (), bound
+
+
+def _core_version() -> str:
+    from . import __version__
+
+    return __version__

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Optional
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import UsageError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# Device families are whatever the installed plugins register (cpu, cuda, mps,
+# a third party's rocm or npu); the plan checks the name against them. Here only
+# the shape of the name is checked.
+DEVICE_PATTERN = r"^(auto|[a-z][a-z0-9_+.-]{0,63})$"
 
 
 def _default_cache_dir() -> Path:
@@ -31,8 +34,9 @@ class Settings(BaseSettings):
         env_prefix="TTSFW_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
     )
 
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
-        default="auto", description="Hard constraint on the device family; never a hint."
+    device: str = Field(
+        default="auto", pattern=DEVICE_PATTERN,
+        description="auto, or a device family (cpu, cuda, mps, or one a plugin registers): a hard constraint.",
     )
     model: Optional[str] = Field(default=None, description="Model path; the embedded default voice if unset.")
     block_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -44,6 +48,11 @@ class Settings(BaseSettings):
     memory_headroom: float = Field(
         default=0.15, ge=0.0, lt=1.0, description="Share of free memory a plan leaves unused."
     )
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _lower_device(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("block_plugins", "allow_plugins", mode="before")
     @classmethod
@@ -67,6 +76,6 @@ def load_settings(**overrides: Any) -> Settings:
         value = given.get(field, os.environ.get(f"TTSFW_{field.upper()}", err.get("input")))
         if field == "device":
             raise UsageError(
-                f"unknown device {value!r} from {source}: choose one of {', '.join(DEVICE_CHOICES)}"
+                f"unknown device {value!r} from {source}: name a device family (e.g. cpu, cuda) or auto"
             ) from None
         raise UsageError(f"invalid value {value!r} from {source}: {err['msg']}") from None

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ttsfw.models import EnvChange, HardwareProfile, Proposal
-from ttsfw.settings import Settings
+from ttsfw.sdk import EnvChange, HardwareProfile, Proposal, Settings
 
 PLUGIN = "cuda"
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"

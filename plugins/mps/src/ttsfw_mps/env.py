@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ttsfw.models import EnvChange, Proposal
+from ttsfw.sdk import EnvChange, Proposal
 
 # PyTorch's MPS allocator defaults: high watermark 1.7 x Metal's recommended
 # working set (so it may allocate well past it, into swap), low watermark 1.4

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import inspect
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
@@ -180,7 +179,7 @@ class PluginHost:
         return info
 
     def _guarded_proxy(self, name: str, obj: object) -> tuple[object, list[str]]:
-        proxy = types.SimpleNamespace()
+        proxy = _GuardedPlugin()
         hooks = []
         for attr in dir(obj):
             fn = getattr(obj, attr, None)
@@ -321,6 +320,10 @@ class PluginHost:
             f"{reference} is not a model any installed plugin recognises{detail}; engines installed: "
             + ("; ".join(formats) or "none")
         )
+
+
+class _GuardedPlugin:
+    """What pluggy registers for a plugin: its hook implementations, each behind a guard (hashable by identity)."""
 
 
 def _stamp_register(fn: Callable[..., Any], plugin: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

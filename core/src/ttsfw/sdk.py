@@ -49,6 +49,7 @@ from .models import (
 )
 from .registry import DeviceFamilyInfo, Registry
 from .settings import Settings
+from .tuning import load as load_measurements
 from .tuning import lookup as lookup_measurement
 from .tuning import module_versions
 
@@ -103,6 +104,7 @@ __all__ = [
     "describe_memory",
     "detect_host",
     "file_sha256",
+    "load_measurements",
     "lookup_measurement",
     "module_versions",
     "read_json",

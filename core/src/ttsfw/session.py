@@ -182,6 +182,8 @@ class Session:
     def report(self, metrics: Optional[Metrics] = None, options: Any = None) -> Report:
         loaded = self.loaded
         chosen_options = options if options is not None else self.default_options
+        if metrics is not None:
+            metrics.load_seconds = self.load_seconds
         return Report(
             plan=self.plan,
             chosen=loaded.proposal,

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..engine import AudioChunk
+from ..engine import AudioChunk, innermost
 from ..errors import EngineLoadError, InvariantViolation, ModelError, UsageError
-from ..models import EnvChange, ModelSpec
-from . import FISH_INSTALL as INSTALL_HINT
+from ..models import ModelSpec
+from .fish_plugin import INSTALL_HINT
 
 BACKEND = "fish-torch"
 BACKEND_ONNX_CODEC = "fish-torch+onnx-codec"
@@ -38,18 +38,6 @@ QUANTIZATIONS = ("none", "int8-weight-only")
 CODEC_BACKENDS = ("torch", "onnx")
 # fish-speech's generate_long defaults.
 DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.8, "repetition_penalty": 1.1}
-
-
-def fish_env_changes() -> list[EnvChange]:
-    """Process settings every fish proposal wants before the stack is imported (for prepare_env hooks)."""
-    return [
-        EnvChange(
-            kind="set_env",
-            key="TQDM_DISABLE",
-            value="1",
-            reason="fish-speech draws a tqdm progress bar for every sentence; ttsfw reports its own metrics",
-        )
-    ]
 
 
 def import_fish_stack() -> dict[str, Any]:
@@ -229,13 +217,13 @@ class FishEngine:
         self.history.append(metrics)
         yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text, tokens=metrics.tokens)
 
-    def configure(self, **options: Any) -> None:
-        """Voice and sampling options after loading (what ``ttsfw run`` passes through).
+    def configure(self, options: Any) -> None:
+        """Apply a validated ``FishOptions`` (see ``ttsfw.engines.fish_plugin``); what is unset keeps the
+        loaded defaults. ``reference_audio`` + ``reference_text`` clone a voice (encoded before the next
+        synthesis; the same clip is not encoded twice)."""
+        self._configure(**options.model_dump(exclude_unset=True))
 
-        ``reference_audio`` + ``reference_text`` (voice cloning; encoded before the
-        next synthesis), ``seed``, ``max_new_tokens``, ``temperature``, ``top_p``,
-        ``repetition_penalty``.
-        """
+    def _configure(self, **options: Any) -> None:
         known = {"reference_audio", "reference_text", "seed", "max_new_tokens", *DEFAULT_SAMPLING}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -588,11 +576,10 @@ def _encode_pending_reference(engine: FishEngine) -> None:
 def disable_training_artifacts(engine: Any) -> list[str]:
     """Switch off everything only training needs on a fish engine; one line per action taken.
 
-    Call it from a plugin's ``disable_training_artifacts`` hook (it ignores
-    engines that are not fish engines and returns []). Idempotent.
+    Called by the fish default plugin's ``disable_training_artifacts`` hook (it
+    ignores engines that are not fish engines and returns []). Idempotent.
     """
-    while not isinstance(engine, FishEngine) and getattr(engine, "inner", None) is not None:
-        engine = engine.inner  # a plugin's wrapper (e.g. the CUDA plugin's GPU sampler) around the fish engine
+    engine = innermost(engine)  # a plugin's wrapper (e.g. the CUDA plugin's GPU sampler) around the fish engine
     if not isinstance(engine, FishEngine) or engine._closed:
         return []
     from .fish_codec import strip_weight_norm

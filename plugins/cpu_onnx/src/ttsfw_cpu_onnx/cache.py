@@ -4,7 +4,7 @@
 onnxruntime.quantization.quantize_dynamic, written atomically, never remade.
 Also the graph ONNX Runtime optimised for this CPU, saved once so later
 sessions skip optimisation: ``optimized/<sha256>-<cpu and runtime key>.onnx``.
-(Measurements live in the core's cache: ttsfw.tuning.)
+(Measurements from `ttsfw tune` live in the core's cache: ttsfw.sdk.lookup_measurement.)
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import logging
 import platform
 from pathlib import Path
 
-from ttsfw.files import atomic_target, file_sha256
-from ttsfw.hardware import detect_host
+from ttsfw.sdk import atomic_target, detect_host, file_sha256
 
 # Weight types quantize_dynamic can produce, by the name used in Proposal.quantization.
 QUANT_TYPES = {"int8-dynamic-quint8": "QUInt8", "int8-dynamic-qint8": "QInt8"}

@@ -13,8 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from ..engine import AudioChunk
-from ..errors import EngineLoadError, UsageError
+from ttsfw.sdk import AudioChunk, EngineLoadError, UsageError
 
 BACKEND = "piper-onnx"
 
@@ -89,27 +88,16 @@ class PiperOnnxEngine:
 
     # -- voice parameters -------------------------------------------------
 
-    def configure(
-        self,
-        speaker: Union[str, int, None] = None,
-        length_scale: Optional[float] = None,
-        noise_scale: Optional[float] = None,
-        noise_w_scale: Optional[float] = None,
-        sentence_silence: Optional[float] = None,
-    ) -> None:
-        """Set the voice parameters a user expects; each invalid one is a one-line UsageError."""
-        if speaker is not None:
-            self.speaker_id = self._speaker_id(speaker)
-        for name, value in (("length_scale", length_scale), ("noise_scale", noise_scale), ("noise_w_scale", noise_w_scale)):
-            if value is None:
-                continue
-            if not (0.0 <= float(value) <= 10.0) or (name == "length_scale" and float(value) <= 0.0):
-                raise UsageError(f"--{name.replace('_', '-')} {value} is out of range (length > 0, all <= 10)")
-            setattr(self, name, float(value))
-        if sentence_silence is not None:
-            if not (0.0 <= float(sentence_silence) <= 10.0):
-                raise UsageError(f"--sentence-silence {sentence_silence} must be between 0 and 10 seconds")
-            self.sentence_silence = float(sentence_silence)
+    def configure(self, options: Any) -> None:
+        """Apply a complete set of voice options (a validated ``PiperOptions``); unset ones return to the
+        voice's defaults, so one request's options never leak into the next."""
+        given = options.model_dump(exclude_unset=True)
+        speaker = given.get("speaker")
+        self.speaker_id = self._speaker_id(speaker) if speaker is not None else None
+        self.length_scale = given.get("length_scale")
+        self.noise_scale = given.get("noise_scale")
+        self.noise_w_scale = given.get("noise_w_scale")
+        self.sentence_silence = float(given.get("sentence_silence") or 0.0)
 
     def _speaker_id(self, speaker: Union[str, int]) -> int:
         text = str(speaker).strip()
@@ -165,7 +153,7 @@ def _create_session(ort: Any, model_path: Path, so: Any, optimized: Optional[Pat
     if optimized.exists():
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         return ort.InferenceSession(str(optimized), sess_options=so, providers=providers)
-    from ..files import atomic_target
+    from ttsfw.sdk import atomic_target
 
     with atomic_target(optimized, suffix=".onnx") as tmp:
         so.optimized_model_filepath = str(tmp)

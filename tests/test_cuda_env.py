@@ -103,7 +103,7 @@ from ttsfw.runtime import apply_env
 from ttsfw.settings import load_settings
 
 cpu = types.ModuleType("testcpu")
-cpu.TTSFW_HOOK_API = "1.0"
+cpu.TTSFW_HOOK_API = "2.0"
 
 @hookimpl
 def score_config(model):

@@ -16,7 +16,7 @@ from test_fish_spec import write_checkpoint
 from ttsfw import hookimpl
 from ttsfw.hardware import load_profile
 from ttsfw.models import Estimate, Proposal
-from ttsfw.modelspecs import resolve
+from helpers import resolve
 from ttsfw.planner import make_plan
 from ttsfw_cuda import plugin as cuda_plugin
 from ttsfw_cuda import scoring
@@ -29,11 +29,11 @@ TINY = {"model_type": "dual_ar", "vocab_size": 1200, "n_layer": 2, "n_head": 2, 
 
 def own_env(plan):
     """The plugins' environment changes, without the core's own (e.g. TQDM_DISABLE for any fish engine)."""
-    return [change for change in plan.env_changes if change.plugin != "core"]
+    return [change for change in plan.env_changes if change.plugin != "fish"]
 
 def cpu_stand_in() -> types.ModuleType:
     module = types.ModuleType("testcpu")
-    module.TTSFW_HOOK_API = "1.0"
+    module.TTSFW_HOOK_API = "2.0"
 
     @hookimpl
     def score_config(model):

@@ -6,7 +6,7 @@ from helpers import GiB, cpu_profile
 from test_fish_spec import write_checkpoint
 from ttsfw import ranking
 from ttsfw.engines.fish_torch import FishEngine
-from ttsfw.modelspecs import resolve
+from helpers import resolve
 from ttsfw.planner import make_plan
 from ttsfw.plugins import PluginHost
 from ttsfw.runtime import load

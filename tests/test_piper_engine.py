@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from ttsfw.engines import KNOWN_ENGINES
+from helpers import make_settings, resolve
 from ttsfw.errors import EngineLoadError, ModelError, UsageError
-from ttsfw.modelspecs import resolve
-from ttsfw.modelspecs.piper import check_onnx_container, embedded_default
+from ttsfw.plugins import PluginHost
+from ttsfw_cpu_onnx.piper_spec import check_onnx_container, embedded_default
 
 
 def _rms(pcm: bytes) -> float:
@@ -22,11 +22,14 @@ def _rms(pcm: bytes) -> float:
     return math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
 
 
-def test_registration_is_plain_data() -> None:
-    info = KNOWN_ENGINES["piper-onnx"]
+def test_registration_goes_through_the_hook_and_is_plain_data() -> None:
+    info = PluginHost.from_entry_points(make_settings()).registry.engine("piper-onnx")
+    assert info is not None and info.plugin == "cpu_onnx"  # registered by the plugin, not the core
     assert info.families == frozenset({"piper"})
     assert set(info.requires) == {"onnxruntime", "piper"}
     assert info.extra == "cpu-onnx"
+    assert set(info.options.model_fields) == {"speaker", "length_scale", "noise_scale", "noise_w_scale",
+                                              "sentence_silence"}
 
 
 def test_import_and_plan_stay_light() -> None:
@@ -77,7 +80,7 @@ def test_corrupt_and_incomplete_voices_are_refused(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def engine():
-    from ttsfw.engines import piper_onnx
+    from ttsfw_cpu_onnx import piper_engine as piper_onnx
 
     spec = embedded_default()
     eng = piper_onnx.load(spec.files["model"], spec.files["config"], threads=2, options={"enable_mem_reuse": False})
@@ -116,7 +119,7 @@ def test_voice_options(engine) -> None:
 
 def test_unknown_session_option_is_refused() -> None:
     pytest.importorskip("onnxruntime")
-    from ttsfw.engines.piper_onnx import session_options
+    from ttsfw_cpu_onnx.piper_engine import session_options
 
     with pytest.raises(EngineLoadError, match="unknown session option"):
         session_options(2, {"graph_optimisation_level": "all"})
@@ -137,7 +140,7 @@ def test_any_piper_voice_by_path_and_multispeaker_config(tmp_path: Path) -> None
     (tmp_path / "v.onnx.json").write_text(json.dumps(cfg))
     resolved = resolve(str(tmp_path / "v.onnx"))
     assert resolved.properties["num_speakers"] == 3 and resolved.source == "path"
-    from ttsfw.engines import piper_onnx
+    from ttsfw_cpu_onnx import piper_engine as piper_onnx
 
     eng = piper_onnx.load(resolved.files["model"], resolved.files["config"], threads=1)
     eng.configure(speaker="bob")

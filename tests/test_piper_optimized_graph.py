@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from ttsfw.engines import piper_onnx
-from ttsfw.modelspecs.piper import embedded_default
+from ttsfw_cpu_onnx import piper_engine as piper_onnx
+from ttsfw_cpu_onnx.piper_spec import embedded_default
 from ttsfw_cpu_onnx import cache
 
 pytestmark = pytest.mark.slow

@@ -61,7 +61,7 @@ class ToyEngine:
 
 
 def owner_plugin(name, score, engine_factory=None, error=None, env=None, cleanup=False):
-    module = types.SimpleNamespace(TTSFW_HOOK_API="1.0", loaded=[])
+    module = types.SimpleNamespace(TTSFW_HOOK_API="2.0", loaded=[])
 
     @hookimpl
     def score_config():

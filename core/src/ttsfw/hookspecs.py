@@ -69,9 +69,11 @@ def register_engines(register: Callable[[EngineInfo], None]) -> None:
     registered, or that does not run the model's family, or whose modules are
     missing: the same checks for every engine, first-party or not.
 
-    A backend name registered twice is kept from the first plugin and the
-    second registration is reported as a problem. Never import the engine's
-    framework here.
+    :return: nothing: call ``register`` instead. A backend name registered
+        twice is kept from the first plugin and the second registration is
+        reported as a problem.
+
+    Never import the engine's framework here.
     """
 
 
@@ -84,6 +86,10 @@ def register_device_families(register: Callable[[DeviceFamilyInfo], None]) -> No
     by a device in the hardware profile is accepted too), so a third party's
     ``--device rocm`` is a hard lock like any other. Call
     ``register(DeviceFamilyInfo(name=..., description=...))``.
+
+    :return: nothing: call ``register`` instead. Never probe hardware here
+        (that is ``detect``'s job): a family is registered whether or not a
+        device of it is present.
     """
 
 
@@ -110,9 +116,14 @@ def resolve_model(reference: str, settings: Settings) -> Optional[ModelSpec]:
 def default_model(settings: Settings) -> Optional[ModelSpec]:
     """The model to run when the user named none.
 
-    The first plugin that answers wins; a demo or fallback default should be
-    declared ``@hookimpl(trylast=True)`` so that a real voice comes first. An
-    engine that needs no model file answers with a spec that has no ``path``.
+    Called once per plan when ``--model`` / ``TTSFW_MODEL`` is unset, in turn
+    on every plugin until one answers; a demo or fallback default should be
+    declared ``@hookimpl(trylast=True)`` so that a real voice comes first.
+
+    :return: a :class:`~ttsfw.models.ModelSpec` (an engine that needs no model
+        file answers with a spec that has no ``path``), or ``None``.
+
+    Never download anything here: a default model ships with the plugin.
     """
 
 

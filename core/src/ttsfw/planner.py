@@ -62,7 +62,7 @@ def check_device_lock(host: PluginHost, hardware: HardwareProfile) -> None:
         return
     present = sorted({d.family for d in hardware.devices} | {"cpu"})
     raise UsageError(
-        f"unknown device family {lock!r} (--device / TTSFW_DEVICE): choose auto or one of {', '.join(known)}"
+        f"unknown device family {lock!r} from {host.settings.device_source}: choose auto or one of {', '.join(known)}"
         f" (present on {'this machine' if hardware.source == 'detected' else hardware.source}: {', '.join(present)})"
     )
 

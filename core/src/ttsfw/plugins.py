@@ -15,6 +15,7 @@ import functools
 import importlib.metadata
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import pluggy
@@ -125,14 +126,18 @@ class PluginHost:
     @classmethod
     def from_entry_points(cls, settings: Settings, extra: Iterable[tuple[str, object]] = ()) -> "PluginHost":
         host = cls(settings)
-        for name, module in DEFAULT_PLUGINS:
-            host.add_entry_point(name, functools.partial(importlib.import_module, module), "ttsfw", _core_version())
+        host.add_default_plugins()
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             host.add_entry_point(ep.name, ep.load, dist.name if dist else None, dist.version if dist else None)
         for name, obj in extra:
             host.add_entry_point(name, lambda obj=obj: obj, None, None)
         return host
+
+    def add_default_plugins(self) -> None:
+        """The core's own plugins (its engines), loaded and guarded like any entry point."""
+        for name, module in DEFAULT_PLUGINS:
+            self.add_entry_point(name, functools.partial(importlib.import_module, module), "ttsfw", _core_version())
 
     def add_entry_point(
         self, name: str, load: Callable[[], object], distribution: Optional[str], version: Optional[str]
@@ -314,6 +319,8 @@ class PluginHost:
         spec, problems = self.call("resolve_model", reference=reference, settings=self.settings)
         if spec is not None:
             return spec
+        if not problems and not Path(reference).expanduser().exists():
+            raise ModelError(f"model not found: {reference}")
         formats = sorted({e.description or e.backend for e in self.registry.engines.values()})
         detail = f" ({problems[0].plugin}: {problems[0].error})" if problems else ""
         raise ModelError(

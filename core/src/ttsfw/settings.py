@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import UsageError
@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         default=0.15, ge=0.0, lt=1.0, description="Share of free memory a plan leaves unused."
     )
 
+    # Where the device lock came from ("--device" or "TTSFW_DEVICE"), for messages about it.
+    _device_source: str = PrivateAttr(default="TTSFW_DEVICE")
+
+    @property
+    def device_source(self) -> str:
+        return self._device_source
+
     @field_validator("device", mode="before")
     @classmethod
     def _lower_device(cls, value: Any) -> Any:
@@ -68,7 +75,7 @@ def load_settings(**overrides: Any) -> Settings:
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
@@ -79,3 +86,6 @@ def load_settings(**overrides: Any) -> Settings:
                 f"unknown device {value!r} from {source}: name a device family (e.g. cpu, cuda) or auto"
             ) from None
         raise UsageError(f"invalid value {value!r} from {source}: {err['msg']}") from None
+    if "device" in given:
+        settings._device_source = "--device"
+    return settings

@@ -136,6 +136,22 @@ def test_busy_gpu_is_penalised_with_reasons_and_gets_int8_because_16_bit_no_long
     assert env["CUDA_VISIBLE_DEVICES"] == "GPU-2a1b3c4d-1111-4000-8000-4090bbbb0001"
 
 
+def test_the_summary_says_when_the_load_on_a_faster_gpu_decided(s1_mini):
+    # A busy fast card against an idle slow one (the busy A100 losing to an idle A10 case).
+    profile = load_profile(HARDWARE_DIR / "two-gpu-one-busy.json")
+    idle = profile.devices[2]
+    idle.capabilities["bandwidth_gbps"] = 40.0
+    idle.capabilities["compute_capability"] = "7.5"  # fp16, no bf16
+    plan = make_plan(make_host(("cuda", cuda_plugin)), hardware=profile, model=s1_mini)
+    assert plan.chosen.device == "cuda:1"
+    assert "cuda: fish-torch, cuda:0" in plan.summary and "the load decided" in plan.summary
+    assert "cuda:0 busy (92% utilised by other work) (x0.10)" in plan.summary
+    # With both cards idle and equal, nothing about load is said.
+    quiet = make_plan(make_host(("cuda", cuda_plugin)), hardware=load_profile(HARDWARE_DIR / "h100.json"),
+                      model=s1_mini)
+    assert "the load decided" not in quiet.summary
+
+
 def test_of_two_identical_idle_gpus_the_one_with_more_free_memory_wins(s1_mini):
     profile = load_profile(HARDWARE_DIR / "two-gpu-one-busy.json")
     busy, idle = profile.devices[1], profile.devices[2]

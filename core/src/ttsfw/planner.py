@@ -80,4 +80,23 @@ def summarize(plan: Plan) -> str:
     text = f"chose {c.label()} (score {c.score:.2f}){lock}: {why}"
     if runner_up is not None:
         text += f"; next best {runner_up.label()} (score {runner_up.score:.2f})"
+    decided = _decided_by_penalty(c, plan.alternatives)
+    if decided:
+        text += f"; {decided}"
     return text
+
+
+def _decided_by_penalty(chosen: Proposal, alternatives: list[Proposal]) -> str:
+    """Say so when a named score factor (a busy GPU...) is what put another proposal behind the chosen one."""
+    for alt in alternatives:
+        factors = {k: v for k, v in alt.score_factors.items() if 0 < v < 1}
+        if not factors:
+            continue
+        unpenalised = alt.score
+        for value in factors.values():
+            unpenalised /= value
+        if unpenalised > chosen.score:
+            named = ", ".join(f"{k} (x{v:.2f})" for k, v in factors.items())
+            return (f"{alt.label()} would have scored {unpenalised:.2f} and won but for {named}: "
+                    "the load decided")
+    return ""

@@ -173,7 +173,9 @@ class PluginHost:
         if name in self.settings.block_plugins:
             return "blocked by -p no:NAME or TTSFW_BLOCK_PLUGINS"
         allow = self.settings.allow_plugins
-        if allow is not None and name not in allow:
+        # The allow-list picks among installed plugins; the core's own default plugins stay
+        # unless blocked by name (-p no:fish), like a built-in of any other tool.
+        if allow is not None and name not in allow and name not in dict(DEFAULT_PLUGINS):
             return "not in the allow-list (TTSFW_ALLOW_PLUGINS)"
         return None
 

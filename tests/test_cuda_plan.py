@@ -2,7 +2,7 @@
 
 The profiles under tests/data/hardware/ are what the plugin's real detect
 produces on a fake pynvml for each machine (a test keeps them in sync). The
-CPU competitor is a stand-in plugin with FIELD_NOTES' CPU figure (RTF ~7):
+CPU competitor is a stand-in plugin with the field notes' CPU figure (RTF ~7):
 the real CPU proposal for fish models belongs to the cpu_onnx plugin.
 """
 
@@ -41,7 +41,7 @@ def cpu_stand_in() -> types.ModuleType:
             return []
         return [Proposal(device="cpu", device_family="cpu", engine="fish-torch", precision="fp32", threads=4,
                          estimate=Estimate(rtf=7.0, peak_memory_bytes=model.memory["fp32"].total_bytes),
-                         score=1 / 7, reasons=["stand-in CPU proposal: RTF ~7 (FIELD_NOTES, laptop CPU)"])]
+                         score=1 / 7, reasons=["stand-in CPU proposal: RTF ~7 (field notes, laptop CPU)"])]
 
     module.score_config = score_config
     return module
@@ -196,7 +196,7 @@ def test_compiled_and_faster_gpus_score_higher(s1_mini):
     scores = {name: plan_for(name, s1_mini).chosen.score for name in ("rtx3060", "v100", "rtx4090", "a100-80gb",
                                                                       "h100")}
     assert scores["rtx3060"] < scores["v100"] < scores["rtx4090"] < scores["a100-80gb"] < scores["h100"]
-    # the 3060 estimate is where the efficiency factor was calibrated: FIELD_NOTES RTF 2-3
+    # the 3060 estimate is where the efficiency factor was calibrated: field notes RTF 2-3
     assert 2.0 <= plan_for("rtx3060", s1_mini).chosen.estimate.rtf <= 3.0
 
 

@@ -20,7 +20,7 @@ from ttsfw_mps import scoring
 
 DATA = Path(__file__).resolve().parent / "data" / "hardware"
 GiB = 2**30
-CPU_RTF = 15.0  # FIELD_NOTES: M1 Air 8 GB, CPU only, RTF about 15
+CPU_RTF = 15.0  # field notes: M1 Air 8 GB, CPU only, RTF about 15
 
 
 
@@ -29,14 +29,14 @@ def own_env(plan):
     return [change for change in plan.env_changes if change.plugin != "fish"]
 
 def cpu_competitor():
-    """Stands in for the cpu_onnx plugin's fish proposal (issue 4): FIELD_NOTES' CPU figure."""
+    """Stands in for the cpu_onnx plugin's fish proposal (issue 4): the field notes' CPU figure."""
     @hookimpl
     def score_config(model):
         if model.family != "fish":
             return None
         return [Proposal(device="cpu", device_family="cpu", engine="fish-torch", precision="fp32",
                          estimate=Estimate(rtf=CPU_RTF), score=round(1 / CPU_RTF, 4),
-                         reasons=[f"CPU: RTF ~{CPU_RTF:g} (FIELD_NOTES, M1 Air)"])]
+                         reasons=[f"CPU: RTF ~{CPU_RTF:g} (field notes, M1 Air)"])]
     return types.SimpleNamespace(TTSFW_HOOK_API="2.0", score_config=score_config)
 
 

@@ -168,13 +168,13 @@ def cpu_test_plugin():
     @hookimpl
     def score_config(model):
         return [Proposal(device="cpu", device_family="cpu", engine="fish-torch", estimate=Estimate(rtf=15.0),
-                         score=round(1 / 15, 4), reasons=["CPU: RTF ~15 (FIELD_NOTES)"])]
+                         score=round(1 / 15, 4), reasons=["CPU: RTF ~15 (field notes)"])]
     return types.SimpleNamespace(TTSFW_HOOK_API="2.0", score_config=score_config)
 
 
-WINDOWS_REASON = ("no torch.compile: windows has no working Triton (FIELD_NOTES: 'Cannot find a working triton "
+WINDOWS_REASON = ("no torch.compile: windows has no working Triton (field notes: 'Cannot find a working triton "
                   "installation' on native Windows)")
-COMPILED_REASON = "torch.compile with Triton: ~20% faster decoding (FIELD_NOTES: 20-30% on Linux)"
+COMPILED_REASON = "torch.compile with Triton: ~20% faster decoding (field notes: 20-30% on Linux)"
 
 
 @pytest.fixture(scope="module")

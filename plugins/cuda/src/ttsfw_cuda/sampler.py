@@ -1,6 +1,6 @@
 """GPU utilisation and memory, sampled through NVML while the engine synthesizes.
 
-FIELD_NOTES: utilisation read after synthesis is always 0%. The sampler runs
+docs/field-notes.md: utilisation read after synthesis is always 0%. The sampler runs
 in a background thread that starts before the engine is asked for audio and
 stops as soon as the engine's generator is exhausted (or abandoned), so every
 sample falls inside synthesis.

@@ -40,7 +40,7 @@ ENGINE = "fish-torch"
 # workspaces) that every process pays on first CUDA use, typically 0.3-0.5 GiB.
 CUDA_CONTEXT_BYTES = int(0.4 * GiB)
 # PyTorch caching-allocator slack and the codec decoder's activations for a
-# chunk. Calibrated, not derived: FIELD_NOTES measured about 4.5 GB in use for
+# chunk. Calibrated, not derived: docs/field-notes.md records about 4.5 GB in use for
 # S1-mini in fp16 on an RTX 3060; the spec's 3.36 GiB plus the context leaves
 # about 0.5 GiB unexplained, which this allowance covers.
 ALLOCATOR_AND_DECODE_BYTES = int(0.5 * GiB)
@@ -50,14 +50,14 @@ ALLOCATOR_AND_DECODE_BYTES = int(0.5 * GiB)
 # benchmarks/cuda_real_gpu.py measures it on a real card. torch.compile's
 # speed-up (COMPILE_SPEEDUP, 1.2: the field notes' 20-30% on Linux/WSL2) is
 # the SDK's too, so the WSL plugin's compiled twin uses the same figure.
-COMPILE_STARTUP = "minutes of compilation at start-up (FIELD_NOTES), paid again in every new process"
+COMPILE_STARTUP = "minutes of compilation at start-up (docs/field-notes.md), paid again in every new process"
 INT8_RISK = 0.9  # weight-only int8 changes the voice slightly; taken only when 16-bit does not fit
-VGPU_RISK = 0.5  # FIELD_NOTES' V100 vGPU reached 3.89 GB/s: a virtual GPU may be far below its card
+VGPU_RISK = 0.5  # the field notes' V100 vGPU reached 3.89 GB/s: a virtual GPU may be far below its card
 TIGHT_FIT_SHARE = 0.85  # above this share of usable memory, longer inputs risk running out
 TIGHT_FIT_RISK = 0.9
 MEMORY_BUSY_RISK = 0.85  # others' memory may grow and push the model out
 # Laptop GPUs that overflow do not fail: the driver spills into system RAM.
-SPILL_EVIDENCE = ("FIELD_NOTES measured exactly this on an RTX 3050 Laptop 4 GB: 5.97 GB used, spilled into "
+SPILL_EVIDENCE = ("docs/field-notes.md records exactly this on an RTX 3050 Laptop 4 GB: 5.97 GB used, spilled into "
                   "system RAM, RTF 40-144, against RTF 6-8 on that laptop's CPU")
 
 
@@ -96,7 +96,7 @@ def compile_decision(hardware: HardwareProfile, device: AcceleratorDevice) -> Co
     """
     if hardware.os != "linux":
         return CompileDecision(False, f"no torch.compile: {hardware.os} has no working Triton "
-                                      "(field notes: 'Cannot find a working triton installation' on native "
+                                      "(docs/field-notes.md: 'Cannot find a working triton installation' on native "
                                       "Windows)", blocked="os")
     triton = hardware.flags.get("triton")
     if triton is None:
@@ -113,7 +113,7 @@ def compile_decision(hardware: HardwareProfile, device: AcceleratorDevice) -> Co
         return CompileDecision(False, f"no torch.compile: Triton needs compute capability 7.0+, "
                                       f"{device.name} has {'.'.join(map(str, _cc(device)))}", blocked="old-gpu")
     return CompileDecision(True, f"torch.compile with Triton: ~{COMPILE_SPEEDUP - 1:.0%} faster decoding "
-                                 f"(field notes: 20-30% on Linux) at the cost of {COMPILE_STARTUP}")
+                                 f"(docs/field-notes.md: 20-30% on Linux) at the cost of {COMPILE_STARTUP}")
 
 
 def _precision(device: AcceleratorDevice) -> tuple[str, str]:
@@ -236,7 +236,7 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
                      f"that work may grow (score x {MEMORY_BUSY_RISK})")
     if risks:
         risks.append("the device is chosen once, at plan time: a loaded model is never moved to another "
-                     "GPU or the CPU if this load changes (field notes: moving a loaded model breaks it)")
+                     "GPU or the CPU if this load changes (docs/field-notes.md: moving a loaded model breaks it)")
     if quantization != "none":
         score *= INT8_RISK
         risks.append(f"int8 weights may change the voice slightly (score x {INT8_RISK})")

@@ -2,7 +2,7 @@
 
 Decisions, each carried into the proposal's reasons:
 
-* fp16 always: FIELD_NOTES' rule for MPS. int8 and torch.compile are shown
+* fp16 always: the field notes' rule for MPS. int8 and torch.compile are shown
   as vetoed proposals, with the measurements that rule them out, so a user
   sees they were considered.
 * Memory: the GPU shares the Mac's unified memory, so proposals use
@@ -47,10 +47,10 @@ TIGHT_RISK = 0.85
 # "mps-eager": 60% of the chip's bandwidth plus a per-token overhead taken from
 # the CUDA calibration, since fish-speech's eager loop launches the same ~800
 # small kernels per token on either GPU; the reasons say it is assumed).
-UNMEASURED_RISK = 0.8  # no fp16-on-MPS measurement in FIELD_NOTES: the estimate is a model, not a measurement
+UNMEASURED_RISK = 0.8  # no fp16-on-MPS measurement in docs/field-notes.md: the estimate is a model, not a measurement
 COREML_RISK = 0.95  # same LLM path, codec on Core ML: unmeasured, and the first load converts (minutes)
-FIELD_INT8 = "FIELD_NOTES, M1 Air 8 GB: MPS with INT8 ran at RTF 95.6, 0.61 tokens/s, 0.52 GB/s: INT8 ops fall back to the CPU one by one (the same Mac's CPU alone: RTF ~15)"
-FIELD_COMPILE = "FIELD_NOTES: torch.compile on macOS + MPS hangs with runaway process spawning"
+FIELD_INT8 = "docs/field-notes.md, M1 Air 8 GB: MPS with INT8 ran at RTF 95.6, 0.61 tokens/s, 0.52 GB/s: INT8 ops fall back to the CPU one by one (the same Mac's CPU alone: RTF ~15)"
+FIELD_COMPILE = "docs/field-notes.md: torch.compile on macOS + MPS hangs with runaway process spawning"
 
 
 def os_reserve(total: int) -> int:
@@ -119,7 +119,7 @@ def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevi
     score = (1.0 / rtf if rtf else 0.01) * UNMEASURED_RISK * fit_factor
     headline = f"{device.name} GPU through MPS, fp16" + (f": RTF ~{rtf:.2f}, ~{tokens_per_s:.1f} tokens/s" if rtf else "")
     common = [
-        "fp16 on MPS (FIELD_NOTES' rule for Apple GPUs; never int8 there)",
+        "fp16 on MPS (the field notes' rule for Apple GPUs; never int8 there)",
         "no torch.compile (" + FIELD_COMPILE + ")",
         "unified memory: the GPU and the CPU share RAM, so the fit is checked against system memory",
     ]
@@ -159,7 +159,7 @@ def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevi
     ))
     proposals.append(Proposal(
         engine=ENGINE, compile=True, score=0.0, estimate=Estimate(peak_memory_bytes=need),
-        reasons=["torch.compile speeds decoding 20-30% on Linux + NVIDIA (FIELD_NOTES)"],
+        reasons=["torch.compile speeds decoding 20-30% on Linux + NVIDIA (docs/field-notes.md)"],
         vetoes=["never torch.compile on MPS: " + FIELD_COMPILE, *unavailable], **base,
     ))
     return proposals

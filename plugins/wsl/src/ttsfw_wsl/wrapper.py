@@ -71,7 +71,7 @@ def adjust(proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfil
             continue
         if p.compile:
             p.reasons.append("WSL2 (ttsfw-wsl): torch.compile works here, Triton runs under WSL2 unlike native "
-                             "Windows (FIELD_NOTES: 20-30% faster on WSL2 + NVIDIA)")
+                             "Windows (docs/field-notes.md: 20-30% faster on WSL2 + NVIDIA)")
         elif p.facts.get("compile_blocked") == "os":
             out.append(_compiled_sibling(p))
     if drive:
@@ -92,7 +92,7 @@ def _compiled_sibling(p: Proposal) -> Proposal:
     if "triton" not in twin.requires:
         twin.requires.append("triton")
     twin.reasons.append(f"WSL2 (ttsfw-wsl): this is Linux, not native Windows: Triton works, so torch.compile is "
-                        f"allowed (FIELD_NOTES: 20-30% faster on WSL2 + NVIDIA; score x {COMPILE_SPEEDUP}) at the "
+                        f"allowed (docs/field-notes.md: 20-30% faster on WSL2 + NVIDIA; score x {COMPILE_SPEEDUP}) at the "
                         "cost of minutes of compilation at start-up")
     return twin
 

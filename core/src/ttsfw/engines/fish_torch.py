@@ -163,6 +163,8 @@ class FishEngine:
     onnx_codec: Any = None
     external_decoder: Any = None  # set by replace_codec_decoder (e.g. the MPS plugin's Core ML decoder)
     _pending_reference: Any = None
+    _reference_key: Any = None  # (clip path, transcript) of the voice configure() cloned, to encode it once
+    _loaded_voice: Any = None  # the voice state at load, restored when a configure() leaves options unset
     _prepared: bool = False
     _closed: bool = False
     _modules: dict[str, Any] = field(default_factory=dict)
@@ -218,10 +220,25 @@ class FishEngine:
         yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text, tokens=metrics.tokens)
 
     def configure(self, options: Any) -> None:
-        """Apply a validated ``FishOptions`` (see ``ttsfw.engines.fish_plugin``); what is unset keeps the
-        loaded defaults. ``reference_audio`` + ``reference_text`` clone a voice (encoded before the next
-        synthesis; the same clip is not encoded twice)."""
-        self._configure(**options.model_dump(exclude_unset=True))
+        """Apply a complete, validated ``FishOptions`` (``ttsfw.engines.fish_plugin``): what is unset returns
+        to the state the engine was loaded with, so one request's voice never leaks into the next.
+        ``reference_audio`` + ``reference_text`` clone a voice (encoded before the next synthesis; the same
+        clip and transcript are not encoded twice)."""
+        given = options.model_dump(exclude_unset=True)
+        if self._loaded_voice is None:
+            self._loaded_voice = (self.seed, self.max_new_tokens, dict(self.sampling),
+                                  self.prompt_text, self.prompt_tokens, self._pending_reference)
+        seed, max_new_tokens, sampling, prompt_text, prompt_tokens, pending = self._loaded_voice
+        self.seed, self.max_new_tokens, self.sampling = seed, max_new_tokens, dict(sampling)
+        key = (str(given.get("reference_audio")), given.get("reference_text")) if "reference_audio" in given else None
+        if key is not None and key == self._reference_key:
+            given.pop("reference_audio"), given.pop("reference_text", None)  # already encoded: keep it
+        elif key is None:
+            self.prompt_text, self.prompt_tokens, self._pending_reference = prompt_text, prompt_tokens, pending
+            self._reference_key = None
+        self._configure(**given)
+        if key is not None:
+            self._reference_key = key
 
     def _configure(self, **options: Any) -> None:
         known = {"reference_audio", "reference_text", "seed", "max_new_tokens", *DEFAULT_SAMPLING}

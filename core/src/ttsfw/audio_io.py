@@ -50,8 +50,6 @@ def check_output_path(path: Path) -> Path:
     if kind == "stream":
         if not os.access(path, os.W_OK):
             raise UsageError(f"output {path} is not writable")
-        if _is_terminal(path):
-            raise UsageError(f"output {path} is a terminal; WAV audio is binary: name a .wav file")
         return path
     if kind not in (None, "file"):
         raise UsageError(f"output {path} is a {kind}; name a .wav file")
@@ -66,17 +64,6 @@ def check_output_path(path: Path) -> Path:
     if kind == "file" and not os.access(path, os.W_OK):
         raise UsageError(f"output {path} exists and is not writable")
     return path
-
-
-def _is_terminal(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError:
-        return False  # e.g. a FIFO with no reader yet: not a terminal
-    try:
-        return os.isatty(fd)
-    finally:
-        os.close(fd)
 
 
 def check_not_input(output: Path, source: Optional[str]) -> None:
@@ -246,6 +233,8 @@ class DeviceWavWriter(StreamWavWriter):
         except OSError as exc:
             raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         try:
+            if self.stream.isatty():  # checked on the open file: a probe would open the device twice
+                raise UsageError(f"output {self.path} is a terminal; WAV audio is binary: name a .wav file")
             super().__enter__()
         except BaseException:
             self._close_quietly()

@@ -178,6 +178,18 @@ def test_terminate_on_signals_raises_terminated_and_restores_the_handler() -> No
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_an_ignored_signal_stays_ignored() -> None:
+    """`nohup ttsfw run ...`: the hangup nohup ignores must not end the run."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with terminate_on_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.1)  # had a handler been installed, Terminated would be raised here
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 # -- ttsfw run end to end ----------------------------------------------------------------------------
 
 

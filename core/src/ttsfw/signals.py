@@ -37,7 +37,8 @@ def terminate_on_signals(signums: tuple[int, ...] = TERMINATING) -> Iterator[Non
     """Within the block, the given signals raise :class:`Terminated` in the main thread.
 
     Only the first signal raises: a second SIGTERM arriving while the first one's
-    clean-up runs must not cut that clean-up short. Previous handlers come back on exit.
+    clean-up runs must not cut that clean-up short. Signals already ignored are
+    left alone. Previous handlers come back on exit.
     Outside the main thread (where Python cannot install handlers) this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -52,7 +53,9 @@ def terminate_on_signals(signums: tuple[int, ...] = TERMINATING) -> Iterator[Non
         raised = True
         raise Terminated(signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    # A signal the parent set to be ignored stays ignored: `nohup ttsfw run ...` must survive the hangup.
+    wanted = [signum for signum in signums if signal.getsignal(signum) is not signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, handler) for signum in wanted}
     try:
         yield
     finally:

@@ -18,6 +18,8 @@ from .errors import TtsfwError, UsageError
 from .hardware import describe_memory
 from .models import HardwareProfile, Plan, Proposal
 from .settings import Settings, load_settings
+from .signals import Terminated, terminate_on_signals
+from .stdio import guard_stdout, settle_stdout
 
 
 class Context:
@@ -230,6 +232,9 @@ def plan_cmd(
 
 # -- run ---------------------------------------------------------------------
 
+#: The seeds torch.manual_seed takes (a signed or unsigned 64-bit integer); past them it raises.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
 
 def _default_output(file: Optional[str]) -> Path:
     if file and file != "-":
@@ -292,7 +297,8 @@ def _summary(out: str, loaded: Any, metrics: Any) -> list[str]:
 @click.option("--reference-audio", type=click.Path(path_type=Path), default=None,
               help="Fish Speech: a 5-10 s clip of the voice to clone.")
 @click.option("--reference-text", default=None, help="Fish Speech: what the reference clip says.")
-@click.option("--seed", type=int, default=None, help="Fish Speech: sampling seed, for repeatable output.")
+@click.option("--seed", type=click.IntRange(SEED_MIN, SEED_MAX), default=None,
+              help="Fish Speech: sampling seed, for repeatable output.")
 @click.option("--length-scale", type=float, default=None, help="Phoneme length: > 1 slower speech, < 1 faster.")
 @click.option("--noise-scale", type=float, default=None, help="Generator noise (voice's default if unset).")
 @click.option("--noise-w-scale", type=float, default=None, help="Phoneme width noise (voice's default if unset).")
@@ -314,7 +320,7 @@ def run_cmd(
     import time
 
     from . import runtime
-    from .audio_io import AtomicWavWriter, StreamWavWriter, check_output_path
+    from .audio_io import StreamWavWriter, check_not_input, check_output_path, open_wav_output
     from .errors import NoFeasiblePlan
     from .synthesis import synthesize
     from .text import DEFAULT_MAX_CHARS, read_input, split_sentences
@@ -327,6 +333,8 @@ def run_cmd(
     if stream and sys.stdout.isatty():
         raise UsageError("--stream writes binary WAV audio to stdout: pipe it (ttsfw run --stream ... | aplay) or use -o")
     out_path = None if stream else check_output_path(output or _default_output(file))
+    if out_path is not None:
+        check_not_input(out_path, "-" if text == "-" else file)
     if reference_audio is not None and not reference_audio.is_file():
         raise UsageError(f"reference audio not found: {reference_audio}")
     if reference_text is not None and reference_audio is None:
@@ -348,7 +356,7 @@ def run_cmd(
         })
         chunks = split_sentences(spoken, loaded.proposal.chunk_chars)
         show_bar = not quiet and not as_json and sys.stderr.isatty() and len(chunks) > 2
-        writer = StreamWavWriter(sys.stdout.buffer, engine.sample_rate) if stream else AtomicWavWriter(
+        writer = StreamWavWriter(sys.stdout.buffer, engine.sample_rate) if stream else open_wav_output(
             out_path, engine.sample_rate  # type: ignore[arg-type]
         )
         with writer:
@@ -482,24 +490,34 @@ def _exit_without_teardown() -> None:
     os._exit(0)
 
 
+def _fail(line: str, exit_code: int) -> None:
+    click.echo(line, err=True)
+    settle_stdout()
+    sys.exit(exit_code)
+
+
 def run() -> None:
-    """Console entry point: turn every expected failure into one line and an exit code."""
+    """Console entry point: turn every expected failure into one line and an exit code.
+
+    SIGTERM and SIGHUP unwind like Ctrl-C (:mod:`ttsfw.signals`), so temporary
+    files are removed on the way out; each ends in one line and 128 + signum.
+    """
+    guard_stdout()
     try:
-        main.main(standalone_mode=False)
-        _exit_without_teardown()
+        with terminate_on_signals():
+            main.main(standalone_mode=False)
+            sys.stdout.flush()  # a full disk behind `>` fails here, not in the interpreter's teardown
+            _exit_without_teardown()
     except TtsfwError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        _fail(f"error: {exc}", exc.exit_code)
+    except Terminated as exc:
+        _fail(f"error: {exc}", exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail("error: interrupted", 130)
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(f"error: {exc.format_message()}", exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
+        settle_stdout()  # the reader left (`| head`): nothing to say
         sys.exit(1)

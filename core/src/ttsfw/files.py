@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -45,11 +46,38 @@ def read_small_text(path: Path, limit: int = SMALL_FILE_LIMIT) -> str:
     return read_small_bytes(path, limit).decode("utf-8")
 
 
+class NotAFile(OSError):
+    """The path names something a rename must not replace (a device, a FIFO, a directory...)."""
+
+
+def replaceable_path(path: Path) -> Path:
+    """The path a finished temporary file may be renamed onto in place of ``path``.
+
+    A rename replaces whatever the name points at, so only a new name or a
+    regular file may be its target: renaming over ``/dev/null`` (as root) would
+    turn the device node into a plain file. A symbolic link is followed to the
+    file it names, so the link survives and keeps pointing at the new contents.
+    Raises :class:`NotAFile` for anything else.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # a dangling link creates the file it names, as open() would
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return path  # new (or unreachable, which creating the temporary file reports)
+    if not stat.S_ISREG(mode):
+        raise NotAFile(f"{path} exists and is not a regular file")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_target(path: Path, suffix: str = ".part") -> Iterator[Path]:
     """A temporary file beside ``path`` for the block to fill; moved onto ``path``
-    when the block succeeds, removed when it fails or is interrupted."""
-    path = Path(path)
+    when the block succeeds, removed when it fails or is interrupted (SIGTERM
+    included, see :mod:`ttsfw.signals`). ``path`` must be new, a regular file or a
+    link to one (:func:`replaceable_path`); anything else raises :class:`NotAFile`."""
+    path = replaceable_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)

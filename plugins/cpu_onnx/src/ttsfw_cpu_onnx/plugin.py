@@ -284,19 +284,25 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # ->
 
     from . import cache
 
-    model_path = Path(model.path)
-    if proposal.quantization != "none":
-        if proposal.quantization not in cache.QUANT_TYPES:
-            raise EngineLoadError(f"unknown quantization {proposal.quantization!r}")
-        try:
-            model_path = cache.ensure_quantized(settings.cache_dir, model_path, proposal.quantization)
-        except (ImportError, OSError, ValueError, RuntimeError) as exc:
-            raise EngineLoadError(f"could not make the {proposal.quantization} variant: {exc}") from None
-    optimized = None
-    if proposal.options.get("cache_optimized_graph"):
-        level = str(proposal.options.get("graph_optimization_level", "all"))
-        optimized = cache.optimized_path(settings.cache_dir, model_path, level)
-    return piper_onnx.load(model_path, Path(model.files["config"]), proposal.threads, proposal.options, optimized)
+    config_path = Path(model.files["config"])
+
+    def load_voice(model_path: Path):  # -> PiperOnnxEngine
+        optimized = None
+        if proposal.options.get("cache_optimized_graph"):
+            level = str(proposal.options.get("graph_optimization_level", "all"))
+            optimized = cache.optimized_path(settings.cache_dir, model_path, level)
+        return piper_onnx.load(model_path, config_path, proposal.threads, proposal.options, optimized)
+
+    if proposal.quantization == "none":
+        return load_voice(Path(model.path))
+    if proposal.quantization not in cache.QUANT_TYPES:
+        raise EngineLoadError(f"unknown quantization {proposal.quantization!r}")
+    try:
+        engine, notes = cache.load_quantized(settings.cache_dir, Path(model.path), proposal.quantization, load_voice)
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:  # RebuildFailed is a RuntimeError
+        raise EngineLoadError(f"could not make the {proposal.quantization} variant: {exc}") from None
+    engine.notes[:0] = notes  # the int8 file's own story first, then its optimised graph's
+    return engine
 
 
 # -- Fish Speech (OpenAudio S1) checkpoints: see ttsfw_cpu_onnx.fish ----------------

@@ -41,27 +41,30 @@ def record_path(path: Path) -> Path:
 
 def publish(made: Path, path: Path) -> None:
     """Move a finished file onto ``path`` (same file system), its record written first."""
-    made, path = Path(made), Path(path)
-    st = made.stat()
-    record = {"size": st.st_size, "sha256": file_sha256(None, made), "mtime_ns": st.st_mtime_ns}
-    write_atomic(record_path(path), json.dumps(record, sort_keys=True).encode())
+    _write_record(Path(made), Path(path))
     os.replace(made, path)  # a rename keeps the inode, so the recorded mtime stays true
 
 
 @contextlib.contextmanager
 def recorded_target(path: Path) -> Iterator[Path]:
-    """A temporary file beside ``path`` for the block to fill; published with its record when
-    the block succeeds, removed when it fails or is interrupted."""
+    """A temporary file beside ``path`` for the block to fill; moved onto ``path`` with its record
+    written first when the block succeeds, removed when it fails or is interrupted."""
     path = Path(path)
     with atomic_target(path, suffix=path.suffix or ".part") as tmp:
         yield tmp
-        publish(tmp, path)
+        _write_record(tmp, path)
+
+
+def _write_record(made: Path, path: Path) -> None:
+    st = made.stat()
+    record = {"size": st.st_size, "sha256": file_sha256(None, made), "mtime_ns": st.st_mtime_ns}
+    write_atomic(record_path(path), json.dumps(record, sort_keys=True).encode())
 
 
 def problem(path: Path) -> Optional[str]:
     """Why the artifact at ``path`` cannot be trusted, or None when it matches its record."""
     path = Path(path)
-    st = path.stat()  # FileNotFoundError when there is nothing to check
+    st = path.stat()  # OSError when there is nothing to check
     record = read_json(record_path(path))
     size, sha, mtime_ns = record.get("size"), record.get("sha256"), record.get("mtime_ns")
     if not isinstance(size, int) or not isinstance(sha, str):
@@ -97,7 +100,7 @@ def load_or_rebuild(
     path = Path(path)
     try:
         why = problem(path)
-    except FileNotFoundError:  # not made yet (or just removed by another process): make it
+    except OSError:  # not made yet, just removed by another process, or no cache to look in: make it
         return build(path), []
     if why is None:
         try:

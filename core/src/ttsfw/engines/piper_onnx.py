@@ -177,14 +177,17 @@ def _create_session(ort: Any, model_path: Path, so: Any, optimized: Optional[Pat
             so.graph_optimization_level = level  # a rebuild after a failed load optimises again
 
     def optimise_and_save(path: Path) -> Any:
+        session = None
         try:
             with recorded_target(path) as tmp:
                 so.optimized_model_filepath = str(tmp)
-                return ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+                session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
         except OSError as exc:  # a cache that cannot be written costs the start-up time, not the voice
             notes.append(f"could not cache the optimised graph at {path} ({exc.strerror or exc}); optimised in memory")
-            so.optimized_model_filepath = ""
-            return ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+            if session is None:
+                so.optimized_model_filepath = ""
+                session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        return session
 
     notes: list[str] = []
     session, rebuilt = load_or_rebuild(optimized, "cached optimised graph", load_saved, optimise_and_save)

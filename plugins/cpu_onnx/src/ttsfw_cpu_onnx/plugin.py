@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ttsfw import hookimpl
+from ttsfw.artifacts import RebuildFailed
 from ttsfw.errors import EngineLoadError
 from ttsfw.models import AcceleratorDevice, Detection, Estimate, HardwareProfile, ModelSpec, Proposal
+from ttsfw.plugins import one_line
 from ttsfw.settings import Settings
 
 from . import fish as _fish
@@ -299,8 +301,12 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # ->
         raise EngineLoadError(f"unknown quantization {proposal.quantization!r}")
     try:
         engine, notes = cache.load_quantized(settings.cache_dir, Path(model.path), proposal.quantization, load_voice)
-    except (ImportError, OSError, ValueError, RuntimeError) as exc:  # RebuildFailed is a RuntimeError
-        raise EngineLoadError(f"could not make the {proposal.quantization} variant: {exc}") from None
+    except EngineLoadError:
+        raise  # the int8 file was made but does not load: piper_onnx said why
+    except RebuildFailed as exc:  # the message already names the file, the damage and the failure
+        raise EngineLoadError(str(exc)) from None
+    except Exception as exc:  # onnx and onnxruntime.quantization raise their own types
+        raise EngineLoadError(f"could not make the {proposal.quantization} variant: {one_line(exc)}") from None
     engine.notes[:0] = notes  # the int8 file's own story first, then its optimised graph's
     return engine
 

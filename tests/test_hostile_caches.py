@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from ttsfw import artifacts, runtime, tuning
+from ttsfw.errors import EngineLoadError
 from ttsfw.files import file_sha256
 from ttsfw.modelspecs import piper
 from ttsfw.planner import make_plan
@@ -270,6 +271,20 @@ def test_an_optimised_graph_that_cannot_be_cached_is_made_in_memory_and_said(tmp
     notes = _run(cache_dir, model, "fp32-fast-start")
     assert len(notes) == 1 and notes[0].startswith("could not cache the optimised graph at ")
     assert notes[0].endswith("optimised in memory")
+
+
+@pytest.mark.slow
+def test_a_failure_that_is_not_the_cache_entrys_fault_leaves_the_entry_alone(tmp_path: Path, voice_copy) -> None:
+    cache_dir = tmp_path / "cache"
+    _run(cache_dir, voice_copy, "int8-quint8")
+    path = _int8_model(cache_dir, voice_copy)
+    made = (path.stat().st_ino, path.stat().st_mtime_ns)
+    voice_copy.files["config"].write_text("{ broken")  # after planning: only the load meets it
+    host, plan = _plan(cache_dir, voice_copy, prefer="int8-quint8")
+    with pytest.raises(EngineLoadError) as failed:
+        runtime.load_proposal(host, plan, plan.chosen, [])
+    assert str(failed.value).startswith(f"voice config {voice_copy.files['config']} unusable")
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == made and artifacts.problem(path) is None
 
 
 # -- the shared mechanism itself -------------------------------------------------------

@@ -87,7 +87,11 @@ def remove(path: Path) -> None:
 
 
 def load_or_rebuild(
-    path: Path, what: str, load: Callable[[Path], T], build: Callable[[Path], T]
+    path: Path,
+    what: str,
+    load: Callable[[Path], T],
+    build: Callable[[Path], T],
+    unloadable: tuple[type[Exception], ...] = (Exception,),
 ) -> tuple[T, list[str]]:
     """Use the artifact at ``path`` (``load``), or make it (``build``), rebuilding it once if it is bad.
 
@@ -95,7 +99,9 @@ def load_or_rebuild(
     :func:`publish`) and returns what ``load`` would. Returns the result and
     the notes for the user: one when the artifact was rebuilt, saying why.
     Raises :class:`RebuildFailed` when a bad artifact cannot be made again;
-    a failing first build raises whatever ``build`` raised.
+    a failing first build raises whatever ``build`` raised. ``unloadable``:
+    the errors of ``load`` that blame the artifact (others, such as a missing
+    library, propagate and leave it in place).
     """
     path = Path(path)
     try:
@@ -105,7 +111,7 @@ def load_or_rebuild(
     if why is None:
         try:
             return load(path), []
-        except Exception as exc:  # each framework raises its own types for a file it cannot parse
+        except unloadable as exc:  # each framework raises its own types for a file it cannot parse
             why = f"could not be loaded ({one_line(exc)})"
     with contextlib.suppress(OSError):  # a read-only cache: ``build`` meets the same and says what it does
         remove(path)

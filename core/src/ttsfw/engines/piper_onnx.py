@@ -19,6 +19,11 @@ from ..errors import EngineLoadError, UsageError
 
 BACKEND = "piper-onnx"
 
+
+class UnloadableModel(EngineLoadError):
+    """The model file itself does not load (ONNX Runtime refuses it, or it is not a Piper graph)."""
+
+
 _OPT_LEVELS = {
     "disable": "ORT_DISABLE_ALL",
     "basic": "ORT_ENABLE_BASIC",
@@ -88,7 +93,7 @@ class PiperOnnxEngine:
         self.sentence_silence = 0.0
         self._spoken = False
         # What happened while loading that a user should hear of (a cache entry rebuilt, a cache
-        # that could not be written); the run's report prints them.
+        # that could not be written), kept for the run's report (`ttsfw run` does not print them yet).
         self.notes: list[str] = []
 
     # -- voice parameters -------------------------------------------------
@@ -226,10 +231,10 @@ def load(
         raise EngineLoadError(str(exc)) from None
     except Exception as exc:  # onnxruntime raises its own pybind exception types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EngineLoadError(f"ONNX Runtime cannot load {model_path}: {first}") from None
+        raise UnloadableModel(f"ONNX Runtime cannot load {model_path}: {first}") from None
     inputs = {i.name for i in session.get_inputs()}
     if not {"input", "input_lengths", "scales"} <= inputs:
-        raise EngineLoadError(f"{model_path} is not a Piper voice (inputs: {', '.join(sorted(inputs))})")
+        raise UnloadableModel(f"{model_path} is not a Piper voice (inputs: {', '.join(sorted(inputs))})")
     voice = PiperVoice(session=session, config=config)
     engine = PiperOnnxEngine(voice, Path(model_path), Path(config_path), time.perf_counter() - t0)
     engine.notes.extend(notes)

@@ -39,12 +39,17 @@ def quantized_path(cache_dir: Path, sha256: str, quantization: str) -> Path:
 
 
 def load_quantized(
-    cache_dir: Path, model_path: Path, quantization: str, load: Callable[[Path], T]
+    cache_dir: Path,
+    model_path: Path,
+    quantization: str,
+    load: Callable[[Path], T],
+    unloadable: tuple[type[Exception], ...] = (Exception,),
 ) -> tuple[T, list[str]]:
     """``load`` applied to the int8 variant of a model, made first if missing, remade once if bad.
 
     Returns what ``load`` returned and the notes for the user (one when a
-    corrupt cached file was rebuilt, naming it).
+    corrupt cached file was rebuilt, naming it). ``unloadable``: the errors
+    of ``load`` that mean the int8 file itself is bad.
     """
     if quantization not in QUANT_TYPES:
         raise ValueError(f"unknown quantization {quantization!r}")
@@ -55,7 +60,7 @@ def load_quantized(
         return load(path)
 
     what = f"cached int8 model ({QUANT_TYPES[quantization]})"
-    return load_or_rebuild(target, what, load, make_and_load)
+    return load_or_rebuild(target, what, load, make_and_load, unloadable)
 
 
 def ensure_quantized(cache_dir: Path, model_path: Path, quantization: str) -> Path:

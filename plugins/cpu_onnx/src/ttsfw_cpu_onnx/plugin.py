@@ -300,7 +300,8 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # ->
     if proposal.quantization not in cache.QUANT_TYPES:
         raise EngineLoadError(f"unknown quantization {proposal.quantization!r}")
     try:
-        engine, notes = cache.load_quantized(settings.cache_dir, Path(model.path), proposal.quantization, load_voice)
+        engine, notes = cache.load_quantized(settings.cache_dir, Path(model.path), proposal.quantization, load_voice,
+                                             unloadable=(piper_onnx.UnloadableModel,))
     except EngineLoadError:
         raise  # the int8 file was made but does not load: piper_onnx said why
     except RebuildFailed as exc:  # the message already names the file, the damage and the failure

@@ -108,3 +108,11 @@ def test_cache_dir_from_dotenv_expands_the_home_directory(monkeypatch, tmp_path)
     (tmp_path / ".env").write_text("TTSFW_CACHE_DIR=~/tts-cache\nTTSFW_STRICT=1\n")
     s = load_settings()
     assert s.cache_dir == tmp_path / "home" / "tts-cache" and s.strict is True
+
+
+@pytest.mark.parametrize("value", ["", " , "])
+def test_empty_allow_list_variable_is_unset_not_allow_nothing(monkeypatch, value):
+    monkeypatch.setenv("TTSFW_ALLOW_PLUGINS", value)
+    assert load_settings().allow_plugins is None
+    monkeypatch.setenv("TTSFW_ALLOW_PLUGINS", "cpu_onnx, ")
+    assert load_settings().allow_plugins == ["cpu_onnx"]

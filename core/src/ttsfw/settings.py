@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import DotEnvSettingsSource
 
@@ -114,8 +114,12 @@ class Settings(BaseSettings):
 
     @field_validator("block_plugins", "allow_plugins", mode="before")
     @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        return _split_names(value)
+    def _comma_separated(cls, value: Any, info: ValidationInfo) -> Any:
+        names = _split_names(value)
+        # TTSFW_ALLOW_PLUGINS= (empty) is unset like any empty variable, not "allow no plugin at all".
+        if info.field_name == "allow_plugins" and isinstance(value, str) and not names:
+            return None
+        return names
 
     @field_validator("cache_dir", mode="before")
     @classmethod

@@ -451,7 +451,7 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
         }
     # Measurements that cannot be cached are still worth showing: print them, then fail.
     path, not_saved = _save_measurements(host.settings.cache_dir, plan, entries)
-    new_plan = make_plan(host, model=plan.model, hardware=plan.hardware) if path else None
+    new_plan = None if not_saved else make_plan(host, model=plan.model, hardware=plan.hardware)
     chosen = new_plan.chosen.label() if new_plan and new_plan.chosen else None
     if as_json:
         _emit_json({"measurements": entries, "failed": failed, "cache": str(path) if path else None,
@@ -464,6 +464,7 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
             click.echo(f"  failed  {label}: {why}")
         if path:
             click.echo(f"saved to {path}")
+        if new_plan is not None:
             click.echo(f"now chosen: {chosen or 'nothing'}")
     if not_saved:
         raise UsageError(not_saved)

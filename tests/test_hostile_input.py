@@ -184,8 +184,9 @@ def test_only_control_characters_on_stdin_is_nothing_speakable(hostile: Path):
         (b"# padding\n" * (MiB - 1) + b"#" * 20, "is larger than 8 MiB"),
         (b'TTSFW_MODEL="unterminated\n', "line 1, cannot be parsed: 'TTSFW_MODEL=\"unterminated'"),
         (b"TTSFW_DEVICE=tpu\n", "unknown device 'tpu' from TTSFW_DEVICE in "),
+        (b"TTSFW_MODEL=/tmp/a\x00b\n", "from TTSFW_MODEL in "),  # only .env can carry a NUL
     ],
-    ids=["binary", "9-MiB", "unparsable", "bad-value"],
+    ids=["binary", "9-MiB", "unparsable", "bad-value", "nul-in-path"],
 )
 def test_bad_dotenv_is_one_error_line_naming_its_directory(tmp_path: Path, content: bytes, expected: str):
     (tmp_path / ".env").write_bytes(content)

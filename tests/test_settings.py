@@ -116,3 +116,15 @@ def test_empty_allow_list_variable_is_unset_not_allow_nothing(monkeypatch, value
     assert load_settings().allow_plugins is None
     monkeypatch.setenv("TTSFW_ALLOW_PLUGINS", "cpu_onnx, ")
     assert load_settings().allow_plugins == ["cpu_onnx"]
+
+
+@pytest.mark.parametrize("variable", ["TTSFW_CACHE_DIR", "TTSFW_MODEL"])
+def test_a_path_with_a_nul_from_dotenv_is_refused(monkeypatch, tmp_path, variable):
+    # Only .env can carry a NUL (argv and the environment cannot); file calls would raise on it deep inside.
+    monkeypatch.delenv("TTSFW_CACHE_DIR")
+    (tmp_path / ".env").write_bytes(f"{variable}=/tmp/a\x00b\n".encode())
+    with pytest.raises(UsageError) as info:
+        load_settings()
+    assert str(info.value) == (
+        f"invalid value '/tmp/a\\x00b' from {variable} in {tmp_path / '.env'}: a path cannot contain a NUL character"
+    )

@@ -121,6 +121,14 @@ class Settings(BaseSettings):
             return None
         return names
 
+    @field_validator("model", "cache_dir", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # Only .env can carry one (argv and the environment cannot); every file call would raise on it.
+        if value is not None and "\x00" in str(value):
+            raise ValueError("a path cannot contain a NUL character")
+        return value
+
     @field_validator("cache_dir", mode="before")
     @classmethod
     def _empty_means_default(cls, value: Any) -> Any:
@@ -152,8 +160,9 @@ def load_settings(**overrides: Any) -> Settings:
         else:  # no default is invalid: a value that is not a flag nor in the environment came from .env
             source = variable if in_environment else f"{variable} in {Path(DOTENV).absolute()}"
         value = given.get(field, os.environ.get(variable, err.get("input")))
+        value = str(value) if isinstance(value, Path) else value
         if field == "device":
             raise UsageError(
                 f"unknown device {value!r} from {source}: choose one of {', '.join(DEVICE_CHOICES)}"
             ) from None
-        raise UsageError(f"invalid value {value!r} from {source}: {err['msg']}") from None
+        raise UsageError(f"invalid value {value!r} from {source}: {err['msg'].removeprefix('Value error, ')}") from None

@@ -79,7 +79,7 @@ def test_plan_human_output_has_every_section(tmp_path):
         (["plan", "--device", "tpu"], {}, "unknown device 'tpu' from --device"),
         (["plan"], {"TTSFW_DEVICE": "gpu"}, "unknown device 'gpu' from TTSFW_DEVICE"),
         (["plan", "--hardware", "missing.json"], {}, "hardware profile not found"),
-        (["plan", "--hardware", "garbage.json"], {}, "is not readable JSON"),
+        (["plan", "--hardware", "garbage.json"], {}, "hardware profile garbage.json is not valid UTF-8"),
         (["plan", "--hardware", "wrong.json"], {}, "is invalid at"),
         (["plan", "--model", "nowhere.onnx"], {}, "model not found"),
         (["plan", "--model", "bad.onnx"], {}, "voice config missing"),

@@ -457,20 +457,42 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
             "measured_at": stamp,
             "versions": tuning.module_versions(names),
         }
-    path = tuning.save(host.settings.cache_dir, plan.hardware, plan.model, entries) if entries else None
-    new_plan = make_plan(host, model=plan.model, hardware=plan.hardware)
+    # Measurements that cannot be cached are still worth showing: print them, then fail.
+    path, not_saved = _save_measurements(host.settings.cache_dir, plan, entries)
+    new_plan = None if not_saved else make_plan(host, model=plan.model, hardware=plan.hardware)
+    chosen = new_plan.chosen.label() if new_plan and new_plan.chosen else None
     if as_json:
         _emit_json({"measurements": entries, "failed": failed, "cache": str(path) if path else None,
-                    "chosen": new_plan.chosen.label() if new_plan.chosen else None})
-        return
-    click.echo(f"{'RTF':>7}  {'load s':>6}  proposal")
-    for entry in sorted(entries.values(), key=lambda e: e["rtf"]):
-        click.echo(f"{entry['rtf']:7.3f}  {entry['load_seconds']:6.2f}  {entry['label']}")
-    for label, why in failed.items():
-        click.echo(f"  failed  {label}: {why}")
-    if path:
-        click.echo(f"saved to {path}")
-    click.echo(f"now chosen: {new_plan.chosen.label() if new_plan.chosen else 'nothing'}")
+                    "not_saved": not_saved, "chosen": chosen})
+    else:
+        click.echo(f"{'RTF':>7}  {'load s':>6}  proposal")
+        for entry in sorted(entries.values(), key=lambda e: e["rtf"]):
+            click.echo(f"{entry['rtf']:7.3f}  {entry['load_seconds']:6.2f}  {entry['label']}")
+        for label, why in failed.items():
+            click.echo(f"  failed  {label}: {why}")
+        if path:
+            click.echo(f"saved to {path}")
+        if new_plan is not None:
+            click.echo(f"now chosen: {chosen or 'nothing'}")
+    if not_saved:
+        raise UsageError(not_saved)
+
+
+def _save_measurements(cache_dir: Path, plan: Plan, entries: dict[str, Any]) -> tuple[Optional[Path], Optional[str]]:
+    """(where the measurements were cached, None) or (None, why they were not, as one line)."""
+    from . import tuning
+
+    if not entries:
+        return None, None
+    try:
+        return tuning.save(cache_dir, plan.hardware, plan.model, entries), None
+    except OSError as exc:
+        where = exc.filename2 or exc.filename or cache_dir
+        why = exc.strerror or str(exc)
+        return None, (
+            f"measured, but not saved: cannot write {where} ({why}) in the cache directory {cache_dir} "
+            "(TTSFW_CACHE_DIR); later plans will rank without these measurements"
+        )
 
 
 def _exit_without_teardown() -> None:

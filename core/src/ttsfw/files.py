@@ -94,11 +94,50 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; {} when it is missing, unreadable, too large or not an object."""
+class UnreadableFile(ValueError):
+    """A small file the user named could not be read; ``str()`` says why, as a phrase to follow its name."""
+
+
+def load_small_text(path: Path, limit: int = SMALL_FILE_LIMIT) -> str:
+    """:func:`read_small_text`, with every way it can fail raised as :class:`UnreadableFile`.
+
+    For files the user named or placed (profiles, configs, ``.env``): the
+    caller puts what the file is in front, e.g. ``f"hardware profile {path} {exc}"``.
+    """
     try:
-        data = json.loads(read_small_text(path))
-    except (OSError, ValueError):  # FileTooLarge and UnicodeDecodeError are ValueErrors
+        return read_small_text(path, limit)
+    except FileNotFoundError:
+        raise UnreadableFile("not found") from None
+    except IsADirectoryError:
+        raise UnreadableFile("is a directory, not a file") from None
+    except PermissionError:
+        raise UnreadableFile("is not readable (permission denied)") from None
+    except OSError as exc:
+        raise UnreadableFile(f"cannot be read: {exc.strerror or exc}") from None
+    except FileTooLarge:
+        raise UnreadableFile(f"is larger than {limit // 2**20} MiB (expected a few kilobytes of text)") from None
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(
+            f"is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def load_small_json(path: Path, limit: int = SMALL_FILE_LIMIT) -> Any:
+    """The parsed JSON of a small file; :class:`UnreadableFile` for every way it can fail."""
+    text = load_small_text(path, limit)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UnreadableFile(f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:  # [[[[...]]]] deeper than the interpreter's stack
+        raise UnreadableFile("is not JSON ttsfw can read: nested too deeply") from None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; {} when it is missing, unreadable, too large, too deep or not an object."""
+    try:
+        data = load_small_json(path)
+    except UnreadableFile:
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -49,16 +49,17 @@ def make_plan(
         env_changes=env,
         problems=list(host.problems),
     )
-    plan.summary = summarize(plan)
+    plan.summary = summarize(plan, host)
     return plan
 
 
-def summarize(plan: Plan) -> str:
+def summarize(plan: Plan, host: Optional[PluginHost] = None) -> str:
+    """One line: what was chosen and why, or why nothing was (naming the plugins that were left out)."""
     lock = "" if plan.device_lock == "auto" else f" (device locked to {plan.device_lock})"
     if plan.chosen is None:
         considered = len(plan.rejected)
         if not considered:
-            return f"no plugin proposed a way to run {plan.model.family} model {plan.model.name}{lock}"
+            return _nothing_proposed(plan, host, lock)
         return f"all {considered} proposals for {plan.model.name} were vetoed{lock}"
     c = plan.chosen
     runner_up = plan.alternatives[0] if plan.alternatives else None
@@ -66,4 +67,19 @@ def summarize(plan: Plan) -> str:
     text = f"chose {c.label()} (score {c.score:.2f}){lock}: {why}"
     if runner_up is not None:
         text += f"; next best {runner_up.label()} (score {runner_up.score:.2f})"
+    for name in host.unknown_allowed() if host else []:
+        text += f"; note: {name!r} in the allow-list is not an installed plugin"
     return text
+
+
+def _nothing_proposed(plan: Plan, host: Optional[PluginHost], lock: str) -> str:
+    # Blame the model only when plugins were loaded and none could run it; when the
+    # allow-list or -p no: left nothing loaded, say that instead.
+    model = f"{plan.model.family} model {plan.model.name}"
+    if host is None:
+        return f"no plugin proposed a way to run {model}{lock}"
+    loaded = host.active()
+    head = (f"no loaded plugin ({', '.join(loaded)}) proposed a way to run {model}{lock}" if loaded
+            else "no plugin is loaded")
+    left_out = host.left_out()
+    return head + (": " + "; ".join(left_out) if left_out else "")

@@ -30,6 +30,9 @@ from .settings import Settings
 ENTRY_POINT_GROUP = "ttsfw"
 API_ATTRIBUTE = "TTSFW_HOOK_API"
 _IMPL_MARK = f"{hookspecs.PROJECT}_impl"
+#: Why a plugin was not loaded although installed; the summary of a failed plan groups plugins by these.
+BLOCKED = "blocked by -p no:NAME or TTSFW_BLOCK_PLUGINS"
+NOT_ALLOWED = "not in the allow-list (--allow-plugin or TTSFW_ALLOW_PLUGINS)"
 HOOK_NAMES = tuple(
     name for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
 )
@@ -132,10 +135,10 @@ class PluginHost:
 
     def _blocked_reason(self, name: str) -> Optional[str]:
         if name in self.settings.block_plugins:
-            return "blocked by -p no:NAME or TTSFW_BLOCK_PLUGINS"
+            return BLOCKED
         allow = self.settings.allow_plugins
         if allow is not None and name not in allow:
-            return "not in the allow-list (TTSFW_ALLOW_PLUGINS)"
+            return NOT_ALLOWED
         return None
 
     def _fail(self, info: PluginInfo, status: str, error: str) -> PluginInfo:
@@ -236,3 +239,34 @@ class PluginHost:
 
     def active(self) -> list[str]:
         return [info.name for info in self.infos if info.status == "ok"]
+
+    def unknown_allowed(self) -> list[str]:
+        """Allow-listed names no installed plugin has: a typo there silently allows nothing."""
+        installed = {info.name for info in self.infos}
+        return [name for name in self.settings.allow_plugins or [] if name not in installed]
+
+    def left_out(self) -> list[str]:
+        """Why each plugin that is not loaded is not, grouped, as phrases for a summary.
+
+        e.g. "cpu_onnx, cuda, mps, wsl were left out by the allow-list (--allow-plugin /
+        TTSFW_ALLOW_PLUGINS: nosuch)", "'nosuch' is not an installed plugin (installed: ...)".
+        """
+        if not self.infos:
+            return ["no ttsfw plugin is installed (pip install 'ttsfw[all]')"]
+        phrases = []
+        for reason, what in ((NOT_ALLOWED, "left out by"), (BLOCKED, "blocked by")):
+            names = [info.name for info in self.infos if info.status == "blocked" and info.error == reason]
+            if not names:
+                continue
+            source = "-p no:NAME / TTSFW_BLOCK_PLUGINS"
+            if reason == NOT_ALLOWED:
+                allowed = ", ".join(self.settings.allow_plugins or []) or "empty"
+                source = f"the allow-list (--allow-plugin / TTSFW_ALLOW_PLUGINS: {allowed})"
+            phrases.append(f"{', '.join(names)} {'was' if len(names) == 1 else 'were'} {what} {source}")
+        for info in self.infos:
+            if info.status in ("broken", "skipped", "refused"):
+                phrases.append(f"{info.name} is {info.status}: {info.error}")
+        installed = ", ".join(info.name for info in self.infos)
+        for name in self.unknown_allowed():
+            phrases.append(f"{name!r} is not an installed plugin (installed: {installed})")
+        return phrases

@@ -9,7 +9,6 @@ graph optimisation, execution mode, memory planning) take effect.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -220,9 +219,13 @@ def load(
         from piper import PiperConfig, PiperVoice
     except ImportError as exc:
         raise EngineLoadError(f"{BACKEND} needs onnxruntime and piper-tts: {exc} (pip install 'ttsfw[cpu-onnx]')") from None
+    from ..files import UnreadableFile, load_small_json
+
     try:
-        config = PiperConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        config = PiperConfig.from_dict(load_small_json(Path(config_path)))
+    except UnreadableFile as exc:
+        raise EngineLoadError(f"voice config {config_path} {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EngineLoadError(f"voice config {config_path} unusable: {type(exc).__name__}: {exc}") from None
     so = session_options(threads, options)
     try:

@@ -80,7 +80,7 @@ def test_plan_human_output_has_every_section(tmp_path):
         (["plan"], {"TTSFW_DEVICE": "gpu"}, "unknown device family 'gpu' from TTSFW_DEVICE"),
         (["plan", "--device", "GPU!"], {}, "unknown device 'GPU!' from --device: name a device family"),
         (["plan", "--hardware", "missing.json"], {}, "hardware profile not found"),
-        (["plan", "--hardware", "garbage.json"], {}, "is not readable JSON"),
+        (["plan", "--hardware", "garbage.json"], {}, "hardware profile garbage.json is not valid UTF-8"),
         (["plan", "--hardware", "wrong.json"], {}, "is invalid at"),
         (["plan", "--model", "nowhere.onnx"], {}, "model not found"),
         (["plan", "--model", "bad.onnx"], {}, "voice config missing"),

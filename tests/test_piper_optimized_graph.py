@@ -34,6 +34,7 @@ def test_optimized_graph_is_made_once_and_gives_the_same_audio(tmp_path: Path) -
 
     again = piper_onnx.load(spec.path, spec.files["config"], 1, FAST_START, target)
     assert (target.stat().st_ino, target.stat().st_mtime_ns) == made  # reused, never remade
+    assert first.notes == [] and again.notes == []  # made and reused: nothing to tell the user
 
     reference = _speak(plain)
     assert len(reference) > 20_000

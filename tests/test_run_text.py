@@ -6,7 +6,7 @@ import io
 
 import pytest
 from ttsfw.errors import UsageError
-from ttsfw.text import has_speakable, read_input, split_sentences
+from ttsfw.text import controls_to_spaces, has_speakable, read_input, split_sentences
 
 
 def _letters(text: str) -> str:
@@ -92,3 +92,56 @@ def test_read_input_bad_utf8_and_limits(tmp_path) -> None:
         read_input(None, str(tmp_path / "missing.txt"))
     with pytest.raises(UsageError, match="is a directory"):
         read_input(None, str(tmp_path))
+
+
+# -- control characters: whitespace to every engine, whichever way the text came in --------
+
+CONTROLLED = [
+    ("Hello\x00world.", ["Hello world."]),  # NUL: the phonemizer's C bridge refuses it
+    ("\x1b[1;31mRed\x1b[0m text.", ["Red text."]),  # a colour code pasted from a terminal
+    ("\x1b]0;title\x07Titled.", ["Titled."]),  # an OSC window title
+    ("Page one.\x0cPage two.", ["Page one.", "Page two."]),  # a form feed from a PDF export
+    ("Bell\x07 and del\x7fete.", ["Bell and del ete."]),
+    ("C1\x85 next\x9f line.", ["C1 next line."]),
+    ("lone\ud800surrogate.", ["lone surrogate."]),
+    ("\x1bHello.", ["Hello."]),  # a stray ESC takes no letter with it
+]
+
+
+@pytest.mark.parametrize("text, chunks", CONTROLLED)
+def test_split_turns_control_characters_into_spaces(text: str, chunks: list[str]) -> None:
+    assert split_sentences(text, 400) == chunks
+    assert controls_to_spaces(text).isprintable()
+
+
+def test_tab_newline_and_format_characters_are_left_alone() -> None:
+    text = "a\tb\nc\rd e\u200df \u202eg"
+    assert controls_to_spaces(text) == text
+
+
+@pytest.mark.parametrize("source", ["argument", "file", "stdin"])
+def test_read_input_hands_on_no_control_character(tmp_path, source) -> None:
+    raw = "Hello\x00 there.\x1b[0m\x0cNext\x7f page."
+    if source == "argument":
+        got = read_input(raw, None)
+    elif source == "file":
+        (tmp_path / "in.txt").write_text(raw, encoding="utf-8")
+        got = read_input(None, str(tmp_path / "in.txt"))
+    else:
+        got = read_input("-", None, stdin=io.BytesIO(raw.encode()))
+    assert got.split() == ["Hello", "there.", "Next", "page."]
+    assert all(ch.isprintable() or ch.isspace() for ch in got) and "\x00" not in got
+
+
+@pytest.mark.parametrize("text", ["\x00", "\x00\x01\x1b", "\x1b[1;31m\x1b[0m", "\x7f\x85"])
+def test_only_controls_is_nothing_speakable(text: str) -> None:
+    with pytest.raises(UsageError, match="nothing speakable"):
+        read_input(text, None)
+    with pytest.raises(UsageError, match="standard input has nothing speakable"):
+        read_input("-", None, stdin=io.BytesIO(text.encode()))
+
+
+def test_argument_with_bytes_the_locale_could_not_decode_is_refused_like_a_file() -> None:
+    # "caf\xe9" in Latin-1 reaches Python, in a UTF-8 locale, as "caf\udce9".
+    with pytest.raises(UsageError, match=r"the text is not valid UTF-8 \(byte 0xe9 at character 3\)"):
+        read_input("caf\udce9", None)

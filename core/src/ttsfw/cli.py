@@ -18,6 +18,8 @@ from .errors import TtsfwError, UsageError
 from .hardware import describe_memory
 from .models import HardwareProfile, Plan, Proposal
 from .settings import Settings, load_settings
+from .signals import Terminated, terminate_on_signals
+from .stdio import guard_stdout, settle_stdout
 
 
 class Context:
@@ -259,7 +261,6 @@ def plan_cmd(
 
 # -- run ---------------------------------------------------------------------
 
-
 def _default_output(file: Optional[str]) -> Path:
     if file and file != "-":
         return Path(Path(file).stem + ".wav")
@@ -324,7 +325,7 @@ def _summary(out: str, report: Any) -> list[str]:
 @click.option("--reference-audio", type=click.Path(path_type=Path), default=None,
               help="Fish Speech: a 5-10 s clip of the voice to clone.")
 @click.option("--reference-text", default=None, help="Fish Speech: what the reference clip says.")
-@click.option("--seed", default=None, help="Fish Speech: sampling seed (0 to 2**64-1), for repeatable output.")
+@click.option("--seed", default=None, help="Fish Speech: sampling seed (-2**63 to 2**64-1), for repeatable output.")
 @click.option("--length-scale", type=float, default=None, help="Phoneme length: > 1 slower speech, < 1 faster.")
 @click.option("--noise-scale", type=float, default=None, help="Generator noise (voice's default if unset).")
 @click.option("--noise-w-scale", type=float, default=None, help="Phoneme width noise (voice's default if unset).")
@@ -343,7 +344,7 @@ def run_cmd(
     """Speak TEXT (or -f FILE, or - for stdin) into a WAV file."""
     import time
 
-    from .audio_io import AtomicWavWriter, StreamWavWriter, check_output_path
+    from .audio_io import StreamWavWriter, check_not_input, check_output_path, open_wav_output
     from .session import Session
     from .synthesis import Metrics
     from .text import DEFAULT_MAX_CHARS, read_input
@@ -356,6 +357,8 @@ def run_cmd(
     if stream and sys.stdout.isatty():
         raise UsageError("--stream writes binary WAV audio to stdout: pipe it (ttsfw run --stream ... | aplay) or use -o")
     out_path = None if stream else check_output_path(output or _default_output(file))
+    if out_path is not None:
+        check_not_input(out_path, "-" if text == "-" else file)
     reference_audio = voice_flags.get("reference_audio")
     if reference_audio is not None and not reference_audio.is_file():
         raise UsageError(f"reference audio not found: {reference_audio}")
@@ -369,7 +372,7 @@ def run_cmd(
     try:
         chunks = session.chunks(spoken)
         show_bar = not quiet and not as_json and sys.stderr.isatty() and len(chunks) > 2
-        writer = StreamWavWriter(sys.stdout.buffer, session.sample_rate) if stream else AtomicWavWriter(
+        writer = StreamWavWriter(sys.stdout.buffer, session.sample_rate) if stream else open_wav_output(
             out_path, session.sample_rate  # type: ignore[arg-type]
         )
         metrics = Metrics()
@@ -418,16 +421,21 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
     chosen = result.plan.chosen.label() if result.plan and result.plan.chosen else None
     if as_json:
         _emit_json({"measurements": result.entries, "failed": result.failed,
-                    "cache": str(result.path) if result.path else None, "chosen": chosen})
-        return
-    click.echo(f"{'RTF':>7}  {'load s':>6}  proposal")
-    for entry in sorted(result.entries.values(), key=lambda e: e["rtf"]):
-        click.echo(f"{entry['rtf']:7.3f}  {entry['load_seconds']:6.2f}  {entry['label']}")
-    for label, why in result.failed.items():
-        click.echo(f"  failed  {label}: {why}")
-    if result.path:
-        click.echo(f"saved to {result.path}")
-    click.echo(f"now chosen: {chosen or 'nothing'}")
+                    "cache": str(result.path) if result.path else None, "not_saved": result.not_saved,
+                    "chosen": chosen})
+    else:
+        click.echo(f"{'RTF':>7}  {'load s':>6}  proposal")
+        for entry in sorted(result.entries.values(), key=lambda e: e["rtf"]):
+            click.echo(f"{entry['rtf']:7.3f}  {entry['load_seconds']:6.2f}  {entry['label']}")
+        for label, why in result.failed.items():
+            click.echo(f"  failed  {label}: {why}")
+        if result.path:
+            click.echo(f"saved to {result.path}")
+        if result.plan is not None:
+            click.echo(f"now chosen: {chosen or 'nothing'}")
+    # Measurements that cannot be cached are still worth showing: printed above, then the failure.
+    if result.not_saved:
+        raise UsageError(result.not_saved)
 
 
 def _exit_without_teardown() -> None:
@@ -447,24 +455,34 @@ def _exit_without_teardown() -> None:
     os._exit(0)
 
 
+def _fail(line: str, exit_code: int) -> None:
+    click.echo(line, err=True)
+    settle_stdout()
+    sys.exit(exit_code)
+
+
 def run() -> None:
-    """Console entry point: turn every expected failure into one line and an exit code."""
+    """Console entry point: turn every expected failure into one line and an exit code.
+
+    SIGTERM and SIGHUP unwind like Ctrl-C (:mod:`ttsfw.signals`), so temporary
+    files are removed on the way out; each ends in one line and 128 + signum.
+    """
+    guard_stdout()
     try:
-        main.main(standalone_mode=False)
-        _exit_without_teardown()
+        with terminate_on_signals():
+            main.main(standalone_mode=False)
+            sys.stdout.flush()  # a full disk behind `>` fails here, not in the interpreter's teardown
+            _exit_without_teardown()
     except TtsfwError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        _fail(f"error: {exc}", exc.exit_code)
+    except Terminated as exc:
+        _fail(f"error: {exc}", exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail("error: interrupted", 130)
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(f"error: {exc.format_message()}", exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
+        settle_stdout()  # the reader left (`| head`): nothing to say
         sys.exit(1)

@@ -6,7 +6,6 @@ from the plugins' ``detect`` hooks.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -16,6 +15,7 @@ from typing import Iterable, Optional
 from pydantic import ValidationError
 
 from .errors import UsageError
+from .files import UnreadableFile, load_small_json
 from .models import Detection, HardwareProfile
 
 # ISA extensions that change which kernels inference libraries pick. The full
@@ -82,12 +82,12 @@ def merge(host: HardwareProfile, detections: Iterable[Detection]) -> HardwarePro
 
 def load_profile(path: Path) -> HardwareProfile:
     """A saved profile (what ``ttsfw detect --json`` prints) standing in for detection."""
+    if not Path(path).exists():
+        raise UsageError(f"hardware profile not found: {path}")
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"hardware profile not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"hardware profile {path} is not readable JSON: {exc}") from None
+        data = load_small_json(Path(path))  # bounded: --hardware /dev/zero must not read until memory runs out
+    except UnreadableFile as exc:
+        raise UsageError(f"hardware profile {path} {exc}") from None
     if isinstance(data, dict) and "hardware" in data and "os" not in data:
         data = data["hardware"]  # accept a whole saved plan too
     try:
@@ -96,7 +96,38 @@ def load_profile(path: Path) -> HardwareProfile:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "top level"
         raise UsageError(f"hardware profile {path} is invalid at {where}: {err['msg']}") from None
+    problem = _implausible(profile)
+    if problem:
+        raise UsageError(f"hardware profile {path} is invalid at {problem}")
     return profile.model_copy(update={"source": str(path)})
+
+
+def _implausible(profile: HardwareProfile) -> Optional[str]:
+    """The first value no machine can have ("cores_logical: -4"), or None.
+
+    Detection never produces these, but a saved profile can be edited by hand,
+    and the plugins' arithmetic on it (threads from cores, fits from memory)
+    must not be what reports the mistake.
+    """
+    if profile.schema_version != 1:
+        return f"schema_version: {profile.schema_version} is not a profile this ttsfw reads (it reads 1)"
+    counts = {"cores_physical": profile.cores_physical, "cores_logical": profile.cores_logical}
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            return f"{name}: {value} is not a number of cores"
+    sizes = {"memory_total_bytes": profile.memory_total_bytes,
+             "memory_available_bytes": profile.memory_available_bytes}
+    for i, device in enumerate(profile.devices):
+        sizes[f"devices.{i}.memory_total_bytes"] = device.memory_total_bytes
+        sizes[f"devices.{i}.memory_free_bytes"] = device.memory_free_bytes
+    for name, value in sizes.items():
+        if value is not None and value < 0:
+            return f"{name}: {value} is a negative amount of memory"
+    for i, device in enumerate(profile.devices):
+        busy = device.utilization_percent
+        if busy is not None and not 0 <= busy <= 100:
+            return f"devices.{i}.utilization_percent: {busy} is not a percentage"
+    return None
 
 
 def describe_memory(n: Optional[int]) -> str:

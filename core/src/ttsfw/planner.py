@@ -50,7 +50,7 @@ def make_plan(
         env_changes=env,
         problems=list(host.problems),
     )
-    plan.summary = summarize(plan)
+    plan.summary = summarize(plan, host)
     return plan
 
 
@@ -67,12 +67,13 @@ def check_device_lock(host: PluginHost, hardware: HardwareProfile) -> None:
     )
 
 
-def summarize(plan: Plan) -> str:
+def summarize(plan: Plan, host: Optional[PluginHost] = None) -> str:
+    """One line: what was chosen and why, or why nothing was (naming the plugins that were left out)."""
     lock = "" if plan.device_lock == "auto" else f" (device locked to {plan.device_lock})"
     if plan.chosen is None:
         considered = len(plan.rejected)
         if not considered:
-            return f"no plugin proposed a way to run {plan.model.family} model {plan.model.name}{lock}"
+            return _nothing_proposed(plan, host, lock)
         return f"all {considered} proposals for {plan.model.name} were vetoed{lock}"
     c = plan.chosen
     runner_up = plan.alternatives[0] if plan.alternatives else None
@@ -83,6 +84,8 @@ def summarize(plan: Plan) -> str:
     decided = _decided_by_penalty(c, plan.alternatives)
     if decided:
         text += f"; {decided}"
+    for name in host.unknown_allowed() if host else []:
+        text += f"; note: {name!r} in the allow-list is not an installed plugin"
     return text
 
 
@@ -100,3 +103,16 @@ def _decided_by_penalty(chosen: Proposal, alternatives: list[Proposal]) -> str:
             return (f"{alt.label()} would have scored {unpenalised:.2f} and won but for {named}: "
                     "the load decided")
     return ""
+
+
+def _nothing_proposed(plan: Plan, host: Optional[PluginHost], lock: str) -> str:
+    # Blame the model only when plugins were loaded and none could run it; when the
+    # allow-list or -p no: left nothing loaded, say that instead.
+    model = f"{plan.model.family} model {plan.model.name}"
+    if host is None:
+        return f"no plugin proposed a way to run {model}{lock}"
+    loaded = host.active()
+    head = (f"no loaded plugin ({', '.join(loaded)}) proposed a way to run {model}{lock}" if loaded
+            else "no plugin is loaded")
+    left_out = host.left_out()
+    return head + (": " + "; ".join(left_out) if left_out else "")

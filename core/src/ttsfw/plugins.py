@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from . import builtin, hookspecs
 from .engine import Engine
-from .errors import EngineLoadError, ModelError, PluginError, PluginUnavailable
+from .errors import EngineLoadError, ModelError, PluginError, PluginUnavailable, one_line
 from .models import Detection, EnvChange, ModelSpec, PluginInfo, PluginProblem, Proposal
 from .registry import Registry
 from .settings import Settings
@@ -31,6 +31,9 @@ from .settings import Settings
 ENTRY_POINT_GROUP = "ttsfw"
 API_ATTRIBUTE = "TTSFW_HOOK_API"
 _IMPL_MARK = f"{hookspecs.PROJECT}_impl"
+#: Why a plugin was not loaded although installed; the summary of a failed plan groups plugins by these.
+BLOCKED = "blocked by -p no:NAME or TTSFW_BLOCK_PLUGINS"
+NOT_ALLOWED = "not in the allow-list (--allow-plugin or TTSFW_ALLOW_PLUGINS)"
 HOOK_NAMES = tuple(
     name for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
 )
@@ -40,11 +43,6 @@ REGISTRATION_HOOKS = ("register_engines", "register_device_families")
 #: ``ttsfw plugins``, blockable with ``-p no:NAME``): the core's own engines
 #: travel the same road as a stranger's.
 DEFAULT_PLUGINS = (("fish", "ttsfw.engines.fish_plugin"),)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _returns_nothing(value: Any) -> Any:
@@ -171,12 +169,12 @@ class PluginHost:
 
     def _blocked_reason(self, name: str) -> Optional[str]:
         if name in self.settings.block_plugins:
-            return "blocked by -p no:NAME or TTSFW_BLOCK_PLUGINS"
+            return BLOCKED
         allow = self.settings.allow_plugins
         # The allow-list picks among installed plugins; the core's own default plugins stay
         # unless blocked by name (-p no:fish), like a built-in of any other tool.
         if allow is not None and name not in allow and name not in dict(DEFAULT_PLUGINS):
-            return "not in the allow-list (TTSFW_ALLOW_PLUGINS)"
+            return NOT_ALLOWED
         return None
 
     def _fail(self, info: PluginInfo, status: str, error: str) -> PluginInfo:
@@ -292,9 +290,36 @@ class PluginHost:
     def active(self) -> list[str]:
         return [info.name for info in self.infos if info.status == "ok"]
 
-    def filtered_out(self) -> list[PluginInfo]:
-        """Plugins left out by a block- or allow-list (not by a fault)."""
-        return [info for info in self.infos if info.status == "blocked"]
+    def unknown_allowed(self) -> list[str]:
+        """Allow-listed names no installed plugin has: a typo there silently allows nothing."""
+        installed = {info.name for info in self.infos}
+        return [name for name in self.settings.allow_plugins or [] if name not in installed]
+
+    def left_out(self) -> list[str]:
+        """Why each plugin that is not loaded is not, grouped, as phrases for a summary.
+
+        e.g. "cpu_onnx, cuda, mps, wsl were left out by the allow-list (--allow-plugin /
+        TTSFW_ALLOW_PLUGINS: nosuch)", "'nosuch' is not an installed plugin (installed: ...)".
+        """
+        if not self.infos:
+            return ["no ttsfw plugin is installed (pip install 'ttsfw[all]')"]
+        phrases = []
+        for reason, what in ((NOT_ALLOWED, "left out by"), (BLOCKED, "blocked by")):
+            names = [info.name for info in self.infos if info.status == "blocked" and info.error == reason]
+            if not names:
+                continue
+            source = "-p no:NAME / TTSFW_BLOCK_PLUGINS"
+            if reason == NOT_ALLOWED:
+                allowed = ", ".join(self.settings.allow_plugins or []) or "empty"
+                source = f"the allow-list (--allow-plugin / TTSFW_ALLOW_PLUGINS: {allowed})"
+            phrases.append(f"{', '.join(names)} {'was' if len(names) == 1 else 'were'} {what} {source}")
+        for info in self.infos:
+            if info.status in ("broken", "skipped", "refused"):
+                phrases.append(f"{info.name} is {info.status}: {info.error}")
+        installed = ", ".join(info.name for info in self.infos)
+        for name in self.unknown_allowed():
+            phrases.append(f"{name!r} is not an installed plugin (installed: {installed})")
+        return phrases
 
     # -- registries --------------------------------------------------------
 
@@ -313,9 +338,11 @@ class PluginHost:
         if not reference:
             spec, _ = self.call("default_model", settings=self.settings)
             if spec is None:
+                left_out = self.left_out()
+                why = f": {'; '.join(left_out)}" if left_out else ""
                 raise ModelError(
-                    "no model named (--model / TTSFW_MODEL) and no installed plugin offers a default one "
-                    "(pip install 'ttsfw[cpu-onnx]' brings the embedded Piper voice)"
+                    "no model named (--model / TTSFW_MODEL) and no loaded plugin offers a default one "
+                    f"(pip install 'ttsfw[cpu-onnx]' brings the embedded Piper voice){why}"
                 )
             return spec
         spec, problems = self.call("resolve_model", reference=reference, settings=self.settings)

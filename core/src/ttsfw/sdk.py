@@ -12,8 +12,10 @@ Groups:
 * data models: what hooks receive and return (profiles, specs, proposals...)
 * engines:     the engine contract, its optional capabilities and registration
 * errors:      the exceptions hooks may raise, each with a documented meaning
-* helpers:     estimates on one scale, memory formatting, cache files,
-               measurements from ``ttsfw tune``, the host's CPU facts
+* helpers:     estimates on one scale, memory formatting, bounded reads of
+               small files, cache files that prove they are whole
+               (``load_or_rebuild``), measurements from ``ttsfw tune``, the
+               host's CPU facts
 """
 
 from __future__ import annotations
@@ -29,10 +31,20 @@ from .engine import (
     Wrapper,
     innermost,
 )
-from .errors import EngineLoadError, ModelError, PluginUnavailable, TtsfwError, UsageError
+from .artifacts import RebuildFailed, load_or_rebuild, publish, recorded_target, sweep_stale
+from .errors import EngineLoadError, ModelError, PluginUnavailable, TtsfwError, UsageError, one_line
 from .estimates import BACKENDS as ESTIMATE_CONSTANTS
 from .estimates import COMPILE_SPEEDUP, DecodeSpeed, decode_speed
-from .files import atomic_target, file_sha256, read_json, read_small_text, write_atomic
+from .files import (
+    UnreadableFile,
+    atomic_target,
+    file_sha256,
+    load_small_json,
+    load_small_text,
+    read_json,
+    read_small_text,
+    write_atomic,
+)
 from .hardware import describe_memory, detect_host
 from .hookspecs import HOOK_API_VERSION, hookimpl
 from .models import (
@@ -93,8 +105,11 @@ __all__ = [
     "EngineLoadError",
     "ModelError",
     "PluginUnavailable",
+    "RebuildFailed",
     "TtsfwError",
+    "UnreadableFile",
     "UsageError",
+    "one_line",
     # helpers
     "COMPILE_SPEEDUP",
     "DecodeSpeed",
@@ -104,6 +119,12 @@ __all__ = [
     "describe_memory",
     "detect_host",
     "file_sha256",
+    "load_or_rebuild",
+    "load_small_json",
+    "load_small_text",
+    "publish",
+    "recorded_target",
+    "sweep_stale",
     "load_measurements",
     "lookup_measurement",
     "module_versions",

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Mapping, Optional
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import DotEnvSettingsSource
 
 from .errors import UsageError
+from .files import UnreadableFile, load_small_text
 
 # Device families are whatever the installed plugins register (cpu, cuda, mps,
 # a third party's rocm or npu); the plan checks the name against them. Here only
 # the shape of the name is checked.
 DEVICE_PATTERN = r"^(auto|[a-z][a-z0-9_+.-]{0,63})$"
+DOTENV = ".env"
+
+
+def _absolute_env_dir(name: str) -> Optional[str]:
+    # The XDG base directory spec: an empty or relative value is to be ignored,
+    # else an empty XDG_CACHE_HOME would put the caches in whatever directory ttsfw runs from.
+    value = os.environ.get(name, "")
+    return value if os.path.isabs(value) else None
 
 
 def _default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = _absolute_env_dir("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "ttsfw"
 
 
@@ -29,10 +40,54 @@ def _split_names(value: Any) -> Any:
     return value
 
 
+def _dotenv_values(text: str, where: str) -> dict[str, str]:
+    """The assignments in a .env file's text, parsed as pydantic-settings would, but quietly.
+
+    A line python-dotenv cannot parse is another tool's business (the file is
+    shared with docker compose and the like) unless it names a TTSFW_ setting:
+    then it is an error, not a setting silently ignored.
+    """
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    kept = []
+    for binding in parse_stream(io.StringIO(text)):
+        if not binding.error:
+            kept.append(binding.original.string)
+        elif "TTSFW_" in binding.original.string.upper():
+            line = binding.original.string.strip()
+            shown = repr(line[:60] + ("..." if len(line) > 60 else ""))
+            raise UsageError(f"{where}, line {binding.original.line}, cannot be parsed: {shown}")
+    values = dotenv_values(stream=io.StringIO("".join(kept)))
+    return {key: value for key, value in values.items() if value is not None}
+
+
+class _BoundedDotEnv(DotEnvSettingsSource):
+    """pydantic-settings' ``.env`` source, reading the file the way ttsfw reads every small file.
+
+    Only a regular file is read (a link to one included). A ``.env`` directory
+    is common, the virtual environment of ``python -m venv .env``, and a link to
+    /dev/null or another device is how a user says "no .env"; both are skipped,
+    as pydantic-settings skips them. A file that is too large or not UTF-8 is a
+    one-line error naming it, not a traceback.
+    """
+
+    def _load_env_vars(self) -> Mapping[str, Optional[str]]:
+        path = Path(DOTENV)
+        if not path.is_file():
+            return {}
+        where = f"{DOTENV} in {path.absolute().parent}"
+        try:
+            text = load_small_text(path)
+        except UnreadableFile as exc:
+            raise UsageError(f"{where} {exc}; ttsfw reads TTSFW_* settings from it (fix or move it)") from None
+        values = _dotenv_values(text, where)
+        return values if self.case_sensitive else {key.lower(): value for key, value in values.items()}
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="TTSFW_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
-    )
+    # env_file stays unset: _BoundedDotEnv reads .env in its place (settings_customise_sources).
+    model_config = SettingsConfigDict(env_prefix="TTSFW_", extra="ignore", frozen=True)
 
     device: str = Field(
         default="auto", pattern=DEVICE_PATTERN,
@@ -49,7 +104,7 @@ class Settings(BaseSettings):
         default=0.15, ge=0.0, lt=1.0, description="Share of free memory a plan leaves unused."
     )
 
-    # Where the device lock came from ("--device" or "TTSFW_DEVICE"), for messages about it.
+    # Where the device lock came from ("--device", "TTSFW_DEVICE" or the .env file), for messages about it.
     _device_source: str = PrivateAttr(default="TTSFW_DEVICE")
 
     @property
@@ -61,10 +116,45 @@ class Settings(BaseSettings):
     def _lower_device(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The same order as pydantic-settings' own: arguments, environment, .env, secrets.
+        return init_settings, env_settings, _BoundedDotEnv(settings_cls), file_secret_settings
+
     @field_validator("block_plugins", "allow_plugins", mode="before")
     @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        return _split_names(value)
+    def _comma_separated(cls, value: Any, info: ValidationInfo) -> Any:
+        names = _split_names(value)
+        # TTSFW_ALLOW_PLUGINS= (empty) is unset like any empty variable, not "allow no plugin at all".
+        if info.field_name == "allow_plugins" and isinstance(value, str) and not names:
+            return None
+        return names
+
+    @field_validator("model", "cache_dir", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # Only .env can carry one (argv and the environment cannot); every file call would raise on it.
+        if value is not None and "\x00" in str(value):
+            raise ValueError("a path cannot contain a NUL character")
+        return value
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _empty_means_default(cls, value: Any) -> Any:
+        # TTSFW_CACHE_DIR= (empty) is unset, as an empty XDG_CACHE_HOME is: Path("")
+        # is the current directory, and tens of megabytes of caches would land there.
+        if isinstance(value, str):
+            if not value.strip():
+                return _default_cache_dir()
+            return Path(value).expanduser()  # "~/..." from .env, where no shell expanded it
+        return value
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -79,13 +169,25 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
-        source = "--" + field.replace("_", "-") if field in given else f"TTSFW_{field.upper()}"
-        value = given.get(field, os.environ.get(f"TTSFW_{field.upper()}", err.get("input")))
+        variable = f"TTSFW_{field.upper()}"
+        # No default is invalid: a value that is not a flag nor in the environment came from .env.
+        source = _source_of(field, given)
+        value = given.get(field, os.environ.get(variable, err.get("input")))
+        value = str(value) if isinstance(value, Path) else value
         if field == "device":
             raise UsageError(
                 f"unknown device {value!r} from {source}: name a device family (e.g. cpu, cuda) or auto"
             ) from None
-        raise UsageError(f"invalid value {value!r} from {source}: {err['msg']}") from None
-    if "device" in given:
-        settings._device_source = "--device"
+        raise UsageError(f"invalid value {value!r} from {source}: {err['msg'].removeprefix('Value error, ')}") from None
+    settings._device_source = _source_of("device", given)
     return settings
+
+
+def _source_of(field: str, given: dict[str, Any]) -> str:
+    """Where a setting's value came from: its flag, its variable, or the .env file (the order they win in)."""
+    variable = f"TTSFW_{field.upper()}"
+    if field in given:
+        return "--" + field.replace("_", "-")
+    if any(key.upper() == variable for key in os.environ):
+        return variable
+    return f"{variable} in {Path(DOTENV).absolute()}"

@@ -4,6 +4,8 @@ The splitter cuts text into sentence-sized chunks no longer than a limit, so
 an engine never sees more than it can handle and audio can be written (or
 streamed) sentence by sentence. Every non-space character of the input ends
 up in exactly one chunk, in order; only runs of whitespace are normalised.
+Control characters count as whitespace (see :func:`controls_to_spaces`), so
+no engine ever sees one, whichever way the text came in.
 """
 
 from __future__ import annotations
@@ -27,6 +29,29 @@ _SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?=\s)")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _CLAUSE_END = re.compile(r"(?<=[,;:—–])\s+")
 _SPACE = re.compile(r"\s+")
+
+# Control characters mean nothing to a voice, and they arrive by accident: ANSI
+# colour codes pasted from a terminal, form feeds from a PDF export, a NUL from
+# a badly converted file. Refusing the text would make the user clean it by hand
+# for no gain, and deleting them would glue the words on either side together,
+# so they become spaces. That covers C0 controls other than tab, newline and CR,
+# DEL, C1 controls (U+0080-U+009F), and lone surrogates (no encoder can pass
+# them to a phonemizer). A terminal escape sequence (ESC [ 1 ; 31 m, an OSC
+# title, CSI as U+009B) becomes one space as a whole: only its ESC would leave
+# "[1;31m" to be read out. Format characters (zero-width joiners, bidi marks)
+# stay: they are part of how some scripts are written.
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)"  # OSC, only when terminated: titles, links
+    # Charset and cursor-save escapes; never ESC + letter, where a stray ESC would take a word's first letter.
+    r"|\x1b(?:[ -/]+[0-~]|[0-9=<>])"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def controls_to_spaces(text: str) -> str:
+    """The text with every control character and terminal escape sequence replaced by a space."""
+    return _CONTROL.sub(" ", _ESCAPE_SEQUENCE.sub(" ", text))
 
 
 def has_speakable(text: str) -> bool:
@@ -82,11 +107,13 @@ def split_sentences(text: str, max_chars: int = 400) -> list[str]:
     """Split text into chunks of one sentence each (longer ones cut to max_chars).
 
     Nothing is dropped: joining the chunks with spaces gives the input with
-    its whitespace normalised. Chunks without anything speakable (a stray
-    "--" between paragraphs) are merged into a neighbour, not discarded.
+    its whitespace (control characters included) normalised. Chunks without
+    anything speakable (a stray "--" between paragraphs) are merged into a
+    neighbour, not discarded.
     """
     if max_chars < 1:
         raise ValueError("max_chars must be positive")
+    text = controls_to_spaces(text)  # every caller's text, not only what read_input saw
     chunks: list[str] = []
     for paragraph in _PARAGRAPH.split(text):
         paragraph = _SPACE.sub(" ", paragraph).strip()
@@ -117,6 +144,21 @@ def _decode(data: bytes, where: str) -> str:
             "convert it first, e.g. iconv -t UTF-8"
         ) from None
     return text.removeprefix("\ufeff")
+
+
+# Python hands over command-line bytes that are not valid in the locale's
+# encoding as U+DC80-U+DCFF ("surrogateescape"). Those are the same broken
+# bytes a file is refused for, so the argument is refused the same way.
+_ESCAPED_BYTE = re.compile(r"[\udc80-\udcff]")
+
+
+def _check_argument_bytes(text: str, where: str) -> None:
+    bad = _ESCAPED_BYTE.search(text)
+    if bad:
+        raise UsageError(
+            f"{where} is not valid UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} at character {bad.start()}); "
+            "check the terminal's encoding, or pass the text with -f FILE"
+        )
 
 
 def _too_long(n_chars: int, max_chars: int, where: str) -> UsageError:
@@ -174,9 +216,11 @@ def read_input(
         where = "the text"
         if len(text) > max_chars:
             raise _too_long(len(text), max_chars, where)
+        _check_argument_bytes(text, where)
         result = text
     if not result.strip():
         raise UsageError(f"{where} is empty: nothing to say")
+    result = controls_to_spaces(result)
     if not has_speakable(result):
         raise UsageError(f"{where} has nothing speakable in it (no letters or digits)")
     return result

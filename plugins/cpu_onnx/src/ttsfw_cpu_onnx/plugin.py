@@ -27,12 +27,14 @@ from ttsfw.sdk import (
     HardwareProfile,
     ModelSpec,
     Proposal,
+    RebuildFailed,
     Registry,
     Settings,
     hookimpl,
     load_measurements,
     lookup_measurement,
     module_versions,
+    one_line,
 )
 
 from . import fish as _fish
@@ -329,19 +331,30 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings, engine
         raise EngineLoadError(f"{ENGINE} runs Piper voices (.onnx + .onnx.json), not {model.family} {model.name}")
     from . import cache, piper_engine
 
-    model_path = Path(model.path)
-    if proposal.quantization != "none":
-        if proposal.quantization not in cache.QUANT_TYPES:
-            raise EngineLoadError(f"unknown quantization {proposal.quantization!r}")
-        try:
-            model_path = cache.ensure_quantized(settings.cache_dir, model_path, proposal.quantization)
-        except (ImportError, OSError, ValueError, RuntimeError) as exc:
-            raise EngineLoadError(f"could not make the {proposal.quantization} variant: {exc}") from None
-    optimized = None
-    if proposal.options.get("cache_optimized_graph"):
-        level = str(proposal.options.get("graph_optimization_level", "all"))
-        optimized = cache.optimized_path(settings.cache_dir, model_path, level)
-    return piper_engine.load(model_path, Path(model.files["config"]), proposal.threads, proposal.options, optimized)
+    config_path = Path(model.files["config"])
+
+    def load_voice(model_path: Path):  # -> PiperOnnxEngine
+        optimized = None
+        if proposal.options.get("cache_optimized_graph"):
+            level = str(proposal.options.get("graph_optimization_level", "all"))
+            optimized = cache.optimized_path(settings.cache_dir, model_path, level)
+        return piper_engine.load(model_path, config_path, proposal.threads, proposal.options, optimized)
+
+    if proposal.quantization == "none":
+        return load_voice(Path(model.path))
+    if proposal.quantization not in cache.QUANT_TYPES:
+        raise EngineLoadError(f"unknown quantization {proposal.quantization!r}")
+    try:
+        engine, notes = cache.load_quantized(settings.cache_dir, Path(model.path), proposal.quantization, load_voice,
+                                             unloadable=(piper_engine.UnloadableModel,))
+    except EngineLoadError:
+        raise  # the int8 file was made but does not load: piper_engine said why
+    except RebuildFailed as exc:  # the message already names the file, the damage and the failure
+        raise EngineLoadError(str(exc)) from None
+    except Exception as exc:  # onnx and onnxruntime.quantization raise their own types
+        raise EngineLoadError(f"could not make the {proposal.quantization} variant: {one_line(exc)}") from None
+    engine.notes[:0] = notes  # the int8 file's own story first, then its optimised graph's
+    return engine
 
 
 # -- Fish Speech (OpenAudio S1) checkpoints: see ttsfw_cpu_onnx.fish ----------------

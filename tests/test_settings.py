@@ -38,8 +38,8 @@ def test_unknown_device_family_is_a_one_line_error_naming_its_source_and_the_fam
         make_plan(host, hardware=cpu_profile())
     expected_source = "TTSFW_DEVICE" if source == "env" else "--device"
     assert str(info.value) == (
-        f"unknown device family 'gpu' from {expected_source}: choose auto or one of cpu, cuda, mps"
-        " (present on this machine: cpu)"
+        f"unknown device 'gpu' from {expected_source}: choose auto or a device family the plugins know: cpu, cuda,"
+        " mps (present on this machine: cpu)"
     )
 
 

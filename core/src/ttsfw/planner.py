@@ -62,7 +62,8 @@ def check_device_lock(host: PluginHost, hardware: HardwareProfile) -> None:
         return
     present = sorted({d.family for d in hardware.devices} | {"cpu"})
     raise UsageError(
-        f"unknown device family {lock!r} from {host.settings.device_source}: choose auto or one of {', '.join(known)}"
+        f"unknown device {lock!r} from {host.settings.device_source}: choose auto or a device family the "
+        f"plugins know: {', '.join(known)}"
         f" (present on {'this machine' if hardware.source == 'detected' else hardware.source}: {', '.join(present)})"
     )
 

@@ -339,11 +339,10 @@ class PluginHost:
             spec, _ = self.call("default_model", settings=self.settings)
             if spec is None:
                 left_out = self.left_out()
-                why = f": {'; '.join(left_out)}" if left_out else ""
-                raise ModelError(
-                    "no model named (--model / TTSFW_MODEL) and no loaded plugin offers a default one "
-                    f"(pip install 'ttsfw[cpu-onnx]' brings the embedded Piper voice){why}"
-                )
+                why = ": " + "; ".join(left_out) if left_out else (
+                    ": pip install 'ttsfw[cpu-onnx]' brings the embedded Piper voice")
+                raise ModelError(f"no loaded plugin offers a default model (and none was named with --model / "
+                                 f"TTSFW_MODEL){why}")
             return spec
         spec, problems = self.call("resolve_model", reference=reference, settings=self.settings)
         if spec is not None:
@@ -352,9 +351,10 @@ class PluginHost:
             raise ModelError(f"model not found: {reference}")
         formats = sorted({e.description or e.backend for e in self.registry.engines.values()})
         detail = f" ({problems[0].plugin}: {problems[0].error})" if problems else ""
+        left_out = "".join(f"; {phrase}" for phrase in self.left_out())
         raise ModelError(
-            f"{reference} is not a model any installed plugin recognises{detail}; engines installed: "
-            + ("; ".join(formats) or "none")
+            f"{reference} is not a model ttsfw knows{detail}: the loaded plugins read "
+            + ("; ".join(formats) or "no model format at all") + left_out
         )
 
 

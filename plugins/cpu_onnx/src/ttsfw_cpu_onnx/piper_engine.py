@@ -206,7 +206,7 @@ def load(
         from piper import PiperConfig, PiperVoice
     except ImportError as exc:
         raise EngineLoadError(f"{BACKEND} needs onnxruntime and piper-tts: {exc} (pip install 'ttsfw[cpu-onnx]')") from None
-    from ..files import UnreadableFile, load_small_json
+    from ttsfw.sdk import UnreadableFile, load_small_json
 
     try:
         config = PiperConfig.from_dict(load_small_json(Path(config_path)))

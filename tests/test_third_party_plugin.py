@@ -107,6 +107,24 @@ def test_plan_for_the_npu_chooses_it_and_locks_it(site, beep_file):
     assert auto.chosen.device == "npu:0" and auto.alternatives[0].device == "cpu"
 
 
+def test_a_saved_profile_with_a_busy_npu_plans_elsewhere_and_says_why(site, beep_file, tmp_path):
+    detected = cli(site, "detect", "--json", **FAKE_NPU)
+    assert detected.returncode == 0, detected.stderr
+    profile = json.loads(detected.stdout)
+    npu = next(d for d in profile["devices"] if d["id"] == "npu:0")
+    assert (npu["family"], npu["detected_by"]) == ("npu", "npu")
+    npu["flags"] = ["busy"]
+    saved = tmp_path / "busy-npu.json"
+    saved.write_text(json.dumps(profile))
+    # A saved profile needs no fake: the NPU is in it.
+    plan = Plan.model_validate_json(cli(site, "plan", "--hardware", str(saved), "--model", str(beep_file),
+                                        "--json").stdout)
+    assert plan.chosen.device == "cpu"
+    busy = plan.alternatives[0]
+    assert (busy.device, busy.score, busy.score_factors) == ("npu:0", 80.0, {"busy_npu": 0.4})
+    assert busy.reasons[-1] == "the NPU is busy with another process: score x0.4"
+
+
 def dominant_hz(path) -> tuple[float, float]:
     with wave.open(str(path)) as w:
         rate, frames = w.getframerate(), w.readframes(w.getnframes())

@@ -61,21 +61,26 @@ def score_config(model: ModelSpec, hardware: HardwareProfile) -> Optional[list[P
     engine = RUNS.get(model.family)
     if engine is None:
         return None  # nothing this NPU can run
-    return [
-        Proposal(
+    proposals = []
+    for device in hardware.devices:
+        if device.family != FAMILY:
+            continue
+        busy = "busy" in device.flags  # a device another process uses: slower, and the plan should say so
+        factors = {"busy_npu": 0.4} if busy else {}
+        proposals.append(Proposal(
             device=device.id,
             device_family=FAMILY,
             engine=engine,  # registered by another plugin: the core vetoes this if it is not installed
             precision="n/a",
             memory_pool="device",
             estimate=Estimate(rtf=0.005, peak_memory_bytes=1 << 20),
-            score=200.0,  # 1 / RTF: twice the CPU beeper's speed
-            reasons=[f"runs the {engine} engine on {device.name}, leaving the CPU free"],
+            score=200.0 * factors.get("busy_npu", 1.0),  # 1 / RTF: twice the CPU beeper's speed, unless busy
+            score_factors=factors,  # the named multipliers behind the score
             facts={"npu_offload": True},  # for other plugins to read, instead of parsing reasons
-        )
-        for device in hardware.devices
-        if device.family == FAMILY
-    ]
+            reasons=[f"runs the {engine} engine on {device.name}, leaving the CPU free"]
+            + (["the NPU is busy with another process: score x0.4"] if busy else []),
+        ))
+    return proposals
 
 
 @hookimpl

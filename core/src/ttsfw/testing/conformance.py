@@ -348,6 +348,7 @@ class _Context:
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.ready = False
+        self.reference: Optional[str] = None  # what resolve_model is asked to recognise
 
     @classmethod
     def build(cls, module: Any, *, model: ModelArg, hardware: HardwareArg, settings: Any,
@@ -376,7 +377,8 @@ class _Context:
             if isinstance(model, ModelSpec):
                 ctx.model = model
             elif model is not None:
-                ctx.model = ctx.host.resolve_model(str(model))
+                ctx.reference = str(model)
+                ctx.model = ctx.host.resolve_model(ctx.reference)
             else:  # the plugin's own default model first: the one it is surely meant to run
                 own, _ = ctx.host.call_owner("default_model", ctx.name, settings=ctx.settings)
                 ctx.model = own if own is not None else ctx.host.resolve_model(None)
@@ -411,7 +413,7 @@ class _Context:
             "hardware": self.hardware.model_dump(mode="json"),
             "settings": self.settings.model_dump(mode="json"),
             "others": [p.model_dump(mode="json") for p in others],
-            "reference": str(self.model.path) if self.model.path is not None else None,
+            "reference": self.reference or (str(self.model.path) if self.model.path is not None else None),
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -77,7 +78,10 @@ def test_both_examples_conform(examples, tmp_path, monkeypatch):
     assert_conformant(beep)  # its own default model
     assert_conformant(beep, model=str(model), options={"pitch_hz": 880})
     monkeypatch.setenv("TTSFW_FAKE_NPU", "1")
+    monkeypatch.delenv("DEMO_NPU_VISIBLE_DEVICES", raising=False)
     assert_conformant(npu, model=str(model), with_plugins=[("beep", beep)])
+    # The core applied the npu plugin's prepare_env to load its engine; the kit put the environment back.
+    assert "DEMO_NPU_VISIBLE_DEVICES" not in os.environ
 
 
 def test_the_npu_example_needs_the_engine_plugin_it_places(examples, tmp_path, monkeypatch):
@@ -185,8 +189,6 @@ def test_prepare_env_writing_os_environ_is_caught(tmp_path, monkeypatch):
     problems = check_plugin(module, load=False)
     assert any(p.startswith("prepare_env: changes os.environ (SNEAKY_THREADS)") for p in problems), problems
     assert any("OMP_NUM_THREADS" in p and "has no reason" in p for p in problems), problems
-    import os
-
     assert "SNEAKY_THREADS" not in os.environ  # the kit called it in its own process
 
 
@@ -229,6 +231,51 @@ def test_proposals_without_reasons_or_with_an_unknown_engine_are_caught(tmp_path
         "with register_engines, or install the plugin that does)",
         "score_config proposal piper-onnx on tpu:0: device 'tpu:0' is not in the hardware profile",
     ]
+
+
+def test_a_wrapper_dropping_proposals_is_caught(tmp_path, monkeypatch):
+    module = plugin(tmp_path, monkeypatch, "greedy_wrapper", '''
+        @hookimpl(wrapper=True)
+        def score_config():
+            proposals = yield
+            return proposals[:1]
+    ''')
+    # The embedded Piper voice: the cpu_onnx plugin proposes several variants for the wrapper to work on.
+    problems = check_plugin(module, load=False)
+    assert len(problems) == 1 and problems[0].startswith("score_config: the wrapper dropped "), problems
+    assert problems[0].endswith("of the proposals it was given (veto them with a reason instead)")
+
+
+def test_invalid_registrations_are_caught(tmp_path, monkeypatch):
+    module = plugin(tmp_path, monkeypatch, "bad_registrations", '''
+        from pydantic import BaseModel
+        from ttsfw.sdk import DeviceFamilyInfo
+
+        class Needy(BaseModel):
+            speaker: str  # no default: a run without -O could never validate
+
+        @hookimpl
+        def register_engines(register):
+            register(EngineInfo(backend="Bad Name", families=frozenset({"x"})))
+            register(EngineInfo(backend="needy", families=frozenset(), options=Needy, loader="nowhere_at_all:load"))
+
+        @hookimpl
+        def register_device_families(register):
+            register(DeviceFamilyInfo(name="auto"))
+            register(DeviceFamilyInfo(name="npx"))
+    ''')
+    problems = check_plugin(module, load=False)
+    expected = [
+        "register_engines: engine backend 'Bad Name' must be lowercase letters, digits and _+.- (at most 64)",
+        "register_device_families: 'auto' is not a device family: it means 'let the plan choose'",
+        "engine 'needy': runs no model family (families is empty)",
+        "engine 'needy': no description (users read it in `ttsfw engines`)",
+        "engine 'needy': loader module 'nowhere_at_all' cannot be found",
+        "device family 'npx': no description (users read it in `ttsfw engines`)",
+    ]
+    for line in expected:
+        assert line in problems, problems
+    assert any(p.startswith("engine 'needy': its options model cannot be built without options") for p in problems)
 
 
 def test_a_wrong_return_type_is_caught(tmp_path, monkeypatch):

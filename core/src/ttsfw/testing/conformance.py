@@ -531,7 +531,6 @@ class _Context:
     def load_problems(self, text: str, options: Optional[dict[str, Any]] = None) -> list[str]:
         from .. import invariants
         from ..engine import AudioChunk, Configurable, Engine, HasNotes, ReportsMetrics
-        from ..errors import TtsfwError
         from ..runtime import load_proposal
 
         if not self.ready:
@@ -559,7 +558,7 @@ class _Context:
         try:
             try:
                 loaded = load_proposal(self.host, plan, proposal, [])
-            except (TtsfwError, Exception) as exc:
+            except Exception as exc:  # EngineLoadError, InvariantViolation, or the plugin's own
                 return [f"load {proposal.label()}: {_one_line(exc)}"] + self._recorded(before)
             engine = loaded.engine
             if not isinstance(engine, Engine):

@@ -266,9 +266,12 @@ def read(path: Path) -> Optional[ModelSpec]:
         return None
     if not ((path / "codec.pth").exists() or (path / "model.pth").exists()):
         return None  # a config.json alone may belong to another family
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    missing = [name for name in REQUIRED_FILES if not (path / name).exists()]
     if missing:
         raise ModelError(f"Fish Speech checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    irregular = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if irregular:  # a device, FIFO or directory in its place (e.g. a symlink to /dev/zero)
+        raise ModelError(f"{path / irregular[0]} is not a regular file")
     for name in ("model.pth", "codec.pth"):
         if (path / name).stat().st_size < 1024:
             raise ModelError(f"{path / name} is truncated ({(path / name).stat().st_size} bytes)")

@@ -24,6 +24,11 @@ from ttsfw.modelspecs import resolve
 
 PAYLOAD = "PAYLOAD"  # replaced by the payload file's path in each yaml below
 
+# Fed to hydra's instantiate as ttsfw used to (OmegaConf.load + instantiate), the path-write-text,
+# shutil-copyfile, builtins-open, nested-in-quantizer, nested-in-general-config, args-alongside-numbers
+# and oc-create-resolver yamls each write their payload file; the others steer instantiate or read the
+# environment. Each entry: (yaml, the key the refusal must name).
+
 HOSTILE_YAMLS = {
     "path-write-text": ("""
 _target_: pathlib.Path.write_text
@@ -55,9 +60,12 @@ quantizer:
     "nested-in-general-config": ("""
 transformer_general_config:
   block_size: 256
-  _target_: pathlib.Path.touch
-  self: PAYLOAD
-""", "transformer_general_config._target_"),
+  rope_base:
+    _target_: pathlib.Path.touch
+    _args_:
+      - _target_: pathlib.Path
+        _args_: [PAYLOAD]
+""", "transformer_general_config.rope_base"),
     "args-alongside-numbers": ("""
 encoder_dim: 4
 _args_:

@@ -26,7 +26,6 @@ from torch.nn.utils import parametrize
 from ..errors import ModelError
 from .fish_codec_config import CODEC_YAML, merged_codec_tree, packaged_codec_yaml
 
-CODEC_YAML_OVERRIDE = CODEC_YAML
 _NAMED = 3  # offenders named in a mismatch message
 
 

@@ -296,8 +296,12 @@ def _sparse(path, size=9 * 2**20):
     (lambda d: (d / "special_tokens.json").write_bytes(os.urandom(256)), "special_tokens.json is corrupt"),
     (lambda d: _sparse(d / "codec.yaml"), "codec.yaml cannot be read (FileTooLarge"),
     (lambda d: (d / "codec.yaml").write_bytes(b"\x89PNG\x00\xff" * 50), "codec.yaml"),
+    (lambda d: (d / "config.json").write_text("[" * 200_000), "config.json is corrupt or not a Fish Speech config (RecursionError"),
+    (lambda d: (d / "special_tokens.json").write_text("[" * 200_000), "special_tokens.json is corrupt (Recursion"),
+    (lambda d: (d / "codec.yaml").write_text("[" * 200_000), "codec.yaml is not a plain YAML mapping (Recursion"),
+    (lambda d: _sparse(d / "tokenizer.tiktoken", 65 * 2**20), "tokenizer.tiktoken is 65 MiB"),
 ], ids=["huge-config", "binary-config", "huge-special-tokens", "binary-special-tokens", "huge-codec-yaml",
-        "binary-codec-yaml"])
+        "binary-codec-yaml", "deep-config", "deep-special-tokens", "deep-codec-yaml", "huge-tokenizer"])
 def test_small_files_are_read_bounded_and_garbage_is_one_line(fish_checkpoint, tmp_path, damage, expected):
     directory = shutil.copytree(fish_checkpoint, tmp_path / "garbage")
     damage(directory)

@@ -88,7 +88,7 @@ def read_overrides(checkpoint: Path) -> dict[str, Any]:
         data = yaml.safe_load(read_small_text(path))
     except (OSError, ValueError) as exc:  # FileTooLarge, UnicodeDecodeError
         raise ModelError(f"{path} cannot be read ({type(exc).__name__}: {exc})") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:  # RecursionError: flow collections nested thousands deep
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelError(f"{path} is not a plain YAML mapping ({type(exc).__name__}: {first})") from None
     if data is None:

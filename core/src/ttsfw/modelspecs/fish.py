@@ -21,6 +21,7 @@ from ..models import MemoryEstimate, ModelSpec
 REQUIRED_FILES = ("config.json", "model.pth", "tokenizer.tiktoken", "special_tokens.json", "codec.pth")
 CODEC_SAMPLE_RATE = 44100  # modded_dac_vq.yaml, the codec every S1 checkpoint ships
 CODEC_HOP = 2048  # samples per codec frame: one semantic token speaks 2048 samples
+TOKENIZER_LIMIT = 64 * 2**20  # S1-mini's tokenizer.tiktoken is about 2 MiB
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 # Fixed working allowance on top of 10% of the weights: activations, logits,
 # sampling buffers and allocator slack seen at batch 1.
@@ -233,7 +234,8 @@ def _load_config(path: Path) -> dict[str, Any]:
         llm_parameter_count(config)  # every field it needs is there and numeric
     except _Invalid as exc:
         raise ModelError(f"{path} is corrupt or not a Fish Speech config: {exc}") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # FileTooLarge, UnicodeDecodeError, JSON errors
+    # FileTooLarge, UnicodeDecodeError, JSON errors; RecursionError: arrays nested thousands deep
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ModelError(f"{path} is corrupt or not a Fish Speech config ({type(exc).__name__}: {exc})") from None
     return config
 
@@ -244,7 +246,7 @@ def _check_special_tokens(path: Path) -> None:
         tokens = json.loads(read_small_text(path))
         if not isinstance(tokens, dict) or not all(_is_int(v) for v in tokens.values()):
             raise TypeError("not a JSON object of token ids")
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
         raise ModelError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None
 
 
@@ -272,6 +274,10 @@ def read(path: Path) -> Optional[ModelSpec]:
     irregular = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if irregular:  # a device, FIFO or directory in its place (e.g. a symlink to /dev/zero)
         raise ModelError(f"{path / irregular[0]} is not a regular file")
+    tokenizer_bytes = (path / "tokenizer.tiktoken").stat().st_size
+    if tokenizer_bytes > TOKENIZER_LIMIT:  # fish-speech reads it whole, unbounded
+        raise ModelError(f"{path / 'tokenizer.tiktoken'} is {tokenizer_bytes // 2**20} MiB; "
+                         f"a Fish tokenizer is a few MiB (limit {TOKENIZER_LIMIT // 2**20} MiB)")
     for name in ("model.pth", "codec.pth"):
         if (path / name).stat().st_size < 1024:
             raise ModelError(f"{path / name} is truncated ({(path / name).stat().st_size} bytes)")

@@ -139,13 +139,32 @@ def test_an_export_that_disagrees_with_torch_is_refused_and_torch_decodes(fish_c
             assert chunk.samples == chunk.tokens * 2048 > 0
         finally:
             engine.close()
-        path.write_bytes(b"garbage")
-        engine = _load(fish_checkpoint, onnx_cache, "fish-torch+onnx-codec").engine
-        try:
-            engine.prepare()
-            assert engine.codec_backend == "torch"
-            assert any("export/load failed" in n for n in engine.notes), engine.notes
-        finally:
-            engine.close()
     finally:
         path.write_bytes(original)
+
+
+@pytest.mark.parametrize("damage", [lambda data: data[: len(data) // 3], lambda data: b"garbage" * 100],
+                         ids=["truncated", "garbage"])
+def test_a_corrupt_cached_export_is_reported_and_rebuilt_once(fish_checkpoint, onnx_cache, damage):
+    import onnx
+
+    if not list((onnx_cache / "fish-codec-onnx").glob("*.onnx")):  # run alone: export first
+        _load(fish_checkpoint, onnx_cache, "fish-torch+onnx-codec").engine.prepare()
+    path = next((onnx_cache / "fish-codec-onnx").glob("*.onnx"))
+    path.write_bytes(damage(path.read_bytes()))
+    engine = _load(fish_checkpoint, onnx_cache, "fish-torch+onnx-codec").engine
+    try:
+        engine.prepare()
+        assert engine.codec_backend == "onnx", engine.notes
+        assert any(n.startswith(f"cached ONNX codec at {path} was corrupt (") and n.endswith("; rebuilt")
+                   for n in engine.notes), engine.notes
+    finally:
+        engine.close()
+    onnx.checker.check_model(str(path))  # the rebuilt file is a valid model
+    assert [p.name for p in (onnx_cache / "fish-codec-onnx").iterdir() if p.name.startswith(".")] == []
+    again = _load(fish_checkpoint, onnx_cache, "fish-torch+onnx-codec").engine
+    try:
+        again.prepare()  # rebuilt once: the next load uses the cache without a note about corruption
+        assert again.codec_backend == "onnx" and not any("corrupt" in n for n in again.notes), again.notes
+    finally:
+        again.close()

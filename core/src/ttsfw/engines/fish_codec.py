@@ -6,47 +6,36 @@ fish_speech). The codec is built from fish-speech's own packaged
 checkpoint's ``codec.pth`` — the same work fish-speech's ``dac.inference.load_model``
 does, without that function's ``.project-root`` marker and lightning imports.
 
-ttsfw extension: a ``codec.yaml`` beside ``codec.pth`` overrides the packaged
-config. Published checkpoints (openaudio-s1-mini) have none and use the
-packaged one; ttsfw's tiny test checkpoints carry one with shrunk dimensions.
+A ``codec.yaml`` beside ``codec.pth`` may change the packaged config's numeric
+hyperparameters only (:mod:`ttsfw.engines.fish_codec_config`: it never names a
+class). ``codec.pth`` must match the built codec exactly: every weight, no
+extra one, every shape; checked on a meta-device build before anything is
+allocated.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import ModelError
+from .fish_codec_config import CODEC_YAML, merged_codec_tree, packaged_codec_yaml
 
-CODEC_YAML_OVERRIDE = "codec.yaml"
-
-
-def fish_package_dir() -> Path:
-    import fish_speech
-
-    # fish_speech is a namespace package (no __init__.py, no __file__)
-    return Path(list(fish_speech.__path__)[0])
-
-
-def packaged_codec_yaml() -> Path:
-    return fish_package_dir() / "configs" / "modded_dac_vq.yaml"
+_NAMED = 3  # offenders named in a mismatch message
 
 
 def codec_config(checkpoint: Path) -> tuple[Any, Path]:
-    """The codec's OmegaConf config and the file it came from."""
+    """The codec's OmegaConf config (packaged + validated overrides) and the file that shaped it."""
     from omegaconf import OmegaConf
 
-    override = checkpoint / CODEC_YAML_OVERRIDE
-    source = override if override.is_file() else packaged_codec_yaml()
-    try:
-        return OmegaConf.load(source), source
-    except Exception as exc:
-        raise ModelError(f"{source} is not a readable codec config ({_first_line(exc)})") from None
+    override = Path(checkpoint) / CODEC_YAML
+    source = override if override.exists() else packaged_codec_yaml()
+    return OmegaConf.create(merged_codec_tree(checkpoint)), source
 
 
 def _first_line(exc: BaseException) -> str:
@@ -69,6 +58,44 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+def _named(names: list[str]) -> str:
+    more = ", ..." if len(names) > _NAMED else ""
+    return ", ".join(names[:_NAMED]) + more
+
+
+def check_weights_match(
+    weights: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: Path, config: str
+) -> None:
+    """One-line ModelError unless ``weights`` has exactly ``expected``'s names and shapes (both directions)."""
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = [
+        f"{k} {list(weights[k].shape)} vs {list(expected[k].shape)}"
+        for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = [
+        f"{len(found)} {label} ({_named(found)})"
+        for label, found in (("missing weights", missing), ("unexpected weights", unexpected),
+                             ("shape mismatches", shapes))
+        if found
+    ]
+    if problems:
+        raise ModelError(f"{path} does not match {config}: " + "; ".join(problems))
+
+
+def build_codec(checkpoint: Path, device: Any = "cpu") -> tuple[nn.Module, Path]:
+    """The codec fish-speech's classes build from the checkpoint's config (random weights) and that config's file."""
+    from hydra.utils import instantiate
+
+    cfg, source = codec_config(checkpoint)
+    with warnings.catch_warnings(), torch.device(device):
+        warnings.simplefilter("ignore", FutureWarning)  # dac's torch.nn.utils.weight_norm deprecation
+        try:
+            return instantiate(cfg), source
+        except Exception as exc:
+            raise ModelError(f"cannot build the codec from {source} ({_first_line(exc)})") from None
+
+
 def load_codec(checkpoint: Path, device: str, dtype: torch.dtype) -> nn.Module:
     """Build the codec from its config and load codec.pth, with every weight accounted for.
 
@@ -76,30 +103,17 @@ def load_codec(checkpoint: Path, device: str, dtype: torch.dtype) -> nn.Module:
     training mode, tracking gradients, with weight norm in place. Cleaning
     is :func:`ttsfw.engines.fish_torch.disable_training_artifacts`' job.
     """
-    from hydra.utils import instantiate
-
-    cfg, source = codec_config(checkpoint)
     weights = read_state_dict(checkpoint / "codec.pth")
     if any(k.startswith("generator.") for k in weights):  # a training checkpoint (same fix-up as fish-speech)
         weights = {k[len("generator."):]: v for k, v in weights.items() if k.startswith("generator.")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # dac's torch.nn.utils.weight_norm deprecation
-        try:
-            codec = instantiate(cfg)
-        except Exception as exc:
-            raise ModelError(f"cannot build the codec from {source} ({_first_line(exc)})") from None
+    shape, source = build_codec(checkpoint, device="meta")  # names and shapes only: nothing allocated
+    check_weights_match(weights, shape.state_dict(), checkpoint / "codec.pth", f"the codec config {source.name}")
+    del shape
+    codec, _ = build_codec(checkpoint)
     try:
-        result = codec.load_state_dict(weights, strict=False, assign=True)
-    except RuntimeError as exc:  # size mismatches
-        raise ModelError(
-            f"{checkpoint / 'codec.pth'} does not fit the codec config {source.name} ({_first_line(exc)})"
-        ) from None
-    if result.missing_keys or result.unexpected_keys:
-        missing, unexpected = result.missing_keys, result.unexpected_keys
-        raise ModelError(
-            f"{checkpoint / 'codec.pth'} does not fit the codec config {source.name}: "
-            f"{len(missing)} weights missing, {len(unexpected)} unexpected (e.g. {(missing + unexpected)[0]})"
-        )
+        codec.load_state_dict(weights, strict=True, assign=True)
+    except RuntimeError as exc:  # checked above; kept as a last guard
+        raise ModelError(f"{checkpoint / 'codec.pth'} does not fit {source.name} ({_first_line(exc)})") from None
     return codec.to(device=device, dtype=dtype)
 
 

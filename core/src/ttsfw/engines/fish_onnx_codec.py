@@ -5,7 +5,9 @@
   padding and fails at any other length).
 * Cached under ``<cache_dir>/fish-codec-onnx/<key>.onnx``; the key hashes
   ``codec.pth`` (and ``codec.yaml`` where present) with the torch, onnx and
-  onnxscript versions. A cached file is never remade.
+  onnxscript versions. A cached file is remade only when ONNX Runtime cannot
+  load it (truncated, garbage): once, with a note naming it. The exporter's
+  scratch files stay in a private directory inside the cache.
 * Trusted only after ONNX Runtime's output matches torch's on probe codes at
   two lengths, every time it is loaded: max abs difference at most
   :data:`TOLERANCE` (a 16-bit sample step is 3e-5; fp32 exports measured
@@ -21,11 +23,14 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from ..files import atomic_target, file_sha256
+from ..files import file_sha256, read_small_bytes
 
 TOLERANCE = 1e-3
 PROBE_FRAMES = (7, 19)  # verification lengths, both different from the export's example length
@@ -40,13 +45,18 @@ def cache_key(checkpoint: Path, cache: Path) -> str:
     parts = [file_sha256(cache, checkpoint / "codec.pth")]
     override = checkpoint / "codec.yaml"
     if override.is_file():
-        parts.append(hashlib.sha256(override.read_bytes()).hexdigest())
+        parts.append(hashlib.sha256(read_small_bytes(override)).hexdigest())
     parts += [f"torch={torch.__version__}", f"onnx={onnx.__version__}", f"onnxscript={onnxscript.__version__}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
 def export_decoder(codec: Any, path: Path, max_frames: int) -> None:
-    """Export codes [1, n_codebooks, T] -> audio [1, 1, T * frame_length] with T dynamic; atomic write."""
+    """Export codes [1, n_codebooks, T] -> audio [1, 1, T * frame_length] with T dynamic.
+
+    The exporter works in a private temporary directory inside the cache (it may
+    write external-data files beside its model); the finished files are moved
+    into place, ``path`` itself last, and the directory is always removed.
+    """
     import torch
 
     from .fish_codec import CodecDecoder, n_codebooks
@@ -59,16 +69,26 @@ def export_decoder(codec: Any, path: Path, max_frames: int) -> None:
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=".export-"))
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), atomic_target(path, ".onnx") as tmp:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 wrapper, (example,), dynamo=True, dynamic_shapes={"codes": {2: frames}},
                 input_names=["codes"], output_names=["audio"], verbose=False,
             )
-            program.save(str(tmp))
+            program.save(str(scratch / path.name))
+        for produced in sorted(scratch.iterdir(), key=lambda p: p.name == path.name):  # the model last
+            os.replace(produced, path.parent / produced.name)
     finally:
         exporter_log.setLevel(level)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 class OnnxCodecDecoder:
@@ -138,30 +158,38 @@ def prepare_onnx_codec(
 
         cache_dir = Settings().cache_dir
     cache = Path(cache_dir) / "fish-codec-onnx"
+    notes: list[str] = []
     try:
         cache.mkdir(parents=True, exist_ok=True)
         path = cache / f"{cache_key(checkpoint, cache)}.onnx"
+        decoder = None
         if path.is_file():
             origin = f"cached {path}"
-        else:
+            try:
+                decoder = OnnxCodecDecoder(path, threads)
+            except ImportError:
+                raise
+            except Exception as exc:  # truncated or garbage: rebuilt once below, and said so
+                notes.append(f"cached ONNX codec at {path} was corrupt ({_first_line(exc)}); rebuilt")
+                path.unlink(missing_ok=True)
+        if decoder is None:
             from .fish_codec import codec_config
 
             cfg, _ = codec_config(checkpoint)
             export_decoder(codec, path, max_frames=int(cfg.transformer_general_config.block_size))
             origin = f"exported to {path}"
-        decoder = OnnxCodecDecoder(path, threads)
+            decoder = OnnxCodecDecoder(path, threads)
     except ImportError as exc:
         return None, [f"ONNX codec unavailable ({exc}); kept the torch codec (pip install 'ttsfw-cpu-onnx[fish-onnx]')"]
     except Exception as exc:  # export or session failure: torch stays, with the reason
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, [f"ONNX codec export/load failed ({type(exc).__name__}: {first[:200]}); kept the torch codec"]
+        return None, notes + [f"ONNX codec export/load failed ({_first_line(exc)}); kept the torch codec"]
     diff = max_difference(decoder, codec)
     if not diff <= TOLERANCE:
-        return None, [
+        return None, notes + [
             f"ONNX codec refused: differs from torch by {diff:.2e} (> {TOLERANCE:g}) on probe codes; "
             f"kept the torch codec ({origin})"
         ]
-    return decoder, [
+    return decoder, notes + [
         f"ONNX codec decoder {origin}; matches torch within {diff:.1e} (limit {TOLERANCE:g}) "
         f"on {len(PROBE_FRAMES)} probe lengths; ONNX Runtime with {decoder.threads} intra-op threads"
     ]

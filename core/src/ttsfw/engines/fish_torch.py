@@ -444,9 +444,14 @@ def _read_reference(path: Any, text: Optional[str], sample_rate: int) -> Any:
 
 
 def _load_llm(checkpoint: Path, llama: Any) -> Any:
-    from .fish_codec import read_state_dict
+    import torch
+
+    from .fish_codec import check_weights_match, read_state_dict
 
     weights = read_state_dict(checkpoint / "model.pth")  # memory-mapped; a corrupt file is a ModelError here
+    # fish-speech's own fix-ups: a LightningModule's "model." prefix, and audio weights it drops
+    weights = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in weights.items()}
+    weights = {k: v for k, v in weights.items() if "audio_" not in k}
     with tempfile.TemporaryDirectory(prefix="ttsfw-fish-") as tmp:
         path = checkpoint
         if re.search(r"int[48]", str(checkpoint)):
@@ -455,19 +460,21 @@ def _load_llm(checkpoint: Path, llama: Any) -> Any:
             path = Path(tmp) / "checkpoint"
             path.symlink_to(checkpoint.resolve(), target_is_directory=True)
         try:
+            # the model config.json describes, on the meta device (names and shapes, nothing allocated):
+            # fish-speech loads with strict=False and only logs what is missing or mis-shaped
+            with torch.device("meta"):
+                shape = llama.BaseTransformer.from_pretrained(str(path), load_weights=False)
+        except Exception as exc:
+            raise ModelError(f"cannot load the Fish Speech model from {checkpoint} ({_first_line(exc)})") from None
+        check_weights_match(weights, shape.state_dict(), checkpoint / "model.pth", "config.json")
+        del shape
+        try:
             # load_weights=True: the default (False) silently returns RANDOM weights
             llm = llama.BaseTransformer.from_pretrained(str(path), load_weights=True)
         except ModelError:
             raise
         except Exception as exc:
             raise ModelError(f"cannot load the Fish Speech model from {checkpoint} ({_first_line(exc)})") from None
-    names = {k[len("model."):] if k.startswith("model.") else k for k in weights}
-    missing = [n for n, _ in llm.named_parameters() if n not in names]
-    if missing:  # fish-speech loads with strict=False and only logs a warning
-        raise ModelError(
-            f"{checkpoint / 'model.pth'} lacks {len(missing)} of the weights config.json describes "
-            f"(e.g. {missing[0]}): wrong or truncated checkpoint"
-        )
     return llm
 
 

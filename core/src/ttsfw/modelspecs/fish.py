@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ModelError
+from ..files import read_small_text
 from ..models import MemoryEstimate, ModelSpec
 
 REQUIRED_FILES = ("config.json", "model.pth", "tokenizer.tiktoken", "special_tokens.json", "codec.pth")
 CODEC_SAMPLE_RATE = 44100  # modded_dac_vq.yaml, the codec every S1 checkpoint ships
 CODEC_HOP = 2048  # samples per codec frame: one semantic token speaks 2048 samples
+TOKENIZER_LIMIT = 64 * 2**20  # S1-mini's tokenizer.tiktoken is about 2 MiB
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 # Fixed working allowance on top of 10% of the weights: activations, logits,
 # sampling buffers and allocator slack seen at batch 1.
@@ -154,20 +156,105 @@ def memory_estimates(config: dict[str, Any], codec_params: int) -> dict[str, Mem
     return estimates
 
 
+# config.json's keys as fish-speech's BaseModelArgs / DualARModelArgs declare them. A key they lack
+# makes fish-speech's loader fail; a wrong value builds a model that does not match its weights.
+_POSITIVE_INTS = ("vocab_size", "n_layer", "n_head", "dim", "max_seq_len", "codebook_size", "num_codebooks",
+                  "n_fast_layer")
+_OPTIONAL_POSITIVE_INTS = ("intermediate_size", "head_dim", "fast_dim", "fast_n_head", "fast_n_local_heads",
+                           "fast_head_dim", "fast_intermediate_size")
+_BOOLS = ("tie_word_embeddings", "attention_qkv_bias", "attention_o_bias", "attention_qk_norm",
+          "use_gradient_checkpointing", "is_reward_model", "scale_codebook_embeddings")
+_OPTIONAL_BOOLS = ("fast_attention_qkv_bias", "fast_attention_qk_norm", "fast_attention_o_bias")
+_FLOATS = ("rope_base", "norm_eps", "dropout", "initializer_range")
+KNOWN_KEYS = frozenset(("model_type", "n_local_heads", *_POSITIVE_INTS, *_OPTIONAL_POSITIVE_INTS, *_BOOLS,
+                        *_OPTIONAL_BOOLS, *_FLOATS))
+MAX_INT = 2**24  # far above any real shape (S1-mini: vocab 155776); keeps sizes arithmetic sane
+
+
+class _Invalid(ValueError):
+    """A config value that cannot describe a model: ``key`` names it."""
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(f"{key} {why}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Every known key has a value fish-speech can build a model from; raises _Invalid naming the key."""
+    for key in ("model_type", "dim", "n_layer", "n_head", "vocab_size"):
+        if key not in config:
+            raise _Invalid(key, "is missing")
+    if config["model_type"] not in ("dual_ar", "naive"):
+        raise _Invalid("model_type", f"is {config['model_type']!r}, not dual_ar or naive")
+    unknown = sorted(set(config) - KNOWN_KEYS)
+    if unknown:
+        raise _Invalid(unknown[0], "is not a Fish Speech config key")
+    for key in (*_POSITIVE_INTS, *_OPTIONAL_POSITIVE_INTS):
+        value = config.get(key)
+        if value is None and (key in _OPTIONAL_POSITIVE_INTS or key not in config):
+            continue
+        if not _is_int(value) or not 1 <= value <= MAX_INT:
+            raise _Invalid(key, f"= {value!r} must be a positive integer (at most {MAX_INT})")
+    local = config.get("n_local_heads", -1)
+    if not _is_int(local) or not (local == -1 or 1 <= local <= MAX_INT):
+        raise _Invalid("n_local_heads", f"= {local!r} must be a positive integer or -1")
+    for key in (*_BOOLS, *_OPTIONAL_BOOLS):
+        if key in config and not isinstance(config[key], bool) and not (key in _OPTIONAL_BOOLS and config[key] is None):
+            raise _Invalid(key, f"= {config[key]!r} must be true or false")
+    for key in _FLOATS:
+        value = config.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise _Invalid(key, f"= {value!r} must be a non-negative number")
+    c = _normalise(config)
+    if c["head_dim"] < 1:
+        raise _Invalid("n_head", f"= {c['n_head']} is larger than dim {c['dim']} (head_dim would be 0)")
+    heads = [("n_head", "n_local_heads")]
+    if c["model_type"] == "dual_ar":
+        heads.append(("fast_n_head", "fast_n_local_heads"))
+    for head, local_key in heads:
+        if c[head] % c[local_key]:  # grouped-query attention shares each key/value head among whole groups
+            raise _Invalid(local_key, f"= {c[local_key]} must divide {head} = {c[head]}")
+
+
 def _load_config(path: Path) -> dict[str, Any]:
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(read_small_text(path))
         if not isinstance(config, dict):
             raise TypeError("not a JSON object")
-        for key in ("model_type", "dim", "n_layer", "n_head", "vocab_size"):
-            if key not in config:
-                raise KeyError(key)
-        if config["model_type"] not in ("dual_ar", "naive"):
-            raise ValueError(f"unknown model_type {config['model_type']!r}")
+        validate_config(config)
         llm_parameter_count(config)  # every field it needs is there and numeric
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except _Invalid as exc:
+        raise ModelError(f"{path} is corrupt or not a Fish Speech config: {exc}") from None
+    # FileTooLarge, UnicodeDecodeError, JSON errors; RecursionError: arrays nested thousands deep
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ModelError(f"{path} is corrupt or not a Fish Speech config ({type(exc).__name__}: {exc})") from None
     return config
+
+
+def _check_special_tokens(path: Path) -> None:
+    """special_tokens.json is a JSON object of token -> id (fish-speech reads it whole, unbounded)."""
+    try:
+        tokens = json.loads(read_small_text(path))
+        if not isinstance(tokens, dict) or not all(_is_int(v) for v in tokens.values()):
+            raise TypeError("not a JSON object of token ids")
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        raise ModelError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None
+
+
+def _check_codec_yaml(path: Path) -> None:
+    """A codec.yaml is checked at plan time too (when fish-speech is installed to check it against)."""
+    import importlib.util
+
+    if not (path / "codec.yaml").exists() and not (path / "codec.yaml").is_symlink():
+        return
+    if importlib.util.find_spec("fish_speech") is None:
+        return  # nothing can load this checkpoint here; the loader checks it where fish-speech is
+    from ..engines.fish_codec_config import read_overrides
+
+    read_overrides(path)
 
 
 def read(path: Path) -> Optional[ModelSpec]:
@@ -175,13 +262,22 @@ def read(path: Path) -> Optional[ModelSpec]:
         return None
     if not ((path / "codec.pth").exists() or (path / "model.pth").exists()):
         return None  # a config.json alone may belong to another family
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    missing = [name for name in REQUIRED_FILES if not (path / name).exists()]
     if missing:
         raise ModelError(f"Fish Speech checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    irregular = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if irregular:  # a device, FIFO or directory in its place (e.g. a symlink to /dev/zero)
+        raise ModelError(f"{path / irregular[0]} is not a regular file")
+    tokenizer_bytes = (path / "tokenizer.tiktoken").stat().st_size
+    if tokenizer_bytes > TOKENIZER_LIMIT:  # fish-speech reads it whole, unbounded
+        raise ModelError(f"{path / 'tokenizer.tiktoken'} is {tokenizer_bytes // 2**20} MiB; "
+                         f"a Fish tokenizer is a few MiB (limit {TOKENIZER_LIMIT // 2**20} MiB)")
     for name in ("model.pth", "codec.pth"):
         if (path / name).stat().st_size < 1024:
             raise ModelError(f"{path / name} is truncated ({(path / name).stat().st_size} bytes)")
     config = _load_config(path / "config.json")
+    _check_special_tokens(path / "special_tokens.json")
+    _check_codec_yaml(path)
     c = _normalise(config)
     codec_params = (path / "codec.pth").stat().st_size // 4  # codec.pth is an fp32 state dict
     params = llm_parameter_count(c)

@@ -7,8 +7,8 @@ loaders. It is structurally real — fish-speech's ``DualARTransformer`` saved
 by its own ``save_pretrained``, the codec built from its packaged
 ``modded_dac_vq.yaml`` — only small (about 1 M + 0.6 M parameters, under
 8 MB) and untrained, so it speaks noise. The shrunk codec shape is written to
-``codec.yaml`` beside ``codec.pth``, the ttsfw extension the loader reads
-(published checkpoints have none and use the packaged yaml).
+``codec.yaml`` beside ``codec.pth`` as numeric overrides of the packaged
+yaml, the ttsfw extension the loader reads (published checkpoints have none).
 
 :func:`s1_mini_llm_config` gives an LLM config with the shape published for
 openaudio-s1-mini, for benchmarks that need a realistic size with random
@@ -65,32 +65,26 @@ def s1_mini_llm_config() -> dict[str, Any]:
     )
 
 
-def tiny_codec_config() -> Any:
-    """fish-speech's packaged codec config, shrunk: latent 64, 3 residual codebooks, block 256."""
-    from omegaconf import OmegaConf
-
-    from ..engines.fish_codec import packaged_codec_yaml
-
-    cfg = OmegaConf.load(packaged_codec_yaml())
-    cfg.encoder_dim = 4  # latent = 4 * 2**4 = 64
-    cfg.decoder_dim = 64
-    cfg.encoder_transformer_layers = [0, 0, 0, 1]
-    cfg.decoder_transformer_layers = [1, 0, 0, 0]
-    cfg.transformer_general_config.block_size = TINY_BLOCK  # its bool causal mask (block**2) is saved
-    q = cfg.quantizer
-    q.input_dim = 64
-    q.n_codebooks = N_RESIDUAL
-    q.codebook_size = 1024  # residual codes are sampled from logits[:, :, :1024] by fish-speech
-    q.semantic_codebook_size = N_SEMANTIC
-    for name in ("pre_module", "post_module"):  # one yaml anchor in the file: set both explicitly
-        m = q[name]
-        m.input_dim = 64
-        m.config.block_size = TINY_BLOCK
-        m.config.n_layer = 1
-        m.config.n_head = 1
-        m.config.dim = 64
-        m.config.intermediate_size = 128
-    return cfg
+def tiny_codec_overrides() -> dict[str, Any]:
+    """What a tiny checkpoint's codec.yaml says: fish-speech's packaged codec shrunk to latent 64,
+    3 residual codebooks, block 256. Numbers only: a codec.yaml never names a class."""
+    transformer = dict(block_size=TINY_BLOCK, n_layer=1, n_head=1, dim=64, intermediate_size=128)
+    module = dict(input_dim=64, config=transformer)  # the packaged yaml shares one anchor: set both
+    return dict(
+        encoder_dim=4,  # latent = 4 * 2**4 = 64
+        decoder_dim=64,
+        encoder_transformer_layers=[0, 0, 0, 1],
+        decoder_transformer_layers=[1, 0, 0, 0],
+        transformer_general_config=dict(block_size=TINY_BLOCK),  # its bool causal mask (block**2) is saved
+        quantizer=dict(
+            input_dim=64,
+            n_codebooks=N_RESIDUAL,
+            codebook_size=1024,  # residual codes are sampled from logits[:, :, :1024] by fish-speech
+            semantic_codebook_size=N_SEMANTIC,
+            pre_module=module,
+            post_module=dict(input_dim=64, config=dict(transformer)),
+        ),
+    )
 
 
 def _build_tokenizer(workdir: Path) -> Any:
@@ -113,8 +107,6 @@ def build_tiny_checkpoint(
 ) -> Path:
     """Write a random-weight checkpoint in the published layout into ``directory``; return it."""
     import torch
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from ..engines.fish_torch import import_fish_stack
 
@@ -132,18 +124,14 @@ def build_tiny_checkpoint(
         model.save_pretrained(str(directory))  # config.json, model.pth, tokenizer.tiktoken, special_tokens.json
         del model
     if codec == "tiny":
-        codec_cfg = tiny_codec_config()
-        OmegaConf.save(codec_cfg, directory / "codec.yaml")
+        import yaml
+
+        (directory / "codec.yaml").write_text(yaml.safe_dump(tiny_codec_overrides(), sort_keys=False))
     else:
-        from ..engines.fish_codec import packaged_codec_yaml
-
-        codec_cfg = OmegaConf.load(packaged_codec_yaml())
         (directory / "codec.yaml").unlink(missing_ok=True)
-    import warnings
+    from ..engines.fish_codec import build_codec
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        codec_model = instantiate(codec_cfg)
+    codec_model, _ = build_codec(directory)  # the loader's own path: packaged yaml + validated codec.yaml
     torch.save(codec_model.state_dict(), directory / "codec.pth")
     return directory
 

@@ -91,7 +91,7 @@ def test_the_npu_example_needs_the_engine_plugin_it_places(examples, tmp_path, m
     monkeypatch.setenv("TTSFW_FAKE_NPU", "1")
     # Without the beep plugin nothing resolves a .beep file: the kit says why it could not check.
     problems = check_plugin(npu, model=str(model), load=False)
-    assert len(problems) == 1 and "x.beep is not a model any installed plugin recognises" in problems[0]
+    assert len(problems) == 1 and "x.beep is not a model ttsfw knows" in problems[0]
 
 
 # -- the kit catches real violations ------------------------------------------------------

@@ -283,7 +283,7 @@ def test_a_failure_that_is_not_the_cache_entrys_fault_leaves_the_entry_alone(tmp
     host, plan = _plan(cache_dir, voice_copy, prefer="int8-quint8")
     with pytest.raises(EngineLoadError) as failed:
         runtime.load_proposal(host, plan, plan.chosen, [])
-    assert str(failed.value).startswith(f"voice config {voice_copy.files['config']} unusable")
+    assert str(failed.value).startswith(f"voice config {voice_copy.files['config']} is not valid JSON")
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == made and artifacts.problem(path) is None
 
 

@@ -105,6 +105,7 @@ CASES = [
     (["plan", "--hardware", "missing.json"], {}, "hardware profile not found: missing.json"),
     # --model: devices, FIFOs, directories, broken Piper configs
     (["plan", "--model", "/dev/zero"], {}, "/dev/zero is not a model ttsfw knows"),
+    (["plan", "--model", "a\nb"], {}, "model not found: a\\nb"),  # a newline in a value stays on the line
     (["plan", "--model", "fifo"], {}, "fifo is not a model ttsfw knows"),
     (["plan", "--model", "empty-dir"], {}, "empty-dir is not a model ttsfw knows"),
     (["plan", "--model", "binary.bin"], {}, "binary.bin is not a model ttsfw knows"),
@@ -318,7 +319,7 @@ def test_tune_prints_its_measurements_and_says_they_were_not_saved(tmp_path: Pat
     if problem == "measurements-path-is-a-directory":
         cache = tmp_path / "cache"
         _measurements_path(cache).mkdir(parents=True)
-        cause = "(Is a directory)"
+        cause = "exists and is not a regular file)"
     else:
         (tmp_path / "a-file").write_text("not a directory")
         cache = tmp_path / "a-file" / "cache"

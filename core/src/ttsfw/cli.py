@@ -456,7 +456,8 @@ def _exit_without_teardown() -> None:
 
 
 def _fail(line: str, exit_code: int) -> None:
-    click.echo(line, err=True)
+    # One line, whatever the message quotes: a newline a user put in a path or a value is shown, not obeyed.
+    click.echo(line.replace("\r", "\\r").replace("\n", "\\n"), err=True)
     settle_stdout()
     sys.exit(exit_code)
 

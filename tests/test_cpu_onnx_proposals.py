@@ -12,10 +12,10 @@ import pytest
 from ttsfw import tuning
 from ttsfw.files import file_sha256
 from ttsfw.models import HardwareProfile, ModelSpec
-from ttsfw_cpu_onnx.piper_spec import embedded_default
 from ttsfw.planner import make_plan
 from ttsfw.plugins import PluginHost
 from ttsfw.settings import load_settings
+from ttsfw_cpu_onnx.piper_spec import embedded_default
 
 TTSFW = str(Path(sys.executable).with_name("ttsfw"))
 

@@ -11,12 +11,11 @@ import types
 
 import pytest
 from fake_pynvml import HARDWARE_DIR, MACHINES, install, profile_json
-from helpers import make_host, ttsfw_cli
+from helpers import make_host, resolve, ttsfw_cli
 from test_fish_spec import write_checkpoint
 from ttsfw import hookimpl
 from ttsfw.hardware import load_profile
 from ttsfw.models import Estimate, Proposal
-from helpers import resolve
 from ttsfw.planner import make_plan
 from ttsfw_cuda import plugin as cuda_plugin
 from ttsfw_cuda import scoring

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import ttsfw_wsl.plugin
-from helpers import make_host
+from helpers import make_host, resolve
 from test_fish_spec import write_checkpoint
 from ttsfw import hookimpl
 from ttsfw.hardware import load_profile
 from ttsfw.models import AcceleratorDevice, Estimate, Proposal
-from helpers import resolve
 from ttsfw.planner import make_plan
 from ttsfw_wsl import probe, wrapper
 

@@ -365,7 +365,7 @@ class _GuardedPlugin:
 def _stamp_register(fn: Callable[..., Any], plugin: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Give a registration hook a ``register`` that records who registered what."""
     names = list(inspect.signature(fn).parameters)
-    bound = dict(zip(names, args), **kwargs)
+    bound = dict(zip(names[: len(args)], args, strict=True), **kwargs)
     if "register" in bound:
         collect = bound["register"]
         bound["register"] = lambda info: collect(info, plugin)

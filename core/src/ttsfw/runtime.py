@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import invariants
-from .engine import Engine
+from .engine import Engine, engine_notes
 from .errors import EngineLoadError, InvariantViolation, NoFeasiblePlan
-from .engine import engine_notes
 from .models import EnvChange, Plan, PluginProblem, Proposal
 from .planner import env_changes_for
 from .plugins import PluginHost, one_line

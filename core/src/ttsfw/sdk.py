@@ -20,6 +20,7 @@ Groups:
 
 from __future__ import annotations
 
+from .artifacts import RebuildFailed, load_or_rebuild, publish, recorded_target, sweep_stale
 from .engine import (
     AudioChunk,
     Configurable,
@@ -31,7 +32,6 @@ from .engine import (
     Wrapper,
     innermost,
 )
-from .artifacts import RebuildFailed, load_or_rebuild, publish, recorded_target, sweep_stale
 from .errors import EngineLoadError, ModelError, PluginUnavailable, TtsfwError, UsageError, one_line
 from .estimates import BACKENDS as ESTIMATE_CONSTANTS
 from .estimates import COMPILE_SPEEDUP, DecodeSpeed, decode_speed

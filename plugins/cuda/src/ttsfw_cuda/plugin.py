@@ -11,13 +11,11 @@ Each hook is a thin door into its module:
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
-
-from typing import Callable
+from typing import Any, Callable, Optional
 
 from ttsfw.sdk import (
-    DeviceFamilyInfo,
     Detection,
+    DeviceFamilyInfo,
     EnvChange,
     HardwareProfile,
     ModelSpec,

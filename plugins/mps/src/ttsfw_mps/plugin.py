@@ -9,14 +9,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
-
-from typing import Callable
+from typing import Any, Callable, Optional
 
 from ttsfw.sdk import (
     AcceleratorDevice,
-    DeviceFamilyInfo,
     Detection,
+    DeviceFamilyInfo,
     EngineInfo,
     EngineLoadError,
     EnvChange,

@@ -47,13 +47,13 @@ def main() -> None:
     from ttsfw.engines import fish_torch
     from ttsfw.engines.fish_codec import load_codec
     from ttsfw.engines.fish_onnx_codec import probe_codes
-    from ttsfw.modelspecs import resolve
+    from ttsfw.modelspecs.fish import read as read_fish_spec
     from ttsfw.testing.fish_tiny import build_tiny_checkpoint
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="ttsfw-fish-bench-"))
     ckpt = build_tiny_checkpoint(work / "tiny-s1")
-    spec = resolve(str(ckpt))
+    spec = read_fish_spec(ckpt)
     inference = fish_torch.import_fish_stack()["inference"]
     results: dict = {"rounds": args.rounds, "tokens_budget": TOKENS, "threads": 1, "torch": torch.__version__}
 

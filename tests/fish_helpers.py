@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from helpers import resolve
 from ttsfw.engines import fish_torch
-from ttsfw.modelspecs import resolve
 
 
 def load(checkpoint: Path, clean: bool = True, **kw: Any) -> fish_torch.FishEngine:

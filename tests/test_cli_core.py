@@ -76,8 +76,9 @@ def test_plan_human_output_has_every_section(tmp_path):
 @pytest.mark.parametrize(
     "args,env,message",
     [
-        (["plan", "--device", "tpu"], {}, "unknown device 'tpu' from --device"),
-        (["plan"], {"TTSFW_DEVICE": "gpu"}, "unknown device 'gpu' from TTSFW_DEVICE"),
+        (["plan", "--device", "tpu"], {}, "unknown device 'tpu' from --device: choose auto or a device family"),
+        (["plan"], {"TTSFW_DEVICE": "gpu"}, "unknown device 'gpu' from TTSFW_DEVICE: choose auto or a device family"),
+        (["plan", "--device", "GPU!"], {}, "unknown device 'GPU!' from --device: name a device family"),
         (["plan", "--hardware", "missing.json"], {}, "hardware profile not found"),
         (["plan", "--hardware", "garbage.json"], {}, "hardware profile garbage.json is not valid UTF-8"),
         (["plan", "--hardware", "wrong.json"], {}, "is invalid at"),

@@ -12,10 +12,10 @@ import pytest
 from ttsfw import tuning
 from ttsfw.files import file_sha256
 from ttsfw.models import HardwareProfile, ModelSpec
-from ttsfw.modelspecs.piper import embedded_default
 from ttsfw.planner import make_plan
 from ttsfw.plugins import PluginHost
 from ttsfw.settings import load_settings
+from ttsfw_cpu_onnx.piper_spec import embedded_default
 
 TTSFW = str(Path(sys.executable).with_name("ttsfw"))
 
@@ -114,7 +114,7 @@ def test_int8_variant_is_made_once_and_is_really_int8(tmp_path: Path) -> None:
     assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger") for n in model.graph.node)
     assert [p.name for p in tmp_path.rglob("*.part")] == []  # no temporary left behind
     # ONNX Runtime loads it and it speaks.
-    from ttsfw.engines import piper_onnx
+    from ttsfw_cpu_onnx import piper_engine as piper_onnx
 
     eng = piper_onnx.load(first, voice.files["config"], threads=2, options={"enable_mem_reuse": False})
     pcm = b"".join(c.pcm for c in eng.synthesize("Quantized weights still speak."))

@@ -103,7 +103,7 @@ from ttsfw.runtime import apply_env
 from ttsfw.settings import load_settings
 
 cpu = types.ModuleType("testcpu")
-cpu.TTSFW_HOOK_API = "1.0"
+cpu.TTSFW_HOOK_API = "2.0"
 
 @hookimpl
 def score_config(model):
@@ -155,7 +155,7 @@ def test_device_lock_to_cpu_hides_the_gpus_before_torch_is_imported(tmp_path):
     documents as "no device visible" and torch's own parser of the variable
     reads as an empty list. A contrast run without the cuda plugin shows the
     variable is unset at that moment, i.e. the lock alone would not hide the
-    GPU (the FIELD_NOTES failure).
+    GPU (the field notes failure).
 
     What it cannot prove: this machine's torch is a CPU-only build, so
     ``torch.cuda.device_count() == 0`` holds here whatever the variable says;

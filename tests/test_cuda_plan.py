@@ -2,7 +2,7 @@
 
 The profiles under tests/data/hardware/ are what the plugin's real detect
 produces on a fake pynvml for each machine (a test keeps them in sync). The
-CPU competitor is a stand-in plugin with FIELD_NOTES' CPU figure (RTF ~7):
+CPU competitor is a stand-in plugin with the field notes' CPU figure (RTF ~7):
 the real CPU proposal for fish models belongs to the cpu_onnx plugin.
 """
 
@@ -11,12 +11,11 @@ import types
 
 import pytest
 from fake_pynvml import HARDWARE_DIR, MACHINES, install, profile_json
-from helpers import make_host, ttsfw_cli
+from helpers import make_host, resolve, ttsfw_cli
 from test_fish_spec import write_checkpoint
 from ttsfw import hookimpl
 from ttsfw.hardware import load_profile
 from ttsfw.models import Estimate, Proposal
-from ttsfw.modelspecs import resolve
 from ttsfw.planner import make_plan
 from ttsfw_cuda import plugin as cuda_plugin
 from ttsfw_cuda import scoring
@@ -29,11 +28,11 @@ TINY = {"model_type": "dual_ar", "vocab_size": 1200, "n_layer": 2, "n_head": 2, 
 
 def own_env(plan):
     """The plugins' environment changes, without the core's own (e.g. TQDM_DISABLE for any fish engine)."""
-    return [change for change in plan.env_changes if change.plugin != "core"]
+    return [change for change in plan.env_changes if change.plugin != "fish"]
 
 def cpu_stand_in() -> types.ModuleType:
     module = types.ModuleType("testcpu")
-    module.TTSFW_HOOK_API = "1.0"
+    module.TTSFW_HOOK_API = "2.0"
 
     @hookimpl
     def score_config(model):
@@ -41,7 +40,7 @@ def cpu_stand_in() -> types.ModuleType:
             return []
         return [Proposal(device="cpu", device_family="cpu", engine="fish-torch", precision="fp32", threads=4,
                          estimate=Estimate(rtf=7.0, peak_memory_bytes=model.memory["fp32"].total_bytes),
-                         score=1 / 7, reasons=["stand-in CPU proposal: RTF ~7 (FIELD_NOTES, laptop CPU)"])]
+                         score=1 / 7, reasons=["stand-in CPU proposal: RTF ~7 (field notes, laptop CPU)"])]
 
     module.score_config = score_config
     return module
@@ -136,6 +135,22 @@ def test_busy_gpu_is_penalised_with_reasons_and_gets_int8_because_16_bit_no_long
     assert env["CUDA_VISIBLE_DEVICES"] == "GPU-2a1b3c4d-1111-4000-8000-4090bbbb0001"
 
 
+def test_the_summary_says_when_the_load_on_a_faster_gpu_decided(s1_mini):
+    # A busy fast card against an idle slow one (the busy A100 losing to an idle A10 case).
+    profile = load_profile(HARDWARE_DIR / "two-gpu-one-busy.json")
+    idle = profile.devices[2]
+    idle.capabilities["bandwidth_gbps"] = 40.0
+    idle.capabilities["compute_capability"] = "7.5"  # fp16, no bf16
+    plan = make_plan(make_host(("cuda", cuda_plugin)), hardware=profile, model=s1_mini)
+    assert plan.chosen.device == "cuda:1"
+    assert "cuda: fish-torch, cuda:0" in plan.summary and "the load decided" in plan.summary
+    assert "cuda:0 busy (92% utilised by other work) (x0.10)" in plan.summary
+    # With both cards idle and equal, nothing about load is said.
+    quiet = make_plan(make_host(("cuda", cuda_plugin)), hardware=load_profile(HARDWARE_DIR / "h100.json"),
+                      model=s1_mini)
+    assert "the load decided" not in quiet.summary
+
+
 def test_of_two_identical_idle_gpus_the_one_with_more_free_memory_wins(s1_mini):
     profile = load_profile(HARDWARE_DIR / "two-gpu-one-busy.json")
     busy, idle = profile.devices[1], profile.devices[2]
@@ -180,7 +195,7 @@ def test_compiled_and_faster_gpus_score_higher(s1_mini):
     scores = {name: plan_for(name, s1_mini).chosen.score for name in ("rtx3060", "v100", "rtx4090", "a100-80gb",
                                                                       "h100")}
     assert scores["rtx3060"] < scores["v100"] < scores["rtx4090"] < scores["a100-80gb"] < scores["h100"]
-    # the 3060 estimate is where the efficiency factor was calibrated: FIELD_NOTES RTF 2-3
+    # the 3060 estimate is where the efficiency factor was calibrated: field notes RTF 2-3
     assert 2.0 <= plan_for("rtx3060", s1_mini).chosen.estimate.rtf <= 3.0
 
 

@@ -6,9 +6,10 @@ import types
 
 import pytest
 from fake_pynvml import MACHINES, NVML_ERROR_LIBRARY_NOT_FOUND, install
-from ttsfw.engine import AudioChunk, Engine
+from ttsfw.engine import AudioChunk, Engine, EngineInfo
 from ttsfw.errors import EngineLoadError
 from ttsfw.models import ModelSpec, Proposal
+from ttsfw.registry import Registry
 from ttsfw.settings import Settings
 from ttsfw_cuda import plugin
 from ttsfw_cuda.loader import torch_device
@@ -144,26 +145,26 @@ def test_load_engine_calls_the_fish_adapter_with_the_plans_settings_on_cuda_0(mo
                         threads=threads, model=model.name, cache_dir=cache_dir)
         return BusyEngine(fake)
 
-    adapter = types.ModuleType("ttsfw.engines.fish_torch")
+    adapter = types.ModuleType("fake_fish_adapter")
     adapter.load_fish_engine = load_fish_engine
-    monkeypatch.setitem(sys.modules, "ttsfw.engines.fish_torch", adapter)
+    monkeypatch.setitem(sys.modules, "fake_fish_adapter", adapter)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", UUID)
     model = ModelSpec(family="fish", name="s1")
     settings = Settings(cache_dir=tmp_path)
-    engine = plugin.load_engine(proposal(), model, settings)
+    engines = Registry()  # the engine comes from the registry, whoever registered it
+    engines.add_engine(EngineInfo(backend="fish-torch", families=frozenset({"fish"}),
+                                  loader="fake_fish_adapter:load_fish_engine"), plugin="fish")
+    engine = plugin.load_engine(proposal(), model, settings, engines)
     assert received == {"device": "cuda:0", "precision": "bf16", "quantization": "int8-weight-only",
                         "compile": True, "threads": None, "model": "s1", "cache_dir": tmp_path}
     list(engine.synthesize("x"))
     assert engine.metrics()["gpu_util_max_percent"] == 87.0
 
 
-def test_load_engine_ignores_other_plugins_proposals_and_other_families(monkeypatch):
-    settings = Settings()
-    assert plugin.load_engine(proposal().model_copy(update={"plugin": "mps"}), ModelSpec(family="fish", name="x"),
-                              settings) is None
+def test_load_engine_refuses_other_model_families(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", UUID)
     with pytest.raises(EngineLoadError, match="only Fish Speech"):
-        plugin.load_engine(proposal(), ModelSpec(family="piper", name="v"), settings)
+        plugin.load_engine(proposal(), ModelSpec(family="piper", name="v"), Settings(), Registry())
 
 
 def test_the_runs_metrics_carry_what_the_gpu_did_during_synthesis(monkeypatch):

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-from helpers import GiB, cpu_profile
+from helpers import GiB, cpu_profile, resolve
 from test_fish_spec import write_checkpoint
 from ttsfw import ranking
 from ttsfw.engines.fish_torch import FishEngine
-from ttsfw.modelspecs import resolve
 from ttsfw.planner import make_plan
 from ttsfw.plugins import PluginHost
 from ttsfw.runtime import load
@@ -31,6 +30,17 @@ def test_two_fp32_cpu_proposals_with_physical_cores_less_one_threads(fish_checkp
     assert {p.threads for p in two.ranked()} == {1}
     assert plan.chosen.engine == "fish-torch+onnx-codec"  # the measured faster decode, verified before use
     assert any("TQDM_DISABLE" == c.key for c in plan.env_changes)
+
+
+def test_an_intel_mac_profile_vetoes_the_torch_stack_with_the_reason(fish_checkpoint):
+    from helpers import REPO
+    from ttsfw.hardware import load_profile
+
+    profile = load_profile(REPO / "tests" / "data" / "hardware" / "intel-mac.json")  # a saved profile, too
+    _, plan = plan_for(fish_checkpoint, profile)
+    assert plan.chosen is None
+    assert {r.proposal.engine for r in plan.rejected} == {"fish-torch", "fish-torch+onnx-codec"}
+    assert all("no macOS x86_64 wheels" in " ".join(r.reasons) for r in plan.rejected)
 
 
 def test_s1_mini_estimate_is_in_the_field_range_and_memory_vetoes_a_small_machine(tmp_path):

@@ -8,7 +8,9 @@ import torch
 from fish_helpers import load
 from ttsfw.engine import Engine
 from ttsfw.engines import fish_torch
+from ttsfw.engines.fish_plugin import FishOptions
 from ttsfw.errors import EngineLoadError, ModelError, UsageError
+from ttsfw.options import validate_options
 from ttsfw.testing.fish_tiny import write_reference_wav
 
 
@@ -66,12 +68,13 @@ def test_max_new_tokens_scales_with_text_and_is_never_zero(fish_checkpoint):
 def test_a_seed_makes_synthesis_reproducible(engine):
     first = pcm(engine.synthesize("Same words twice."))
     second = pcm(engine.synthesize("Same words twice."))
-    engine.configure(seed=1)
+    engine.configure(FishOptions(seed=1))
     try:
         other = pcm(engine.synthesize("Same words twice."))
     finally:
-        engine.configure(seed=0)
-    assert np.array_equal(first, second)
+        engine.configure(FishOptions())  # unset options return to the loaded engine's (seed 0)
+    again = pcm(engine.synthesize("Same words twice."))
+    assert np.array_equal(first, second) and np.array_equal(first, again)
     assert not np.array_equal(first, other)
 
 
@@ -120,13 +123,19 @@ def test_configure_sets_the_reference_after_loading(fish_checkpoint, tmp_path):
     ref = write_reference_wav(tmp_path / "ref.wav", seconds=1.0)
     e = load(fish_checkpoint)
     try:
-        e.configure(reference_audio=str(ref), reference_text="A tone.")
+        cloned = FishOptions(reference_audio=str(ref), reference_text="A tone.")
+        e.configure(cloned)
         list(e.synthesize("Hello."))
         assert e.prompt_tokens is not None and e.prompt_tokens.shape[0] == 4
-        with pytest.raises(UsageError, match="does not take --speaker"):
-            e.configure(speaker="x")
-        with pytest.raises(UsageError, match="out of range"):
-            e.configure(temperature=5)
+        encoded = e.prompt_tokens
+        e.configure(cloned)  # the same clip and transcript: not encoded again
+        assert e.prompt_tokens is encoded
+        e.configure(FishOptions())  # options unset: back to the voice the engine was loaded with
+        assert e.prompt_tokens is None
+        with pytest.raises(UsageError, match="--speaker does not apply to the fish-torch engine"):
+            validate_options("fish-torch", FishOptions, {"speaker": "x"})
+        with pytest.raises(UsageError, match="option temperature=5 for the fish-torch engine"):
+            validate_options("fish-torch", FishOptions, {"temperature": 5})
     finally:
         e.close()
 

@@ -171,16 +171,16 @@ def test_the_cores_own_hook_cleans_a_fish_engine_whichever_plugin_wrapped_it(fis
         def close(self):
             self.inner.close()
 
-    gpu = types.SimpleNamespace(TTSFW_HOOK_API="1.0")
+    gpu = types.SimpleNamespace(TTSFW_HOOK_API="2.0")
     gpu.score_config = hookimpl(lambda: [Proposal(device="cpu", device_family="cpu", engine="fish-torch")])
     gpu.load_engine = hookimpl(lambda proposal, model: Wrapper(fish_torch.load_fish_engine(
         model, device="cpu", precision="fp32", quantization="none", compile=False, threads=1)))
     host = make_host(("wrapping_gpu", gpu))
-    from ttsfw.modelspecs import resolve
+    from helpers import resolve
 
     plan = make_plan(host, model=resolve(str(fish_checkpoint)),
                      hardware=HardwareProfile(os="linux", arch="x86_64", memory_available_bytes=8 << 30))
-    assert ("TQDM_DISABLE", "core") in {(c.key, c.plugin) for c in plan.env_changes}
+    assert ("TQDM_DISABLE", "fish") in {(c.key, c.plugin) for c in plan.env_changes}
     loaded = runtime_load(host, plan)
     try:
         assert any("eval mode" in line for line in loaded.artifacts_disabled)

@@ -73,4 +73,5 @@ def test_fish_options_do_not_apply_to_a_piper_voice(tmp_path):
                        "--reference-audio", str(reference))
     err = result.stderr.decode().strip()
     assert result.returncode != 0 and not (tmp_path / "x.wav").exists()
-    assert err == "error: --reference-audio does not apply to the piper-onnx engine"
+    assert err == ("error: --reference-audio does not apply to the piper-onnx engine (it takes: speaker, length_scale, "
+                   "noise_scale, noise_w_scale, sentence_silence)")

@@ -4,8 +4,8 @@ import json
 import os
 
 import pytest
+from helpers import resolve
 from ttsfw.errors import ModelError
-from ttsfw.modelspecs import resolve
 from ttsfw.modelspecs.fish import kv_cache_bytes, llm_parameter_count, parameters_read_per_token
 from ttsfw.testing.fish_tiny import s1_mini_llm_config
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from ttsfw.modelspecs import resolve
+from helpers import resolve
 from ttsfw.modelspecs.fish import kv_cache_bytes, llm_parameter_count
 from ttsfw.testing.fish_tiny import s1_mini_llm_config
 

@@ -7,15 +7,19 @@ from ttsfw import hookspecs
 from ttsfw.plugins import HOOK_NAMES
 
 EXPECTED = {
+    "register_engines": ["register"],
+    "register_device_families": ["register"],
+    "resolve_model": ["reference", "settings"],
+    "default_model": ["settings"],
     "detect": ["host", "settings"],
     "score_config": ["model", "hardware", "settings"],
     "prepare_env": ["proposal", "hardware", "settings"],
-    "load_engine": ["proposal", "model", "settings"],
+    "load_engine": ["proposal", "model", "settings", "engines"],
     "disable_training_artifacts": ["engine"],
 }
 
 
-def test_exactly_the_five_hooks_exist():
+def test_exactly_the_documented_hooks_exist():
     assert sorted(HOOK_NAMES) == sorted(EXPECTED)
 
 
@@ -30,9 +34,9 @@ def test_every_hook_is_a_documented_contract(name):
     assert "Never" in doc or "never" in doc or "Must" in doc, f"{name}: what must it never do?"
 
 
-def test_only_load_engine_takes_the_first_result():
+def test_only_the_answering_hooks_take_the_first_result():
     first = {n for n in EXPECTED if getattr(hookspecs, n).ttsfw_spec.get("firstresult")}
-    assert first == {"load_engine"}
+    assert first == {"load_engine", "resolve_model", "default_model"}
 
 
 def test_hook_api_version_is_major_dot_minor():

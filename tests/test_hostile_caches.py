@@ -15,11 +15,11 @@ import pytest
 from ttsfw import artifacts, runtime, tuning
 from ttsfw.errors import EngineLoadError
 from ttsfw.files import file_sha256
-from ttsfw.modelspecs import piper
 from ttsfw.planner import make_plan
 from ttsfw.plugins import PluginHost
 from ttsfw.settings import load_settings
 from ttsfw_cpu_onnx import cache
+from ttsfw_cpu_onnx import piper_spec as piper
 
 QUINT8 = "int8-dynamic-quint8"
 

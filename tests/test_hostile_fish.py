@@ -17,10 +17,9 @@ import shutil
 import pytest
 import torch
 from fish_helpers import load
-from helpers import ttsfw_cli
+from helpers import resolve, ttsfw_cli
 from ttsfw.engines import fish_codec
 from ttsfw.errors import ModelError
-from ttsfw.modelspecs import resolve
 
 PAYLOAD = "PAYLOAD"  # replaced by the payload file's path in each yaml below
 

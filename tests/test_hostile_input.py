@@ -135,7 +135,7 @@ CASES = [
     (["tune", "--model", "/dev/zero"], {}, "/dev/zero is not a model ttsfw knows"),
     (["tune", "--model", "voice-binary/x.onnx"], {}, "is not valid UTF-8"),
     (["tune", "--device", "gpu"], {}, "unknown device 'gpu' from --device"),
-    (["--allow-plugin", "nosuch", "tune"], {}, "no plugin is loaded"),
+    (["--allow-plugin", "nosuch", "tune"], {}, "no loaded plugin offers a default model"),
     # run: the text and the options in front of the engine
     (["run", "-f", "nul-only.txt"], {}, "input file nul-only.txt has nothing speakable in it"),
     (["run", "-f", "escapes-only.txt"], {}, "input file escapes-only.txt has nothing speakable in it"),
@@ -150,8 +150,8 @@ CASES = [
     (["run", "Hi.", "--model", "voice-deep/x.onnx"], {}, "nested too deeply"),
     (["run", "Hi.", "--device", "gpu"], {}, "unknown device 'gpu' from --device"),
     (["run", "Hi.", "--hardware", "x.json"], {}, "No such option '--hardware'"),
-    (["--allow-plugin", "nosuch", "run", "Hi."], {}, "no plugin is loaded"),
-    (["-p", "no:cpu_onnx", "-p", "no:cuda", "-p", "no:mps", "-p", "no:wsl", "run", "Hi."], {}, "no plugin is loaded"),
+    (["--allow-plugin", "nosuch", "run", "Hi."], {}, "no loaded plugin offers a default model"),
+    (["-p", "no:cpu_onnx", "-p", "no:cuda", "-p", "no:mps", "-p", "no:wsl", "run", "Hi."], {}, "no loaded plugin offers a default model"),
 ]
 
 
@@ -212,34 +212,42 @@ def test_dotenv_that_is_no_regular_file_is_skipped(tmp_path: Path, kind: str):
 # -- the plan says which plugins were left out, and by what ---------------------------------
 
 
-def _summary(result) -> str:
+def _error(result) -> str:
     assert b"Traceback" not in result.stderr + result.stdout
-    assert result.returncode == 3, result.stderr  # plan: nothing chosen
-    return json.loads(result.stdout)["summary"]
+    assert result.returncode == 1 and result.stdout == b"", result.stderr  # no model to plan for
+    [line] = result.stderr.decode().splitlines()
+    return line
+
+
+NO_DEFAULT = "error: no loaded plugin offers a default model (and none was named with --model / TTSFW_MODEL): "
 
 
 def test_allow_list_naming_no_installed_plugin_is_said_so():
-    summary = _summary(ttsfw_cli("--allow-plugin", "nosuch", "plan", "--json"))
-    assert summary == (
-        "no plugin is loaded: cpu_onnx, cuda, mps, wsl were left out by the allow-list "
-        "(--allow-plugin / TTSFW_ALLOW_PLUGINS: nosuch); "
-        "'nosuch' is not an installed plugin (installed: cpu_onnx, cuda, mps, wsl)"
+    # The default voice comes from the cpu_onnx plugin: with it left out there is none, and the
+    # message says which plugins were left out and by what, not that the voice is wrong.
+    error = _error(ttsfw_cli("--allow-plugin", "nosuch", "plan", "--json"))
+    assert error == NO_DEFAULT + (
+        "cpu_onnx, cuda, mps, wsl were left out by the allow-list (--allow-plugin / TTSFW_ALLOW_PLUGINS: nosuch); "
+        "'nosuch' is not an installed plugin (installed: fish, cpu_onnx, cuda, mps, wsl)"
     )
-    assert "model" not in summary  # the voice is fine: nothing blames it
-    from_env = _summary(ttsfw_cli("plan", "--json", env={"TTSFW_ALLOW_PLUGINS": "nosuch"}))
-    assert from_env == summary
+    from_env = _error(ttsfw_cli("plan", "--json", env={"TTSFW_ALLOW_PLUGINS": "nosuch"}))
+    assert from_env == error
 
 
 def test_blocking_every_plugin_is_said_so():
     args = [arg for name in FOUR for arg in ("-p", f"no:{name}")]
-    summary = _summary(ttsfw_cli(*args, "plan", "--json"))
-    assert summary == "no plugin is loaded: cpu_onnx, cuda, mps, wsl were blocked by -p no:NAME / TTSFW_BLOCK_PLUGINS"
+    error = _error(ttsfw_cli(*args, "plan", "--json"))
+    assert error == NO_DEFAULT + "cpu_onnx, cuda, mps, wsl were blocked by -p no:NAME / TTSFW_BLOCK_PLUGINS"
 
 
-def test_loaded_plugins_that_propose_nothing_are_named_with_those_left_out():
-    summary = _summary(ttsfw_cli("--allow-plugin", "cuda", "plan", "--json"))
-    assert summary.startswith("no loaded plugin (cuda) proposed a way to run piper model en_US-joe-medium: ")
-    assert "cpu_onnx, mps, wsl were left out by the allow-list" in summary
+def test_loaded_plugins_that_cannot_read_the_model_are_named_with_those_left_out():
+    # With only cuda (and the core's fish) loaded, nothing reads a Piper voice: say who was left out.
+    error = _error(ttsfw_cli("--allow-plugin", "cuda", "plan", "--model", str(embedded_voice()), "--json"))
+    assert error.startswith(f"error: {embedded_voice()} is not a model ttsfw knows: the loaded plugins read Fish")
+    assert error.endswith("; cpu_onnx, mps, wsl were left out by the allow-list (--allow-plugin / "
+                          "TTSFW_ALLOW_PLUGINS: cuda)")
+    error = _error(ttsfw_cli("--allow-plugin", "cuda", "plan", "--json"))
+    assert error.startswith(NO_DEFAULT + "cpu_onnx, mps, wsl were left out by the allow-list")
 
 
 def test_a_misspelt_allow_listed_plugin_is_named_even_when_a_plan_is_chosen():
@@ -298,7 +306,7 @@ def test_empty_cache_dir_writes_nothing_into_the_working_directory(tmp_path: Pat
 def _measurements_path(cache: Path) -> Path:
     from ttsfw import tuning
     from ttsfw.hardware import detect_host
-    from ttsfw.modelspecs.piper import embedded_default
+    from ttsfw_cpu_onnx.piper_spec import embedded_default
 
     path = tuning._path(cache, detect_host(), embedded_default())
     assert path is not None

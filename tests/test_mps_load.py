@@ -1,4 +1,4 @@
-"""load_engine of the MPS plugin: who it loads for, where, and how a missing piece becomes a fallback."""
+"""load_engine of the MPS plugin: where it loads, and how a missing piece becomes a fallback."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import types
 import pytest
 import ttsfw_mps.plugin as mps
 from helpers import make_settings
+from ttsfw.engine import EngineInfo
 from ttsfw.errors import EngineLoadError
 from ttsfw.models import ModelSpec, Proposal
+from ttsfw.registry import Registry
 from ttsfw_mps import scoring
 
 MODEL = ModelSpec(family="fish", name="s1")
@@ -35,35 +37,40 @@ class FakeEngine:
         self.closed = True
 
 
+def engines(loader="fake_fish_adapter:load_fish_engine"):
+    """The registry as the core builds it: the fish engine registered by its plugin, with a loader."""
+    registry = Registry()
+    registry.add_engine(EngineInfo(backend="fish-torch", families=frozenset({"fish"}), loader=loader), plugin="fish")
+    return registry
+
+
 @pytest.fixture
 def adapter(monkeypatch):
-    """Stands in for ttsfw.engines.fish_torch (issue 4), which is not in this branch."""
-    module = types.ModuleType("ttsfw.engines.fish_torch")
+    """Stands in for the fish engine's loader, which needs torch and fish-speech."""
+    module = types.ModuleType("fake_fish_adapter")
     module.load_fish_engine = lambda model, **kw: FakeEngine(**kw)
-    monkeypatch.setitem(sys.modules, "ttsfw.engines.fish_torch", module)
+    monkeypatch.setitem(sys.modules, "fake_fish_adapter", module)
     return module
-
-
-def test_other_plugins_proposals_are_not_ours():
-    assert mps.load_engine(proposal(plugin="cuda"), MODEL, make_settings()) is None
 
 
 def test_loads_fish_on_mps_in_fp16_without_compile(adapter):
     settings = make_settings()
-    engine = mps.load_engine(proposal(), MODEL, settings)
+    engine = mps.load_engine(proposal(), MODEL, settings, engines())
     assert engine.placed == {"device": "mps", "precision": "fp16", "quantization": "none", "compile": False,
                              "threads": None, "cache_dir": settings.cache_dir}
 
 
 def test_missing_adapter_is_a_load_error_the_core_falls_back_from(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ttsfw.engines.fish_torch", None)  # import fails
-    with pytest.raises(EngineLoadError, match="Fish Speech engine cannot be imported"):
-        mps.load_engine(proposal(), MODEL, make_settings())
+    monkeypatch.setitem(sys.modules, "fake_fish_adapter", None)  # import fails
+    with pytest.raises(EngineLoadError, match="Fish Speech engine cannot be loaded"):
+        mps.load_engine(proposal(), MODEL, make_settings(), engines())
+    with pytest.raises(EngineLoadError, match="no installed plugin registered engine 'fish-torch'"):
+        mps.load_engine(proposal(), MODEL, make_settings(), Registry())
 
 
 def test_coreml_path_without_a_codec_hook_closes_the_engine_and_says_why(adapter):
     made = []
     adapter.load_fish_engine = lambda model, **kw: made.append(FakeEngine(**kw)) or made[-1]
     with pytest.raises(EngineLoadError, match="Core ML decoder cannot be attached"):
-        mps.load_engine(proposal(engine=scoring.COREML_ENGINE), MODEL, make_settings())
+        mps.load_engine(proposal(engine=scoring.COREML_ENGINE), MODEL, make_settings(), engines())
     assert made[0].closed

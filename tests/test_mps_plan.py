@@ -8,36 +8,36 @@ from pathlib import Path
 
 import pytest
 import ttsfw_mps.plugin
-from helpers import make_host, ttsfw_cli
+from helpers import make_host, resolve, ttsfw_cli
 from test_fish_spec import S1_MINI, write_checkpoint
 from ttsfw import hookimpl
 from ttsfw.hardware import load_profile
 from ttsfw.models import Estimate, Proposal
-from ttsfw.modelspecs import resolve
 from ttsfw.planner import make_plan
 from ttsfw.runtime import apply_env
+from ttsfw.sdk import ESTIMATE_CONSTANTS
 from ttsfw_mps import scoring
 
 DATA = Path(__file__).resolve().parent / "data" / "hardware"
 GiB = 2**30
-CPU_RTF = 15.0  # FIELD_NOTES: M1 Air 8 GB, CPU only, RTF about 15
+CPU_RTF = 15.0  # field notes: M1 Air 8 GB, CPU only, RTF about 15
 
 
 
 def own_env(plan):
     """The plugins' environment changes, without the core's own (e.g. TQDM_DISABLE for any fish engine)."""
-    return [change for change in plan.env_changes if change.plugin != "core"]
+    return [change for change in plan.env_changes if change.plugin != "fish"]
 
 def cpu_competitor():
-    """Stands in for the cpu_onnx plugin's fish proposal (issue 4): FIELD_NOTES' CPU figure."""
+    """Stands in for the cpu_onnx plugin's fish proposal (issue 4): the field notes' CPU figure."""
     @hookimpl
     def score_config(model):
         if model.family != "fish":
             return None
         return [Proposal(device="cpu", device_family="cpu", engine="fish-torch", precision="fp32",
                          estimate=Estimate(rtf=CPU_RTF), score=round(1 / CPU_RTF, 4),
-                         reasons=[f"CPU: RTF ~{CPU_RTF:g} (FIELD_NOTES, M1 Air)"])]
-    return types.SimpleNamespace(TTSFW_HOOK_API="1.0", score_config=score_config)
+                         reasons=[f"CPU: RTF ~{CPU_RTF:g} (field notes, M1 Air)"])]
+    return types.SimpleNamespace(TTSFW_HOOK_API="2.0", score_config=score_config)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_larger_macs_fit_comfortably_and_run_faster(s1, fixture, bandwidth, rese
 def test_speed_grows_with_bandwidth_but_is_capped_by_the_per_token_overhead(s1):
     rates = [plan_for(f, s1).chosen.estimate.tokens_per_s for f in ("m1-air-8gb", "m1-pro-16gb", "m2-max-32gb")]
     assert rates == sorted(rates)
-    assert rates[-1] < 1 / scoring.PER_TOKEN_OVERHEAD_S
+    assert rates[-1] < 1 / ESTIMATE_CONSTANTS["mps-eager"].overhead_s
 
 
 def test_intel_mac_plans_cpu_with_the_reason_in_the_profile(s1):

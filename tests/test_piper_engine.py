@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from ttsfw.engines import KNOWN_ENGINES
+from helpers import make_settings, resolve
 from ttsfw.errors import EngineLoadError, ModelError, UsageError
-from ttsfw.modelspecs import resolve
-from ttsfw.modelspecs.piper import check_onnx_container, embedded_default
+from ttsfw.options import validate_options
+from ttsfw.plugins import PluginHost
+from ttsfw_cpu_onnx.piper_options import PiperOptions
+from ttsfw_cpu_onnx.piper_spec import check_onnx_container, embedded_default
 
 
 def _rms(pcm: bytes) -> float:
@@ -22,11 +24,14 @@ def _rms(pcm: bytes) -> float:
     return math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
 
 
-def test_registration_is_plain_data() -> None:
-    info = KNOWN_ENGINES["piper-onnx"]
+def test_registration_goes_through_the_hook_and_is_plain_data() -> None:
+    info = PluginHost.from_entry_points(make_settings()).registry.engine("piper-onnx")
+    assert info is not None and info.plugin == "cpu_onnx"  # registered by the plugin, not the core
     assert info.families == frozenset({"piper"})
     assert set(info.requires) == {"onnxruntime", "piper"}
     assert info.extra == "cpu-onnx"
+    assert set(info.options.model_fields) == {"speaker", "length_scale", "noise_scale", "noise_w_scale",
+                                              "sentence_silence"}
 
 
 def test_import_and_plan_stay_light() -> None:
@@ -77,7 +82,7 @@ def test_corrupt_and_incomplete_voices_are_refused(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def engine():
-    from ttsfw.engines import piper_onnx
+    from ttsfw_cpu_onnx import piper_engine as piper_onnx
 
     spec = embedded_default()
     eng = piper_onnx.load(spec.files["model"], spec.files["config"], threads=2, options={"enable_mem_reuse": False})
@@ -97,26 +102,27 @@ def test_engine_speaks(engine) -> None:
 @pytest.mark.slow
 def test_voice_options(engine) -> None:
     text = "The length scale makes speech slower or faster."
-    engine.configure(noise_scale=0.0, noise_w_scale=0.0, length_scale=1.0)  # deterministic durations
+    quiet = {"noise_scale": 0.0, "noise_w_scale": 0.0}  # deterministic durations
+    engine.configure(PiperOptions(length_scale=1.0, **quiet))
     normal = sum(c.seconds for c in engine.synthesize(text))
-    engine.configure(length_scale=1.5)
+    engine.configure(PiperOptions(length_scale=1.5, **quiet))
     slow = sum(c.seconds for c in engine.synthesize(text))
     assert slow > 1.3 * normal, (normal, slow)
-    engine.configure(length_scale=1.0, sentence_silence=0.75)
+    engine.configure(PiperOptions(sentence_silence=0.75, **quiet))
     two = sum(c.seconds for c in engine.synthesize("One sentence here. Another one there."))
-    engine.configure(sentence_silence=0.0)
+    engine.configure(PiperOptions(**quiet))  # a complete set: the silence is back to none
     two_plain = sum(c.seconds for c in engine.synthesize("One sentence here. Another one there."))
     # Silence goes between sentences across calls too (the engine has spoken before): 2 x 0.75 s.
     assert 1.45 < two - two_plain < 1.55, (two, two_plain)
     with pytest.raises(UsageError, match="single speaker"):
-        engine.configure(speaker="1")
-    with pytest.raises(UsageError, match="out of range"):
-        engine.configure(length_scale=0.0)
+        engine.configure(PiperOptions(speaker="1"))
+    with pytest.raises(UsageError, match="option length_scale=0.0 for the piper-onnx engine"):
+        validate_options("piper-onnx", PiperOptions, {"length_scale": 0.0})
 
 
 def test_unknown_session_option_is_refused() -> None:
     pytest.importorskip("onnxruntime")
-    from ttsfw.engines.piper_onnx import session_options
+    from ttsfw_cpu_onnx.piper_engine import session_options
 
     with pytest.raises(EngineLoadError, match="unknown session option"):
         session_options(2, {"graph_optimisation_level": "all"})
@@ -137,13 +143,15 @@ def test_any_piper_voice_by_path_and_multispeaker_config(tmp_path: Path) -> None
     (tmp_path / "v.onnx.json").write_text(json.dumps(cfg))
     resolved = resolve(str(tmp_path / "v.onnx"))
     assert resolved.properties["num_speakers"] == 3 and resolved.source == "path"
-    from ttsfw.engines import piper_onnx
+    from ttsfw_cpu_onnx import piper_engine as piper_onnx
 
     eng = piper_onnx.load(resolved.files["model"], resolved.files["config"], threads=1)
-    eng.configure(speaker="bob")
+    eng.configure(PiperOptions(speaker="bob"))
     assert eng.speaker_id == 1
-    eng.configure(speaker="2")
+    eng.configure(PiperOptions(speaker="2"))
     assert eng.speaker_id == 2
+    eng.configure(PiperOptions())
+    assert eng.speaker_id is None  # unset: the voice's default speaker
     with pytest.raises(UsageError, match="unknown speaker"):
-        eng.configure(speaker="zed")
+        eng.configure(PiperOptions(speaker="zed"))
     eng.close()

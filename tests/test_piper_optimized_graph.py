@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from ttsfw.engines import piper_onnx
-from ttsfw.modelspecs.piper import embedded_default
 from ttsfw_cpu_onnx import cache
+from ttsfw_cpu_onnx import piper_engine as piper_onnx
+from ttsfw_cpu_onnx.piper_options import PiperOptions
+from ttsfw_cpu_onnx.piper_spec import embedded_default
 
 pytestmark = pytest.mark.slow
 FAST_START = {"graph_optimization_level": "all", "enable_mem_reuse": False, "cache_optimized_graph": True}
@@ -16,7 +17,7 @@ FAST_START = {"graph_optimization_level": "all", "enable_mem_reuse": False, "cac
 
 def _speak(engine) -> bytes:
     # Zero noise makes VITS deterministic, so two sessions can be compared sample for sample.
-    engine.configure(noise_scale=0.0, noise_w_scale=0.0)
+    engine.configure(PiperOptions(noise_scale=0.0, noise_w_scale=0.0))
     return b"".join(chunk.pcm for chunk in engine.synthesize("The quick brown fox jumps over the lazy dog."))
 
 

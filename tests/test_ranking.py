@@ -1,11 +1,22 @@
 """The core's ranking: hard vetoes with reasons, then score, then a deterministic tie-break."""
 
-import pytest
 from helpers import GiB, cpu_profile, make_settings, piper_spec
 from ttsfw.engine import EngineInfo
-from ttsfw.engines import KNOWN_ENGINES, register_engine
 from ttsfw.models import AcceleratorDevice, Estimate, Proposal
-from ttsfw.ranking import rank
+from ttsfw.ranking import rank as core_rank
+from ttsfw.registry import Registry
+
+
+def registry(*backends, families=("piper",)):
+    reg = Registry()
+    for backend in backends:
+        reg.add_engine(EngineInfo(backend=backend, families=frozenset(families)), plugin="t")
+    return reg
+
+
+def rank(proposals, model, hardware, settings, reg=None):
+    # Every engine the tests use runs piper models unless a test registers otherwise.
+    return core_rank(proposals, model, hardware, settings, reg or registry(*{p.engine for p in proposals}))
 
 
 def p(score=1.0, device="cpu", family="cpu", engine="e", **kw):
@@ -72,16 +83,23 @@ def test_missing_runtime_is_vetoed_only_for_this_machine():
     assert feasible == [needy]
 
 
-@pytest.fixture
-def fish_only_engine():
-    register_engine(EngineInfo(backend="test-fish", families=frozenset({"fish"})))
-    yield
-    KNOWN_ENGINES.pop("test-fish")
-
-
-def test_unsupported_model_family_is_vetoed(fish_only_engine):
-    _, rejected = rank([p(engine="test-fish")], piper_spec(), cpu_profile(), make_settings())
+def test_unsupported_model_family_is_vetoed():
+    fish_only = registry("test-fish", families=("fish",))
+    _, rejected = rank([p(engine="test-fish")], piper_spec(), cpu_profile(), make_settings(), fish_only)
     assert reasons_of(rejected)["test-fish"] == ["engine test-fish does not run piper models"]
+
+
+def test_an_engine_nobody_registered_is_vetoed_like_any_other():
+    _, rejected = rank([p(engine="ghost-engine")], piper_spec(), cpu_profile(), make_settings(), registry())
+    assert reasons_of(rejected)["ghost-engine"] == ["engine 'ghost-engine' is not registered by any installed plugin"]
+
+
+def test_a_third_party_engine_gets_the_runtime_check_a_builtin_gets():
+    reg = Registry()
+    reg.add_engine(EngineInfo(backend="vendor", families=frozenset({"piper"}), requires=("vendor_sdk_not_here",),
+                              install_hint="pip install vendor-sdk"), plugin="vendor")
+    _, rejected = rank([p(engine="vendor")], piper_spec(), cpu_profile(), make_settings(), reg)
+    assert reasons_of(rejected)["vendor"] == ["runtime missing: vendor_sdk_not_here not installed (pip install vendor-sdk)"]
 
 
 def test_plugin_vetoes_are_kept_alongside_the_cores():

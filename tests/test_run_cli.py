@@ -137,7 +137,7 @@ def test_bad_input_is_one_line_error_and_no_file(tmp_path: Path, args, stdin, ne
     (tmp_path / "huge.txt").write_bytes(b"All work and no play makes a dull voice. " * 80_000)  # ~3.3 MB
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("x")
-    from ttsfw.modelspecs.piper import embedded_default
+    from ttsfw_cpu_onnx.piper_spec import embedded_default
 
     voice = embedded_default()
     data = Path(voice.path).read_bytes()

@@ -61,7 +61,7 @@ class ToyEngine:
 
 
 def owner_plugin(name, score, engine_factory=None, error=None, env=None, cleanup=False):
-    module = types.SimpleNamespace(TTSFW_HOOK_API="1.0", loaded=[])
+    module = types.SimpleNamespace(TTSFW_HOOK_API="2.0", loaded=[])
 
     @hookimpl
     def score_config():
@@ -137,7 +137,7 @@ def test_nothing_loads_is_one_error_listing_every_attempt():
 
 def test_no_feasible_plan_is_refused():
     host = make_host()
-    with pytest.raises(NoFeasiblePlan, match="no plugin is loaded: no ttsfw plugin is installed"):
+    with pytest.raises(NoFeasiblePlan, match=r"no loaded plugin \(fish, test_engines\) proposed a way to run piper"):
         load(host, plan_for(host))
 
 

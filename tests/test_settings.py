@@ -2,7 +2,10 @@
 
 
 import pytest
+from helpers import cpu_profile
 from ttsfw.errors import UsageError
+from ttsfw.planner import make_plan
+from ttsfw.plugins import PluginHost
 from ttsfw.settings import load_settings
 
 
@@ -23,17 +26,27 @@ def test_allow_list_and_cache_dir(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("source", ["flag", "env"])
-def test_unknown_device_is_a_one_line_error_naming_its_source(monkeypatch, source):
+def test_unknown_device_family_is_a_one_line_error_naming_its_source_and_the_families(monkeypatch, source):
+    # Device families are what the installed plugins register: checked when the plan is made.
     if source == "env":
         monkeypatch.setenv("TTSFW_DEVICE", "gpu")
-        expected = "unknown device 'gpu' from TTSFW_DEVICE: choose one of auto, cpu, cuda, mps"
         call = {}
     else:
-        expected = "unknown device 'gpu' from --device: choose one of auto, cpu, cuda, mps"
         call = {"device": "gpu"}
+    host = PluginHost.from_entry_points(load_settings(**call))
     with pytest.raises(UsageError) as info:
-        load_settings(**call)
-    assert str(info.value) == expected
+        make_plan(host, hardware=cpu_profile())
+    expected_source = "TTSFW_DEVICE" if source == "env" else "--device"
+    assert str(info.value) == (
+        f"unknown device 'gpu' from {expected_source}: choose auto or a device family the plugins know: cpu, cuda,"
+        " mps (present on this machine: cpu)"
+    )
+
+
+@pytest.mark.parametrize("value", ["GPU!", "../cpu", "a" * 70])
+def test_a_device_that_is_not_a_family_name_is_refused_at_once(value):
+    with pytest.raises(UsageError, match="from --device: name a device family"):
+        load_settings(device=value)
 
 
 def test_other_bad_values_name_the_variable(monkeypatch):

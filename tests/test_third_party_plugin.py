@@ -1,15 +1,25 @@
-"""The example from docs/writing-a-plugin.md, built and installed as a real distribution."""
+"""The examples from docs/writing-a-plugin.md, built and installed as real distributions, used through the CLI.
+
+``ttsfw-beep`` is an engine plugin (the .beep model format, the beep engine,
+its ``pitch_hz`` voice option); ``ttsfw-npu`` a hardware plugin for a device
+family the core has never heard of (a demo NPU, faked with TTSFW_FAKE_NPU=1),
+which places the beep engine on its device. ``ttsfw-broken`` fails on import,
+and a hook API 1.0 plugin must be refused with the upgrade message.
+"""
 
 import json
 import os
 import subprocess
 import sys
+import wave
 
+import numpy as np
 import pytest
 from helpers import REPO, ttsfw_cli
 from ttsfw.models import Plan
 
 EXAMPLES = REPO / "docs" / "examples"
+FAKE_NPU = {"TTSFW_FAKE_NPU": "1"}
 pytestmark = pytest.mark.slow
 
 
@@ -17,68 +27,208 @@ pytestmark = pytest.mark.slow
 def site(tmp_path_factory):
     """A directory holding the installed example plugins, put on PYTHONPATH for the CLI."""
     target = tmp_path_factory.mktemp("site")
-    for project in ("ttsfw-beep", "ttsfw-broken"):
+    for project in ("ttsfw-beep", "ttsfw-npu", "ttsfw-broken"):
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
              "--target", str(target), str(EXAMPLES / project)],
             check=True, capture_output=True, timeout=300,
         )
+    # A plugin built for hook API 1.0, installed as a distribution with an entry point.
+    (target / "ttsfw_old.py").write_text('TTSFW_HOOK_API = "1.0"\n')
+    info = target / "ttsfw_old-1.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ttsfw-old\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text("[ttsfw]\nold = ttsfw_old\n")
     return target
+
+
+@pytest.fixture
+def beep_file(tmp_path):
+    path = tmp_path / "voice.beep"
+    path.write_text(json.dumps({"format": "beep", "pitch_hz": 440, "sample_rate": 16000}))
+    return path
 
 
 def cli(site, *args, **env):
     return ttsfw_cli(*args, env={"PYTHONPATH": str(site), **env})
 
 
-def test_installed_example_is_listed_and_the_broken_one_isolated(site):
+def one_line_error(result) -> str:
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_installed_examples_are_listed_the_broken_one_isolated_the_old_one_refused(site):
     result = cli(site, "plugins", "--json")
     assert result.returncode == 0, result.stderr
     infos = {i["name"]: i for i in json.loads(result.stdout)}
-    beep = infos["beep"]
-    assert (beep["status"], beep["distribution"], beep["version"]) == ("ok", "ttsfw-beep", "0.1.0")
-    assert beep["hooks"] == ["detect", "disable_training_artifacts", "load_engine", "prepare_env", "score_config"]
+    beep, npu = infos["beep"], infos["npu"]
+    assert (beep["status"], beep["distribution"], beep["version"], beep["api_version"]) == (
+        "ok", "ttsfw-beep", "0.2.0", "2.0")
+    assert beep["hooks"] == ["default_model", "disable_training_artifacts", "load_engine", "register_engines",
+                             "resolve_model", "score_config"]
+    assert (npu["status"], npu["distribution"]) == ("ok", "ttsfw-npu")
+    assert npu["hooks"] == ["detect", "load_engine", "prepare_env", "register_device_families", "score_config"]
     broken = infos["broken"]
     assert broken["status"] == "broken" and "a_module_that_does_not_exist" in broken["error"]
+    old = infos["old"]
+    assert old["status"] == "refused" and old["api_version"] == "1.0"
+    assert "the core speaks 2.0" in old["error"] and "'Upgrading from hook API 1.x'" in old["error"]
+    assert "Upgrading from hook API 1.x" in (REPO / "docs" / "writing-a-plugin.md").read_text()
     assert infos["cpu_onnx"]["status"] == "ok"
 
 
-def test_example_is_ranked_and_explained(site):
-    result = cli(site, "plan", "--json")  # the embedded voice
+def test_engines_lists_the_beep_engine_its_option_and_the_npu_family(site):
+    result = cli(site, "engines", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    beep = next(e for e in data["engines"] if e["engine"] == "beep")
+    assert (beep["plugin"], beep["families"], beep["options"]) == ("beep", ["beep"], ["pitch_hz"])
+    assert "npu" in data["device_families"]
+    text = cli(site, "engines").stdout.decode()
+    assert "beep  (plugin beep; runs beep models)\n" in text and "    options: pitch_hz\n" in text
+
+
+def test_plan_for_the_npu_chooses_it_and_locks_it(site, beep_file):
+    result = cli(site, "plan", "--device", "npu", "--model", str(beep_file), "--json", **FAKE_NPU)
     assert result.returncode == 0, result.stderr
     plan = Plan.model_validate_json(result.stdout)
-    beep = [p for p in plan.ranked() if p.plugin == "beep"]
-    assert beep and "beeps once per word" in beep[0].reasons[0]
-    assert any("beep can run on any" in note for note in plan.hardware.notes)
+    assert (plan.model.family, plan.model.resolved_by, plan.device_lock) == ("beep", "beep", "npu")
+    chosen = plan.chosen
+    assert (chosen.plugin, chosen.device, chosen.device_family, chosen.engine) == ("npu", "npu:0", "npu", "beep")
+    assert chosen.reasons == ["runs the beep engine on Demo NPU (fake), leaving the CPU free"]
+    cpu = [r for r in plan.rejected if r.proposal.plugin == "beep"]
+    assert len(cpu) == 1 and "device locked to npu" in cpu[0].reasons[0]
+    assert [(c.key, c.value, c.plugin) for c in plan.env_changes] == [("DEMO_NPU_VISIBLE_DEVICES", "0", "npu")]
+    # Unlocked, the NPU still wins on the shared scale (its estimate is twice the CPU beeper's speed).
+    auto = Plan.model_validate_json(cli(site, "plan", "--model", str(beep_file), "--json", **FAKE_NPU).stdout)
+    assert auto.chosen.device == "npu:0" and auto.alternatives[0].device == "cpu"
+
+
+def test_a_saved_profile_with_a_busy_npu_plans_elsewhere_and_says_why(site, beep_file, tmp_path):
+    detected = cli(site, "detect", "--json", **FAKE_NPU)
+    assert detected.returncode == 0, detected.stderr
+    profile = json.loads(detected.stdout)
+    npu = next(d for d in profile["devices"] if d["id"] == "npu:0")
+    assert (npu["family"], npu["detected_by"]) == ("npu", "npu")
+    npu["flags"] = ["busy"]
+    saved = tmp_path / "busy-npu.json"
+    saved.write_text(json.dumps(profile))
+    # A saved profile needs no fake: the NPU is in it.
+    plan = Plan.model_validate_json(cli(site, "plan", "--hardware", str(saved), "--model", str(beep_file),
+                                        "--json").stdout)
+    assert plan.chosen.device == "cpu"
+    busy = plan.alternatives[0]
+    assert (busy.device, busy.score, busy.score_factors) == ("npu:0", 80.0, {"busy_npu": 0.4})
+    assert busy.reasons[-1] == "the NPU is busy with another process: score x0.4"
+
+
+def dominant_hz(path) -> tuple[float, float]:
+    with wave.open(str(path)) as w:
+        rate, frames = w.getframerate(), w.readframes(w.getnframes())
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+    samples = np.frombuffer(frames, dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[spectrum.argmax()]), len(samples) / rate
+
+
+def test_run_on_the_npu_with_a_voice_option(site, beep_file, tmp_path):
+    out = tmp_path / "out.wav"
+    result = cli(site, "run", "--device", "npu", "--model", str(beep_file), "-O", "pitch_hz=880",
+                 "Hello there.", "-o", str(out), "--json", **FAKE_NPU)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["chosen"] == "npu: beep, npu:0, n/a"
+    assert report["voice"] == {"pitch_hz": 880.0}
+    assert report["env_applied"] == [
+        "DEMO_NPU_VISIBLE_DEVICES='0' (npu: the NPU runtime sees only npu:0, the device this plan chose)"]
+    # disable_training_artifacts reaches every plugin: the beep plugin cleans its engine though the npu loaded it.
+    assert report["artifacts_disabled"] == ["beep engine: nothing to disable (no trainable state)"]
+    hz, seconds = dominant_hz(out)
+    assert seconds == pytest.approx(2 * 0.15, abs=0.02)  # two words x (0.1 s beep + 0.05 s gap)
+    assert hz == pytest.approx(880, abs=10)
+    # Without the option the voice's own pitch applies.
+    plain = tmp_path / "plain.wav"
+    result = cli(site, "run", "--device", "npu", "--model", str(beep_file), "Hello there.", "-o", str(plain),
+                 **FAKE_NPU)
+    assert result.returncode == 0, result.stderr
+    assert dominant_hz(plain)[0] == pytest.approx(440, abs=10)
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    ("pitch_hz=abc", "error: option pitch_hz='abc' for the beep engine: Input should be a valid number"),
+    ("nosuch=1", "error: --nosuch does not apply to the beep engine (it takes: pitch_hz)"),
+    ("pitch_hz=10", "error: option pitch_hz='10' for the beep engine: Input should be greater than or equal to 20"),
+    ("pitch_hz=9000", "error: pitch_hz=9000 is too high for a 16000 Hz voice (below 8000)"),
+])
+def test_bad_voice_options_are_one_line_errors(site, beep_file, tmp_path, option, expected):
+    out = tmp_path / "x.wav"
+    result = cli(site, "run", "--device", "npu", "--model", str(beep_file), "-O", option, "Hello.", "-o", str(out),
+                 **FAKE_NPU)
+    assert one_line_error(result).startswith(expected)
+    assert not out.exists()
+
+
+def test_device_npu_without_an_npu_is_a_vetoed_plan(site, beep_file, tmp_path):
+    # npu is a registered family, so the lock is valid (not an unknown-family usage error); there is
+    # simply no NPU here: every proposal is vetoed and the run refuses in one line.
+    plan = cli(site, "plan", "--device", "npu", "--model", str(beep_file), "--json")
+    assert plan.returncode == 3
+    data = Plan.model_validate_json(plan.stdout)
+    assert data.chosen is None and data.summary == "all 1 proposals for voice were vetoed (device locked to npu)"
+    assert any("no NPU found (this demo plugin fakes one when TTSFW_FAKE_NPU=1)" in n for n in data.hardware.notes)
+    run = cli(site, "run", "--device", "npu", "--model", str(beep_file), "Hello.", "-o", str(tmp_path / "x.wav"))
+    assert one_line_error(run) == "error: all 1 proposals for voice were vetoed (device locked to npu)"
+    # A family nobody registered is a usage error that lists the families, npu among them.
+    unknown = one_line_error(cli(site, "plan", "--device", "tpu", "--model", str(beep_file)))
+    assert unknown.startswith("error: unknown device 'tpu' from --device") and "npu" in unknown
+
+
+def test_a_corrupt_beep_file_is_a_one_line_model_error(site, tmp_path):
+    bad = tmp_path / "bad.beep"
+    bad.write_text('{"format": "beep", "pitch_hz": "high"')
+    assert one_line_error(cli(site, "plan", "--model", str(bad))).startswith(f"error: {bad} is not a valid beep file")
+    wrong = tmp_path / "wrong.beep"
+    wrong.write_text('{"format": "boop"}')
+    assert one_line_error(cli(site, "plan", "--model", str(wrong))) == (
+        f"error: {wrong} is not a valid beep file: Input should be 'beep'")
+
+
+def test_the_beep_default_model_never_beats_the_embedded_voice(site, tmp_path):
+    plan = Plan.model_validate_json(cli(site, "plan", "--json").stdout)
+    assert (plan.model.family, plan.model.resolved_by) == ("piper", "cpu_onnx")
+    # Without the Piper plugin the beep plugin's fallback answers, and `ttsfw run` works with no model.
+    out = tmp_path / "fallback.wav"
+    result = cli(site, "-p", "no:cpu_onnx", "run", "one two three", "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["plan"]["model"]["name"] == "beep-440" and report["chosen"].startswith("beep: beep, cpu")
+    hz, seconds = dominant_hz(out)
+    assert hz == pytest.approx(440, abs=10) and seconds == pytest.approx(3 * 0.15, abs=0.02)
 
 
 def test_strict_mode_refuses_to_run_with_the_broken_plugin(site):
-    result = cli(site, "--strict", "plugins")
-    err = result.stderr.decode()
-    assert result.returncode != 0 and err.startswith("error: plugin 'broken' broken") and "Traceback" not in err
+    err = one_line_error(cli(site, "--strict", "plugins"))
+    assert err.startswith("error: plugin 'broken' broken")
 
 
-def test_example_engine_runs_through_the_core_runtime(site):
-    # plan -> prepare_env -> load_engine -> disable_training_artifacts -> check, through entry points.
-    code = """
-import json, os, sys
-from ttsfw.planner import make_plan
-from ttsfw.plugins import PluginHost
-from ttsfw.runtime import load
-from ttsfw.settings import Settings
-host = PluginHost.from_entry_points(Settings(allow_plugins=["beep"]))
-plan = make_plan(host)
-loaded = load(host, plan)
-chunk = next(loaded.engine.synthesize("three short words"))
-print(json.dumps({"plugin": loaded.proposal.plugin, "env": os.environ.get("TTSFW_BEEP_ACTIVE"),
-                  "actions": loaded.artifacts_disabled, "seconds": chunk.seconds}))
+def test_the_examples_pass_the_conformance_kit_as_installed(site, beep_file):
+    # What a plugin author's own test suite does: the whole test is one call.
+    code = f"""
+import ttsfw_beep, ttsfw_npu
+from ttsfw.testing.conformance import assert_conformant
+assert_conformant(ttsfw_beep, model={str(beep_file)!r})
+assert_conformant(ttsfw_npu, model={str(beep_file)!r})
+print("ok")
 """
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
-    assert out["plugin"] == "beep" and out["env"] == "1"
-    assert out["actions"] == ["beep engine: nothing to disable (no trainable state)"]
-    assert out["seconds"] == pytest.approx(3 * 0.15)  # 3 words x (0.1 s beep + 0.05 s gap)
+    env = {**os.environ, "PYTHONPATH": str(site), **FAKE_NPU}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+# -- the guide shows the examples' real code ---------------------------------------------------
 
 
 def _python_blocks(markdown: str) -> list[str]:
@@ -94,12 +244,40 @@ def _python_blocks(markdown: str) -> list[str]:
     return blocks
 
 
-@pytest.mark.parametrize("hook", ["detect", "score_config", "prepare_env", "load_engine", "disable_training_artifacts"])
-def test_the_walkthrough_shows_the_examples_real_code(hook):
-    # The guide must not drift from the example the tests install.
-    source = (EXAMPLES / "ttsfw-beep" / "src" / "ttsfw_beep" / "__init__.py").read_text()
-    doc = (REPO / "docs" / "writing-a-plugin.md").read_text()
-    shown = next(b for b in _python_blocks(doc) if f"def {hook}(" in b and "@hookimpl\n" in b)
-    start = shown.index(f"@hookimpl\ndef {hook}(")
-    snippet = shown[start:].split("\n\n\n")[0]
-    assert snippet in source
+GUIDE = REPO / "docs" / "writing-a-plugin.md"
+EXAMPLE_SOURCES = {
+    "ttsfw-beep": EXAMPLES / "ttsfw-beep" / "src" / "ttsfw_beep" / "__init__.py",
+    "ttsfw-npu": EXAMPLES / "ttsfw-npu" / "src" / "ttsfw_npu" / "__init__.py",
+}
+
+
+def _labelled_blocks() -> list[tuple[str, str]]:
+    """Blocks of the guide that start with ``# docs/examples/...py``: (the file, the code below the label)."""
+    out = []
+    for block in _python_blocks(GUIDE.read_text()):
+        first, _, rest = block.partition("\n")
+        if first.startswith("# docs/examples/") and first.endswith(".py"):
+            out.append((first[2:], rest))
+    return out
+
+
+def test_every_labelled_block_of_the_guide_is_the_examples_real_code():
+    blocks = _labelled_blocks()
+    assert len(blocks) >= 6
+    for path, code in blocks:
+        source = (REPO / path).read_text()
+        for piece in code.strip().split("\n\n\n"):
+            assert piece.strip() in source, f"the guide's {path} block drifted from the file:\n{piece}"
+
+
+@pytest.mark.parametrize(("example", "hook"), [
+    ("ttsfw-beep", "register_engines"), ("ttsfw-beep", "resolve_model"), ("ttsfw-beep", "default_model"),
+    ("ttsfw-beep", "score_config"), ("ttsfw-beep", "load_engine"),
+    ("ttsfw-npu", "register_device_families"), ("ttsfw-npu", "detect"), ("ttsfw-npu", "score_config"),
+    ("ttsfw-npu", "prepare_env"), ("ttsfw-npu", "load_engine"),
+])
+def test_the_walkthrough_shows_each_hook_of_the_examples(example, hook):
+    # The guide must not drift from the examples the tests install.
+    path = str(EXAMPLE_SOURCES[example].relative_to(REPO))
+    shown = [code for p, code in _labelled_blocks() if p == path and f"\ndef {hook}(" in f"\n{code}"]
+    assert shown, f"the guide shows no {hook} of {example}"

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import ttsfw_wsl.plugin
-from helpers import make_host
+from helpers import make_host, resolve
 from test_fish_spec import write_checkpoint
 from ttsfw import hookimpl
 from ttsfw.hardware import load_profile
 from ttsfw.models import AcceleratorDevice, Estimate, Proposal
-from ttsfw.modelspecs import resolve
 from ttsfw.planner import make_plan
 from ttsfw_wsl import probe, wrapper
 
@@ -40,7 +39,7 @@ WSL2_MOUNTS = ("none /usr/lib/wsl/drivers 9p ro,dirsync,aname=drivers 0 0\n"
 
 def own_env(plan):
     """The plugins' environment changes, without the core's own (e.g. TQDM_DISABLE for any fish engine)."""
-    return [change for change in plan.env_changes if change.plugin != "core"]
+    return [change for change in plan.env_changes if change.plugin != "fish"]
 
 def fake_root(root: Path, *, version: str, release: str, dxg: bool, libcuda: bool, mounts: str = "") -> Path:
     (root / "proc" / "sys" / "kernel").mkdir(parents=True, exist_ok=True)
@@ -146,8 +145,11 @@ def test_missing_proc_is_not_an_error(tmp_path):
 # -- the wrapper ---------------------------------------------------------------
 
 
-def cuda_test_plugin(compile_reason: str, compiled: bool = False):
-    """A plugin named "cuda" proposing what ttsfw-cuda (issue 5) proposes; the wrapper sees exactly this."""
+def cuda_test_plugin(compile_reason: str, compiled: bool = False, blocked: str = ""):
+    """A plugin named "cuda" proposing what ttsfw-cuda proposes; the wrapper sees exactly this.
+
+    ``blocked`` is the field ttsfw-cuda sets when compile is off (``facts["compile_blocked"]``): the
+    wrapper reads that field, never the reason text."""
     @hookimpl
     def score_config(model, hardware):
         gpu = hardware.device("cuda:0")
@@ -156,21 +158,22 @@ def cuda_test_plugin(compile_reason: str, compiled: bool = False):
         return [Proposal(device="cuda:0", device_family="cuda", engine="fish-torch", precision="bf16",
                          compile=compiled, memory_pool="device", score=0.4,
                          estimate=Estimate(rtf=2.5, tokens_per_s=8.6, peak_memory_bytes=int(4.5 * GiB)),
-                         reasons=["NVIDIA GeForce RTX 3060 (cuda:0): RTF ~2.50", compile_reason])]
-    return types.SimpleNamespace(TTSFW_HOOK_API="1.0", score_config=score_config)
+                         reasons=["NVIDIA GeForce RTX 3060 (cuda:0): RTF ~2.50", compile_reason],
+                         facts={"compile_blocked": blocked} if blocked else {})]
+    return types.SimpleNamespace(TTSFW_HOOK_API="2.0", score_config=score_config)
 
 
 def cpu_test_plugin():
     @hookimpl
     def score_config(model):
         return [Proposal(device="cpu", device_family="cpu", engine="fish-torch", estimate=Estimate(rtf=15.0),
-                         score=round(1 / 15, 4), reasons=["CPU: RTF ~15 (FIELD_NOTES)"])]
-    return types.SimpleNamespace(TTSFW_HOOK_API="1.0", score_config=score_config)
+                         score=round(1 / 15, 4), reasons=["CPU: RTF ~15 (field notes)"])]
+    return types.SimpleNamespace(TTSFW_HOOK_API="2.0", score_config=score_config)
 
 
-WINDOWS_REASON = ("no torch.compile: windows has no working Triton (FIELD_NOTES: 'Cannot find a working triton "
+WINDOWS_REASON = ("no torch.compile: windows has no working Triton (field notes: 'Cannot find a working triton "
                   "installation' on native Windows)")
-COMPILED_REASON = "torch.compile with Triton: ~20% faster decoding (FIELD_NOTES: 20-30% on Linux)"
+COMPILED_REASON = "torch.compile with Triton: ~20% faster decoding (field notes: 20-30% on Linux)"
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +188,7 @@ def plan(fixture, model, cuda, **kw):
 
 def test_wsl2_rtx3060_gets_a_compiled_variant_when_cuda_thought_it_was_windows(s1, monkeypatch):
     monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
-    p = plan("wsl2-rtx3060", s1, cuda_test_plugin(WINDOWS_REASON))
+    p = plan("wsl2-rtx3060", s1, cuda_test_plugin(WINDOWS_REASON, blocked="os"))
     c = p.chosen
     assert (c.plugin, c.device, c.compile) == ("cuda", "cuda:0", True)
     assert any("WSL2 (ttsfw-wsl)" in r and "Triton works" in r for r in c.reasons)
@@ -205,19 +208,26 @@ def test_already_compiled_cuda_proposal_gets_the_wsl2_reason_and_no_twin(s1):
 
 
 def test_triton_missing_is_not_overridden(s1):
-    p = plan("wsl2-rtx3060", s1, cuda_test_plugin("no torch.compile: Triton is not installed (pip install triton)"))
+    p = plan("wsl2-rtx3060", s1, cuda_test_plugin("no torch.compile: Triton is not installed (pip install triton)",
+                                                  blocked="no-triton"))
+    assert [x.compile for x in p.ranked() if x.plugin == "cuda"] == [False]
+
+
+def test_the_wrapper_reads_the_decision_field_not_the_reason_text(s1):
+    # A reason that mentions Windows decides nothing: only facts["compile_blocked"] == "os" does.
+    p = plan("wsl2-rtx3060", s1, cuda_test_plugin(WINDOWS_REASON, blocked="no-triton"))
     assert [x.compile for x in p.ranked() if x.plugin == "cuda"] == [False]
 
 
 def test_library_path_already_set_needs_no_change(s1, monkeypatch):
     monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/x:/usr/lib/wsl/lib")
-    assert own_env(plan("wsl2-rtx3060", s1, cuda_test_plugin(WINDOWS_REASON))) == []
+    assert own_env(plan("wsl2-rtx3060", s1, cuda_test_plugin(WINDOWS_REASON, blocked="os"))) == []
 
 
 def test_wsl1_vetoes_cuda_and_plans_cpu(s1):
     data = json.loads((DATA / "wsl1.json").read_text())
     assert data["flags"]["wsl"] == "wsl1" and data["devices"] == []
-    p = plan("wsl1", s1, cuda_test_plugin(WINDOWS_REASON))
+    p = plan("wsl1", s1, cuda_test_plugin(WINDOWS_REASON, blocked="os"))
     assert p.chosen.plugin == "cpu"
     assert any("WSL1 has no GPU" in n for n in p.hardware.notes)
 
@@ -226,7 +236,7 @@ def test_wsl1_vetoes_a_cuda_proposal_whatever_the_profile_says(s1, tmp_path):
     data = json.loads((DATA / "wsl2-rtx3060.json").read_text())
     data["flags"]["wsl"] = "wsl1"
     (tmp_path / "odd.json").write_text(json.dumps(data))
-    host = make_host(("cpu", cpu_test_plugin()), ("cuda", cuda_test_plugin(WINDOWS_REASON)),
+    host = make_host(("cpu", cpu_test_plugin()), ("cuda", cuda_test_plugin(WINDOWS_REASON, blocked="os")),
                      ("wsl", ttsfw_wsl.plugin))
     p = make_plan(host, hardware=load_profile(tmp_path / "odd.json"), model=s1)
     assert p.chosen.plugin == "cpu"
@@ -269,7 +279,7 @@ def test_not_wsl_leaves_cuda_proposals_alone(s1, tmp_path):
     data = json.loads((DATA / "wsl2-rtx3060.json").read_text())
     data["flags"] = {"triton": True}
     (tmp_path / "linux.json").write_text(json.dumps(data))
-    host = make_host(("cuda", cuda_test_plugin(WINDOWS_REASON)), ("wsl", ttsfw_wsl.plugin))
+    host = make_host(("cuda", cuda_test_plugin(WINDOWS_REASON, blocked="os")), ("wsl", ttsfw_wsl.plugin))
     p = make_plan(host, hardware=load_profile(tmp_path / "linux.json"), model=s1)
     assert [x.compile for x in p.ranked()] == [False] and own_env(p) == []
 

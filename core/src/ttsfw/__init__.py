@@ -1,8 +1,11 @@
 """ttsfw: a hardware-aware runtime for neural text-to-speech.
 
-Importing this package is cheap on purpose (pluggy and nothing heavy): plugins
-import ``hookimpl`` and the public models from here, and commands that only
-detect, plan or list never pull in torch or onnxruntime.
+Importing this package is cheap on purpose (pluggy and nothing heavy), and
+commands that only detect, plan or list never pull in torch or onnxruntime.
+
+* :class:`Session` (``ttsfw.Session()``) is the Python API: plan once, load
+  once, speak many.
+* Plugins import :mod:`ttsfw.sdk`, and nothing else from the core.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 from .hookspecs import HOOK_API_VERSION, hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "AcceleratorDevice": "models",
@@ -25,6 +28,9 @@ _LAZY = {
     "Plan": "models",
     "Proposal": "models",
     "Settings": "settings",
+    "Session": "session",
+    "Speech": "session",
+    "Report": "session",
     "AudioChunk": "engine",
     "Engine": "engine",
     "EngineLoadError": "errors",

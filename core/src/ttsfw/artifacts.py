@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
 
+from .errors import one_line
 from .files import atomic_target, file_sha256, read_json, write_atomic
-from .plugins import one_line
 
 T = TypeVar("T")
 RECORD_SUFFIX = ".record.json"

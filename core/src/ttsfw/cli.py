@@ -94,6 +94,35 @@ def plugins_cmd(obj: Context, as_json: bool) -> None:
             click.echo(f"    {info.status}: {info.error}")
 
 
+@main.command("engines")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def engines_cmd(obj: Context, as_json: bool) -> None:
+    """List the engines the plugins registered, the model families they run and their voice options."""
+    from .options import describe
+
+    host = obj.host(obj.settings())
+    registry = host.registry
+    rows = []
+    for info in sorted(registry.engines.values(), key=lambda e: e.backend):
+        options = registry.options_for(info.backend)
+        rows.append({
+            "engine": info.backend, "plugin": info.plugin, "families": sorted(info.families),
+            "requires": list(info.requires), "options": list(options.model_fields) if options else [],
+            "description": info.description,
+        })
+    if as_json:
+        _emit_json({"engines": rows, "device_families": sorted(registry.families)})
+        return
+    for row, info in zip(rows, sorted(registry.engines.values(), key=lambda e: e.backend), strict=True):
+        click.echo(f"{row['engine']}  (plugin {row['plugin']}; runs {', '.join(row['families'])} models)")
+        click.echo(f"    {row['description']}")
+        click.echo(f"    options: {describe(registry.options_for(info.backend))}")
+    click.echo("device families: " + ", ".join(sorted(registry.families)))
+    for problem in host.problems:
+        click.echo(f"plugin problem: {problem.plugin}.{problem.hook}: {problem.error}", err=True)
+
+
 # -- detect ------------------------------------------------------------------
 
 
@@ -232,46 +261,43 @@ def plan_cmd(
 
 # -- run ---------------------------------------------------------------------
 
-#: The seeds torch.manual_seed takes (a signed or unsigned 64-bit integer); past them it raises.
-SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
-
-
 def _default_output(file: Optional[str]) -> Path:
     if file and file != "-":
         return Path(Path(file).stem + ".wav")
     return Path("speech.wav")
 
 
-def _voice_options(engine: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """Hand the voice options the user gave to the engine; one that does not apply is a one-line error."""
-    import inspect
+# Friendly flags for common voice options; each is also reachable as -O NAME=VALUE,
+# and both go through one channel: the chosen engine's registered options model.
+VOICE_FLAGS = (
+    "speaker", "length_scale", "noise_scale", "noise_w_scale", "sentence_silence",
+    "reference_audio", "reference_text", "seed",
+)
 
-    given = {k: v for k, v in options.items() if v is not None}
-    if not given:
-        return {}
-    configure = getattr(engine, "configure", None)
-    params = inspect.signature(configure).parameters if configure is not None else {}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    foreign = [k for k in given if not takes_any and k not in params]
-    if configure is None or foreign:
-        flags = ", ".join("--" + k.replace("_", "-") for k in (foreign or given))
-        raise UsageError(f"{flags} does not apply to the {engine.backend} engine")
-    configure(**given)
+
+def _voice_options(flags: dict[str, Any], assignments: tuple[str, ...]) -> dict[str, Any]:
+    from .options import parse_assignments
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    for key, value in parse_assignments(assignments).items():
+        if key in given:
+            raise UsageError(f"--{key.replace('_', '-')} and -O {key}=... both given: keep one")
+        given[key] = value
     return given
 
 
-def _summary(out: str, loaded: Any, metrics: Any) -> list[str]:
+def _summary(out: str, report: Any) -> list[str]:
     from .hardware import describe_memory as mem
 
+    metrics = report.metrics
     rtf = f"RTF {metrics.rtf:.3f}" if metrics.rtf is not None else "RTF n/a"
     first = metrics.time_to_first_audio_seconds
     lines = [
         f"wrote {out}: {metrics.audio_seconds:.2f} s of audio ({metrics.chunks} sentence"
         f"{'s' if metrics.chunks != 1 else ''}, {metrics.sample_rate} Hz)",
-        f"  with {loaded.proposal.label()} (score {loaded.proposal.score:.2f})"
-        + (f", after falling back from {len(loaded.attempts) - 1} proposal(s)" if loaded.fell_back else ""),
+        *("  " + line if not line.startswith(" ") else line for line in report.lines()),
         f"  {rtf} (synthesis {metrics.synthesis_seconds:.2f} s), first audio after {first:.2f} s"
-        f" (engine load {metrics.load_seconds:.2f} s), peak RSS {mem(metrics.peak_rss_bytes)}",
+        f" (engine load {report.load_seconds:.2f} s), peak RSS {mem(metrics.peak_rss_bytes)}",
     ]
     if metrics.tokens_per_s is not None:
         lines.append(f"  {metrics.tokens} semantic tokens, {metrics.tokens_per_s:.1f} tokens/s")
@@ -290,40 +316,38 @@ def _summary(out: str, loaded: Any, metrics: Any) -> list[str]:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="WAV file to write (default: speech.wav, or FILE's name with .wav).")
 @click.option("--model", "-m", default=None,
-              help="Piper voice (.onnx with its .onnx.json) or Fish Speech checkpoint directory; "
-                   "default: the embedded voice.")
-@click.option("--device", "-d", default=None, help="auto, cpu, cuda or mps: a hard constraint.")
-@click.option("--speaker", default=None, help="Speaker id or name (multi-speaker Piper voices).")
+              help="Model to speak with, in any format an installed plugin reads (a Piper voice .onnx, "
+                   "a Fish Speech checkpoint directory, ...); default: the default voice.")
+@click.option("--device", "-d", default=None, help="auto or a device family (cpu, cuda, mps, ...): a hard constraint.")
+@click.option("-O", "--option", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="A voice option of the chosen engine (repeatable); `ttsfw engines` lists them.")
+@click.option("--speaker", default=None, help="Speaker id or name (multi-speaker voices).")
 @click.option("--reference-audio", type=click.Path(path_type=Path), default=None,
               help="Fish Speech: a 5-10 s clip of the voice to clone.")
 @click.option("--reference-text", default=None, help="Fish Speech: what the reference clip says.")
-@click.option("--seed", type=click.IntRange(SEED_MIN, SEED_MAX), default=None,
-              help="Fish Speech: sampling seed, for repeatable output.")
+@click.option("--seed", default=None, help="Fish Speech: sampling seed (-2**63 to 2**64-1), for repeatable output.")
 @click.option("--length-scale", type=float, default=None, help="Phoneme length: > 1 slower speech, < 1 faster.")
 @click.option("--noise-scale", type=float, default=None, help="Generator noise (voice's default if unset).")
 @click.option("--noise-w-scale", type=float, default=None, help="Phoneme width noise (voice's default if unset).")
 @click.option("--sentence-silence", type=float, default=None, help="Seconds of silence between sentences.")
 @click.option("--stream", is_flag=True, help="Write WAV audio to stdout as each sentence is ready.")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan and the metrics as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan, the report and the metrics as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
 @click.option("--max-chars", type=click.IntRange(min=1), default=None,
               help="Longest input accepted (default 500,000 characters).")
 @click.pass_obj
 def run_cmd(
     obj: Context, text: Optional[str], file: Optional[str], output: Optional[Path], model: Optional[str],
-    device: Optional[str], speaker: Optional[str], reference_audio: Optional[Path], reference_text: Optional[str],
-    seed: Optional[int], length_scale: Optional[float], noise_scale: Optional[float],
-    noise_w_scale: Optional[float], sentence_silence: Optional[float], stream: bool, as_json: bool, quiet: bool,
-    max_chars: Optional[int],
+    device: Optional[str], assignments: tuple[str, ...], stream: bool, as_json: bool, quiet: bool,
+    max_chars: Optional[int], **voice_flags: Any,
 ) -> None:
     """Speak TEXT (or -f FILE, or - for stdin) into a WAV file."""
     import time
 
-    from . import runtime
     from .audio_io import StreamWavWriter, check_not_input, check_output_path, open_wav_output
-    from .errors import NoFeasiblePlan
-    from .synthesis import synthesize
-    from .text import DEFAULT_MAX_CHARS, read_input, split_sentences
+    from .session import Session
+    from .synthesis import Metrics
+    from .text import DEFAULT_MAX_CHARS, read_input
 
     started = time.perf_counter()
     # Everything the user can get wrong is checked before the engine is loaded.
@@ -335,164 +359,83 @@ def run_cmd(
     out_path = None if stream else check_output_path(output or _default_output(file))
     if out_path is not None:
         check_not_input(out_path, "-" if text == "-" else file)
+    reference_audio = voice_flags.get("reference_audio")
     if reference_audio is not None and not reference_audio.is_file():
         raise UsageError(f"reference audio not found: {reference_audio}")
-    if reference_text is not None and reference_audio is None:
+    if voice_flags.get("reference_text") is not None and reference_audio is None:
         raise UsageError("--reference-text needs --reference-audio (the clip it transcribes)")
+    options = _voice_options(voice_flags, assignments)
     info = sys.stderr if stream else sys.stdout  # keep stdout clean for the audio stream
 
-    host, plan = build_plan(obj, model, device, None)
-    if plan.chosen is None:
-        raise NoFeasiblePlan(plan.summary)
-    t_load = time.perf_counter()
-    loaded = runtime.load(host, plan)
-    load_seconds = time.perf_counter() - t_load
-    engine = loaded.engine
+    settings = obj.settings(model=model, device=device)
+    session = Session(settings=settings, host=obj.host(settings), options=options, started=started)
     try:
-        voice = _voice_options(engine, {
-            "speaker": speaker, "length_scale": length_scale, "noise_scale": noise_scale,
-            "noise_w_scale": noise_w_scale, "sentence_silence": sentence_silence,
-            "reference_audio": reference_audio, "reference_text": reference_text, "seed": seed,
-        })
-        chunks = split_sentences(spoken, loaded.proposal.chunk_chars)
+        chunks = session.chunks(spoken)
         show_bar = not quiet and not as_json and sys.stderr.isatty() and len(chunks) > 2
-        writer = StreamWavWriter(sys.stdout.buffer, engine.sample_rate) if stream else open_wav_output(
-            out_path, engine.sample_rate  # type: ignore[arg-type]
+        writer = StreamWavWriter(sys.stdout.buffer, session.sample_rate) if stream else open_wav_output(
+            out_path, session.sample_rate  # type: ignore[arg-type]
         )
+        metrics = Metrics()
         with writer:
             if show_bar:
                 with click.progressbar(length=len(spoken), label="speaking", file=sys.stderr,
                                        show_eta=True, show_percent=True) as bar:
-                    metrics = synthesize(engine, chunks, writer, started=started,
-                                         on_chunk=lambda chunk: bar.update(len(chunk) + 1))
+                    for audio in session.stream(spoken, metrics=metrics, started=started,
+                                                on_chunk=lambda chunk: bar.update(len(chunk) + 1)):
+                        writer.write(audio.pcm)
             else:
-                metrics = synthesize(engine, chunks, writer, started=started)
+                for audio in session.stream(spoken, metrics=metrics, started=started):
+                    writer.write(audio.pcm)
     finally:
-        engine.close()
-    metrics.load_seconds = load_seconds
+        session.close()
+    report = session.report(metrics)
     target = "stdout" if stream else str(out_path)
     if as_json:
-        data = {
-            "output": target,
-            "chosen": loaded.proposal.label(),
-            "attempts": [{"proposal": a.proposal.label(), "ok": a.ok, "reason": a.reason} for a in loaded.attempts],
-            "env_applied": [c.describe() for c in loaded.env_applied],
-            "voice": voice,
-            "metrics": metrics.as_dict(),
-            "plan": plan.model_dump(mode="json"),
-        }
+        data = {"output": target, **report.as_dict(), "plan": session.plan.model_dump(mode="json")}
         click.echo(json.dumps(data, indent=2, default=str), file=info)
     elif not quiet:
-        for line in _summary(target, loaded, metrics):
+        for line in _summary(target, report):
             click.echo(line, file=info)
 
 
 # -- tune --------------------------------------------------------------------
 
-TUNE_TEXT = (
-    "The quick brown fox jumps over the lazy dog. "
-    "A short measurement tells which settings are fastest on this machine. "
-    "Every proposal speaks these same sentences, in turn, several times."
-)
-
 
 @main.command("tune")
-@click.option("--model", "-m", default=None, help="Model path (default: the embedded voice).")
-@click.option("--device", "-d", default=None, help="auto, cpu, cuda or mps: a hard constraint.")
+@click.option("--model", "-m", default=None, help="Model path (default: the default voice).")
+@click.option("--device", "-d", default=None, help="auto or a device family: a hard constraint.")
 @click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Times each proposal speaks the test text (round robin; the median counts).")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @click.pass_obj
 def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: int, as_json: bool) -> None:
     """Measure every feasible proposal here and cache the results for this machine and model."""
-    import importlib.metadata
-    import statistics
-    import time
-
-    from . import runtime, tuning
-    from .engines import engine_info
-    from .errors import EngineLoadError, NoFeasiblePlan
-    from .planner import make_plan
-    from .synthesis import synthesize
-    from .text import split_sentences
+    from .errors import NoFeasiblePlan
+    from .tune import tune_plan
 
     host, plan = build_plan(obj, model, device, None)
     if plan.chosen is None:
         raise NoFeasiblePlan(plan.summary)
-    dists = importlib.metadata.packages_distributions()
-
-    class _Null:
-        def write(self, pcm: bytes) -> None:
-            pass
-
-    # One proposal at a time: a fish model loaded in every variant at once would not fit in memory.
-    chunks = split_sentences(TUNE_TEXT, 400)
-    entries: dict[str, dict[str, Any]] = {}
-    failed: dict[str, str] = {}
-    applied: list[Any] = []
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    for proposal in plan.ranked():
-        t0 = time.perf_counter()
-        try:
-            loaded = runtime.load_proposal(host, plan, proposal, applied)
-        except EngineLoadError as exc:
-            failed[proposal.label()] = str(exc)
-            continue
-        seconds = time.perf_counter() - t0
-        try:
-            list(loaded.engine.synthesize("Warm up."))  # first run allocates; not part of the measurement
-            rtfs = [synthesize(loaded.engine, chunks, _Null()).rtf or float("inf") for _ in range(rounds)]
-        finally:
-            loaded.engine.close()
-        if not as_json:
-            click.echo(f"measured {proposal.label()}: load {seconds:.2f} s, RTF {statistics.median(rtfs):.3f}",
-                       err=True)
-        info = engine_info(proposal.engine)
-        names = sorted({d for m in (info.requires if info else ()) for d in dists.get(m, [])})
-        entries[tuning.proposal_key(proposal)] = {
-            "rtf": statistics.median(rtfs),
-            "rtf_all": rtfs,
-            "load_seconds": round(seconds, 3),
-            "label": proposal.label(),
-            "measured_at": stamp,
-            "versions": tuning.module_versions(names),
-        }
-    # Measurements that cannot be cached are still worth showing: print them, then fail.
-    path, not_saved = _save_measurements(host.settings.cache_dir, plan, entries)
-    new_plan = None if not_saved else make_plan(host, model=plan.model, hardware=plan.hardware)
-    chosen = new_plan.chosen.label() if new_plan and new_plan.chosen else None
+    result = tune_plan(host, plan, rounds=rounds,
+                       on_measured=None if as_json else (lambda line: click.echo(line, err=True)))
+    chosen = result.plan.chosen.label() if result.plan and result.plan.chosen else None
     if as_json:
-        _emit_json({"measurements": entries, "failed": failed, "cache": str(path) if path else None,
-                    "not_saved": not_saved, "chosen": chosen})
+        _emit_json({"measurements": result.entries, "failed": result.failed,
+                    "cache": str(result.path) if result.path else None, "not_saved": result.not_saved,
+                    "chosen": chosen})
     else:
         click.echo(f"{'RTF':>7}  {'load s':>6}  proposal")
-        for entry in sorted(entries.values(), key=lambda e: e["rtf"]):
+        for entry in sorted(result.entries.values(), key=lambda e: e["rtf"]):
             click.echo(f"{entry['rtf']:7.3f}  {entry['load_seconds']:6.2f}  {entry['label']}")
-        for label, why in failed.items():
+        for label, why in result.failed.items():
             click.echo(f"  failed  {label}: {why}")
-        if path:
-            click.echo(f"saved to {path}")
-        if new_plan is not None:
+        if result.path:
+            click.echo(f"saved to {result.path}")
+        if result.plan is not None:
             click.echo(f"now chosen: {chosen or 'nothing'}")
-    if not_saved:
-        raise UsageError(not_saved)
-
-
-def _save_measurements(cache_dir: Path, plan: Plan, entries: dict[str, Any]) -> tuple[Optional[Path], Optional[str]]:
-    """(where the measurements were cached, None) or (None, why they were not, as one line)."""
-    from . import tuning
-
-    if not entries:
-        return None, None
-    try:
-        return tuning.save(cache_dir, plan.hardware, plan.model, entries), None
-    except OSError as exc:
-        where = exc.filename2 or exc.filename or cache_dir
-        why = exc.strerror or str(exc)
-        return None, (
-            f"measured, but not saved: cannot write {where} ({why}) in the cache directory {cache_dir} "
-            "(TTSFW_CACHE_DIR); later plans will rank without these measurements"
-        )
+    # Measurements that cannot be cached are still worth showing: printed above, then the failure.
+    if result.not_saved:
+        raise UsageError(result.not_saved)
 
 
 def _exit_without_teardown() -> None:

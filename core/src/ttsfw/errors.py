@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a person: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 class TtsfwError(Exception):
     """Base class: the CLI prints ``error: <message>`` and exits non-zero, no traceback."""
 

@@ -1,11 +1,17 @@
 """The hook contracts between the core and hardware plugins.
 
 A plugin is a module (found through the ``ttsfw`` entry-point group) that
-declares ``TTSFW_HOOK_API = "1.0"`` and implements any of the hooks below with
-the ``@ttsfw.hookimpl`` marker. Hooks are called in this order for one run:
+declares ``TTSFW_HOOK_API = "2.0"`` and implements any of the hooks below with
+the ``@ttsfw.sdk.hookimpl`` marker. Registration hooks run once, when the core
+builds its registries; then, for one run:
 
-    detect -> score_config -> (core ranks) -> prepare_env -> load_engine
+    register_engines, register_device_families        (once per process)
+    detect -> resolve_model | default_model -> score_config -> (core ranks)
+           -> prepare_env -> load_engine (owner only)
            -> disable_training_artifacts -> (core checks invariants)
+
+The core's own engines (Fish Speech) and every first-party plugin use these
+same hooks: there is no private road.
 
 Rules every implementation follows:
 
@@ -22,23 +28,103 @@ Rules every implementation follows:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import pluggy
 
 if TYPE_CHECKING:
     from .engine import Engine
     from .models import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal
+    from .registry import DeviceFamilyInfo, EngineInfo, Registry
     from .settings import Settings
 
 PROJECT = "ttsfw"
 
 #: Version of the hook contracts below. A plugin declares the version it was
-#: built for as ``TTSFW_HOOK_API``; a different major version is refused.
-HOOK_API_VERSION = "1.0"
+#: built for as ``TTSFW_HOOK_API``. The rules: a new optional hook or argument
+#: bumps the minor version; a changed contract bumps the major. The core
+#: refuses a plugin of another major version, and one built for a newer minor
+#: version than the core speaks (it may rely on hooks this core lacks), each
+#: with a message that says what to do.
+#:
+#: 2.0 (from 1.0): engines, model formats and device families are contributed
+#: through ``register_engines``, ``register_device_families``, ``resolve_model``
+#: and ``default_model``; ``load_engine`` is called on the proposal's owner only;
+#: an engine's voice options are a typed model (``EngineInfo.options``).
+HOOK_API_VERSION = "2.0"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_engines(register: Callable[[EngineInfo], None]) -> None:
+    """Register the engine backends your plugin provides.
+
+    Called once when the core builds its engine registry (before any plan).
+    Call ``register(EngineInfo(...))`` once per backend: its name, the model
+    families it runs, the Python modules it needs, its typed voice options and
+    where its loader lives (``"module:function"``, imported only when a proposal
+    using it is loaded). The ranking vetoes a proposal whose engine nobody
+    registered, or that does not run the model's family, or whose modules are
+    missing: the same checks for every engine, first-party or not.
+
+    :return: nothing: call ``register`` instead. A backend name registered
+        twice is kept from the first plugin and the second registration is
+        reported as a problem.
+
+    Never import the engine's framework here.
+    """
+
+
+@hookspec
+def register_device_families(register: Callable[[DeviceFamilyInfo], None]) -> None:
+    """Register the device families your plugin knows (``"cuda"``, ``"rocm"``, ``"npu"``...).
+
+    Called once, like :func:`register_engines`. Registered families are what
+    ``--device`` / ``TTSFW_DEVICE`` accept besides ``auto`` (a family reported
+    by a device in the hardware profile is accepted too), so a third party's
+    ``--device rocm`` is a hard lock like any other. Call
+    ``register(DeviceFamilyInfo(name=..., description=...))``.
+
+    :return: nothing: call ``register`` instead. Never probe hardware here
+        (that is ``detect``'s job): a family is registered whether or not a
+        device of it is present.
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_model(reference: str, settings: Settings) -> Optional[ModelSpec]:
+    """Recognise a model the user named (``--model`` / ``TTSFW_MODEL``) in your format.
+
+    Called in turn on every plugin until one returns a spec.
+
+    :param reference: what the user typed, usually a path (may not exist:
+        your format may name models otherwise).
+    :return: a :class:`~ttsfw.models.ModelSpec` (family, files, parameter
+        count, memory per precision...) read from small files only, or
+        ``None`` when it is not yours.
+
+    Never load weights or import a framework here: plans must stay fast. A
+    model directory is data: never execute or import anything found in it.
+    Raise :class:`ttsfw.errors.ModelError` (one line) when the reference is
+    yours but broken (a missing weights file, an invalid config).
+    """
+
+
+@hookspec(firstresult=True)
+def default_model(settings: Settings) -> Optional[ModelSpec]:
+    """The model to run when the user named none.
+
+    Called once per plan when ``--model`` / ``TTSFW_MODEL`` is unset, in turn
+    on every plugin until one answers; a demo or fallback default should be
+    declared ``@hookimpl(trylast=True)`` so that a real voice comes first.
+
+    :return: a :class:`~ttsfw.models.ModelSpec` (an engine that needs no model
+        file answers with a spec that has no ``path``), or ``None``.
+
+    Never download anything here: a default model ships with the plugin.
+    """
 
 
 @hookspec
@@ -114,15 +200,18 @@ def prepare_env(proposal: Proposal, hardware: HardwareProfile, settings: Setting
 
 
 @hookspec(firstresult=True)
-def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings) -> Optional[Engine]:
-    """Load the engine for a proposal you own; first non-``None`` result wins.
+def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Registry) -> Optional[Engine]:
+    """Load the engine for a proposal you own.
 
-    Called for the chosen proposal; if loading fails, for the next ranked
-    one. Return ``None`` unless ``proposal.plugin`` is your name.
+    Called on the proposal's owner only (``proposal.plugin``), for the chosen
+    proposal; if loading fails, for the next ranked one. An engine another
+    plugin registered is built with ``engines.loader(proposal.engine)(...)``
+    (its signature is documented by the plugin that registered it).
 
     :return: an object satisfying :class:`ttsfw.engine.Engine`, placed on the
         proposal's device with its precision, quantization and compile
         setting. Choose the device here, once: a loaded model is never moved.
+        ``None`` means "I cannot load this" and is reported as a failed load.
 
     Raise :class:`ttsfw.errors.EngineLoadError` (or let the framework's error
     out, e.g. out of memory) when loading fails: the core records the reason

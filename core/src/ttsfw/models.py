@@ -8,7 +8,7 @@ Everything here is plain pydantic and round-trips through JSON, so a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,8 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 # that every model survives a JSON round trip unchanged.
 Scalar = Union[str, int, float, bool, None]
 
-DeviceFamily = str  # "cpu", "cuda", "mps", or a third party's own family name.
-Precision = Literal["fp32", "fp16", "bf16"]
+#: "cpu", "cuda", "mps", or a third party's own family ("rocm", "npu"), as
+#: registered through the ``register_device_families`` hook.
+DeviceFamily = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_+.-]{0,63}$")]
+
+#: Numeric format of the weights and activations. Plugins may use any lowercase
+#: name; these are the ones first-party plugins and the shared estimates know.
+#: "n/a" is for engines with no neural weights (a formant synthesizer, a beeper).
+KNOWN_PRECISIONS = ("fp32", "fp16", "bf16", "fp8", "int8", "int4", "n/a")
+Precision = Annotated[str, Field(pattern=r"^[a-z0-9/_.-]{1,16}$")]
 
 
 class _Model(BaseModel):
@@ -100,7 +107,8 @@ class ModelSpec(_Model):
     )
     needs: list[str] = Field(default_factory=list, description="Runtime capabilities the model needs.")
     properties: dict[str, Scalar] = Field(default_factory=dict)
-    source: str = Field(default="path", description='"embedded" or "path".')
+    source: str = Field(default="path", description='"embedded", "path", or how a plugin found it.')
+    resolved_by: str = Field(default="", description="Plugin whose model format recognised it; the core stamps it.")
 
 
 class Estimate(_Model):
@@ -141,6 +149,16 @@ class Proposal(_Model):
     score: float = 0.0
     reasons: list[str] = Field(default_factory=list)
     vetoes: list[str] = Field(default_factory=list)
+    facts: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="Decisions other plugins may need, as fields rather than text to parse, "
+        'e.g. {"compile_blocked": "no-triton"}.',
+    )
+    score_factors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Named multipliers that shaped the score (e.g. a busy-GPU load penalty), "
+        "so a plan summary can say when one decided.",
+    )
 
     def label(self) -> str:
         parts = [self.engine, self.device, self.precision]

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 from . import hardware as hw
+from .errors import UsageError
 from .models import EnvChange, HardwareProfile, ModelSpec, Plan, Proposal
-from .modelspecs import resolve
 from .plugins import PluginHost
 from .ranking import rank
 
@@ -33,10 +33,11 @@ def make_plan(
 ) -> Plan:
     if hardware is None:
         hardware = hw.load_profile(hardware_file) if hardware_file else detect(host)
+    check_device_lock(host, hardware)
     if model is None:
-        model = resolve(host.settings.model)
+        model = host.resolve_model(host.settings.model)
     proposals, _ = host.call("score_config", model=model, hardware=hardware, settings=host.settings)
-    feasible, rejected = rank(proposals, model, hardware, host.settings)
+    feasible, rejected = rank(proposals, model, hardware, host.settings, host.registry)
     chosen = feasible[0] if feasible else None
     env = env_changes_for(host, chosen, hardware) if chosen else []
     plan = Plan(
@@ -53,6 +54,20 @@ def make_plan(
     return plan
 
 
+def check_device_lock(host: PluginHost, hardware: HardwareProfile) -> None:
+    """A device lock must name a family some plugin knows (or a device in the profile has)."""
+    lock = host.settings.device
+    known = host.registry.family_names(hardware)
+    if lock == "auto" or lock in known:
+        return
+    present = sorted({d.family for d in hardware.devices} | {"cpu"})
+    raise UsageError(
+        f"unknown device {lock!r} from {host.settings.device_source}: choose auto or a device family the "
+        f"plugins know: {', '.join(known)}"
+        f" (present on {'this machine' if hardware.source == 'detected' else hardware.source}: {', '.join(present)})"
+    )
+
+
 def summarize(plan: Plan, host: Optional[PluginHost] = None) -> str:
     """One line: what was chosen and why, or why nothing was (naming the plugins that were left out)."""
     lock = "" if plan.device_lock == "auto" else f" (device locked to {plan.device_lock})"
@@ -67,9 +82,28 @@ def summarize(plan: Plan, host: Optional[PluginHost] = None) -> str:
     text = f"chose {c.label()} (score {c.score:.2f}){lock}: {why}"
     if runner_up is not None:
         text += f"; next best {runner_up.label()} (score {runner_up.score:.2f})"
+    decided = _decided_by_penalty(c, plan.alternatives)
+    if decided:
+        text += f"; {decided}"
     for name in host.unknown_allowed() if host else []:
         text += f"; note: {name!r} in the allow-list is not an installed plugin"
     return text
+
+
+def _decided_by_penalty(chosen: Proposal, alternatives: list[Proposal]) -> str:
+    """Say so when a named score factor (a busy GPU...) is what put another proposal behind the chosen one."""
+    for alt in alternatives:
+        factors = {k: v for k, v in alt.score_factors.items() if 0 < v < 1}
+        if not factors:
+            continue
+        unpenalised = alt.score
+        for value in factors.values():
+            unpenalised /= value
+        if unpenalised > chosen.score:
+            named = ", ".join(f"{k} (x{v:.2f})" for k, v in factors.items())
+            return (f"{alt.label()} would have scored {unpenalised:.2f} and won but for {named}: "
+                    "the load decided")
+    return ""
 
 
 def _nothing_proposed(plan: Plan, host: Optional[PluginHost], lock: str) -> str:

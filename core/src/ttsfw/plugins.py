@@ -14,8 +14,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import inspect
-import types
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import pluggy
@@ -23,8 +23,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from . import builtin, hookspecs
 from .engine import Engine
-from .errors import EngineLoadError, PluginError, PluginUnavailable
-from .models import Detection, EnvChange, PluginInfo, PluginProblem, Proposal
+from .errors import EngineLoadError, ModelError, PluginError, PluginUnavailable, one_line
+from .models import Detection, EnvChange, ModelSpec, PluginInfo, PluginProblem, Proposal
+from .registry import Registry
 from .settings import Settings
 
 ENTRY_POINT_GROUP = "ttsfw"
@@ -36,11 +37,16 @@ NOT_ALLOWED = "not in the allow-list (--allow-plugin or TTSFW_ALLOW_PLUGINS)"
 HOOK_NAMES = tuple(
     name for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
 )
+REGISTRATION_HOOKS = ("register_engines", "register_device_families")
+
+#: Plugins that ship inside the core and load like any entry point (listed by
+#: ``ttsfw plugins``, blockable with ``-p no:NAME``): the core's own engines
+#: travel the same road as a stranger's.
+DEFAULT_PLUGINS = (("fish", "ttsfw.engines.fish_plugin"),)
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _returns_nothing(value: Any) -> Any:
+    raise TypeError("registration hooks call register(...) and return None")
 
 
 def _check_engine(value: Any) -> Any:
@@ -56,6 +62,10 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "prepare_env": TypeAdapter(list[EnvChange]).validate_python,
     "load_engine": _check_engine,
     "disable_training_artifacts": _str_list.validate_python,
+    "resolve_model": TypeAdapter(ModelSpec).validate_python,
+    "default_model": TypeAdapter(ModelSpec).validate_python,
+    "register_engines": _returns_nothing,
+    "register_device_families": _returns_nothing,
 }
 
 
@@ -68,7 +78,30 @@ def _stamp_owner(hook: str, result: Any, plugin: str) -> Any:
         for device in result.devices:
             device.detected_by = plugin
         result.notes = [f"{plugin}: {note}" for note in result.notes]
+    elif hook in ("resolve_model", "default_model"):
+        result.resolved_by = plugin
     return result
+
+
+def check_api_version(api: Any) -> Optional[str]:
+    """Why a plugin declaring hook API ``api`` is refused, or None when the core speaks it."""
+    core = hookspecs.HOOK_API_VERSION
+    if api is None:
+        return f"declares no {API_ATTRIBUTE} (the core speaks {core})"
+    try:
+        major, minor = (int(part) for part in str(api).split(".")[:2])
+    except ValueError:
+        return f"declares {API_ATTRIBUTE} = {api!r}, not a MAJOR.MINOR version (the core speaks {core})"
+    core_major, core_minor = (int(part) for part in core.split("."))
+    if major < core_major:
+        return (
+            f"built for hook API {api}, the core speaks {core}: since 2.0 engines and model formats are "
+            "registered through hooks and load_engine reaches the owner only; upgrade the plugin "
+            "(docs/writing-a-plugin.md, 'Upgrading from hook API 1.x')"
+        )
+    if major > core_major or minor > core_minor:
+        return f"built for hook API {api}, newer than the core's {core}: upgrade ttsfw"
+    return None
 
 
 @dataclass
@@ -79,6 +112,7 @@ class PluginHost:
     pm: pluggy.PluginManager = field(init=False)
     infos: list[PluginInfo] = field(default_factory=list)
     problems: list[PluginProblem] = field(default_factory=list)
+    _registry: Optional[Registry] = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -90,12 +124,18 @@ class PluginHost:
     @classmethod
     def from_entry_points(cls, settings: Settings, extra: Iterable[tuple[str, object]] = ()) -> "PluginHost":
         host = cls(settings)
+        host.add_default_plugins()
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             host.add_entry_point(ep.name, ep.load, dist.name if dist else None, dist.version if dist else None)
         for name, obj in extra:
             host.add_entry_point(name, lambda obj=obj: obj, None, None)
         return host
+
+    def add_default_plugins(self) -> None:
+        """The core's own plugins (its engines), loaded and guarded like any entry point."""
+        for name, module in DEFAULT_PLUGINS:
+            self.add_entry_point(name, functools.partial(importlib.import_module, module), "ttsfw", _core_version())
 
     def add_entry_point(
         self, name: str, load: Callable[[], object], distribution: Optional[str], version: Optional[str]
@@ -116,15 +156,9 @@ class PluginHost:
             return self._fail(info, "broken", f"import failed: {one_line(exc)}")
         api = getattr(obj, API_ATTRIBUTE, None)
         info.api_version = None if api is None else str(api)
-        if api is None:
-            speaks = hookspecs.HOOK_API_VERSION
-            return self._fail(info, "refused", f"declares no {API_ATTRIBUTE} (the core speaks {speaks})")
-        if str(api).split(".")[0] != hookspecs.HOOK_API_VERSION.split(".")[0]:
-            return self._fail(
-                info,
-                "refused",
-                f"built for hook API {api}, the core speaks {hookspecs.HOOK_API_VERSION} (major versions differ)",
-            )
+        refused = check_api_version(api)
+        if refused:
+            return self._fail(info, "refused", refused)
         try:
             proxy, hooks = self._guarded_proxy(name, obj)
             self.pm.register(proxy, name=name)
@@ -137,7 +171,9 @@ class PluginHost:
         if name in self.settings.block_plugins:
             return BLOCKED
         allow = self.settings.allow_plugins
-        if allow is not None and name not in allow:
+        # The allow-list picks among installed plugins; the core's own default plugins stay
+        # unless blocked by name (-p no:fish), like a built-in of any other tool.
+        if allow is not None and name not in allow and name not in dict(DEFAULT_PLUGINS):
             return NOT_ALLOWED
         return None
 
@@ -148,7 +184,7 @@ class PluginHost:
         return info
 
     def _guarded_proxy(self, name: str, obj: object) -> tuple[object, list[str]]:
-        proxy = types.SimpleNamespace()
+        proxy = _GuardedPlugin()
         hooks = []
         for attr in dir(obj):
             fn = getattr(obj, attr, None)
@@ -181,10 +217,17 @@ class PluginHost:
     def _guard(self, plugin: str, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
+            if hook in REGISTRATION_HOOKS:
+                args, kwargs = _stamp_register(fn, plugin, args, kwargs)
             try:
                 result = fn(*args, **kwargs)
             except (PluginError, EngineLoadError):
                 raise  # strict-mode errors, and the documented "this load failed, fall back" signal
+            except ModelError as exc:
+                if hook in ("resolve_model", "default_model"):
+                    raise  # "this model is mine but broken": the user's error, not the plugin's
+                self._record(plugin, hook, one_line(exc))
+                return None
             except Exception as exc:
                 self._record(plugin, hook, one_line(exc))
                 return None
@@ -237,6 +280,13 @@ class PluginHost:
         result = getattr(self.pm.hook, hook)(**kwargs)
         return result, self.problems[before:]
 
+    def call_owner(self, hook: str, owner: str, **kwargs: Any) -> tuple[Any, list[PluginProblem]]:
+        """Call a hook on one plugin only (e.g. ``load_engine`` on the proposal's owner)."""
+        before = len(self.problems)
+        others = [obj for name, obj in self.pm.list_name_plugin() if name != owner]
+        result = self.pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+        return result, self.problems[before:]
+
     def active(self) -> list[str]:
         return [info.name for info in self.infos if info.status == "ok"]
 
@@ -270,3 +320,59 @@ class PluginHost:
         for name in self.unknown_allowed():
             phrases.append(f"{name!r} is not an installed plugin (installed: {installed})")
         return phrases
+
+    # -- registries --------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        """Engines and device families the loaded plugins registered (built on first use)."""
+        if self._registry is None:
+            registry = Registry()
+            self.pm.hook.register_engines(register=registry.add_engine)
+            self.pm.hook.register_device_families(register=registry.add_family)
+            self._registry = registry
+        return self._registry
+
+    def resolve_model(self, reference: Optional[str]) -> ModelSpec:
+        """What the user named (or nothing) as a ModelSpec, through the plugins' model formats."""
+        if not reference:
+            spec, _ = self.call("default_model", settings=self.settings)
+            if spec is None:
+                left_out = self.left_out()
+                why = ": " + "; ".join(left_out) if left_out else (
+                    ": pip install 'ttsfw[cpu-onnx]' brings the embedded Piper voice")
+                raise ModelError(f"no loaded plugin offers a default model (and none was named with --model / "
+                                 f"TTSFW_MODEL){why}")
+            return spec
+        spec, problems = self.call("resolve_model", reference=reference, settings=self.settings)
+        if spec is not None:
+            return spec
+        if not problems and not Path(reference).expanduser().exists():
+            raise ModelError(f"model not found: {reference}")
+        formats = sorted({e.description or e.backend for e in self.registry.engines.values()})
+        detail = f" ({problems[0].plugin}: {problems[0].error})" if problems else ""
+        left_out = "".join(f"; {phrase}" for phrase in self.left_out())
+        raise ModelError(
+            f"{reference} is not a model ttsfw knows{detail}: the loaded plugins read "
+            + ("; ".join(formats) or "no model format at all") + left_out
+        )
+
+
+class _GuardedPlugin:
+    """What pluggy registers for a plugin: its hook implementations, each behind a guard (hashable by identity)."""
+
+
+def _stamp_register(fn: Callable[..., Any], plugin: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Give a registration hook a ``register`` that records who registered what."""
+    names = list(inspect.signature(fn).parameters)
+    bound = dict(zip(names[: len(args)], args, strict=True), **kwargs)
+    if "register" in bound:
+        collect = bound["register"]
+        bound["register"] = lambda info: collect(info, plugin)
+    return (), bound
+
+
+def _core_version() -> str:
+    from . import __version__
+
+    return __version__

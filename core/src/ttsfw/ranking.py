@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib.util
 from typing import Optional
 
-from .engines import engine_info
 from .hardware import describe_memory
 from .models import HardwareProfile, ModelSpec, Proposal, RejectedProposal
+from .registry import Registry
 from .settings import Settings
 
 
@@ -44,8 +44,10 @@ def _memory_veto(proposal: Proposal, hardware: HardwareProfile, headroom: float)
     return None
 
 
-def vetoes(proposal: Proposal, model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[str]:
-    """Every hard reason this proposal cannot run; empty when it can."""
+def vetoes(
+    proposal: Proposal, model: ModelSpec, hardware: HardwareProfile, settings: Settings, registry: Registry
+) -> list[str]:
+    """Every hard reason this proposal cannot run; empty when it can. The same checks for every engine."""
     reasons = list(proposal.vetoes)
     if settings.device != "auto" and proposal.device_family != settings.device:
         reasons.append(
@@ -54,19 +56,17 @@ def vetoes(proposal: Proposal, model: ModelSpec, hardware: HardwareProfile, sett
         )
     if hardware.device(proposal.device) is None and proposal.device_family != "cpu":
         reasons.append(f"device {proposal.device!r} is not in the hardware profile")
-    info = engine_info(proposal.engine)
-    if info is not None and model.family not in info.families:
+    info = registry.engine(proposal.engine)
+    if info is None:
+        reasons.append(f"engine {proposal.engine!r} is not registered by any installed plugin")
+    elif model.family not in info.families:
         reasons.append(f"engine {proposal.engine} does not run {model.family} models")
     if hardware.source == "detected":
         # For a saved profile of another machine, what is installed here says nothing.
         required = list(proposal.requires) + (list(info.requires) if info else [])
         missing = sorted({m for m in required if _module_missing(m)})
         if missing:
-            hint = ""
-            if info and info.metadata.get("install_hint"):
-                hint = f" ({info.metadata['install_hint']})"
-            elif info and info.extra:
-                hint = f" (pip install 'ttsfw[{info.extra}]')"
+            hint = f" ({info.hint()})" if info and info.hint() else ""
             reasons.append(f"runtime missing: {', '.join(missing)} not installed{hint}")
     memory = _memory_veto(proposal, hardware, settings.memory_headroom)
     if memory:
@@ -79,13 +79,13 @@ def _tie_break(p: Proposal) -> tuple:
 
 
 def rank(
-    proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfile, settings: Settings
+    proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfile, settings: Settings, registry: Registry
 ) -> tuple[list[Proposal], list[RejectedProposal]]:
     """Split proposals into the feasible ones (best first) and the vetoed ones with reasons."""
     feasible: list[Proposal] = []
     rejected: list[RejectedProposal] = []
     for proposal in proposals:
-        reasons = vetoes(proposal, model, hardware, settings)
+        reasons = vetoes(proposal, model, hardware, settings, registry)
         if reasons:
             rejected.append(RejectedProposal(proposal=proposal, reasons=reasons))
         else:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import invariants
-from .engine import Engine
+from .engine import Engine, engine_notes
 from .errors import EngineLoadError, InvariantViolation, NoFeasiblePlan
-from .models import EnvChange, Plan, Proposal
+from .models import EnvChange, Plan, PluginProblem, Proposal
 from .planner import env_changes_for
 from .plugins import PluginHost, one_line
 
@@ -33,6 +33,7 @@ class LoadedEngine:
     env_applied: list[EnvChange] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     artifacts_disabled: list[str] = field(default_factory=list)
+    problems: list[PluginProblem] = field(default_factory=list)  # plugin faults after the plan was made
 
     @property
     def fell_back(self) -> bool:
@@ -75,11 +76,17 @@ def load_proposal(host: PluginHost, plan: Plan, proposal: Proposal, applied: lis
     fresh = [c for c in changes if c not in applied]
     notes = apply_env(fresh)
     applied.extend(fresh)
-    engine, problems = host.call("load_engine", proposal=proposal, model=plan.model, settings=host.settings)
+    engine, problems = host.call_owner(
+        "load_engine", proposal.plugin,
+        proposal=proposal, model=plan.model, settings=host.settings, engines=host.registry,
+    )
     if engine is None:
-        raise EngineLoadError("; ".join(p.error for p in problems) or f"no plugin loaded engine {proposal.engine!r}")
+        raise EngineLoadError(
+            "; ".join(p.error for p in problems) or f"plugin {proposal.plugin!r} did not load engine {proposal.engine!r}"
+        )
     loaded = LoadedEngine(engine=engine, proposal=proposal, env_applied=list(applied), notes=notes)
     finish(host, loaded)
+    loaded.notes.extend(engine_notes(engine))
     return loaded
 
 
@@ -89,6 +96,7 @@ def load(host: PluginHost, plan: Plan) -> LoadedEngine:
         raise NoFeasiblePlan(plan.summary)
     attempts: list[LoadAttempt] = []
     applied: list[EnvChange] = []
+    before = len(host.problems)
     for proposal in plan.ranked():
         try:
             loaded = load_proposal(host, plan, proposal, applied)
@@ -97,6 +105,7 @@ def load(host: PluginHost, plan: Plan) -> LoadedEngine:
             continue
         attempts.append(LoadAttempt(proposal, True, "loaded"))
         loaded.attempts = attempts
+        loaded.problems = host.problems[before:]
         return loaded
     tried = "; ".join(f"{a.proposal.label()}: {a.reason}" for a in attempts)
     raise EngineLoadError(f"no proposal could be loaded ({tried})")
@@ -104,7 +113,7 @@ def load(host: PluginHost, plan: Plan) -> LoadedEngine:
 
 def finish(host: PluginHost, loaded: LoadedEngine) -> None:
     """Disable training artifacts through the hooks, then verify; refuse a dirty engine."""
-    actions, _ = host.call("disable_training_artifacts", engine=loaded.engine)
+    actions, _ = host.call("disable_training_artifacts", engine=loaded.engine)  # every plugin, not only the owner
     loaded.artifacts_disabled = [line for lines in actions for line in lines]
     try:
         found = invariants.violations(loaded.engine.inference_modules())

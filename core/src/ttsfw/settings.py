@@ -5,16 +5,19 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Optional
+from typing import Annotated, Any, Mapping, Optional
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import DotEnvSettingsSource
 
 from .errors import UsageError
 from .files import UnreadableFile, load_small_text
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# Device families are whatever the installed plugins register (cpu, cuda, mps,
+# a third party's rocm or npu); the plan checks the name against them. Here only
+# the shape of the name is checked.
+DEVICE_PATTERN = r"^(auto|[a-z][a-z0-9_+.-]{0,63})$"
 DOTENV = ".env"
 
 
@@ -86,8 +89,9 @@ class Settings(BaseSettings):
     # env_file stays unset: _BoundedDotEnv reads .env in its place (settings_customise_sources).
     model_config = SettingsConfigDict(env_prefix="TTSFW_", extra="ignore", frozen=True)
 
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
-        default="auto", description="Hard constraint on the device family; never a hint."
+    device: str = Field(
+        default="auto", pattern=DEVICE_PATTERN,
+        description="auto, or a device family (cpu, cuda, mps, or one a plugin registers): a hard constraint.",
     )
     model: Optional[str] = Field(default=None, description="Model path; the embedded default voice if unset.")
     block_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -99,6 +103,18 @@ class Settings(BaseSettings):
     memory_headroom: float = Field(
         default=0.15, ge=0.0, lt=1.0, description="Share of free memory a plan leaves unused."
     )
+
+    # Where the device lock came from ("--device", "TTSFW_DEVICE" or the .env file), for messages about it.
+    _device_source: str = PrivateAttr(default="TTSFW_DEVICE")
+
+    @property
+    def device_source(self) -> str:
+        return self._device_source
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _lower_device(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
@@ -149,20 +165,29 @@ def load_settings(**overrides: Any) -> Settings:
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
         variable = f"TTSFW_{field.upper()}"
-        in_environment = any(key.upper() == variable for key in os.environ)
-        if field in given:
-            source = "--" + field.replace("_", "-")
-        else:  # no default is invalid: a value that is not a flag nor in the environment came from .env
-            source = variable if in_environment else f"{variable} in {Path(DOTENV).absolute()}"
+        # No default is invalid: a value that is not a flag nor in the environment came from .env.
+        source = _source_of(field, given)
         value = given.get(field, os.environ.get(variable, err.get("input")))
         value = str(value) if isinstance(value, Path) else value
         if field == "device":
             raise UsageError(
-                f"unknown device {value!r} from {source}: choose one of {', '.join(DEVICE_CHOICES)}"
+                f"unknown device {value!r} from {source}: name a device family (e.g. cpu, cuda) or auto"
             ) from None
         raise UsageError(f"invalid value {value!r} from {source}: {err['msg'].removeprefix('Value error, ')}") from None
+    settings._device_source = _source_of("device", given)
+    return settings
+
+
+def _source_of(field: str, given: dict[str, Any]) -> str:
+    """Where a setting's value came from: its flag, its variable, or the .env file (the order they win in)."""
+    variable = f"TTSFW_{field.upper()}"
+    if field in given:
+        return "--" + field.replace("_", "-")
+    if any(key.upper() == variable for key in os.environ):
+        return variable
+    return f"{variable} in {Path(DOTENV).absolute()}"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Optional, Protocol
+from typing import Callable, Iterable, Iterator, Optional, Protocol
 
-from .engine import Engine
+from .engine import AudioChunk, Engine, ReportsMetrics
 from .errors import UsageError
 
 
@@ -69,6 +69,56 @@ class Metrics:
         return data
 
 
+def stream(
+    engine: Engine,
+    chunks: Iterable[str],
+    metrics: Metrics,
+    *,
+    started: Optional[float] = None,
+    on_chunk: Optional[Callable[[str], None]] = None,
+) -> Iterator[AudioChunk]:
+    """Speak every chunk in order, yielding audio as soon as it exists and filling ``metrics``.
+
+    ``started`` is a ``time.perf_counter()`` value for time to first audio
+    (default: now). ``on_chunk`` is called after each text chunk (progress).
+    When the generator is closed early (a client left), synthesis stops at the
+    next audio chunk. Raises :class:`UsageError` if the whole text produced
+    no audio at all.
+    """
+    metrics.sample_rate = engine.sample_rate
+    t_start = time.perf_counter()
+    started = t_start if started is None else started
+    try:
+        for text in chunks:
+            t_chunk = time.perf_counter()
+            for audio in engine.synthesize(text):
+                if not audio.pcm:
+                    continue
+                if audio.sample_rate != engine.sample_rate:
+                    raise UsageError(
+                        f"engine {engine.backend} produced {audio.sample_rate} Hz audio, "
+                        f"expected {engine.sample_rate} Hz"
+                    )
+                if metrics.time_to_first_audio_seconds is None:
+                    metrics.time_to_first_audio_seconds = time.perf_counter() - started
+                metrics.audio_seconds += audio.seconds
+                if audio.tokens:
+                    metrics.tokens = (metrics.tokens or 0) + audio.tokens
+                yield audio
+            metrics.per_chunk_seconds.append(time.perf_counter() - t_chunk)
+            metrics.chunks += 1
+            metrics.characters += len(text)
+            if on_chunk is not None:
+                on_chunk(text)
+    finally:
+        metrics.synthesis_seconds = time.perf_counter() - t_start
+        metrics.peak_rss_bytes = peak_rss_bytes()
+        if isinstance(engine, ReportsMetrics):
+            metrics.engine = dict(engine.metrics() or {})
+    if metrics.audio_seconds <= 0:
+        raise UsageError("the text produced no audio: nothing in it could be spoken")
+
+
 def synthesize(
     engine: Engine,
     chunks: Iterable[str],
@@ -77,40 +127,8 @@ def synthesize(
     started: Optional[float] = None,
     on_chunk: Optional[Callable[[str], None]] = None,
 ) -> Metrics:
-    """Speak every chunk in order into ``sink``; return the metrics.
-
-    ``started`` is a ``time.perf_counter()`` value for time to first audio
-    (default: now). ``on_chunk`` is called after each text chunk (progress).
-    Raises :class:`UsageError` if the whole text produced no audio at all.
-    """
-    metrics = Metrics(sample_rate=engine.sample_rate)
-    t_start = time.perf_counter()
-    started = t_start if started is None else started
-    for text in chunks:
-        t_chunk = time.perf_counter()
-        for audio in engine.synthesize(text):
-            if not audio.pcm:
-                continue
-            if audio.sample_rate != engine.sample_rate:
-                raise UsageError(
-                    f"engine {engine.backend} produced {audio.sample_rate} Hz audio, expected {engine.sample_rate} Hz"
-                )
-            sink.write(audio.pcm)
-            if metrics.time_to_first_audio_seconds is None:
-                metrics.time_to_first_audio_seconds = time.perf_counter() - started
-            metrics.audio_seconds += audio.seconds
-            if audio.tokens:
-                metrics.tokens = (metrics.tokens or 0) + audio.tokens
-        metrics.per_chunk_seconds.append(time.perf_counter() - t_chunk)
-        metrics.chunks += 1
-        metrics.characters += len(text)
-        if on_chunk is not None:
-            on_chunk(text)
-    metrics.synthesis_seconds = time.perf_counter() - t_start
-    metrics.peak_rss_bytes = peak_rss_bytes()
-    own = getattr(engine, "metrics", None)
-    if callable(own):
-        metrics.engine = dict(own() or {})
-    if metrics.audio_seconds <= 0:
-        raise UsageError("the text produced no audio: nothing in it could be spoken")
+    """Speak every chunk in order into ``sink`` (see :func:`stream`); return the metrics."""
+    metrics = Metrics()
+    for audio in stream(engine, chunks, metrics, started=started, on_chunk=on_chunk):
+        sink.write(audio.pcm)
     return metrics

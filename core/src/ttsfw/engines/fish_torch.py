@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..engine import AudioChunk
+from ..engine import AudioChunk, innermost
 from ..errors import EngineLoadError, InvariantViolation, ModelError, UsageError
-from ..models import EnvChange, ModelSpec
-from . import FISH_INSTALL as INSTALL_HINT
+from ..models import ModelSpec
+from .fish_plugin import INSTALL_HINT
 
 BACKEND = "fish-torch"
 BACKEND_ONNX_CODEC = "fish-torch+onnx-codec"
@@ -38,18 +38,6 @@ QUANTIZATIONS = ("none", "int8-weight-only")
 CODEC_BACKENDS = ("torch", "onnx")
 # fish-speech's generate_long defaults.
 DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.8, "repetition_penalty": 1.1}
-
-
-def fish_env_changes() -> list[EnvChange]:
-    """Process settings every fish proposal wants before the stack is imported (for prepare_env hooks)."""
-    return [
-        EnvChange(
-            kind="set_env",
-            key="TQDM_DISABLE",
-            value="1",
-            reason="fish-speech draws a tqdm progress bar for every sentence; ttsfw reports its own metrics",
-        )
-    ]
 
 
 def import_fish_stack() -> dict[str, Any]:
@@ -175,6 +163,8 @@ class FishEngine:
     onnx_codec: Any = None
     external_decoder: Any = None  # set by replace_codec_decoder (e.g. the MPS plugin's Core ML decoder)
     _pending_reference: Any = None
+    _reference_key: Any = None  # (clip path, transcript) of the voice configure() cloned, to encode it once
+    _loaded_voice: Any = None  # the voice state at load, restored when a configure() leaves options unset
     _prepared: bool = False
     _closed: bool = False
     _modules: dict[str, Any] = field(default_factory=dict)
@@ -229,13 +219,28 @@ class FishEngine:
         self.history.append(metrics)
         yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text, tokens=metrics.tokens)
 
-    def configure(self, **options: Any) -> None:
-        """Voice and sampling options after loading (what ``ttsfw run`` passes through).
+    def configure(self, options: Any) -> None:
+        """Apply a complete, validated ``FishOptions`` (``ttsfw.engines.fish_plugin``): what is unset returns
+        to the state the engine was loaded with, so one request's voice never leaks into the next.
+        ``reference_audio`` + ``reference_text`` clone a voice (encoded before the next synthesis; the same
+        clip and transcript are not encoded twice)."""
+        given = options.model_dump(exclude_unset=True)
+        if self._loaded_voice is None:
+            self._loaded_voice = (self.seed, self.max_new_tokens, dict(self.sampling),
+                                  self.prompt_text, self.prompt_tokens, self._pending_reference)
+        seed, max_new_tokens, sampling, prompt_text, prompt_tokens, pending = self._loaded_voice
+        self.seed, self.max_new_tokens, self.sampling = seed, max_new_tokens, dict(sampling)
+        key = (str(given.get("reference_audio")), given.get("reference_text")) if "reference_audio" in given else None
+        if key is not None and key == self._reference_key:
+            given.pop("reference_audio"), given.pop("reference_text", None)  # already encoded: keep it
+        elif key is None:
+            self.prompt_text, self.prompt_tokens, self._pending_reference = prompt_text, prompt_tokens, pending
+            self._reference_key = None
+        self._configure(**given)
+        if key is not None:
+            self._reference_key = key
 
-        ``reference_audio`` + ``reference_text`` (voice cloning; encoded before the
-        next synthesis), ``seed``, ``max_new_tokens``, ``temperature``, ``top_p``,
-        ``repetition_penalty``.
-        """
+    def _configure(self, **options: Any) -> None:
         known = {"reference_audio", "reference_text", "seed", "max_new_tokens", *DEFAULT_SAMPLING}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -595,11 +600,10 @@ def _encode_pending_reference(engine: FishEngine) -> None:
 def disable_training_artifacts(engine: Any) -> list[str]:
     """Switch off everything only training needs on a fish engine; one line per action taken.
 
-    Call it from a plugin's ``disable_training_artifacts`` hook (it ignores
-    engines that are not fish engines and returns []). Idempotent.
+    Called by the fish default plugin's ``disable_training_artifacts`` hook (it
+    ignores engines that are not fish engines and returns []). Idempotent.
     """
-    while not isinstance(engine, FishEngine) and getattr(engine, "inner", None) is not None:
-        engine = engine.inner  # a plugin's wrapper (e.g. the CUDA plugin's GPU sampler) around the fish engine
+    engine = innermost(engine)  # a plugin's wrapper (e.g. the CUDA plugin's GPU sampler) around the fish engine
     if not isinstance(engine, FishEngine) or engine._closed:
         return []
     from .fish_codec import strip_weight_norm

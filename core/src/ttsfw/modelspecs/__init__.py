@@ -1,34 +1,6 @@
-"""Resolve what the user named (or nothing: the embedded voice) to a ModelSpec, without loading it.
+"""Model-format readers shipped with the core (Fish Speech checkpoints).
 
-Each family has a reader that recognises its on-disk layout from file names
-and small config files only, so a plan can veto what will not fit before any
-weights are read.
+Formats arrive through the ``resolve_model`` hook; the core's own fish
+reader is called by its default plugin (:mod:`ttsfw.engines.fish_plugin`)
+exactly as a third party's reader would be.
 """
-
-from __future__ import annotations
-
-from pathlib import Path
-from typing import Callable, Optional
-
-from ..errors import ModelError
-from ..models import ModelSpec
-from . import fish, piper
-
-# Readers are tried in order; each returns None when the path is not its family.
-READERS: list[Callable[[Path], Optional[ModelSpec]]] = [piper.read, fish.read]
-
-
-def resolve(model: Optional[str]) -> ModelSpec:
-    if not model:
-        return piper.embedded_default()
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise ModelError(f"model not found: {path}")
-    for read in READERS:
-        spec = read(path)
-        if spec is not None:
-            return spec
-    raise ModelError(
-        f"{path} is not a model ttsfw knows: expected a Piper voice (.onnx with its .onnx.json) "
-        "or a Fish Speech checkpoint directory (config.json, model.pth, codec.pth)"
-    )

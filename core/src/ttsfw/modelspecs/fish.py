@@ -156,12 +156,6 @@ def memory_estimates(config: dict[str, Any], codec_params: int) -> dict[str, Mem
     return estimates
 
 
-def tokens_per_audio_second(model: ModelSpec) -> float:
-    """Semantic tokens the model generates per second of audio: RTF = this / tokens per second."""
-    value = model.properties.get("semantic_tokens_per_audio_second")
-    return float(value) if isinstance(value, (int, float)) and value > 0 else CODEC_SAMPLE_RATE / CODEC_HOP
-
-
 # config.json's keys as fish-speech's BaseModelArgs / DualARModelArgs declare them. A key they lack
 # makes fish-speech's loader fail; a wrong value builds a model that does not match its weights.
 _POSITIVE_INTS = ("vocab_size", "n_layer", "n_head", "dim", "max_seq_len", "codebook_size", "num_codebooks",
@@ -303,7 +297,8 @@ def read(path: Path) -> Optional[ModelSpec]:
             "n_layer": c["n_layer"],
             "dim": c["dim"],
             "max_seq_len": c["max_seq_len"],
-            "semantic_tokens_per_audio_second": CODEC_SAMPLE_RATE / CODEC_HOP,
+            # semantic tokens generated per second of audio: RTF = this / tokens per second
+            "tokens_per_audio_second": CODEC_SAMPLE_RATE / CODEC_HOP,
             "num_codebooks": c["num_codebooks"],
             "use_gradient_checkpointing": bool(config.get("use_gradient_checkpointing", True)),
             # weights read per generated token: tokens/s ~ achieved bandwidth / (this x bytes per weight)

@@ -6,7 +6,7 @@ ttsfw.artifacts) and reused from then on; remade only when it fails its
 record or cannot be loaded, with a note that says so.
 Also the graph ONNX Runtime optimised for this CPU, saved once so later
 sessions skip optimisation: ``optimized/<sha256>-<cpu and runtime key>.onnx``.
-(Measurements live in the core's cache: ttsfw.tuning.)
+(Measurements from `ttsfw tune` live in the core's cache: ttsfw.sdk.lookup_measurement.)
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ttsfw.artifacts import load_or_rebuild, publish, sweep_stale
-from ttsfw.files import file_sha256
-from ttsfw.hardware import detect_host
+from ttsfw.sdk import detect_host, file_sha256, load_or_rebuild, publish, sweep_stale
 
 T = TypeVar("T")
 # Weight types quantize_dynamic can produce, by the name used in Proposal.quantization.

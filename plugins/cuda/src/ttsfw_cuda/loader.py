@@ -1,4 +1,4 @@
-"""Loading Fish Speech on the chosen GPU through the core's fish-torch adapter, watched by the sampler."""
+"""Loading Fish Speech on the chosen GPU through the registered fish-torch engine, watched by the sampler."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from ttsfw.errors import EngineLoadError
-from ttsfw.models import ModelSpec, Proposal
+from ttsfw.sdk import EngineLoadError, ModelSpec, Proposal, Registry
 
 
 def torch_device(proposal: Proposal, environ: Mapping[str, str]) -> str:
@@ -48,7 +47,11 @@ def _nvml() -> Optional[Any]:
 
 
 def load(
-    proposal: Proposal, model: ModelSpec, environ: Optional[Mapping[str, str]] = None, cache_dir: Optional[Path] = None
+    proposal: Proposal,
+    model: ModelSpec,
+    engines: Registry,
+    environ: Optional[Mapping[str, str]] = None,
+    cache_dir: Optional[Path] = None,
 ) -> Any:
     from .sampler import GpuSampler, SampledEngine
 
@@ -56,9 +59,9 @@ def load(
         raise EngineLoadError(f"the cuda plugin loads only Fish Speech models, not {model.family}")
     device = torch_device(proposal, os.environ if environ is None else environ)
     try:
-        from ttsfw.engines.fish_torch import load_fish_engine
-    except ImportError as exc:
-        raise EngineLoadError(f"the fish-torch engine adapter cannot be imported: {exc}") from None
+        load_fish_engine = engines.loader(proposal.engine)
+    except (LookupError, ImportError) as exc:
+        raise EngineLoadError(f"the {proposal.engine} engine cannot be loaded: {exc}") from None
     engine = load_fish_engine(
         model,
         device=device,

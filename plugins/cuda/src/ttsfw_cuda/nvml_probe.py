@@ -19,7 +19,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from ttsfw.models import AcceleratorDevice, Detection
+from ttsfw.sdk import AcceleratorDevice, Detection
 
 GiB = 2**30
 

@@ -11,16 +11,29 @@ Each hook is a thin door into its module:
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from ttsfw import hookimpl
-from ttsfw.models import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal
-from ttsfw.settings import Settings
+from ttsfw.sdk import (
+    Detection,
+    DeviceFamilyInfo,
+    EnvChange,
+    HardwareProfile,
+    ModelSpec,
+    Proposal,
+    Registry,
+    Settings,
+    hookimpl,
+)
 
 from . import env, nvml_probe, scoring
 
-TTSFW_HOOK_API = "1.0"
+TTSFW_HOOK_API = "2.0"
 NAME = "cuda"  # the entry-point name; the core stamps proposals with it
+
+
+@hookimpl
+def register_device_families(register: Callable[[DeviceFamilyInfo], None]) -> None:
+    register(DeviceFamilyInfo(name="cuda", description="NVIDIA GPUs through CUDA (found with NVML)"))
 
 
 @hookimpl
@@ -43,9 +56,7 @@ def prepare_env(proposal: Proposal, hardware: HardwareProfile, settings: Setting
 
 
 @hookimpl
-def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings) -> Optional[Any]:
-    if proposal.plugin != NAME:
-        return None
+def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Registry) -> Optional[Any]:
     from . import loader  # the heavy part (torch, fish_speech) is imported only past this point
 
-    return loader.load(proposal, model, cache_dir=settings.cache_dir)
+    return loader.load(proposal, model, engines, cache_dir=settings.cache_dir)

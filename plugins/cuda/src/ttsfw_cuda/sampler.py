@@ -1,6 +1,6 @@
 """GPU utilisation and memory, sampled through NVML while the engine synthesizes.
 
-FIELD_NOTES: utilisation read after synthesis is always 0%. The sampler runs
+docs/field-notes.md: utilisation read after synthesis is always 0%. The sampler runs
 in a background thread that starts before the engine is asked for audio and
 stops as soon as the engine's generator is exhausted (or abandoned), so every
 sample falls inside synthesis.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable, Iterator, Optional
 
-from ttsfw.engine import AudioChunk
+from ttsfw.sdk import AudioChunk, ReportsMetrics
 
 
 class GpuSampler:
@@ -108,9 +108,8 @@ class SampledEngine:
 
     def metrics(self) -> dict[str, Any]:
         out = {}
-        inner_metrics = getattr(self.inner, "metrics", None)
-        if callable(inner_metrics):
-            out.update(inner_metrics() or {})
+        if isinstance(self.inner, ReportsMetrics):
+            out.update(self.inner.metrics() or {})
         out.update(self.sampler.metrics())
         return out
 

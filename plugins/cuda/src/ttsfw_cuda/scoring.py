@@ -4,11 +4,13 @@ Every number below is either read from the model spec / hardware profile or
 is a named constant with the evidence it rests on; each proposal's reasons
 repeat the ones that decided it, so a plan can be checked by a person.
 
-Speed model (batch-1 autoregressive decoding is memory-bandwidth bound):
+Speed model: the core's shared decode roofline (``ttsfw.sdk.decode_speed``,
+constants "cuda-eager" with their source), the same scale the MPS and CPU
+plugins use:
 
-    tokens/s  = efficiency x bandwidth / (weights read per token x bytes per weight)
-    RTF       = semantic tokens per audio second (44100 Hz / 2048 hop = 21.5) / tokens/s
-    score     = 1 / RTF, multiplied down for risk (shared GPU, vGPU, int8, tight memory)
+    seconds per token = bytes read per token / (efficiency x bandwidth) + overhead per token
+    RTF               = tokens per audio second (from the model spec) / tokens/s
+    score             = 1 / RTF, multiplied down for risk (shared GPU, vGPU, int8, tight memory)
 """
 
 from __future__ import annotations
@@ -16,10 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ttsfw.hardware import describe_memory
-from ttsfw.models import AcceleratorDevice, Estimate, HardwareProfile, ModelSpec, Proposal
-from ttsfw.modelspecs.fish import tokens_per_audio_second
-from ttsfw.settings import Settings
+from ttsfw.sdk import (
+    COMPILE_SPEEDUP,
+    AcceleratorDevice,
+    Estimate,
+    HardwareProfile,
+    ModelSpec,
+    Proposal,
+    Settings,
+    decode_speed,
+    describe_memory,
+    tokens_per_audio_second,
+)
 
 from .nvml_probe import BUSY_MEMORY_SHARE, BUSY_UTILIZATION_PERCENT, triton_importable
 
@@ -30,27 +40,24 @@ ENGINE = "fish-torch"
 # workspaces) that every process pays on first CUDA use, typically 0.3-0.5 GiB.
 CUDA_CONTEXT_BYTES = int(0.4 * GiB)
 # PyTorch caching-allocator slack and the codec decoder's activations for a
-# chunk. Calibrated, not derived: FIELD_NOTES measured about 4.5 GB in use for
+# chunk. Calibrated, not derived: docs/field-notes.md records about 4.5 GB in use for
 # S1-mini in fp16 on an RTX 3060; the spec's 3.36 GiB plus the context leaves
 # about 0.5 GiB unexplained, which this allowance covers.
 ALLOCATOR_AND_DECODE_BYTES = int(0.5 * GiB)
 
-# Share of the bandwidth roofline that fish-speech's eager decoding loop
-# reaches. Calibrated on FIELD_NOTES' RTX 3060 (RTF 2-3 in fp16 without
-# compile, i.e. 7-11 tokens/s against a 157 tokens/s roofline). The same notes
-# show a virtual V100 at 0.4% (3.89 GB/s), so this is a middle estimate, not a
-# guarantee: benchmarks/cuda_real_gpu.py measures it on a real card.
-EAGER_EFFICIENCY = 0.05
-# FIELD_NOTES: torch.compile made decoding 20-30% faster on Linux / WSL2 + NVIDIA; the low end is used.
-COMPILE_SPEEDUP = 1.2
-COMPILE_STARTUP = "minutes of compilation at start-up (FIELD_NOTES), paid again in every new process"
+# Decoding speed comes from the core's shared roofline (ttsfw.sdk.decode_speed,
+# "cuda-eager": calibrated on the field notes' RTX 3060, RTF 2-3 in fp16);
+# benchmarks/cuda_real_gpu.py measures it on a real card. torch.compile's
+# speed-up (COMPILE_SPEEDUP, 1.2: the field notes' 20-30% on Linux/WSL2) is
+# the SDK's too, so the WSL plugin's compiled twin uses the same figure.
+COMPILE_STARTUP = "minutes of compilation at start-up (docs/field-notes.md), paid again in every new process"
 INT8_RISK = 0.9  # weight-only int8 changes the voice slightly; taken only when 16-bit does not fit
-VGPU_RISK = 0.5  # FIELD_NOTES' V100 vGPU reached 3.89 GB/s: a virtual GPU may be far below its card
+VGPU_RISK = 0.5  # the field notes' V100 vGPU reached 3.89 GB/s: a virtual GPU may be far below its card
 TIGHT_FIT_SHARE = 0.85  # above this share of usable memory, longer inputs risk running out
 TIGHT_FIT_RISK = 0.9
 MEMORY_BUSY_RISK = 0.85  # others' memory may grow and push the model out
 # Laptop GPUs that overflow do not fail: the driver spills into system RAM.
-SPILL_EVIDENCE = ("FIELD_NOTES measured exactly this on an RTX 3050 Laptop 4 GB: 5.97 GB used, spilled into "
+SPILL_EVIDENCE = ("docs/field-notes.md records exactly this on an RTX 3050 Laptop 4 GB: 5.97 GB used, spilled into "
                   "system RAM, RTF 40-144, against RTF 6-8 on that laptop's CPU")
 
 
@@ -74,6 +81,9 @@ def need_bytes(model: ModelSpec, key: str) -> Optional[int]:
 class CompileDecision:
     compile: bool
     reason: str
+    #: why compile is off, as a field other plugins read (the WSL plugin lifts "os"):
+    #: "os" (no Triton on this OS), "no-triton", "unknown-triton", "old-gpu"; "" when compiled.
+    blocked: str = ""
 
 
 def compile_decision(hardware: HardwareProfile, device: AcceleratorDevice) -> CompileDecision:
@@ -86,21 +96,24 @@ def compile_decision(hardware: HardwareProfile, device: AcceleratorDevice) -> Co
     """
     if hardware.os != "linux":
         return CompileDecision(False, f"no torch.compile: {hardware.os} has no working Triton "
-                                      "(FIELD_NOTES: 'Cannot find a working triton installation' on native Windows)")
+                                      "(docs/field-notes.md: 'Cannot find a working triton installation' on native "
+                                      "Windows)", blocked="os")
     triton = hardware.flags.get("triton")
     if triton is None:
         if hardware.source == "detected":
             triton = triton_importable()
         else:
             return CompileDecision(False, "no torch.compile: the saved profile does not say whether Triton is "
-                                          "installed there (profiles from `ttsfw detect --json` record it)")
+                                          "installed there (profiles from `ttsfw detect --json` record it)",
+                                   blocked="unknown-triton")
     if not triton:
-        return CompileDecision(False, "no torch.compile: Triton is not installed (pip install triton)")
+        return CompileDecision(False, "no torch.compile: Triton is not installed (pip install triton)",
+                               blocked="no-triton")
     if _cc(device) < (7, 0):
         return CompileDecision(False, f"no torch.compile: Triton needs compute capability 7.0+, "
-                                      f"{device.name} has {'.'.join(map(str, _cc(device)))}")
+                                      f"{device.name} has {'.'.join(map(str, _cc(device)))}", blocked="old-gpu")
     return CompileDecision(True, f"torch.compile with Triton: ~{COMPILE_SPEEDUP - 1:.0%} faster decoding "
-                                 f"(FIELD_NOTES: 20-30% on Linux) at the cost of {COMPILE_STARTUP}")
+                                 f"(docs/field-notes.md: 20-30% on Linux) at the cost of {COMPILE_STARTUP}")
 
 
 def _precision(device: AcceleratorDevice) -> tuple[str, str]:
@@ -194,17 +207,11 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
     rtf: Optional[float] = None
     speed_reason = ""
     if isinstance(params, int) and params > 0:
-        bytes_per_token = params * per_weight
-        roofline = bandwidth * 1e9 / bytes_per_token
-        tokens_per_s = EAGER_EFFICIENCY * roofline * (COMPILE_SPEEDUP if decision.compile else 1.0)
-        rtf = tokens_per_audio_second(model) / tokens_per_s
-        speed_reason = (
-            f"speed: ~{tokens_per_s:.1f} tokens/s = {EAGER_EFFICIENCY:.0%} of the {roofline:.0f} tokens/s roofline "
-            f"({bandwidth:.0f} GB/s / {bytes_per_token / 1e9:.2f} GB read per token)"
-            + (f" x {COMPILE_SPEEDUP} compiled" if decision.compile else "")
-            + f"; RTF ~{rtf:.2f} at {tokens_per_audio_second(model):.1f} tokens per audio second. The 5% "
-            "efficiency is calibrated on FIELD_NOTES' RTX 3060 (RTF 2-3); a vGPU V100 there reached far less"
+        speed = decode_speed(
+            "cuda-eager", params * per_weight, bandwidth * 1e9, tokens_per_audio_second(model),
+            speedup=COMPILE_SPEEDUP if decision.compile else 1.0, speedup_reason="compiled",
         )
+        tokens_per_s, rtf, speed_reason = speed.tokens_per_s, speed.rtf, speed.reason
     memory_vetoed = need16 is not None and quantization == "none" and need16 > usable
     if memory_vetoed and rtf is not None:
         # Overflowing GPUs do not run at the roofline's pace: they page through system RAM (RTF 40-144 measured).
@@ -213,26 +220,29 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
     score = 1.0 / rtf if rtf else 0.01
 
     risks: list[str] = []
+    factors: dict[str, float] = {}
     util = device.utilization_percent or 0.0
     others = max(0, total - free)
     if util >= BUSY_UTILIZATION_PERCENT:
         factor = max(0.1, 1.0 - util / 100.0)
         score *= factor
+        factors[f"{device.id} busy ({util:.0f}% utilised by other work)"] = factor
         risks.append(f"busy: {util:.0f}% utilised by other work, which shares its bandwidth (score x {factor:.2f})")
     if total and others >= BUSY_MEMORY_SHARE * total:
         score *= MEMORY_BUSY_RISK
+        factors[f"{device.id} memory held by other processes"] = MEMORY_BUSY_RISK
         procs = device.capabilities.get("process_list") or f"{device.capabilities.get('processes', '?')} process(es)"
         risks.append(f"busy: {describe_memory(others)} of {describe_memory(total)} already in use ({procs}); "
                      f"that work may grow (score x {MEMORY_BUSY_RISK})")
     if risks:
         risks.append("the device is chosen once, at plan time: a loaded model is never moved to another "
-                     "GPU or the CPU if this load changes (FIELD_NOTES: moving a loaded model breaks it)")
+                     "GPU or the CPU if this load changes (docs/field-notes.md: moving a loaded model breaks it)")
     if quantization != "none":
         score *= INT8_RISK
         risks.append(f"int8 weights may change the voice slightly (score x {INT8_RISK})")
     if "vgpu" in device.flags:
         score *= VGPU_RISK
-        risks.append(f"virtual GPU (vGPU): FIELD_NOTES' V100 vGPU reached only 3.89 GB/s (score x {VGPU_RISK})")
+        risks.append(f"virtual GPU (vGPU): the field notes' V100 vGPU reached only 3.89 GB/s (score x {VGPU_RISK})")
     if need is not None and usable and need > TIGHT_FIT_SHARE * usable and not vetoes:
         score *= TIGHT_FIT_RISK
         risks.append(f"tight fit: needs {need / usable:.0%} of usable memory; long inputs may not fit "
@@ -254,7 +264,7 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
         device=device.id,
         device_family="cuda",
         engine=ENGINE,
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
         quantization=quantization,
         compile=decision.compile,
         threads=None,
@@ -267,6 +277,8 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
         score=round(score, 4),
         reasons=reasons,
         vetoes=vetoes,
+        facts={"compile_blocked": decision.blocked} if decision.blocked else {},
+        score_factors=factors,
     )
 
 

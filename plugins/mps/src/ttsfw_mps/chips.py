@@ -1,6 +1,6 @@
 """Apple Silicon chips: unified-memory bandwidth, the number a token-rate estimate rests on.
 
-Autoregressive decoding at batch 1 is bandwidth bound (FIELD_NOTES), so the
+Autoregressive decoding at batch 1 is bandwidth bound (docs/field-notes.md), so the
 estimate needs each chip's memory bandwidth. Figures are Apple's published
 ones (Apple Newsroom launch articles and the "Tech Specs" pages of the Macs
 that carry each chip), in GB/s:

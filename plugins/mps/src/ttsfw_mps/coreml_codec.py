@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ttsfw.files import file_sha256
+from ttsfw.sdk import file_sha256
 
 DEFAULT_FRAMES = 1024  # ~47.5 s of audio at 21.5 frames/s: longer than any 400-character chunk
 DEPLOYMENT = "macOS13"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ttsfw.models import EnvChange, Proposal
+from ttsfw.sdk import EnvChange, Proposal
 
 # PyTorch's MPS allocator defaults: high watermark 1.7 x Metal's recommended
 # working set (so it may allocate well past it, into swap), low watermark 1.4
@@ -18,7 +18,7 @@ def env_changes(proposal: Proposal, environ: Mapping[str, str]) -> list[EnvChang
         return []
     changes = [
         EnvChange(kind="mp_start_method", value="spawn",
-                  reason="macOS + MPS deadlocks with the default fork start method; spawn fixes it (FIELD_NOTES)"),
+                  reason="macOS + MPS deadlocks with the default fork start method; spawn fixes it (docs/field-notes.md)"),
         EnvChange(kind="set_env", key="PYTORCH_ENABLE_MPS_FALLBACK", value="1",
                   reason="an op MPS does not implement runs on the CPU instead of raising NotImplementedError"),
     ]
@@ -27,7 +27,7 @@ def env_changes(proposal: Proposal, environ: Mapping[str, str]) -> list[EnvChang
             EnvChange(kind="set_env", key="PYTORCH_MPS_HIGH_WATERMARK_RATIO", value=HIGH_WATERMARK,
                       reason="cap MPS allocations at Metal's recommended working set (default 1.7x lets them "
                              "spill into swap): an oversize load fails fast and ttsfw falls back, instead of "
-                             "crawling like FIELD_NOTES' overflowing 4 GB GPU"),
+                             "crawling like the field notes' overflowing 4 GB GPU"),
             EnvChange(kind="set_env", key="PYTORCH_MPS_LOW_WATERMARK_RATIO", value=LOW_WATERMARK,
                       reason="PyTorch requires the low watermark at or below the high one (its default is 1.4); "
                              "above 0.8 the allocator frees cached blocks sooner"),

@@ -9,17 +9,49 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from ttsfw import hookimpl
-from ttsfw.errors import EngineLoadError
-from ttsfw.models import AcceleratorDevice, Detection, EnvChange, HardwareProfile, ModelSpec, Proposal
-from ttsfw.settings import Settings
+from ttsfw.sdk import (
+    AcceleratorDevice,
+    Detection,
+    DeviceFamilyInfo,
+    EngineInfo,
+    EngineLoadError,
+    EnvChange,
+    HardwareProfile,
+    ModelSpec,
+    Proposal,
+    Registry,
+    ReplaceableDecoder,
+    Settings,
+    hookimpl,
+    innermost,
+)
 
 from . import env, scoring, sysinfo
 
-TTSFW_HOOK_API = "1.0"
+TTSFW_HOOK_API = "2.0"
 NAME = "mps"
+
+
+@hookimpl
+def register_device_families(register: Callable[[DeviceFamilyInfo], None]) -> None:
+    register(DeviceFamilyInfo(name="mps", description="Apple Silicon GPUs through Metal Performance Shaders"))
+
+
+@hookimpl
+def register_engines(register: Callable[[EngineInfo], None]) -> None:
+    # Fish Speech with the language model on torch (MPS) and the codec decoder as a
+    # Core ML ML program; this plugin converts, caches and attaches it.
+    register(EngineInfo(
+        backend=scoring.COREML_ENGINE,
+        families=frozenset({"fish"}),
+        requires=("torch", "fish_speech", "coremltools"),
+        extra="mps",
+        description="Fish Speech on torch (MPS) with the codec decoder converted to Core ML",
+        variant_of="fish-torch",  # the same voice options: only the decoder differs
+        loader="ttsfw_mps.plugin:load_with_coreml_codec",
+    ))
 
 
 @hookimpl
@@ -62,28 +94,33 @@ def prepare_env(proposal: Proposal) -> list[EnvChange]:
 
 
 @hookimpl
-def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings) -> Optional[Any]:
-    if proposal.plugin != NAME:
-        return None
-    try:
-        from ttsfw.engines.fish_torch import load_fish_engine
-    except ImportError as exc:
-        raise EngineLoadError(f"the Fish Speech engine cannot be imported: {exc}") from None
-    engine = load_fish_engine(model, device="mps", precision=proposal.precision, quantization=proposal.quantization,
-                              compile=False, threads=None, cache_dir=settings.cache_dir)
+def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Registry) -> Optional[Any]:
     if proposal.engine == scoring.COREML_ENGINE:
-        _attach_coreml_codec(engine, model, settings, str(proposal.options.get("coreml_compute_units", "ALL")))
-    return engine
+        return load_with_coreml_codec(proposal, model, settings, engines)
+    return _load_fish(proposal, model, settings, engines)
 
 
-def _attach_coreml_codec(engine: Any, model: ModelSpec, settings: Settings, compute_units: str) -> None:
+def _load_fish(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Registry) -> Any:
+    try:
+        load_fish_engine = engines.loader("fish-torch")
+    except (LookupError, ImportError) as exc:
+        raise EngineLoadError(f"the Fish Speech engine cannot be loaded: {exc}") from None
+    return load_fish_engine(model, device="mps", precision=proposal.precision, quantization=proposal.quantization,
+                            compile=False, threads=None, cache_dir=settings.cache_dir)
+
+
+def load_with_coreml_codec(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Registry) -> Any:
+    """The fish engine on MPS with its codec decoder replaced by the Core ML conversion."""
     from . import coreml_codec
 
-    codec = getattr(engine, "codec", None)
-    replace = getattr(engine, "replace_codec_decoder", None)
-    if codec is None or replace is None:
+    engine = _load_fish(proposal, model, settings, engines)
+    inner = innermost(engine)
+    codec = getattr(inner, "codec", None)
+    if codec is None or not isinstance(engine, ReplaceableDecoder):
         engine.close()
-        raise EngineLoadError("the fish engine exposes no codec / replace_codec_decoder, so the Core ML decoder "
+        raise EngineLoadError("the fish engine exposes no codec or decoder replacement, so the Core ML decoder "
                               "cannot be attached; the all-torch MPS proposal runs instead")
+    compute_units = str(proposal.options.get("coreml_compute_units", "ALL"))
     converted = coreml_codec.load_or_convert(codec, model.files["codec"], settings.cache_dir)
-    replace(coreml_codec.CoreMLDecoder(converted, compute_units), backend=scoring.COREML_ENGINE)
+    engine.replace_codec_decoder(coreml_codec.CoreMLDecoder(converted, compute_units), backend=scoring.COREML_ENGINE)
+    return engine

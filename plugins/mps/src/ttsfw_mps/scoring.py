@@ -2,7 +2,7 @@
 
 Decisions, each carried into the proposal's reasons:
 
-* fp16 always: FIELD_NOTES' rule for MPS. int8 and torch.compile are shown
+* fp16 always: the field notes' rule for MPS. int8 and torch.compile are shown
   as vetoed proposals, with the measurements that rule them out, so a user
   sees they were considered.
 * Memory: the GPU shares the Mac's unified memory, so proposals use
@@ -18,9 +18,16 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ttsfw.hardware import describe_memory
-from ttsfw.models import AcceleratorDevice, Estimate, HardwareProfile, ModelSpec, Proposal
-from ttsfw.modelspecs.fish import tokens_per_audio_second
+from ttsfw.sdk import (
+    AcceleratorDevice,
+    Estimate,
+    HardwareProfile,
+    ModelSpec,
+    Proposal,
+    decode_speed,
+    describe_memory,
+    tokens_per_audio_second,
+)
 
 GiB = 2**30
 ENGINE = "fish-torch"
@@ -36,19 +43,14 @@ OS_RESERVE_SHARE = 0.25
 MPS_RUNTIME_BYTES = int(0.5 * GiB)
 TIGHT_SHARE = 0.75  # above this share of the model budget, or on an 8 GB Mac, the fit is called tight
 TIGHT_RISK = 0.85
-# Speed model. BANDWIDTH_EFFICIENCY: share of the published bandwidth that
-# large matmuls reach on Apple GPUs (typically 60-80% in streaming benchmarks;
-# the low end). PER_TOKEN_OVERHEAD_S: fish-speech's eager loop launches about
-# 800 small kernels per token (28 slow layers + 4 fast layers x 10 codebooks);
-# calibrated on FIELD_NOTES' RTX 3060 (RTF 2-3 = 7-11 tokens/s while its
-# bandwidth alone allows ~150), i.e. ~85-135 ms per token spent outside
-# weight reads; the low end is used, MPS dispatch being no faster than CUDA's.
-BANDWIDTH_EFFICIENCY = 0.6
-PER_TOKEN_OVERHEAD_S = 0.085
-UNMEASURED_RISK = 0.8  # no fp16-on-MPS measurement in FIELD_NOTES: the estimate is a model, not a measurement
+# Speed: the core's shared decode roofline (ttsfw.sdk.decode_speed, constants
+# "mps-eager": 60% of the chip's bandwidth plus a per-token overhead taken from
+# the CUDA calibration, since fish-speech's eager loop launches the same ~800
+# small kernels per token on either GPU; the reasons say it is assumed).
+UNMEASURED_RISK = 0.8  # no fp16-on-MPS measurement in docs/field-notes.md: the estimate is a model, not a measurement
 COREML_RISK = 0.95  # same LLM path, codec on Core ML: unmeasured, and the first load converts (minutes)
-FIELD_INT8 = "FIELD_NOTES, M1 Air 8 GB: MPS with INT8 ran at RTF 95.6, 0.61 tokens/s, 0.52 GB/s: INT8 ops fall back to the CPU one by one (the same Mac's CPU alone: RTF ~15)"
-FIELD_COMPILE = "FIELD_NOTES: torch.compile on macOS + MPS hangs with runaway process spawning"
+FIELD_INT8 = "docs/field-notes.md, M1 Air 8 GB: MPS with INT8 ran at RTF 95.6, 0.61 tokens/s, 0.52 GB/s: INT8 ops fall back to the CPU one by one (the same Mac's CPU alone: RTF ~15)"
+FIELD_COMPILE = "docs/field-notes.md: torch.compile on macOS + MPS hangs with runaway process spawning"
 
 
 def os_reserve(total: int) -> int:
@@ -72,15 +74,9 @@ def speed(model: ModelSpec, device: AcceleratorDevice) -> tuple[Optional[float],
     if not isinstance(bandwidth, (int, float)) or bandwidth <= 0:
         bandwidth = 68.25
         reasons.append("bandwidth: chip unknown, assumed the lowest Apple Silicon figure (M1, 68 GB/s)")
-    bytes_per_token = params * 2
-    read_s = bytes_per_token / (BANDWIDTH_EFFICIENCY * bandwidth * 1e9)
-    tokens_per_s = 1.0 / (read_s + PER_TOKEN_OVERHEAD_S)
-    rtf = tokens_per_audio_second(model) / tokens_per_s
-    reasons.append(
-        f"speed: ~{tokens_per_s:.1f} tokens/s = 1 / ({bytes_per_token / 1e9:.2f} GB per token read at "
-        f"{BANDWIDTH_EFFICIENCY:.0%} of {bandwidth:g} GB/s = {read_s * 1000:.0f} ms, + {PER_TOKEN_OVERHEAD_S * 1000:.0f} ms "
-        f"eager-loop overhead per token); RTF ~{rtf:.2f} at {tokens_per_audio_second(model):.1f} tokens per audio second"
-    )
+    decode = decode_speed("mps-eager", params * 2, bandwidth * 1e9, tokens_per_audio_second(model))
+    reasons.append(decode.reason)
+    tokens_per_s, rtf = decode.tokens_per_s, decode.rtf
     return tokens_per_s, rtf, reasons
 
 
@@ -123,7 +119,7 @@ def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevi
     score = (1.0 / rtf if rtf else 0.01) * UNMEASURED_RISK * fit_factor
     headline = f"{device.name} GPU through MPS, fp16" + (f": RTF ~{rtf:.2f}, ~{tokens_per_s:.1f} tokens/s" if rtf else "")
     common = [
-        "fp16 on MPS (FIELD_NOTES' rule for Apple GPUs; never int8 there)",
+        "fp16 on MPS (the field notes' rule for Apple GPUs; never int8 there)",
         "no torch.compile (" + FIELD_COMPILE + ")",
         "unified memory: the GPU and the CPU share RAM, so the fit is checked against system memory",
     ]
@@ -163,7 +159,7 @@ def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevi
     ))
     proposals.append(Proposal(
         engine=ENGINE, compile=True, score=0.0, estimate=Estimate(peak_memory_bytes=need),
-        reasons=["torch.compile speeds decoding 20-30% on Linux + NVIDIA (FIELD_NOTES)"],
+        reasons=["torch.compile speeds decoding 20-30% on Linux + NVIDIA (docs/field-notes.md)"],
         vetoes=["never torch.compile on MPS: " + FIELD_COMPILE, *unavailable], **base,
     ))
     return proposals

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from typing import Generator, Optional
 
-from ttsfw import hookimpl
-from ttsfw.models import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal
+from ttsfw.sdk import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal, hookimpl
 
 from . import probe, wrapper
 
-TTSFW_HOOK_API = "1.0"
+TTSFW_HOOK_API = "2.0"
 
 
 @hookimpl

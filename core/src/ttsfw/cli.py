@@ -381,88 +381,61 @@ def run_cmd(
 
 # -- tune --------------------------------------------------------------------
 
-TUNE_TEXT = (
-    "The quick brown fox jumps over the lazy dog. "
-    "A short measurement tells which settings are fastest on this machine. "
-    "Every proposal speaks these same sentences, in turn, several times."
-)
-
 
 @main.command("tune")
 @click.option("--model", "-m", default=None, help="Model path (default: the embedded voice).")
 @click.option("--device", "-d", default=None, help="auto, cpu, cuda or mps: a hard constraint.")
 @click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
-              help="Times each proposal speaks the test text (round robin; the median counts).")
+              help="Round-robin rounds: each loads every proposal afresh and times a short sentence and a paragraph.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @click.pass_obj
 def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: int, as_json: bool) -> None:
-    """Measure every feasible proposal here and cache the results for this machine and model."""
+    """Measure every feasible proposal here against the current choice and cache what wins."""
     import importlib.metadata
-    import statistics
     import time
 
-    from . import runtime, tuning
+    from . import tune_rounds, tune_run, tuning
     from .engines import engine_info
-    from .errors import EngineLoadError, NoFeasiblePlan
+    from .errors import NoFeasiblePlan
     from .planner import make_plan
-    from .synthesis import synthesize
-    from .text import split_sentences
 
     host, plan = build_plan(obj, model, device, None)
     if plan.chosen is None:
         raise NoFeasiblePlan(plan.summary)
     dists = importlib.metadata.packages_distributions()
 
-    class _Null:
-        def write(self, pcm: bytes) -> None:
-            pass
+    def versions(p: Proposal) -> dict[str, str]:
+        info = engine_info(p.engine)
+        return tuning.module_versions(sorted({d for m in (info.requires if info else ()) for d in dists.get(m, [])}))
 
-    # One proposal at a time: a fish model loaded in every variant at once would not fit in memory.
-    chunks = split_sentences(TUNE_TEXT, 400)
-    entries: dict[str, dict[str, Any]] = {}
-    failed: dict[str, str] = {}
-    applied: list[Any] = []
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    for proposal in plan.ranked():
-        t0 = time.perf_counter()
-        try:
-            loaded = runtime.load_proposal(host, plan, proposal, applied)
-        except EngineLoadError as exc:
-            failed[proposal.label()] = str(exc)
-            continue
-        seconds = time.perf_counter() - t0
-        try:
-            list(loaded.engine.synthesize("Warm up."))  # first run allocates; not part of the measurement
-            rtfs = [synthesize(loaded.engine, chunks, _Null()).rtf or float("inf") for _ in range(rounds)]
-        finally:
-            loaded.engine.close()
-        if not as_json:
-            click.echo(f"measured {proposal.label()}: load {seconds:.2f} s, RTF {statistics.median(rtfs):.3f}",
-                       err=True)
-        info = engine_info(proposal.engine)
-        names = sorted({d for m in (info.requires if info else ()) for d in dists.get(m, [])})
-        entries[tuning.proposal_key(proposal)] = {
-            "rtf": statistics.median(rtfs),
-            "rtf_all": rtfs,
-            "load_seconds": round(seconds, 3),
-            "label": proposal.label(),
-            "measured_at": stamp,
-            "versions": tuning.module_versions(names),
-        }
-    path = tuning.save(host.settings.cache_dir, plan.hardware, plan.model, entries) if entries else None
+    proposals = {tuning.proposal_key(p): p for p in plan.ranked()}
+    control = tuning.proposal_key(plan.chosen)
+    measure = tune_run.engine_measurer(host, plan, proposals)
+    decision = tune_rounds.tune(list(proposals), control, measure, rounds, list(tune_run.WORKLOADS))
+    entries, summary = tune_run.cache_entries(decision, proposals, versions, time.strftime("%Y-%m-%d %H:%M"))
+    path = tuning.save(host.settings.cache_dir, plan.hardware, plan.model, entries, summary) if entries else None
     new_plan = make_plan(host, model=plan.model, hardware=plan.hardware)
+    failed = {proposals[k].label(): why for k, why in decision.failed.items()}
     if as_json:
         _emit_json({"measurements": entries, "failed": failed, "cache": str(path) if path else None,
-                    "chosen": new_plan.chosen.label() if new_plan.chosen else None})
+                    "decision": summary, "chosen": new_plan.chosen.label() if new_plan.chosen else None})
         return
-    click.echo(f"{'RTF':>7}  {'load s':>6}  proposal")
-    for entry in sorted(entries.values(), key=lambda e: e["rtf"]):
-        click.echo(f"{entry['rtf']:7.3f}  {entry['load_seconds']:6.2f}  {entry['label']}")
-    for label, why in failed.items():
-        click.echo(f"  failed  {label}: {why}")
+    _print_tune(entries, failed, decision)
     if path:
         click.echo(f"saved to {path}")
     click.echo(f"now chosen: {new_plan.chosen.label() if new_plan.chosen else 'nothing'}")
+
+
+def _print_tune(entries: dict[str, dict[str, Any]], failed: dict[str, str], decision: Any) -> None:
+    click.echo(f"{decision.rounds} round-robin rounds; end-to-end seconds (session start + speaking), medians")
+    click.echo(f"{'start s':>7}  {'short s':>7}  {'para s':>6}  {'RTF':>6}  proposal")
+    for key, e in sorted(entries.items(), key=lambda kv: sum(kv[1]["end_to_end_seconds"].values())):
+        mark = "  <- chosen" if key == decision.winner else ("  (control)" if key == decision.control else "")
+        short, para = e["end_to_end_seconds"].values()
+        click.echo(f"{e['load_seconds']:7.2f}  {short:7.2f}  {para:6.2f}  {e['rtf']:6.3f}  {e['label']}{mark}")
+    for label, why in failed.items():
+        click.echo(f"  failed  {label}: {why}")
+    click.echo(f"decision: {decision.reason}")
 
 
 def _exit_without_teardown() -> None:

@@ -192,6 +192,7 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
     proposals = []
     prior_scores: list[float] = []
     measured: list[bool] = []
+    entries: list[Optional[dict[str, Any]]] = []
     for v in _variants(threads, thread_reason, hardware):
         quantization = v.get("quantization", "none")
         proposal = Proposal(
@@ -216,6 +217,7 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
             if measured_any else None
         )
         measured.append(entry is not None)
+        entries.append(entry)
         if entry is not None:
             rtf = float(entry["rtf"])
             proposal.score = round(1.0 / rtf, 3) if rtf > 0 else 0.0
@@ -238,12 +240,35 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
             proposal.score = round(score, 3)
             proposal.estimate = Estimate(rtf=round(rtf_prior, 4), peak_memory_bytes=peak)
         proposals.append(proposal)
-    _calibrate_to_the_measured_default(proposals, prior_scores, measured)
+    decision = tuning.load_decision(settings.cache_dir, hardware, model) if measured_any else None
+    keys = [tuning.proposal_key(p.model_copy(update={"plugin": NAME})) for p in proposals]
+    winner = next((i for i, k in enumerate(keys) if decision and k == decision["winner"] and measured[i]), None)
+    _calibrate_to_the_measured_default(proposals, prior_scores, measured, noise_rule=winner is None)
+    if winner is not None:
+        _follow_tune_decision(proposals, entries, winner)
     return proposals
 
 
+def _follow_tune_decision(proposals: list[Proposal], entries: list[Optional[dict[str, Any]]], winner: int) -> None:
+    """`ttsfw tune` compared end-to-end times (session start included) against a control, round robin, and
+    promoted only a win larger than the spread it measured: its choice comes first, whatever the RTFs say."""
+    chosen = proposals[winner]
+    verdict = (entries[winner] or {}).get("verdict")
+    if verdict:
+        chosen.reasons.append(verdict)
+    ceiling = chosen.score
+    for i, p in enumerate(proposals):
+        if i == winner or p.score < ceiling:
+            continue
+        p.score = round(ceiling * (0.99 - 0.001 * i), 3)  # below the winner, in the plugin's own order
+        why = (entries[i] or {}).get("verdict")
+        p.reasons.append(
+            f"ranked below `ttsfw tune`'s choice: {why}" if why else "ranked below `ttsfw tune`'s choice (not measured)"
+        )
+
+
 def _calibrate_to_the_measured_default(
-    proposals: list[Proposal], prior_scores: list[float], measured: list[bool]
+    proposals: list[Proposal], prior_scores: list[float], measured: list[bool], noise_rule: bool = True
 ) -> None:
     """Once the safe default is measured here, compare everything against that measurement.
 
@@ -264,7 +289,7 @@ def _calibrate_to_the_measured_default(
                 p.estimate.rtf = round(p.estimate.rtf / scale, 4)
             p.reasons.append(f"estimate scaled by the safe default's measurement here (x{scale:.2f})")
             continue
-        if not p.estimate.rtf or p.score <= default.score:
+        if not noise_rule or not p.estimate.rtf or p.score <= default.score:
             continue
         if p.estimate.rtf > default_rtf * (1.0 - _PROMOTION_MARGIN):
             p.score = round(default.score * 0.99, 3)

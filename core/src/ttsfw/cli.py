@@ -58,6 +58,9 @@ def _parse_plugin_options(values: tuple[str, ...]) -> list[str]:
 @click.pass_context
 def main(ctx: click.Context, plugin_options: tuple[str, ...], allowed: tuple[str, ...], strict: Optional[bool]) -> None:
     """Hardware-aware runtime for neural text-to-speech."""
+    from . import cpu_load
+
+    cpu_load.mark()  # the CPU-load window starts now: the plan reads it after start-up, without waiting
     ctx.obj = Context(_parse_plugin_options(plugin_options), list(allowed), strict)
 
 
@@ -395,11 +398,15 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
     import time
 
     from . import tune_rounds, tune_run, tuning
+    from .cpu_load import without_load
     from .engines import engine_info
     from .errors import NoFeasiblePlan
     from .planner import make_plan
 
     host, plan = build_plan(obj, model, device, None)
+    # Measure the machine as built: the plan a run makes fits threads to the load it sees then.
+    quiet = plan.hardware.model_copy(update={"flags": without_load(plan.hardware.flags)})
+    plan = make_plan(host, model=plan.model, hardware=quiet)
     if plan.chosen is None:
         raise NoFeasiblePlan(plan.summary)
     dists = importlib.metadata.packages_distributions()

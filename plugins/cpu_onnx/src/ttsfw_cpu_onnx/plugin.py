@@ -19,6 +19,7 @@ from ttsfw.models import AcceleratorDevice, Detection, Estimate, HardwareProfile
 from ttsfw.settings import Settings
 
 from . import fish as _fish
+from .load_threads import fit_to_load
 
 TTSFW_HOOK_API = "1.0"
 NAME = "cpu_onnx"
@@ -58,7 +59,10 @@ def detect(host: HardwareProfile) -> Detection:
         memory_free_bytes=host.memory_available_bytes,
         capabilities=caps,  # type: ignore[arg-type]
     )
-    return Detection(devices=[cpu])
+    from ttsfw import cpu_load
+
+    # The load other processes put on the CPU now, as profile flags: score_config fits threads to it.
+    return Detection(devices=[cpu], flags=cpu_load.probe().as_flags())
 
 
 def _threads(hardware: HardwareProfile) -> tuple[int, str]:
@@ -246,7 +250,31 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
     _calibrate_to_the_measured_default(proposals, prior_scores, measured, noise_rule=winner is None)
     if winner is not None:
         _follow_tune_decision(proposals, entries, winner)
-    return proposals
+    return _fit_to_current_load(proposals, threads, hardware)
+
+
+def _fit_to_current_load(proposals: list[Proposal], nominal: int, hardware: HardwareProfile) -> list[Proposal]:
+    """Scored (and measured) for a quiet machine; run with the threads the current load leaves free."""
+    from ttsfw.cpu_load import CpuLoad
+
+    load = CpuLoad.from_flags(hardware.flags)
+    if load is None:
+        return proposals  # a saved profile without a load snapshot: plan for the machine as built
+    threads, spinning, why = fit_to_load(nominal, load)
+    fitted = []
+    for p in proposals:
+        if threads < nominal and p.options.get("variant") == "fp32-1-thread":
+            continue  # the default now runs one thread too: the same settings twice
+        if p.threads and p.threads > threads:
+            options = {**p.options, "allow_spinning": spinning}
+            if "inter_op_threads" in options:
+                options["inter_op_threads"] = threads
+            p = p.model_copy(update={"threads": threads, "options": options})
+        elif not spinning and (p.threads or 0) > 1:
+            p = p.model_copy(update={"options": {**p.options, "allow_spinning": False}})
+        p.reasons.append(why)
+        fitted.append(p)
+    return fitted
 
 
 def _follow_tune_decision(proposals: list[Proposal], entries: list[Optional[dict[str, Any]]], winner: int) -> None:

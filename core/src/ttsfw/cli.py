@@ -350,6 +350,12 @@ def run_cmd(
             "reference_audio": reference_audio, "reference_text": reference_text, "seed": seed,
         })
         chunks = split_sentences(spoken, loaded.proposal.chunk_chars)
+        pauses = None
+        if stream and sentence_silence is None:  # a cut within a sentence must not get sentence silence
+            from .first_clause import SEAM_PAD_SECONDS, split_first_clause
+
+            chunks, cut = split_first_clause(chunks)
+            pauses = {0: SEAM_PAD_SECONDS * (length_scale or 1.0)} if cut else None
         show_bar = not quiet and not as_json and sys.stderr.isatty() and len(chunks) > 2
         writer = StreamWavWriter(sys.stdout.buffer, engine.sample_rate) if stream else AtomicWavWriter(
             out_path, engine.sample_rate  # type: ignore[arg-type]
@@ -358,10 +364,10 @@ def run_cmd(
             if show_bar:
                 with click.progressbar(length=len(spoken), label="speaking", file=sys.stderr,
                                        show_eta=True, show_percent=True) as bar:
-                    metrics = synthesize(engine, chunks, writer, started=started,
+                    metrics = synthesize(engine, chunks, writer, started=started, pauses=pauses,
                                          on_chunk=lambda chunk: bar.update(len(chunk) + 1))
             else:
-                metrics = synthesize(engine, chunks, writer, started=started)
+                metrics = synthesize(engine, chunks, writer, started=started, pauses=pauses)
     finally:
         engine.close()
     metrics.load_seconds = load_seconds

@@ -76,11 +76,14 @@ def synthesize(
     *,
     started: Optional[float] = None,
     on_chunk: Optional[Callable[[str], None]] = None,
+    pauses: Optional[dict[int, float]] = None,
 ) -> Metrics:
     """Speak every chunk in order into ``sink``; return the metrics.
 
     ``started`` is a ``time.perf_counter()`` value for time to first audio
     (default: now). ``on_chunk`` is called after each text chunk (progress).
+    ``pauses``: seconds of silence to write after the chunk of that index
+    (the seam of a sentence cut at a clause, see :mod:`ttsfw.first_clause`).
     Raises :class:`UsageError` if the whole text produced no audio at all.
     """
     metrics = Metrics(sample_rate=engine.sample_rate)
@@ -101,6 +104,11 @@ def synthesize(
             metrics.audio_seconds += audio.seconds
             if audio.tokens:
                 metrics.tokens = (metrics.tokens or 0) + audio.tokens
+        pause = (pauses or {}).get(metrics.chunks, 0.0)
+        if pause > 0 and metrics.time_to_first_audio_seconds is not None:
+            silence = bytes(int(engine.sample_rate * pause) * 2)  # mono 16-bit PCM
+            sink.write(silence)
+            metrics.audio_seconds += pause
         metrics.per_chunk_seconds.append(time.perf_counter() - t_chunk)
         metrics.chunks += 1
         metrics.characters += len(text)

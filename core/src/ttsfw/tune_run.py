@@ -31,13 +31,15 @@ class _Discard:
 
 
 def engine_measurer(
-    host: PluginHost, plan: Plan, proposals: dict[str, Proposal], clock: Callable[[], float] = time.perf_counter
+    host: PluginHost, plan: Plan, proposals: dict[str, Proposal], clock: Callable[[], float] = time.perf_counter,
+    workloads: Optional[dict[str, str]] = None,
 ) -> Measurer:
     from . import runtime
     from .synthesis import synthesize
     from .text import split_sentences
 
     applied: list[EnvChange] = []
+    texts = WORKLOADS if workloads is None else workloads
 
     def measure(key: str) -> Sample:
         proposal = proposals[key]
@@ -47,7 +49,7 @@ def engine_measurer(
         seconds: dict[str, float] = {}
         audio: dict[str, float] = {}
         try:
-            for name, text in WORKLOADS.items():
+            for name, text in texts.items():
                 metrics = synthesize(loaded.engine, split_sentences(text, proposal.chunk_chars), _Discard())
                 seconds[name], audio[name] = metrics.synthesis_seconds, metrics.audio_seconds
         finally:

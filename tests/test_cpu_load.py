@@ -56,10 +56,10 @@ def test_the_probe_counts_what_other_processes_used_not_this_one(tmp_path: Path)
     load = cpu_load.probe(tmp_path, clock=proc.clock, sleep=proc.sleep)
     assert proc.sleeps == [pytest.approx(cpu_load.MIN_WINDOW_SECONDS)]  # no mark: a short window of its own
     assert load.busy_by_others == pytest.approx(1.0, abs=0.05)
-    assert load.window_seconds == pytest.approx(0.1)
+    assert load.window_seconds == pytest.approx(cpu_load.MIN_WINDOW_SECONDS)
     assert (load.loadavg_1m, load.runnable_others, load.pressure_some_avg10) == (1.02, 2, 12.5)
     assert "other processes used 1.0 CPUs" in load.describe() and "CPU pressure 12%" in load.describe()
-    assert CpuLoad.from_flags(load.as_flags()) == CpuLoad(1.0, 0.1, 1.02, 2, 12.5)
+    assert CpuLoad.from_flags(load.as_flags()) == CpuLoad(1.0, cpu_load.MIN_WINDOW_SECONDS, 1.02, 2, 12.5)
 
 
 def test_a_mark_at_start_up_makes_the_window_and_nobody_waits(tmp_path: Path) -> None:

@@ -9,15 +9,28 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import click
+from . import cpu_load
 
-from . import __version__
-from .errors import TtsfwError, UsageError
-from .hardware import describe_memory
-from .models import HardwareProfile, Plan, Proposal
-from .settings import Settings, load_settings
+cpu_load.mark()  # the CPU-load window starts with the process: the plan reads it later without waiting
+
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .errors import TtsfwError, UsageError  # noqa: E402
+
+# pydantic models and settings are imported where they are used: a plan reused from the
+# plan cache needs neither (see ttsfw.plan_cache).
+if TYPE_CHECKING:
+    from .models import HardwareProfile, Plan, Proposal
+    from .settings import Settings
+
+
+def describe_memory(n: Optional[int]) -> str:
+    from .hardware import describe_memory as describe
+
+    return describe(n)
 
 
 class Context:
@@ -27,6 +40,8 @@ class Context:
         self.blocked, self.allowed, self.strict = blocked, allowed, strict
 
     def settings(self, **overrides: Any) -> Settings:
+        from .settings import load_settings
+
         base = load_settings(strict=self.strict, **overrides)
         update: dict[str, Any] = {}
         if self.blocked:
@@ -58,9 +73,6 @@ def _parse_plugin_options(values: tuple[str, ...]) -> list[str]:
 @click.pass_context
 def main(ctx: click.Context, plugin_options: tuple[str, ...], allowed: tuple[str, ...], strict: Optional[bool]) -> None:
     """Hardware-aware runtime for neural text-to-speech."""
-    from . import cpu_load
-
-    cpu_load.mark()  # the CPU-load window starts now: the plan reads it after start-up, without waiting
     ctx.obj = Context(_parse_plugin_options(plugin_options), list(allowed), strict)
 
 
@@ -204,12 +216,70 @@ def print_plan(plan: Plan) -> None:
 
 
 def build_plan(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path]):
-    """Settings -> plugins -> plan; shared by `plan` and `run`."""
+    """Settings -> plugins -> plan, or the plan cache's copy when nothing it depends on changed; shared by `plan` and `run`."""
     from .planner import make_plan
 
+    cache_dir, key = _plan_cache_key(obj, model, device, hardware)
     settings = obj.settings(model=model, device=device)
     host = obj.host(settings)
-    return host, make_plan(host, hardware_file=hardware)
+    hit = _cached_plan(cache_dir, key)
+    if hit is not None:
+        from .models import Plan
+
+        return host, Plan.model_validate_json(hit["plan"])
+    plan = make_plan(host, hardware_file=hardware)
+    _remember_plan(cache_dir, key, plan, host)
+    return host, plan
+
+
+def _plan_cache_key(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path]):
+    """(cache dir, key) of the plan these inputs make; (None, None) when plans are not reused."""
+    import os
+
+    from . import plan_cache
+
+    if hardware is not None:
+        return None, None
+    options = {"model": model, "device": device, "blocked": obj.blocked, "allowed": obj.allowed,
+               "strict": obj.strict}
+    environ = dict(os.environ)
+    key = plan_cache.key(options, environ, cpu_load.snapshot(), Path.cwd())
+    return (plan_cache.default_cache_dir(environ), key) if key else (None, None)
+
+
+def _cached_plan(cache_dir: Optional[Path], key: Optional[str]) -> Optional[dict[str, Any]]:
+    from . import plan_cache
+
+    return plan_cache.lookup(cache_dir, key) if cache_dir is not None and key else None
+
+
+def _remember_plan(cache_dir: Optional[Path], key: Optional[str], plan: Plan, host: Any) -> None:
+    """Store a plan worth reusing: something chosen, no GPU (its free memory changes), no plugin problem."""
+    import contextlib
+    import io
+
+    from . import plan_cache
+
+    if cache_dir is None or not key or plan.chosen is None or plan.problems:
+        return
+    if any(d.family != "cpu" for d in plan.hardware.devices):
+        return
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        print_plan(plan)
+    system = [r.proposal.estimate.peak_memory_bytes for r in plan.rejected
+              if r.proposal.memory_pool == "system" and r.proposal.estimate.peak_memory_bytes]
+    chosen = plan.chosen
+    sources = plan_cache.source_files(
+        m.__file__ for name, m in list(sys.modules.items())
+        if name.split(".")[0].startswith("ttsfw") and name.count(".") == 0 and getattr(m, "__file__", None)
+    )
+    plan_cache.store(cache_dir, key, {
+        "format": plan_cache.FORMAT, "plan": plan.model_dump_json(), "text": text.getvalue(),
+        "sources": sources, "headroom": host.settings.memory_headroom,
+        "needs_bytes": chosen.estimate.peak_memory_bytes if chosen.memory_pool == "system" else 0,
+        "vetoed_needs_bytes": min(system) if system else None,
+    })
 
 
 @main.command("plan")
@@ -222,6 +292,15 @@ def plan_cmd(
     obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path], as_json: bool
 ) -> None:
     """Show how the model would run here, and why."""
+    hit = _cached_plan(*_plan_cache_key(obj, model, device, hardware))
+    if hit is not None:  # nothing the plan depends on changed: no settings, plugins or models to load
+        if as_json:
+            click.echo(json.dumps(json.loads(hit["plan"]), indent=2))
+        else:
+            click.echo(hit["text"], nl=False)
+            click.echo(f"(plan cache: made {hit.get('made_at', '?')} from the same inputs and CPU load class; "
+                       "free memory rechecked)")
+        return
     _, plan = build_plan(obj, model, device, hardware)
     if as_json:
         _emit_json(plan.model_dump(mode="json"))

@@ -13,14 +13,18 @@ was seen. ``root`` lets tests hand in a fake ``/proc``.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-#: Shortest window worth judging: /proc/stat counts in 10 ms ticks per CPU.
-MIN_WINDOW_SECONDS = 0.1
+#: Shortest window worth judging: /proc/stat counts in 10 ms ticks per CPU (5+ ticks per CPU).
+MIN_WINDOW_SECONDS = 0.05
+#: Other processes using at least this much of a CPU, or this much CPU pressure, contend with ours.
+CONTENDED_BUSY = 0.25
+CONTENDED_PRESSURE = 10.0
 
 _FLAG_PREFIX = "cpu_load_"
 
@@ -50,6 +54,15 @@ class CpuLoad:
         if self.busy_by_others is not None:
             return self.busy_by_others
         return self.loadavg_1m or 0.0
+
+    @property
+    def cores_taken(self) -> int:
+        """Whole cores other processes take: one counts once they use half of it."""
+        return math.floor(self.others + 0.5)
+
+    @property
+    def contended(self) -> bool:
+        return self.others >= CONTENDED_BUSY or (self.pressure_some_avg10 or 0.0) >= CONTENDED_PRESSURE
 
     def describe(self) -> str:
         parts = []
@@ -151,6 +164,19 @@ def _pressure(root: Path) -> Optional[float]:
                     except ValueError:
                         return None
     return None
+
+
+_last: Optional[tuple[float, CpuLoad]] = None
+
+
+def snapshot(max_age: float = 2.0) -> CpuLoad:
+    """:func:`probe` of this machine, shared within ``max_age`` seconds: the plan cache's key and the
+    plugins' detect hook must judge the same snapshot."""
+    global _last
+    now = time.monotonic()
+    if _last is None or now - _last[0] > max_age:
+        _last = (now, probe())
+    return _last[1]
 
 
 def probe(

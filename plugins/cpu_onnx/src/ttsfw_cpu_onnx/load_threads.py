@@ -10,14 +10,9 @@ spinning as soon as they take a noticeable share.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 from ttsfw.cpu_load import CpuLoad
-
-#: Other processes using at least this much of a CPU (or this much CPU pressure) turn spinning off.
-SPIN_OFF_BUSY = 0.25
-SPIN_OFF_PRESSURE = 10.0
 
 
 def fit_to_load(nominal: int, load: Optional[CpuLoad]) -> tuple[int, bool, str]:
@@ -25,9 +20,9 @@ def fit_to_load(nominal: int, load: Optional[CpuLoad]) -> tuple[int, bool, str]:
     if load is None:
         return nominal, True, f"{nominal} threads: no CPU load information (a saved profile without it)"
     seen = load.describe()
-    taken = math.floor(load.others + 0.5)  # a core counts as taken once others use half of it
-    threads = max(1, min(nominal, nominal - taken))
-    contended = load.others >= SPIN_OFF_BUSY or (load.pressure_some_avg10 or 0.0) >= SPIN_OFF_PRESSURE
+    # Only the coarse load counts (whole cores taken, contended or not): the plan cache keys on exactly that.
+    threads = max(1, min(nominal, nominal - load.cores_taken))
+    contended = load.contended
     if threads < nominal:
         why = (f"CPU busy at plan time ({seen}): {threads} intra-op thread{'s' if threads != 1 else ''} "
                f"instead of {nominal}, worker spinning off; a thread waiting for a core another process holds "

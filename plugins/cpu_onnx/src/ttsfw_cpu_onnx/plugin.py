@@ -62,7 +62,7 @@ def detect(host: HardwareProfile) -> Detection:
     from ttsfw import cpu_load
 
     # The load other processes put on the CPU now, as profile flags: score_config fits threads to it.
-    return Detection(devices=[cpu], flags=cpu_load.probe().as_flags())
+    return Detection(devices=[cpu], flags=cpu_load.snapshot().as_flags())
 
 
 def _threads(hardware: HardwareProfile) -> tuple[int, str]:

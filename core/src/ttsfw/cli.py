@@ -221,15 +221,35 @@ def build_plan(obj: Context, model: Optional[str], device: Optional[str], hardwa
 
     cache_dir, key = _plan_cache_key(obj, model, device, hardware)
     settings = obj.settings(model=model, device=device)
-    host = obj.host(settings)
     hit = _cached_plan(cache_dir, key)
-    if hit is not None:
+    if hit is not None and isinstance(hit.get("plugins"), list):
         from .models import Plan
+        from .plugins import PluginHost
 
+        # Only the plugins this plan involves, from their recorded entry points: no scan of every
+        # installed distribution, no import of plugins that own nothing here.
+        host = PluginHost(settings)
+        for name, value, dist, version in hit["plugins"]:
+            ep = importlib_metadata().EntryPoint(name=name, value=value, group="ttsfw")
+            host.add_entry_point(name, ep.load, dist, version)
         return host, Plan.model_validate_json(hit["plan"])
+    host = obj.host(settings)
     plan = make_plan(host, hardware_file=hardware)
     _remember_plan(cache_dir, key, plan, host)
     return host, plan
+
+
+def importlib_metadata():
+    import importlib.metadata
+
+    return importlib.metadata
+
+
+def _plugins_involved(plan: Plan) -> list[list[Optional[str]]]:
+    """[name, entry point, distribution, version] of each plugin owning a proposal or an env change in the plan."""
+    involved = {p.plugin for p in plan.ranked()} | {c.plugin for c in plan.env_changes}
+    return [[ep.name, ep.value, getattr(ep.dist, "name", None), getattr(ep.dist, "version", None)]
+            for ep in importlib_metadata().entry_points(group="ttsfw") if ep.name in involved]
 
 
 def _plan_cache_key(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path]):
@@ -276,7 +296,7 @@ def _remember_plan(cache_dir: Optional[Path], key: Optional[str], plan: Plan, ho
     )
     plan_cache.store(cache_dir, key, {
         "format": plan_cache.FORMAT, "plan": plan.model_dump_json(), "text": text.getvalue(),
-        "sources": sources, "headroom": host.settings.memory_headroom,
+        "sources": sources, "headroom": host.settings.memory_headroom, "plugins": _plugins_involved(plan),
         "needs_bytes": chosen.estimate.peak_memory_bytes if chosen.memory_pool == "system" else 0,
         "vetoed_needs_bytes": min(system) if system else None,
     })

@@ -77,6 +77,8 @@ def main() -> None:
         print(f"{name}:")
         for label in commands:
             print(f"  {label:<24} {med[label]:6.2f} s   / piper {med[label] / med['piper']:.2f}")
+        ratio = med["ttsfw"] / med["piper"]
+        print(f"  goal (issue 14): ttsfw / piper <= 0.30: {ratio:.2f}, {'met' if ratio <= 0.30 else 'missed'}")
 
 
 if __name__ == "__main__":

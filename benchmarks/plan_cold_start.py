@@ -57,6 +57,8 @@ def main() -> None:
     print(f"runs: {args.runs} each, alternating, median wall time")
     for name, m in med.items():
         print(f"{name:<45} {m * 1000:7.1f} ms  {m / base:5.2f}x  (adds {(m - base) * 1000:+.0f} ms)")
+    cached = med["ttsfw plan (plan cache)"] / base
+    print(f"goal (issue 14): ttsfw plan <= 1.5x: {cached:.2f}x, {'met' if cached <= 1.5 else 'missed'}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,17 @@ def test_a_mark_at_start_up_makes_the_window_and_nobody_waits(tmp_path: Path) ->
     assert load.busy_by_others == pytest.approx(0.0, abs=0.05)  # only this process was busy
 
 
+def test_an_old_mark_is_not_used_for_a_window_of_minutes(tmp_path: Path) -> None:
+    proc = FakeProc(tmp_path, cpus=2, others=0.0, own=1.0)
+    cpu_load.mark(tmp_path, clock=proc.clock)
+    proc.advance(600)  # a long-lived process: the machine was quiet then
+    proc.others = 1.0  # and is busy now
+    proc.write()
+    load = cpu_load.probe(tmp_path, clock=proc.clock, sleep=proc.sleep)
+    assert proc.sleeps and load.window_seconds == pytest.approx(cpu_load.MIN_WINDOW_SECONDS)
+    assert load.busy_by_others == pytest.approx(1.0, abs=0.1)
+
+
 def test_without_proc_there_is_no_window_and_no_guess(tmp_path: Path) -> None:
     load = cpu_load.probe(tmp_path / "nothing", sleep=lambda s: None)
     assert load == CpuLoad(None)

@@ -23,6 +23,8 @@ from typing import Callable, Optional
 #: Shortest window worth judging: /proc/stat counts in 10 ms ticks per CPU (5+ ticks per CPU).
 MIN_WINDOW_SECONDS = 0.05
 #: Other processes using at least this much of a CPU, or this much CPU pressure, contend with ours.
+#: A mark older than this says little about now (a long-lived process): a fresh window is taken instead.
+MAX_WINDOW_SECONDS = 2.0
 CONTENDED_BUSY = 0.25
 CONTENDED_PRESSURE = 10.0
 
@@ -187,7 +189,7 @@ def probe(
 ) -> CpuLoad:
     """The load other processes put on the CPU, over the window since :func:`mark` (at least ``min_window``)."""
     start = _marked[1] if _marked is not None and _marked[0] == root else None
-    if start is None:
+    if start is None or clock() - start.at > MAX_WINDOW_SECONDS:
         start = read_times(root, clock)
     busy = None
     window = 0.0

@@ -470,6 +470,8 @@ def run_cmd(
     finally:
         engine.close()
     metrics.load_seconds = load_seconds
+    if pauses:
+        metrics.chunks -= 1  # the summary counts sentences: the clause cut made one sentence two chunks
     target = "stdout" if stream else str(out_path)
     if as_json:
         data = {

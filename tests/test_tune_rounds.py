@@ -154,3 +154,24 @@ def test_a_proposal_that_fails_to_load_is_reported_and_the_control_falls_to_the_
     assert decision.control == "ort-defaults"  # the next in rank
     assert decision.winner == "one-thread"  # 0.4 / 1.25 s end to end against 3.26 / 3.8 s
     assert "failed to load" in decision.reason
+
+
+def test_what_tune_caches_for_the_plugins_to_read() -> None:
+    from ttsfw.models import Proposal as Real
+    from ttsfw.tune_run import cache_entries
+
+    clear = dict(BASE, int8=Proposal(load=0.12, short=0.12, paragraph=0.55))
+    machine = FakeMachine(clear, jitter=0.02)
+    decision = tune(list(clear), "default", machine.measure, 3, WORKLOADS)
+    proposals = {k: Real(plugin="cpu_onnx", device="cpu", device_family="cpu", engine="piper-onnx",
+                         options={"variant": k}) for k in clear}
+    entries, summary = cache_entries(decision, proposals, lambda p: {"onnxruntime": "1.0"}, "today")
+    assert summary == {"winner": "int8", "control": "default", "reason": decision.reason, "rounds": 3,
+                       "measured_at": "today"}
+    assert entries["int8"]["verdict"].startswith("chosen by `ttsfw tune`: promoted over the control")
+    assert "beaten by a measured margin" in entries["default"]["verdict"]
+    assert "slower for short" in entries["ort-defaults"]["verdict"]
+    assert entries["ort-defaults"]["load_seconds"] == pytest.approx(3.1, rel=0.05)
+    assert entries["int8"]["rtf"] == pytest.approx(0.55 / 18.7, rel=0.05)  # the paragraph's synthesis RTF
+    assert entries["int8"]["ratio_to_control"]["paragraph"] < 0.8
+    assert entries["default"]["ratio_to_control"] is None and entries["int8"]["versions"] == {"onnxruntime": "1.0"}

@@ -76,7 +76,8 @@ def cache_entries(
         entries[key] = {
             "rtf": decision.median_rtf(key, "paragraph"),
             "load_seconds": round(decision.median_load(key), 3),
-            "end_to_end_seconds": {w: round(decision.median_end_to_end(key, w), 3) for w in WORKLOADS},
+            "end_to_end_seconds": {w: round(decision.median_end_to_end(key, w), 3)
+                                   for w in decision.samples[key][0].seconds},
             "ratio_to_control": {w: round(r, 3) for w, r in verdict.ratios.items()} if verdict else None,
             "verdict": why,
             "label": p.label(),

@@ -131,3 +131,13 @@ def test_a_busy_machine_gets_one_thread_without_spinning_and_keeps_its_measureme
     # A saved profile without a snapshot plans for the machine as built.
     plain = make_plan(host, model=model, hardware=_hardware({}))
     assert plain.chosen.threads == 2
+    # Tune chose the one-thread variant: under load it is kept (not its duplicate, the default cut to one thread).
+    one = next(p for p in quiet.ranked() if p.options["variant"] == "fp32-1-thread")
+    tuning.save(settings.cache_dir, quiet.hardware, model,
+                {tuning.proposal_key(one): {"rtf": 0.04, "load_seconds": 0.1, "versions": versions,
+                                            "verdict": "chosen by `ttsfw tune`: promoted"}},
+                {"winner": tuning.proposal_key(one), "control": tuning.proposal_key(quiet.chosen), "reason": "x"})
+    tuned = make_plan(host, model=model, hardware=_hardware(CpuLoad(1.0, 0.2, 1.1, 1, 20.0).as_flags()))
+    assert tuned.chosen.options["variant"] == "fp32-1-thread"
+    assert any("chosen by `ttsfw tune`" in r for r in tuned.chosen.reasons)
+    assert [p.options["variant"] for p in tuned.ranked()].count("fp32-fast-start") == 0

@@ -263,8 +263,6 @@ def _fit_to_current_load(proposals: list[Proposal], nominal: int, hardware: Hard
     threads, spinning, why = fit_to_load(nominal, load)
     fitted = []
     for p in proposals:
-        if threads < nominal and p.options.get("variant") == "fp32-1-thread":
-            continue  # the default now runs one thread too: the same settings twice
         if p.threads and p.threads > threads:
             options = {**p.options, "allow_spinning": spinning}
             if "inter_op_threads" in options:
@@ -274,7 +272,28 @@ def _fit_to_current_load(proposals: list[Proposal], nominal: int, hardware: Hard
             p = p.model_copy(update={"options": {**p.options, "allow_spinning": False}})
         p.reasons.append(why)
         fitted.append(p)
-    return fitted
+    return _without_duplicates(fitted)
+
+
+def _without_duplicates(proposals: list[Proposal]) -> list[Proposal]:
+    """With fewer threads, two variants can become the same settings (the default and the 1-thread one):
+    keep the better-scored of each."""
+
+    def settings(p: Proposal) -> str:
+        options = {k: v for k, v in p.options.items() if k != "variant"}
+        if (p.threads or 0) <= 1:
+            options.pop("allow_spinning", None)  # one thread has no pool to spin
+        else:
+            options.setdefault("allow_spinning", True)
+        return repr((p.quantization, p.threads, sorted(options.items())))
+
+    best: dict[str, Proposal] = {}
+    for p in proposals:
+        key = settings(p)
+        if key not in best or p.score > best[key].score:
+            best[key] = p
+    kept = set(map(id, best.values()))
+    return [p for p in proposals if id(p) in kept]
 
 
 def _follow_tune_decision(proposals: list[Proposal], entries: list[Optional[dict[str, Any]]], winner: int) -> None:

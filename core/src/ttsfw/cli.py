@@ -280,9 +280,9 @@ def importlib_metadata():
 def _plugins_involved(plan: Plan, host: Any) -> list[list[Optional[str]]]:
     """[name, entry point, distribution, version] of each plugin the plan involves: owning a proposal or an
     env change, having resolved the model, or having registered an engine a proposal uses."""
-    engines = {host.registry.engine(p.engine) for p in plan.ranked()} - {None}
+    engines = [host.registry.engine(p.engine) for p in plan.ranked()]
     involved = ({p.plugin for p in plan.ranked()} | {c.plugin for c in plan.env_changes}
-                | {plan.model.resolved_by} | {info.plugin for info in engines})
+                | {plan.model.resolved_by} | {info.plugin for info in engines if info is not None})
     return [[ep.name, ep.value, getattr(ep.dist, "name", None), getattr(ep.dist, "version", None)]
             for ep in importlib_metadata().entry_points(group="ttsfw") if ep.name in involved]
 

@@ -22,15 +22,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from .engine import AudioChunk, Configurable
 from .errors import NoFeasiblePlan, UsageError
 from .models import HardwareProfile, Plan, PluginProblem, Proposal
 from .plugins import PluginHost
-from .settings import Settings, load_settings
 from .synthesis import Metrics, stream
 from .text import split_sentences
+
+if TYPE_CHECKING:  # pydantic-settings is imported only when the session has to read the settings itself
+    from .settings import Settings
 
 
 @dataclass
@@ -129,6 +131,8 @@ class Session:
 
         self.started = time.perf_counter() if started is None else started
         if settings is None:
+            from .settings import load_settings
+
             settings = load_settings(model=model, device=device, **overrides)
         self.host = host or PluginHost.from_entry_points(settings)
         self.plan: Plan = plan if plan is not None else planner.make_plan(self.host, hardware=hardware)

@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    from ttsfw.modelspecs.piper import embedded_default
+    from ttsfw_cpu_onnx.piper_spec import embedded_default
 
     voice = embedded_default()
     work = Path(tempfile.mkdtemp(prefix="ttsfw-bench-first-"))

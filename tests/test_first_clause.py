@@ -85,12 +85,13 @@ def _silence_runs(pcm: np.ndarray, rate: int, threshold: int = 300) -> list[tupl
     "If you are reading this message on a small screen in a noisy room, please turn up the volume and listen.",
 ])
 def test_the_seam_pauses_about_as_long_as_the_voice_does_at_that_mark(sentence: str) -> None:
-    from ttsfw.engines import piper_onnx
-    from ttsfw.modelspecs.piper import embedded_default
+    from ttsfw_cpu_onnx import piper_engine
+    from ttsfw_cpu_onnx.piper_options import PiperOptions
+    from ttsfw_cpu_onnx.piper_spec import embedded_default
 
     voice = embedded_default()
-    engine = piper_onnx.load(voice.path, voice.files["config"], 1, {"enable_mem_reuse": False})
-    engine.configure(noise_scale=0.0, noise_w_scale=0.0)  # no sampling: the voice's durations repeat exactly
+    engine = piper_engine.load(voice.path, voice.files["config"], 1, {"enable_mem_reuse": False})
+    engine.configure(PiperOptions(noise_scale=0.0, noise_w_scale=0.0))  # no sampling: durations repeat exactly
     rate = engine.sample_rate
 
     def speak(chunks: list[str], pauses=None) -> np.ndarray:

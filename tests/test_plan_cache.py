@@ -11,8 +11,7 @@ from pathlib import Path
 
 from ttsfw import plan_cache
 from ttsfw.cpu_load import CpuLoad
-from ttsfw.modelspecs import piper
-from ttsfw.modelspecs.piper import embedded_default
+from ttsfw_cpu_onnx.piper_spec import embedded_default
 
 TTSFW = str(Path(sys.executable).with_name("ttsfw"))
 QUIET = CpuLoad(0.0, 0.1, 0.1, 0, 0.0)
@@ -41,7 +40,19 @@ def test_the_key_covers_what_a_plan_depends_on(tmp_path: Path) -> None:
     assert plan_cache.key(opts, env, QUIET, tmp_path) != tuned  # another model file
     (tmp_path / ".env").write_text("TTSFW_DEVICE=cpu\n")
     assert plan_cache.key(opts, env, QUIET, tmp_path) is None  # a .env file: plans are made afresh
-    assert plan_cache.EMBEDDED_VOICE_PACKAGE == piper.EMBEDDED_PACKAGE
+
+
+def test_a_stored_plan_is_not_reused_once_its_models_files_changed(tmp_path: Path, monkeypatch) -> None:
+    # The default model is a plugin's: its files are known only from the plan, and re-checked on lookup.
+    voice = tmp_path / "voice.onnx"
+    voice.write_bytes(b"x" * 100)
+    entry = {"format": plan_cache.FORMAT, "plan": "{}", "text": "t", "headroom": 0.15,
+             "sources": plan_cache.file_stats([voice]), "needs_bytes": 0, "vetoed_needs_bytes": None}
+    plan_cache.store(tmp_path, "k", entry)
+    monkeypatch.setattr(plan_cache, "available_memory", lambda: 4 * 2**30)
+    assert plan_cache.lookup(tmp_path, "k") is not None
+    voice.write_bytes(b"y" * 101)
+    assert plan_cache.lookup(tmp_path, "k") is None
 
 
 def test_a_stored_plan_is_reused_only_while_its_sources_and_memory_allow(tmp_path: Path, monkeypatch) -> None:

@@ -329,6 +329,7 @@ def _remember_plan(cache_dir: Optional[Path], key: Optional[str], plan: Plan, ho
         m.__file__ for name, m in list(sys.modules.items())
         if name.split(".")[0].startswith("ttsfw") and name.count(".") == 0 and getattr(m, "__file__", None)
     )
+    sources.update(plan_cache.file_stats(plan.model.files.values()))  # the default model's too
     plan_cache.store(cache_dir, key, {
         "format": plan_cache.FORMAT, "plan": plan.model_dump_json(), "text": text.getvalue(),
         "sources": sources, "headroom": host.settings.memory_headroom, "plugins": _plugins_involved(plan, host),

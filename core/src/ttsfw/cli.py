@@ -9,17 +9,30 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import click
+from . import cpu_load
 
-from . import __version__
-from .errors import TtsfwError, UsageError
-from .hardware import describe_memory
-from .models import HardwareProfile, Plan, Proposal
-from .settings import Settings, load_settings
-from .signals import Terminated, terminate_on_signals
-from .stdio import guard_stdout, settle_stdout
+cpu_load.mark()  # the CPU-load window starts with the process: the plan reads it later without waiting
+
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .errors import TtsfwError, UsageError  # noqa: E402
+from .signals import Terminated, terminate_on_signals  # noqa: E402
+from .stdio import guard_stdout, settle_stdout  # noqa: E402
+
+# pydantic models and settings are imported where they are used: a plan reused from the
+# plan cache needs neither (see ttsfw.plan_cache).
+if TYPE_CHECKING:
+    from .models import HardwareProfile, Plan, Proposal
+    from .settings import Settings
+
+
+def describe_memory(n: Optional[int]) -> str:
+    from .hardware import describe_memory as describe
+
+    return describe(n)
 
 
 class Context:
@@ -29,6 +42,8 @@ class Context:
         self.blocked, self.allowed, self.strict = blocked, allowed, strict
 
     def settings(self, **overrides: Any) -> Settings:
+        from .settings import load_settings
+
         base = load_settings(strict=self.strict, **overrides)
         update: dict[str, Any] = {}
         if self.blocked:
@@ -232,12 +247,95 @@ def print_plan(plan: Plan) -> None:
 
 
 def build_plan(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path]):
-    """Settings -> plugins -> plan; shared by `plan` and `run`."""
+    """Settings -> plugins -> plan, or the plan cache's copy when nothing it depends on changed; shared by `plan` and `run`."""
     from .planner import make_plan
 
+    cache_dir, key = _plan_cache_key(obj, model, device, hardware)
     settings = obj.settings(model=model, device=device)
+    hit = _cached_plan(cache_dir, key)
+    if hit is not None and isinstance(hit.get("plugins"), list):
+        from .models import Plan
+        from .plugins import PluginHost
+
+        # Only the plugins this plan involves, from their recorded entry points: no scan of every
+        # installed distribution, no import of plugins that own nothing here.
+        host = PluginHost(settings)
+        host.add_default_plugins()  # the core's own (fish): cheap, and they register engines plans use
+        for name, value, dist, version in hit["plugins"]:
+            ep = importlib_metadata().EntryPoint(name=name, value=value, group="ttsfw")
+            host.add_entry_point(name, ep.load, dist, version)
+        return host, Plan.model_validate_json(hit["plan"])
     host = obj.host(settings)
-    return host, make_plan(host, hardware_file=hardware)
+    plan = make_plan(host, hardware_file=hardware)
+    _remember_plan(cache_dir, key, plan, host)
+    return host, plan
+
+
+def importlib_metadata():
+    import importlib.metadata
+
+    return importlib.metadata
+
+
+def _plugins_involved(plan: Plan, host: Any) -> list[list[Optional[str]]]:
+    """[name, entry point, distribution, version] of each plugin the plan involves: owning a proposal or an
+    env change, having resolved the model, or having registered an engine a proposal uses."""
+    engines = [host.registry.engine(p.engine) for p in plan.ranked()]
+    involved = ({p.plugin for p in plan.ranked()} | {c.plugin for c in plan.env_changes}
+                | {plan.model.resolved_by} | {info.plugin for info in engines if info is not None})
+    return [[ep.name, ep.value, getattr(ep.dist, "name", None), getattr(ep.dist, "version", None)]
+            for ep in importlib_metadata().entry_points(group="ttsfw") if ep.name in involved]
+
+
+def _plan_cache_key(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path]):
+    """(cache dir, key) of the plan these inputs make; (None, None) when plans are not reused."""
+    import os
+
+    from . import plan_cache
+
+    if hardware is not None:
+        return None, None
+    options = {"model": model, "device": device, "blocked": obj.blocked, "allowed": obj.allowed,
+               "strict": obj.strict}
+    environ = dict(os.environ)
+    key = plan_cache.key(options, environ, cpu_load.snapshot(), Path.cwd())
+    return (plan_cache.default_cache_dir(environ), key) if key else (None, None)
+
+
+def _cached_plan(cache_dir: Optional[Path], key: Optional[str]) -> Optional[dict[str, Any]]:
+    from . import plan_cache
+
+    return plan_cache.lookup(cache_dir, key) if cache_dir is not None and key else None
+
+
+def _remember_plan(cache_dir: Optional[Path], key: Optional[str], plan: Plan, host: Any) -> None:
+    """Store a plan worth reusing: something chosen, no GPU (its free memory changes), no plugin problem."""
+    import contextlib
+    import io
+
+    from . import plan_cache
+
+    if cache_dir is None or not key or plan.chosen is None or plan.problems:
+        return
+    if any(d.family != "cpu" for d in plan.hardware.devices):
+        return
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        print_plan(plan)
+    system = [r.proposal.estimate.peak_memory_bytes for r in plan.rejected
+              if r.proposal.memory_pool == "system" and r.proposal.estimate.peak_memory_bytes]
+    chosen = plan.chosen
+    sources = plan_cache.source_files(
+        m.__file__ for name, m in list(sys.modules.items())
+        if name.split(".")[0].startswith("ttsfw") and name.count(".") == 0 and getattr(m, "__file__", None)
+    )
+    sources.update(plan_cache.file_stats(plan.model.files.values()))  # the default model's too
+    plan_cache.store(cache_dir, key, {
+        "format": plan_cache.FORMAT, "plan": plan.model_dump_json(), "text": text.getvalue(),
+        "sources": sources, "headroom": host.settings.memory_headroom, "plugins": _plugins_involved(plan, host),
+        "needs_bytes": chosen.estimate.peak_memory_bytes if chosen.memory_pool == "system" else 0,
+        "vetoed_needs_bytes": min(system) if system else None,
+    })
 
 
 @main.command("plan")
@@ -250,6 +348,15 @@ def plan_cmd(
     obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path], as_json: bool
 ) -> None:
     """Show how the model would run here, and why."""
+    hit = _cached_plan(*_plan_cache_key(obj, model, device, hardware))
+    if hit is not None:  # nothing the plan depends on changed: no settings, plugins or models to load
+        if as_json:
+            click.echo(json.dumps(json.loads(hit["plan"]), indent=2))
+        else:
+            click.echo(hit["text"], nl=False)
+            click.echo(f"(plan cache: made {hit.get('made_at', '?')} from the same inputs and CPU load class; "
+                       "free memory rechecked)")
+        return
     _, plan = build_plan(obj, model, device, hardware)
     if as_json:
         _emit_json(plan.model_dump(mode="json"))
@@ -367,8 +474,8 @@ def run_cmd(
     options = _voice_options(voice_flags, assignments)
     info = sys.stderr if stream else sys.stdout  # keep stdout clean for the audio stream
 
-    settings = obj.settings(model=model, device=device)
-    session = Session(settings=settings, host=obj.host(settings), options=options, started=started)
+    host, plan = build_plan(obj, model, device, None)  # the plan cache's copy when nothing changed
+    session = Session(settings=host.settings, host=host, plan=plan, options=options, started=started)
     try:
         chunks = session.chunks(spoken)
         show_bar = not quiet and not as_json and sys.stderr.isatty() and len(chunks) > 2
@@ -380,11 +487,12 @@ def run_cmd(
             if show_bar:
                 with click.progressbar(length=len(spoken), label="speaking", file=sys.stderr,
                                        show_eta=True, show_percent=True) as bar:
-                    for audio in session.stream(spoken, metrics=metrics, started=started,
+                    for audio in session.stream(spoken, metrics=metrics, started=started, clause_first=stream,
                                                 on_chunk=lambda chunk: bar.update(len(chunk) + 1)):
                         writer.write(audio.pcm)
             else:
-                for audio in session.stream(spoken, metrics=metrics, started=started):
+                # Streaming: a listener hears the first clause while the rest is made.
+                for audio in session.stream(spoken, metrics=metrics, started=started, clause_first=stream):
                     writer.write(audio.pcm)
     finally:
         session.close()
@@ -405,30 +513,25 @@ def run_cmd(
 @click.option("--model", "-m", default=None, help="Model path (default: the default voice).")
 @click.option("--device", "-d", default=None, help="auto or a device family: a hard constraint.")
 @click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
-              help="Times each proposal speaks the test text (round robin; the median counts).")
+              help="Round-robin rounds: each loads every proposal afresh and times a short sentence and a paragraph.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @click.pass_obj
 def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: int, as_json: bool) -> None:
-    """Measure every feasible proposal here and cache the results for this machine and model."""
+    """Measure every feasible proposal here against the current choice and cache what wins."""
     from .errors import NoFeasiblePlan
     from .tune import tune_plan
 
     host, plan = build_plan(obj, model, device, None)
     if plan.chosen is None:
         raise NoFeasiblePlan(plan.summary)
-    result = tune_plan(host, plan, rounds=rounds,
-                       on_measured=None if as_json else (lambda line: click.echo(line, err=True)))
+    result = tune_plan(host, plan, rounds=rounds)
     chosen = result.plan.chosen.label() if result.plan and result.plan.chosen else None
     if as_json:
         _emit_json({"measurements": result.entries, "failed": result.failed,
                     "cache": str(result.path) if result.path else None, "not_saved": result.not_saved,
-                    "chosen": chosen})
+                    "decision": result.summary, "chosen": chosen})
     else:
-        click.echo(f"{'RTF':>7}  {'load s':>6}  proposal")
-        for entry in sorted(result.entries.values(), key=lambda e: e["rtf"]):
-            click.echo(f"{entry['rtf']:7.3f}  {entry['load_seconds']:6.2f}  {entry['label']}")
-        for label, why in result.failed.items():
-            click.echo(f"  failed  {label}: {why}")
+        _print_tune(result.entries, result.failed, result.decision)
         if result.path:
             click.echo(f"saved to {result.path}")
         if result.plan is not None:
@@ -436,6 +539,18 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
     # Measurements that cannot be cached are still worth showing: printed above, then the failure.
     if result.not_saved:
         raise UsageError(result.not_saved)
+
+
+def _print_tune(entries: dict[str, dict[str, Any]], failed: dict[str, str], decision: Any) -> None:
+    click.echo(f"{decision.rounds} round-robin rounds; end-to-end seconds (session start + speaking), medians")
+    click.echo(f"{'start s':>7}  {'short s':>7}  {'para s':>6}  {'RTF':>6}  proposal")
+    for key, e in sorted(entries.items(), key=lambda kv: sum(kv[1]["end_to_end_seconds"].values())):
+        mark = "  <- chosen" if key == decision.winner else ("  (control)" if key == decision.control else "")
+        short, para = e["end_to_end_seconds"].values()
+        click.echo(f"{e['load_seconds']:7.2f}  {short:7.2f}  {para:6.2f}  {e['rtf']:6.3f}  {e['label']}{mark}")
+    for label, why in failed.items():
+        click.echo(f"  failed  {label}: {why}")
+    click.echo(f"decision: {decision.reason}")
 
 
 def _exit_without_teardown() -> None:

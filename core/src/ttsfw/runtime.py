@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from dataclasses import dataclass, field
@@ -55,6 +54,8 @@ def apply_env(changes: list[EnvChange], environ: Optional[Any] = None) -> list[s
             if change.value not in parts:
                 environ[change.key] = os.pathsep.join([change.value, *parts])
         elif change.kind == "mp_start_method":
+            import multiprocessing  # only here: importing it costs a short run ~15 ms
+
             multiprocessing.set_start_method(change.value, force=True)
     late = [m for m in _HEAVY if m in sys.modules]
     if changes and late:

@@ -12,7 +12,7 @@ Groups:
 * data models: what hooks receive and return (profiles, specs, proposals...)
 * engines:     the engine contract, its optional capabilities and registration
 * errors:      the exceptions hooks may raise, each with a documented meaning
-* helpers:     estimates on one scale, memory formatting, bounded reads of
+* helpers:     estimates on one scale, the CPU load at plan time, memory formatting, bounded reads of
                small files, cache files that prove they are whole
                (``load_or_rebuild``), measurements from ``ttsfw tune``, the
                host's CPU facts
@@ -21,6 +21,8 @@ Groups:
 from __future__ import annotations
 
 from .artifacts import RebuildFailed, load_or_rebuild, publish, recorded_target, sweep_stale
+from .cpu_load import CpuLoad
+from .cpu_load import snapshot as cpu_load_snapshot
 from .engine import (
     AudioChunk,
     Configurable,
@@ -62,8 +64,9 @@ from .models import (
 from .registry import DeviceFamilyInfo, Registry
 from .settings import Settings
 from .tuning import load as load_measurements
+from .tuning import load_decision as load_tune_decision
 from .tuning import lookup as lookup_measurement
-from .tuning import module_versions
+from .tuning import module_versions, proposal_key
 
 
 def tokens_per_audio_second(model: ModelSpec) -> float | None:
@@ -112,6 +115,8 @@ __all__ = [
     "one_line",
     # helpers
     "COMPILE_SPEEDUP",
+    "CpuLoad",
+    "cpu_load_snapshot",
     "DecodeSpeed",
     "ESTIMATE_CONSTANTS",
     "atomic_target",
@@ -122,10 +127,12 @@ __all__ = [
     "load_or_rebuild",
     "load_small_json",
     "load_small_text",
+    "proposal_key",
     "publish",
     "recorded_target",
     "sweep_stale",
     "load_measurements",
+    "load_tune_decision",
     "lookup_measurement",
     "module_versions",
     "read_json",

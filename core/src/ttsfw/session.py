@@ -22,15 +22,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from .engine import AudioChunk, Configurable
 from .errors import NoFeasiblePlan, UsageError
 from .models import HardwareProfile, Plan, PluginProblem, Proposal
 from .plugins import PluginHost
-from .settings import Settings, load_settings
 from .synthesis import Metrics, stream
 from .text import split_sentences
+
+if TYPE_CHECKING:  # pydantic-settings is imported only when the session has to read the settings itself
+    from .settings import Settings
 
 
 @dataclass
@@ -108,6 +110,7 @@ class Session:
     :param settings: complete settings; otherwise built from the environment,
         ``.env`` and ``overrides`` (``block_plugins=[...]``, ``strict=True``...).
     :param host: a ready plugin host (tests, embedding applications).
+    :param plan: a plan already made with ``host`` (the CLI's plan cache); made here otherwise.
     :param started: ``time.perf_counter()`` when the caller's clock started, for time to first audio.
     """
 
@@ -119,6 +122,7 @@ class Session:
         options: Optional[dict[str, Any]] = None,
         settings: Optional[Settings] = None,
         host: Optional[PluginHost] = None,
+        plan: Optional[Plan] = None,
         hardware: Optional[HardwareProfile] = None,
         started: Optional[float] = None,
         **overrides: Any,
@@ -127,9 +131,11 @@ class Session:
 
         self.started = time.perf_counter() if started is None else started
         if settings is None:
+            from .settings import load_settings
+
             settings = load_settings(model=model, device=device, **overrides)
         self.host = host or PluginHost.from_entry_points(settings)
-        self.plan: Plan = planner.make_plan(self.host, hardware=hardware)
+        self.plan: Plan = plan if plan is not None else planner.make_plan(self.host, hardware=hardware)
         if self.plan.chosen is None:
             raise NoFeasiblePlan(self.plan.summary)
         self._given = dict(options or {})
@@ -208,24 +214,42 @@ class Session:
         metrics: Optional[Metrics] = None,
         on_chunk: Optional[Callable[[str], None]] = None,
         started: Optional[float] = None,
+        clause_first: bool = False,
         **options: Any,
     ) -> Iterator[AudioChunk]:
         """Yield audio sentence by sentence as it is made; ``metrics`` (if given) is filled as it goes.
 
-        Closing the iterator early stops synthesis at the next audio chunk.
+        ``clause_first``: cut a long first sentence at a clause mark so that the
+        first audio comes sooner (:mod:`ttsfw.first_clause`), for a listener who
+        hears the stream as it comes. Closing the iterator early stops synthesis
+        at the next audio chunk.
         """
         if self._closed:
             raise UsageError("this session is closed")
         chosen = self._options_for(options)
+        metrics = metrics if metrics is not None else Metrics()
+        chunks, pauses = self._chunks_for_stream(text, chosen, clause_first)
         self._configure(chosen)
         try:
-            yield from stream(
-                self.engine, self.chunks(text), metrics if metrics is not None else Metrics(),
-                started=started, on_chunk=on_chunk,
-            )
+            yield from stream(self.engine, chunks, metrics, started=started, on_chunk=on_chunk, pauses=pauses)
         finally:
+            if pauses:
+                metrics.chunks -= 1  # metrics count sentences: the clause cut made one sentence two chunks
             if chosen is not self.default_options:
                 self._configure(self.default_options)  # the next request starts from the session's voice
+
+    def _chunks_for_stream(self, text: str, options: Any, clause_first: bool) -> tuple[list[str], Any]:
+        chunks = self.chunks(text)
+        # Engines that take these conventional options (Piper's) pause between calls for a set
+        # sentence silence, and stretch pauses with the length scale: a cut inside a sentence must
+        # get neither the former, and its seam pad scales with the latter.
+        if not clause_first or getattr(options, "sentence_silence", None) is not None:
+            return chunks, None
+        from .first_clause import SEAM_PAD_SECONDS, split_first_clause
+
+        chunks, cut = split_first_clause(chunks)
+        scale = getattr(options, "length_scale", None) or 1.0
+        return chunks, ({0: SEAM_PAD_SECONDS * scale} if cut else None)
 
     def speak(self, text: str, **options: Any) -> Speech:
         """Speak a whole text; return its audio and the report."""
@@ -234,11 +258,12 @@ class Session:
         chosen = self._options_for(options)
         return Speech(pcm=pcm, sample_rate=self.sample_rate, report=self.report(metrics, chosen))
 
-    def tune(self, rounds: int = 3, on_measured: Optional[Callable[[str], None]] = None) -> Any:
-        """Measure every feasible proposal of this plan here and cache the results (see ``ttsfw tune``)."""
+    def tune(self, rounds: int = 3) -> Any:
+        """Measure this plan's proposals here round robin against the current choice and cache what wins
+        (see ``ttsfw tune``); a later session plans with the result."""
         from .tune import tune_plan
 
-        return tune_plan(self.host, self.plan, rounds=rounds, on_measured=on_measured)
+        return tune_plan(self.host, self.plan, rounds=rounds)
 
     # -- lifetime ----------------------------------------------------------
 

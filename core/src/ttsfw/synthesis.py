@@ -76,11 +76,14 @@ def stream(
     *,
     started: Optional[float] = None,
     on_chunk: Optional[Callable[[str], None]] = None,
+    pauses: Optional[dict[int, float]] = None,
 ) -> Iterator[AudioChunk]:
     """Speak every chunk in order, yielding audio as soon as it exists and filling ``metrics``.
 
     ``started`` is a ``time.perf_counter()`` value for time to first audio
     (default: now). ``on_chunk`` is called after each text chunk (progress).
+    ``pauses``: seconds of silence to yield after the chunk of that index (the
+    seam of a sentence cut at a clause, see :mod:`ttsfw.first_clause`).
     When the generator is closed early (a client left), synthesis stops at the
     next audio chunk. Raises :class:`UsageError` if the whole text produced
     no audio at all.
@@ -105,6 +108,11 @@ def stream(
                 if audio.tokens:
                     metrics.tokens = (metrics.tokens or 0) + audio.tokens
                 yield audio
+            pause = (pauses or {}).get(metrics.chunks, 0.0)
+            if pause > 0 and metrics.time_to_first_audio_seconds is not None:
+                silence = AudioChunk(pcm=bytes(int(engine.sample_rate * pause) * 2), sample_rate=engine.sample_rate)
+                metrics.audio_seconds += silence.seconds
+                yield silence
             metrics.per_chunk_seconds.append(time.perf_counter() - t_chunk)
             metrics.chunks += 1
             metrics.characters += len(text)
@@ -126,9 +134,10 @@ def synthesize(
     *,
     started: Optional[float] = None,
     on_chunk: Optional[Callable[[str], None]] = None,
+    pauses: Optional[dict[int, float]] = None,
 ) -> Metrics:
     """Speak every chunk in order into ``sink`` (see :func:`stream`); return the metrics."""
     metrics = Metrics()
-    for audio in stream(engine, chunks, metrics, started=started, on_chunk=on_chunk):
+    for audio in stream(engine, chunks, metrics, started=started, on_chunk=on_chunk, pauses=pauses):
         sink.write(audio.pcm)
     return metrics

@@ -85,12 +85,25 @@ def lookup(
     return entry
 
 
-def save(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec, entries: dict[str, dict[str, Any]]) -> Path:
+def load_decision(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec) -> Optional[dict[str, Any]]:
+    """What the last ``ttsfw tune`` chose here ({"winner", "control", "reason", ...}), or None."""
+    path = _path(cache_dir, hardware, model)
+    decision = read_json(path).get("decision") if path is not None else None
+    return decision if isinstance(decision, dict) and isinstance(decision.get("winner"), str) else None
+
+
+def save(
+    cache_dir: Path, hardware: HardwareProfile, model: ModelSpec, entries: dict[str, dict[str, Any]],
+    decision: Optional[dict[str, Any]] = None,
+) -> Path:
+    """Merge ``entries`` into the cache; ``decision`` (what tune chose) replaces the previous one when given."""
     path = _path(cache_dir, hardware, model)
     if path is None:
         raise ValueError(f"model {model.name} has no file to key measurements by")
     current = load(cache_dir, hardware, model)
     current.update(entries)
+    if decision is None:
+        decision = load_decision(cache_dir, hardware, model)
     data = {
         "machine": machine_key(hardware),
         "cpu_model": hardware.cpu_model,
@@ -98,5 +111,7 @@ def save(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec, entries: 
         "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "proposals": current,
     }
+    if decision is not None:
+        data["decision"] = decision
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
     return path

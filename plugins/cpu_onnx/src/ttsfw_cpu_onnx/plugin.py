@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from ttsfw.sdk import (
     AcceleratorDevice,
+    CpuLoad,
     Detection,
     EngineInfo,
     EngineLoadError,
@@ -30,15 +31,19 @@ from ttsfw.sdk import (
     RebuildFailed,
     Registry,
     Settings,
+    cpu_load_snapshot,
     hookimpl,
     load_measurements,
+    load_tune_decision,
     lookup_measurement,
     module_versions,
     one_line,
+    proposal_key,
 )
 
 from . import fish as _fish
 from . import piper_spec
+from .load_threads import fit_to_load
 from .piper_options import PiperOptions
 
 TTSFW_HOOK_API = "2.0"
@@ -106,7 +111,8 @@ def detect(host: HardwareProfile) -> Detection:
         memory_free_bytes=host.memory_available_bytes,
         capabilities=caps,  # type: ignore[arg-type]
     )
-    return Detection(devices=[cpu])
+    # The load other processes put on the CPU now, as profile flags: score_config fits threads to it.
+    return Detection(devices=[cpu], flags=cpu_load_snapshot().as_flags())
 
 
 def _threads(hardware: HardwareProfile) -> tuple[int, str]:
@@ -238,6 +244,7 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
     proposals = []
     prior_scores: list[float] = []
     measured: list[bool] = []
+    entries: list[Optional[dict[str, Any]]] = []
     for v in _variants(threads, thread_reason, hardware):
         quantization = v.get("quantization", "none")
         proposal = Proposal(
@@ -263,6 +270,7 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
             if measured_any else None
         )
         measured.append(entry is not None)
+        entries.append(entry)
         if entry is not None:
             rtf = float(entry["rtf"])
             proposal.score = round(1.0 / rtf, 3) if rtf > 0 else 0.0
@@ -285,12 +293,76 @@ def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings
             proposal.score = round(score, 3)
             proposal.estimate = Estimate(rtf=round(rtf_prior, 4), peak_memory_bytes=peak)
         proposals.append(proposal)
-    _calibrate_to_the_measured_default(proposals, prior_scores, measured)
-    return proposals
+    decision = load_tune_decision(settings.cache_dir, hardware, model) if measured_any else None
+    keys = [proposal_key(p.model_copy(update={"plugin": NAME})) for p in proposals]
+    winner = next((i for i, k in enumerate(keys) if decision and k == decision["winner"] and measured[i]), None)
+    _calibrate_to_the_measured_default(proposals, prior_scores, measured, noise_rule=winner is None)
+    if winner is not None:
+        _follow_tune_decision(proposals, entries, winner)
+    return _fit_to_current_load(proposals, threads, hardware)
+
+
+def _fit_to_current_load(proposals: list[Proposal], nominal: int, hardware: HardwareProfile) -> list[Proposal]:
+    """Scored (and measured) for a quiet machine; run with the threads the current load leaves free."""
+    load = CpuLoad.from_flags(hardware.flags)
+    if load is None:
+        return proposals  # a saved profile without a load snapshot: plan for the machine as built
+    threads, spinning, why = fit_to_load(nominal, load)
+    fitted = []
+    for p in proposals:
+        if p.threads and p.threads > threads:
+            options = {**p.options, "allow_spinning": spinning}
+            if "inter_op_threads" in options:
+                options["inter_op_threads"] = threads
+            p = p.model_copy(update={"threads": threads, "options": options})
+        elif not spinning and (p.threads or 0) > 1:
+            p = p.model_copy(update={"options": {**p.options, "allow_spinning": False}})
+        p.reasons.append(why)
+        fitted.append(p)
+    return _without_duplicates(fitted)
+
+
+def _without_duplicates(proposals: list[Proposal]) -> list[Proposal]:
+    """With fewer threads, two variants can become the same settings (the default and the 1-thread one):
+    keep the better-scored of each."""
+
+    def settings(p: Proposal) -> str:
+        options = {k: v for k, v in p.options.items() if k != "variant"}
+        if (p.threads or 0) <= 1:
+            options.pop("allow_spinning", None)  # one thread has no pool to spin
+        else:
+            options.setdefault("allow_spinning", True)
+        return repr((p.quantization, p.threads, sorted(options.items())))
+
+    best: dict[str, Proposal] = {}
+    for p in proposals:
+        key = settings(p)
+        if key not in best or p.score > best[key].score:
+            best[key] = p
+    kept = set(map(id, best.values()))
+    return [p for p in proposals if id(p) in kept]
+
+
+def _follow_tune_decision(proposals: list[Proposal], entries: list[Optional[dict[str, Any]]], winner: int) -> None:
+    """`ttsfw tune` compared end-to-end times (session start included) against a control, round robin, and
+    promoted only a win larger than the spread it measured: its choice comes first, whatever the RTFs say."""
+    chosen = proposals[winner]
+    verdict = (entries[winner] or {}).get("verdict")
+    if verdict:
+        chosen.reasons.append(verdict)
+    ceiling = chosen.score
+    for i, p in enumerate(proposals):
+        if i == winner or p.score < ceiling:
+            continue
+        p.score = round(ceiling * (0.99 - 0.001 * i), 3)  # below the winner, in the plugin's own order
+        why = (entries[i] or {}).get("verdict")
+        p.reasons.append(
+            f"ranked below `ttsfw tune`'s choice: {why}" if why else "ranked below `ttsfw tune`'s choice (not measured)"
+        )
 
 
 def _calibrate_to_the_measured_default(
-    proposals: list[Proposal], prior_scores: list[float], measured: list[bool]
+    proposals: list[Proposal], prior_scores: list[float], measured: list[bool], noise_rule: bool = True
 ) -> None:
     """Once the safe default is measured here, compare everything against that measurement.
 
@@ -311,7 +383,7 @@ def _calibrate_to_the_measured_default(
                 p.estimate.rtf = round(p.estimate.rtf / scale, 4)
             p.reasons.append(f"estimate scaled by the safe default's measurement here (x{scale:.2f})")
             continue
-        if not p.estimate.rtf or p.score <= default.score:
+        if not noise_rule or not p.estimate.rtf or p.score <= default.score:
             continue
         if p.estimate.rtf > default_rtf * (1.0 - _PROMOTION_MARGIN):
             p.score = round(default.score * 0.99, 3)

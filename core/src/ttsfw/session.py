@@ -109,6 +109,8 @@ class Session:
         ``.env`` and ``overrides`` (``block_plugins=[...]``, ``strict=True``...).
     :param host: a ready plugin host (tests, embedding applications).
     :param started: ``time.perf_counter()`` when the caller's clock started, for time to first audio.
+    :param plan: a plan already made with ``host`` (the server checks several plans' memory
+        before loading any, and loads one plan into several sessions).
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class Session:
         host: Optional[PluginHost] = None,
         hardware: Optional[HardwareProfile] = None,
         started: Optional[float] = None,
+        plan: Optional[Plan] = None,
         **overrides: Any,
     ) -> None:
         from . import planner, runtime
@@ -129,7 +132,7 @@ class Session:
         if settings is None:
             settings = load_settings(model=model, device=device, **overrides)
         self.host = host or PluginHost.from_entry_points(settings)
-        self.plan: Plan = planner.make_plan(self.host, hardware=hardware)
+        self.plan: Plan = plan if plan is not None else planner.make_plan(self.host, hardware=hardware)
         if self.plan.chosen is None:
             raise NoFeasiblePlan(self.plan.summary)
         self._given = dict(options or {})

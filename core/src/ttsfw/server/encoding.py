@@ -207,4 +207,7 @@ def encode_whole(fmt: Format, rate: int, pcm: bytes) -> tuple[bytes, int]:
             wav.setframerate(encoder.rate)
             wav.writeframes(body)
         return out.getvalue(), encoder.rate
-    return encoder.feed(pcm) + encoder.finish(), encoder.rate
+    body = encoder.feed(pcm) + encoder.finish()
+    if encoder._spool is not None:
+        body = bytes(encoder._spool.buf)  # with the header fields libsndfile patched at close
+    return body, encoder.rate

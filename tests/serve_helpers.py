@@ -62,7 +62,8 @@ class ServerProcess:
                 raise AssertionError(f"ttsfw serve did not start: rc={self.proc.returncode}\n{self.log()[-2000:]}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def terminate(self) -> None:

@@ -103,6 +103,8 @@ def decode(data: bytes, fmt: str) -> tuple[Any, int]:
 class ToyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     length_scale: Optional[float] = Field(default=None, gt=0, le=10)
+    reference_audio: Optional[Path] = None
+    reference_text: Optional[str] = None
 
 
 class ToyEngine:
@@ -117,9 +119,13 @@ class ToyEngine:
         self.backend, self.delay = backend, delay
         self.length_scale = 1.0
         self.spoken: list[str] = []
+        self.references: list[tuple[Path, bytes, Optional[str], int]] = []  # path, its bytes, transcript, dir mode
 
     def configure(self, options: ToyOptions) -> None:
         self.length_scale = options.length_scale or 1.0
+        if options.reference_audio is not None:
+            path = options.reference_audio
+            self.references.append((path, path.read_bytes(), options.reference_text, path.parent.stat().st_mode))
 
     def synthesize(self, text: str):
         if "crash" in text:

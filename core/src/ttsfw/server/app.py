@@ -188,7 +188,7 @@ class ServerState:
         """Stop every running job at its next sentence (the drain's bound has passed)."""
         for job in list(self.jobs.values()):
             job.cancel.set()
-            if job.gone is not None:
+            if job.gone is not None and job.loop is not None:
                 with contextlib.suppress(RuntimeError):
                     job.loop.call_soon_threadsafe(job.gone.set)
 
@@ -320,7 +320,7 @@ class Speaker:
         self.pool = state.pools[voice.name]
         self.job = Job(voice=voice.name, text=text, options=options, timeout=state.settings.request_timeout)
         self.job.gone = asyncio.Event()
-        self.job.loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
+        self.job.loop = asyncio.get_running_loop()
         self._recorded = False
 
     def record(self, outcome: str, status: int, error: str = "") -> None:
@@ -405,11 +405,17 @@ class Speaker:
         encoder = Encoder(self.fmt, rate)
         headers = {"X-Request-Id": job.id, "X-Ttsfw-Sample-Rate": str(encoder.rate), "X-Ttsfw-Voice": job.voice,
                    "Cache-Control": "no-cache"}
-        if self.mode == "sse":
-            return StreamingResponse(self._sse_stream(encoder, first, chunks), media_type="text/event-stream",
-                                     headers=headers)
-        return StreamingResponse(self._audio_stream(encoder, first, chunks), media_type=self.fmt.media_type,
-                                 headers=headers)
+        body = self._sse_stream(encoder, first, chunks) if self.mode == "sse" else \
+            self._audio_stream(encoder, first, chunks)
+        return _Stream(body, self._abandoned(chunks), media_type="text/event-stream" if self.mode == "sse"
+                       else self.fmt.media_type, headers=headers)
+
+    async def _abandoned(self, chunks: Any) -> None:
+        """After the response, however it ended: a stream that never started (the client left first) is cancelled."""
+        if not self._recorded:
+            self.job.cancel.set()
+            await chunks.aclose()
+            self.record("cancelled", 499, "the client disconnected before the stream started")
 
     async def _stream(self, encoder: Encoder, first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[bytes]:
         """Encoded audio as made; records the outcome however the stream ends."""
@@ -465,6 +471,20 @@ class Speaker:
         return {"type": "speech.audio.done", "usage": {"input_tokens": chars, "output_tokens": 0,
                                                         "total_tokens": chars},
                 "ttsfw": _job_summary(self.job)}
+
+
+class _Stream(StreamingResponse):
+    """A streaming response that runs ``on_close`` when it is done, also if its body never started."""
+
+    def __init__(self, content: Any, on_close: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close
 
 
 async def speak(state: ServerState, request: Request, route: str, voice: Voice, text: str,
@@ -688,10 +708,11 @@ def create_app(state: ServerState) -> FastAPI:
     async def native_tts(request: Request) -> Response:
         cleanup: Optional[Path] = None
         try:
-            if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            kind = request.headers.get("content-type", "").lower()
+            if kind.startswith("multipart/form-data"):
                 body, upload = await _form_body(request, state)
             else:
-                body, upload = await _json_body(request, TtsBody, json_cap), None
+                body, upload = await _json_or_urlencoded(request, kind, json_cap), None
             voice = state.voice(body.voice)
             text = state.check_text(body.text, "text")
             fmt = state.format(body.format, "format")
@@ -721,6 +742,35 @@ def create_app(state: ServerState) -> FastAPI:
                 shutil.rmtree(cleanup, ignore_errors=True)
 
     return _Edge(app, state)  # type: ignore[return-value]
+
+
+async def _json_or_urlencoded(request: Request, kind: str, cap: int) -> TtsBody:
+    """JSON, or an urlencoded form (``curl -d text=...``); ``curl -d '{...}'`` sends JSON under the form's type."""
+    raw = await _read_body(request, cap)
+    if kind.startswith("application/x-www-form-urlencoded") and not raw.lstrip().startswith(b"{"):
+        from urllib.parse import parse_qsl
+
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise ApiError(400, "the form is not UTF-8") from None
+        data: dict[str, Any] = {}
+        for key, value in pairs:
+            if key == "options":
+                try:
+                    data[key] = json.loads(value)
+                except ValueError:
+                    raise ApiError(400, "options must be a JSON object", param="options") from None
+            else:
+                data[key] = value
+        return _parse(TtsBody, data)
+    if not raw.strip():
+        raise ApiError(400, "the body is empty: send a JSON object")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {one_line(exc).split(': ', 1)[-1]}") from None
+    return _parse(TtsBody, data)
 
 
 async def _form_body(request: Request, state: ServerState) -> tuple[TtsBody, Any]:

@@ -79,6 +79,7 @@ class Job:
     metrics: Metrics = field(default_factory=Metrics)
     cancel: threading.Event = field(default_factory=threading.Event)  # read by the worker thread
     gone: Optional[asyncio.Event] = None  # set when the client disconnects
+    loop: Optional[asyncio.AbstractEventLoop] = None  # the loop ``gone`` belongs to (set from other threads)
     started: Optional[float] = None  # when a worker took it
     finished: Optional[float] = None
     outcome: str = "pending"  # ok, cancelled, timeout, engine_error, bad_input, rejected, error

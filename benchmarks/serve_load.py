@@ -22,7 +22,7 @@ Goals from issue 10: at concurrency 1, p50 latency for a short sentence
 <= 0.5x Piper's HTTP server; at concurrency 4, throughput >= Piper's.
 
     python benchmarks/serve_load.py [--seconds 20] [--concurrency 1 2 4 8] [--text short|paragraph]
-                                    [--skip-run] [--skip-piper]
+                                    [--workers-per-engine N] [--skip-run] [--skip-piper]
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--text", choices=["short", "paragraph"], default="short")
+    parser.add_argument("--workers-per-engine", type=int, default=1, help="ttsfw serve's workers (engines) per voice")
     parser.add_argument("--skip-run", action="store_true", help="leave out `ttsfw run` per request")
     parser.add_argument("--skip-piper", action="store_true", help="leave out Piper's HTTP server")
     args = parser.parse_args()
@@ -164,7 +165,7 @@ def main() -> None:
     servers: list[Server] = []
     contenders: dict[str, Callable[[object], Result]] = {}
     try:
-        ours = start_ttsfw(work, "--max-queue", "64")
+        ours = start_ttsfw(work, "--max-queue", "64", "--workers-per-engine", str(args.workers_per_engine))
         servers.append(ours)
         contenders["ttsfw serve"] = ttsfw_request(ours.url, text, voice.name)
         if not args.skip_piper:
@@ -191,7 +192,8 @@ def main() -> None:
     finally:
         for server in servers:
             server.stop()
-    print(f"voice {voice.name}; text {args.text!r} ({len(text)} characters); closed loop, {args.seconds:g} s per cell"
+    print(f"voice {voice.name}; text {args.text!r} ({len(text)} characters); ttsfw serve with "
+          f"{args.workers_per_engine} worker(s); closed loop, {args.seconds:g} s per cell"
           " after one warm-up request per client; latency = request sent -> last byte")
     print(f"{'contender':<18} {'c':>2} {'req/s':>7} {'audio s/s':>9} {'p50 s':>7} {'p95 s':>7} "
           f"{'TTFA p50':>8} {'TTFA p95':>8} {'failed':>6}")

@@ -204,9 +204,9 @@ class InProcessServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        self.state.cancel_all()
         self.server.should_exit = True
         self.thread.join(timeout=20)
+        self.state.close()
         self.sock.close()
 
     def __enter__(self) -> "InProcessServer":

@@ -192,6 +192,13 @@ class ServerState:
                 with contextlib.suppress(RuntimeError):
                     job.loop.call_soon_threadsafe(job.gone.set)
 
+    def close(self) -> None:
+        """Stop every job at its next sentence and wait for the workers, before the engines are closed."""
+        self.cancel_all()
+        for pool in self.pools.values():
+            for worker in pool.workers:
+                worker.executor.shutdown(wait=True, cancel_futures=True)
+
     def voice(self, name: Optional[str]) -> Voice:
         if name is None:
             return self.voices[self.order[0]]

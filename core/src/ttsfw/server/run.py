@@ -126,6 +126,7 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
         echo(f"note: {note}")
     sock = bind(settings.host, settings.port)  # before loading: a taken port fails in a second, not after a load
     metrics: Optional[ServerMetrics] = None
+    state: Optional[ServerState] = None
     voices: list[Any] = []
     try:
         try:
@@ -155,6 +156,8 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
         echo("stopped")
     finally:
         sock.close()
+        if state is not None:
+            state.close()  # no engine is closed under a running synthesis
         if metrics is not None:
             metrics.close()
         close_voices(voices)

@@ -143,7 +143,7 @@ class ToyEngine:
         pass
 
 
-def toy_plugin(name: str, delay: float, engines: list) -> object:
+def toy_plugin(name: str, delay: float, engines: list, concurrent: bool = False) -> object:
     module = types.SimpleNamespace(TTSFW_HOOK_API="2.0")
     backend = f"toy-{name}"
 
@@ -161,7 +161,7 @@ def toy_plugin(name: str, delay: float, engines: list) -> object:
 
     @hookimpl
     def load_engine(proposal):
-        engine = ToyEngine(backend, delay)
+        engine = (ConcurrentToyEngine if concurrent else ToyEngine)(backend, delay)
         engines.append(engine)
         return engine
 
@@ -170,13 +170,14 @@ def toy_plugin(name: str, delay: float, engines: list) -> object:
     return module
 
 
-def toy_voice(name: str, delay: float = 0.0, workers: int = 1) -> tuple[Any, list]:
+def toy_voice(name: str, delay: float = 0.0, workers: int = 1, concurrent: bool = False) -> tuple[Any, list]:
     """A served voice whose engines are :class:`ToyEngine` (returned too, to look into)."""
     from ttsfw.server.voices import Voice
     from ttsfw.session import Session
 
     engines: list = []
-    host = make_host(("toy", toy_plugin(name, delay, engines)), defaults=False, allow_plugins=["toy", "test_engines"])
+    host = make_host(("toy", toy_plugin(name, delay, engines, concurrent)), defaults=False,
+                     allow_plugins=["toy", "test_engines"])
     sessions = [Session(host=host, settings=host.settings, hardware=cpu_profile()) for _ in range(workers)]
     return Voice(name=name, plan=sessions[0].plan, sessions=sessions), engines
 
@@ -214,3 +215,33 @@ class InProcessServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class ConcurrentToyEngine(ToyEngine):
+    """A ToyEngine that declares ConcurrentSynthesis: options per call, several calls at once."""
+
+    max_concurrent = 2
+
+    def __init__(self, backend: str, delay: float) -> None:
+        super().__init__(backend, delay)
+        self.active = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def configure(self, options: ToyOptions) -> None:
+        self.configured = getattr(self, "configured", 0) + 1  # once, when the session loads it
+
+    def synthesize_with(self, text: str, options: Optional[ToyOptions], *, first: bool = True):
+        with self._lock:
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+        try:
+            time.sleep(self.delay)
+            scale = (options.length_scale if options is not None else None) or 1.0
+            samples = int(0.5 * scale * self.sample_rate)
+            self.spoken.append(text)
+        finally:
+            with self._lock:
+                self.active -= 1
+        yield AudioChunk(pcm=(1000).to_bytes(2, "little", signed=True) * samples, sample_rate=self.sample_rate,
+                         text=text)

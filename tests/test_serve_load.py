@@ -141,3 +141,27 @@ def test_speed_maps_to_the_engines_length_scale_and_voices_can_have_aliases():
         assert normal.status_code == fast.status_code == 200
         assert len(fast.content) == pytest.approx(len(normal.content) / 2, rel=0.01)
         assert speech(client, srv.url, "One.", speed=5.0).status_code == 400
+
+
+def test_an_engine_that_speaks_concurrently_serves_several_requests_at_once_each_with_its_options():
+    voice, engines = toy_voice("shared", delay=0.3, concurrent=True)
+    with InProcessServer([voice], max_queue=0) as srv, httpx.Client(timeout=30) as client:
+        results: dict[float, httpx.Response] = {}
+
+        def ask(scale: float) -> None:
+            results[scale] = client.post(f"{srv.url}/v1/tts", json={"text": "One. Two.", "voice": "shared",
+                                                                    "format": "pcm", "length_scale": scale})
+
+        threads = [threading.Thread(target=ask, args=(s,)) for s in (1.0, 2.0)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        wall = time.perf_counter() - t0
+        assert len(engines) == 1 and engines[0].most_at_once == 2  # one engine, two requests at once
+        assert engines[0].configured == 1  # at load only: requests pass their options per call
+        assert wall < 1.1  # 2 x 2 sentences x 0.3 s would take 1.2 s one after the other
+        ratio = len(results[2.0].content) / len(results[1.0].content)
+        assert ratio == pytest.approx(2.0, rel=0.01)  # each request kept its own options
+        assert srv.state.pools["shared"].workers[0].session is srv.state.pools["shared"].workers[1].session

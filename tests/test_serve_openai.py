@@ -71,14 +71,17 @@ def test_the_api_key_guards_every_route_but_health(server):
 
 
 def test_overload_reaches_the_client_as_503_with_retry_after_at_once(client, server):
-    long_text = " ".join(f"Sentence {i} keeps the only worker busy for a while." for i in range(12))
-    busy = threading.Thread(target=lambda: client.audio.speech.create(model="tts-1", voice="alloy", input=long_text,
-                                                                      response_format="pcm"))
-    busy.start()
-    deadline = time.monotonic() + 20
     headers = {"Authorization": "Bearer sk-local-test"}
-    while "ttsfw_in_flight{voice=\"en_US-joe-medium\"} 1.0" not in httpx.get(f"{server.url}/metrics",
-                                                                             headers=headers).text:
+    entry = httpx.get(f"{server.url}/v1/audio/voices", headers=headers).json()["voices"][0]
+    slots = entry["engines"] * entry["requests_per_engine"]  # requests running at once; --max-queue 0 waits none
+    long_text = " ".join(f"Sentence {i} keeps the workers busy for a while." for i in range(12))
+    busy = [threading.Thread(target=lambda: client.audio.speech.create(model="tts-1", voice="alloy", input=long_text,
+                                                                       response_format="pcm")) for _ in range(slots)]
+    for t in busy:
+        t.start()
+    deadline = time.monotonic() + 20
+    while f'ttsfw_in_flight{{voice="en_US-joe-medium"}} {slots:.1f}' not in httpx.get(f"{server.url}/metrics",
+                                                                                   headers=headers).text:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     t0 = time.perf_counter()
@@ -86,4 +89,5 @@ def test_overload_reaches_the_client_as_503_with_retry_after_at_once(client, ser
         client.audio.speech.create(model="tts-1", voice="alloy", input="Hello.")
     assert time.perf_counter() - t0 < 1.0
     assert refused.value.status_code == 503 and int(refused.value.response.headers["retry-after"]) >= 1
-    busy.join(60)
+    for t in busy:
+        t.join(60)

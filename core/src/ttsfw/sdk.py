@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from .engine import (
     AudioChunk,
+    ConcurrentSynthesis,
     Configurable,
     Engine,
     EngineInfo,
@@ -91,6 +92,7 @@ __all__ = [
     "Settings",
     # engines
     "AudioChunk",
+    "ConcurrentSynthesis",
     "Configurable",
     "DeviceFamilyInfo",
     "Engine",

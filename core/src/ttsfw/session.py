@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from .engine import AudioChunk, Configurable
+from .engine import AudioChunk, ConcurrentSynthesis, Configurable
 from .errors import NoFeasiblePlan, UsageError
 from .models import HardwareProfile, Plan, PluginProblem, Proposal
 from .plugins import PluginHost
@@ -97,6 +97,18 @@ class Speech:
         with AtomicWavWriter(Path(path), self.sample_rate) as writer:
             writer.write(self.pcm)
         return Path(path)
+
+
+class _WithOptions:
+    """A :class:`ConcurrentSynthesis` engine seen as a plain engine with one request's options bound."""
+
+    def __init__(self, engine: Any, options: Any) -> None:
+        self.engine, self.options, self._first = engine, options, True
+        self.backend, self.sample_rate = engine.backend, engine.sample_rate
+
+    def synthesize(self, text: str) -> Iterator[AudioChunk]:
+        first, self._first = self._first, False
+        return self.engine.synthesize_with(text, self.options, first=first)
 
 
 class Session:
@@ -215,11 +227,19 @@ class Session:
     ) -> Iterator[AudioChunk]:
         """Yield audio sentence by sentence as it is made; ``metrics`` (if given) is filled as it goes.
 
-        Closing the iterator early stops synthesis at the next audio chunk.
+        Closing the iterator early stops synthesis at the next audio chunk. With an
+        engine that declares :class:`~ttsfw.engine.ConcurrentSynthesis`, several
+        threads may stream from one session at once.
         """
         if self._closed:
             raise UsageError("this session is closed")
         chosen = self._options_for(options)
+        if isinstance(self.engine, ConcurrentSynthesis):  # options per call: safe from several threads at once
+            yield from stream(
+                _WithOptions(self.engine, chosen), self.chunks(text), metrics if metrics is not None else Metrics(),
+                started=started, on_chunk=on_chunk,
+            )
+            return
         self._configure(chosen)
         try:
             yield from stream(

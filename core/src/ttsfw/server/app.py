@@ -162,10 +162,7 @@ class ServerState:
         for voice in voices:
             for alias in voice.aliases:
                 self.aliases.setdefault(alias, voice.name)
-        self.pools = {
-            v.name: VoicePool(v.name, [Worker(v.name, i, s) for i, s in enumerate(v.sessions)], settings.max_queue)
-            for v in voices
-        }
+        self.pools = {v.name: VoicePool(v.name, _workers(v), settings.max_queue) for v in voices}
         for pool in self.pools.values():
             metrics.watch_pool(pool)
         self.draining = False
@@ -235,6 +232,15 @@ class ServerState:
         if not has_speakable(text):
             raise ApiError(400, f"{param} has nothing speakable in it (no letters or digits)", param=param)
         return text
+
+
+def _workers(voice: Voice) -> list[Worker]:
+    """One worker per session, or ``max_concurrent`` sharing it when its engine speaks concurrently."""
+    workers: list[Worker] = []
+    for session in voice.sessions:
+        for _ in range(voice.slots_per_engine):
+            workers.append(Worker(voice.name, len(workers), session))
+    return workers
 
 
 # -- options ------------------------------------------------------------------

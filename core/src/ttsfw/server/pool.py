@@ -97,7 +97,11 @@ class Job:
 
 
 class Worker:
-    """A session and the one thread that drives it."""
+    """A session and the one thread that drives it.
+
+    An engine that declares ``ConcurrentSynthesis`` gets ``max_concurrent``
+    workers sharing its one session; any other engine gets one.
+    """
 
     def __init__(self, voice: str, index: int, session: Any) -> None:
         self.name = f"{voice}#{index}"
@@ -263,8 +267,11 @@ class VoicePool:
             except UsageError as exc:
                 loop.call_soon_threadsafe(put, BadInput(str(exc)))
             except BaseException as exc:  # noqa: BLE001 - an engine fault must not kill the thread silently
-                worker.dead = f"engine failed: {one_line(exc)}"
-                loop.call_soon_threadsafe(put, EngineFailed(worker.dead))
+                reason = f"engine failed: {one_line(exc)}"
+                for other in self.workers:  # every worker that shares this engine is out of service with it
+                    if other.session is worker.session:
+                        other.dead = reason
+                loop.call_soon_threadsafe(put, EngineFailed(reason))
             finally:
                 job.finished = time.perf_counter()
                 loop.call_soon_threadsafe(self._finished, worker, job)

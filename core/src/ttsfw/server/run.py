@@ -136,8 +136,8 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
 
         def loaded(voice: Any) -> None:
             s = voice.sessions[0]
-            echo(f"loaded voice {voice.name}: {s.loaded.proposal.label()}, {len(voice.sessions)} worker(s), "
-                 f"{s.load_seconds:.2f} s each" + (f"; aliases {', '.join(voice.aliases)}" if voice.aliases else ""))
+            echo(f"loaded voice {voice.name}: {s.loaded.proposal.label()}, {len(voice.sessions)} engine(s) "
+                 f"({s.load_seconds:.2f} s each), {voice.slots_per_engine} request(s) at once on each" + (f"; aliases {', '.join(voice.aliases)}" if voice.aliases else ""))
             for line in s.report().lines()[1:]:
                 echo(line)
 
@@ -150,7 +150,7 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
         url = url_of(sock)
         auth = ", API key required" if settings.api_key else ""
         (ready or echo)(f"listening on {url} (voices: {', '.join(state.order)}; queue {settings.max_queue} per voice, "
-                        f"{workers} worker(s) each{auth})")
+                        f"{workers} engine(s) each{auth})")
         sys.stdout.flush()
         server.run(sockets=[sock])
         echo("stopped")

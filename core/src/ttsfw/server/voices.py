@@ -35,6 +35,14 @@ class Voice:
         return self.sessions[0].options_schema()
 
     @property
+    def slots_per_engine(self) -> int:
+        """Requests one loaded engine runs at once: its ``max_concurrent`` if it declares ConcurrentSynthesis."""
+        from ..engine import ConcurrentSynthesis
+
+        engine = self.sessions[0].engine
+        return max(1, int(engine.max_concurrent)) if isinstance(engine, ConcurrentSynthesis) else 1
+
+    @property
     def sample_rate(self) -> int:
         return int(self.sessions[0].sample_rate)
 
@@ -49,7 +57,8 @@ class Voice:
             "sample_rate": self.sample_rate,
             "engine": chosen.label(),
             "device": chosen.device,
-            "workers": len(self.sessions),
+            "engines": len(self.sessions),
+            "requests_per_engine": self.slots_per_engine,
             "estimate": {"rtf": estimate.rtf, "peak_memory_bytes": estimate.peak_memory_bytes},
             "options": list(options.model_fields) if options is not None else [],
             "plan_summary": self.plan.summary,

@@ -448,7 +448,8 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
 @click.option("--host", default=None, help="Address to listen on (TTSFW_HOST; default 127.0.0.1, loopback only).")
 @click.option("--port", type=int, default=None, help="Port (TTSFW_PORT; default 8000; 0 picks a free one).")
 @click.option("--workers-per-engine", type=int, default=None,
-              help="Engines loaded per voice, one request each at a time (TTSFW_WORKERS_PER_ENGINE; default 1).")
+              help="Engines loaded per voice; each runs one request at a time, or several if it speaks "
+                   "concurrently, as the Piper engine does (TTSFW_WORKERS_PER_ENGINE; default 1).")
 @click.option("--max-queue", type=int, default=None,
               help="Requests that may wait per voice; more get 503 + Retry-After (TTSFW_MAX_QUEUE; default 8).")
 @click.option("--request-timeout", type=float, default=None,

@@ -111,7 +111,8 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", min_length=1, description="Address `ttsfw serve` listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port `ttsfw serve` listens on (0: any free one).")
     workers_per_engine: int = Field(
-        default=1, ge=1, le=64, description="Engines loaded per voice, each serving one request at a time."
+        default=1, ge=1, le=64, description="Engines loaded per voice (each runs one request at a time, or "
+        "several if it declares ConcurrentSynthesis)."
     )
     max_queue: int = Field(default=8, ge=0, le=10_000, description="Requests waiting per voice beyond the busy ones.")
     request_timeout: float = Field(

@@ -401,6 +401,9 @@ class Speaker:
             raise
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc) from None
+        except asyncio.CancelledError:  # the server is stopping under this request
+            self.record("cancelled", 499, "the request was cancelled")
+            raise
         finally:
             watcher.cancel()
             with contextlib.suppress(BaseException):
@@ -409,7 +412,10 @@ class Speaker:
                 await chunks.aclose()
         rate = self.voice.sample_rate
         if self.mode == "whole" or not self.fmt.streams:
-            body, out_rate = await run_in_threadpool(encode_whole, self.fmt, rate, b"".join(pcm))
+            try:
+                body, out_rate = await run_in_threadpool(encode_whole, self.fmt, rate, b"".join(pcm))
+            except Exception as exc:  # noqa: BLE001 - libsndfile refused: a 500 with the reason
+                raise self._error(exc) from None
             self.record("ok", 200)
             if self.mode == "sse":
                 return StreamingResponse(self._sse_whole(body), media_type="text/event-stream",

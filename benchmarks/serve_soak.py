@@ -1,6 +1,7 @@
 """Soak: `ttsfw serve` held at its queue's limit for minutes; nothing lost or malformed, memory flat.
 
-More clients than the server admits (one worker + ``--max-queue`` waiting) send
+More clients than the server admits (the requests its engine runs at once, plus
+``--max-queue`` waiting; by default 4 more clients than that) send
 requests in a closed loop for ``--seconds`` (>= 120 by default), rotating
 through every response format and both routes, a few of them streamed and
 abandoned half-way (a client that leaves). Every answer must be either
@@ -15,7 +16,7 @@ quarter of a second (not the Retry-After: the point is to keep the queue full) a
 The server's RSS is sampled every second; after ``--warmup`` seconds it must
 stay within 10% of its post-warm-up median.
 
-    python benchmarks/serve_soak.py [--seconds 120] [--clients 8] [--max-queue 2] [--warmup 20]
+    python benchmarks/serve_soak.py [--seconds 120] [--clients N] [--max-queue 2] [--warmup 30]
 
 Exit status 0 when every check holds, 1 otherwise.
 """
@@ -72,9 +73,9 @@ def check_refusal(r) -> str:  # type: ignore[no-untyped-def]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=120.0)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=None, help="default: what the server admits, plus 4")
     parser.add_argument("--max-queue", type=int, default=2)
-    parser.add_argument("--warmup", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=30.0)
     args = parser.parse_args()
     import httpx
     import psutil
@@ -83,7 +84,12 @@ def main() -> None:
     server = start_ttsfw(work, "--max-queue", str(args.max_queue), "--request-timeout", "60",
                          "--metrics-log", str(work / "requests.jsonl"))
     process = psutil.Process(server.pid)
-    voice = httpx.get(f"{server.url}/v1/audio/voices").json()["default"]
+    offered = httpx.get(f"{server.url}/v1/audio/voices").json()
+    voice = offered["default"]
+    entry = offered["voices"][0]
+    running = entry["engines"] * entry["requests_per_engine"]
+    if args.clients is None:
+        args.clients = running + args.max_queue + 4
     counts: Counter = Counter()
     problems: list[str] = []
     lock = threading.Lock()
@@ -160,7 +166,7 @@ def main() -> None:
     after = [m for t, m in rss if t >= args.warmup]
     median = statistics.median(after) if after else 0
     spread = max(abs(m - median) / median for m in after) if after else float("nan")
-    print(f"soak: {wall:.0f} s, {args.clients} clients against 1 worker + queue {args.max_queue}")
+    print(f"soak: {wall:.0f} s, {args.clients} clients against {running} running at once + queue {args.max_queue}")
     print(f"responses: {sum(counts.values())} ({dict(counts)})")
     print(f"server log: {len(log)} requests, outcomes {dict(Counter(r['status'] for r in log))}")
     for line in metrics.splitlines():

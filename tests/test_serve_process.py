@@ -120,3 +120,17 @@ def test_two_models_are_two_voices(tmp_path):
     finally:
         proc.stop()
     assert names == ["en_US-joe-medium", "en_US-copy-medium"] and spoken.status_code == 200
+
+
+def test_workers_per_engine_loads_that_many_engines_from_one_plan(tmp_path):
+    proc = ServerProcess(["--port", "0", "--workers-per-engine", "2"], env=clean_env(TTSFW_CACHE_DIR=str(tmp_path)),
+                         cwd=tmp_path)
+    try:
+        entry = httpx.get(f"{proc.url}/v1/audio/voices").json()["voices"][0]
+        ready = httpx.get(f"{proc.url}/ready").json()["voices"]["en_US-joe-medium"]
+        spoken = [httpx.post(f"{proc.url}/v1/tts", json={"text": f"Number {i}."}, timeout=60) for i in range(3)]
+    finally:
+        proc.stop()
+    assert entry["engines"] == 2 and ready["workers"] == 2 * entry["requests_per_engine"]
+    assert [r.status_code for r in spoken] == [200, 200, 200]
+    assert proc.log().count("loaded voice en_US-joe-medium: ") == 1 and "2 engine(s)" in proc.log()

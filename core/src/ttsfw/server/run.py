@@ -49,6 +49,15 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _loopback(sock: socket.socket) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def _server_class() -> Any:
     import uvicorn
 
@@ -149,6 +158,8 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
         server = _server_class()(config, state, settings.drain_timeout, echo)
         url = url_of(sock)
         auth = ", API key required" if settings.api_key else ""
+        if not _loopback(sock) and not settings.api_key:
+            echo(f"note: {url} is reachable from other machines and no API key is set (TTSFW_API_KEY)")
         (ready or echo)(f"listening on {url} (voices: {', '.join(state.order)}; queue {settings.max_queue} per voice, "
                         f"{workers} engine(s) each{auth})")
         sys.stdout.flush()

@@ -12,7 +12,7 @@ ttsfw serve / `ttsfw run` per request.
   engine), `POST /v1/audio/speech` with `response_format: wav` (streamed, the
   voice's own 22.05 kHz: no resampling, as Piper's);
 * Piper: `python -m piper.http_server -m VOICE --host 127.0.0.1 --port P`
-  (Flask's threaded development server, the one Piper ships; `pip install flask`),
+  (Flask's threaded development server, the one Piper ships; `pip install --group bench`),
   `POST /synthesize` with `{"text": ...}`; it returns the whole WAV;
 * `ttsfw run` per request: a fresh `ttsfw run --stream -q TEXT` process per
   request (the cost a caller pays without a server); first audio is the first
@@ -172,7 +172,7 @@ def main() -> None:
             try:
                 import flask  # noqa: F401
             except ImportError:
-                raise SystemExit("Piper's HTTP server needs flask: pip install flask (or pass --skip-piper)") from None
+                raise SystemExit("Piper's HTTP server needs Flask: pip install --group bench (or pass --skip-piper)") from None
             port = free_port()
             piper = Server("piper.http_server", [sys.executable, "-m", "piper.http_server", "-m", str(voice.path),
                                                  "--host", "127.0.0.1", "--port", str(port)], env,

@@ -54,6 +54,14 @@ def test_sse_events_through_the_client(client):
     assert events[-1]["type"] == "speech.audio.done" and events[0]["type"] == "speech.audio.delta"
 
 
+def test_models_list_and_retrieve(client):
+    ids = [m.id for m in client.models.list()]
+    assert ids[0] == "en_US-joe-medium" and "tts-1" in ids
+    assert client.models.retrieve("tts-1").id == "tts-1"
+    with pytest.raises(openai.NotFoundError, match="no model 'whisper-1'"):
+        client.models.retrieve("whisper-1")
+
+
 def test_errors_arrive_as_the_clients_exceptions(client, server):
     with pytest.raises(openai.BadRequestError, match="unknown voice 'shimmer'"):
         client.audio.speech.create(model="tts-1", voice="shimmer", input=TEXT)

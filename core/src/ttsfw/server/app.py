@@ -670,6 +670,14 @@ def create_app(state: ServerState) -> FastAPI:
                   "ttsfw": {"note": "accepted for OpenAI clients: `voice` picks the voice"}} for name in OPENAI_MODELS]
         return {"object": "list", "data": data}
 
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str) -> dict[str, Any]:
+        listed = await models()
+        for entry in listed["data"]:
+            if entry["id"] == model_id:
+                return entry
+        raise ApiError(404, f"no model {model_id!r}: see GET /v1/models", param="model", code="model_not_found")
+
     @app.get("/v1/audio/voices")
     async def voices() -> dict[str, Any]:
         return {"voices": [state.voices[n].summary() for n in state.order], "aliases": state.aliases,

@@ -36,7 +36,17 @@ from ..text import controls_to_spaces, has_speakable
 from .encoding import FORMATS, NOT_OFFERED, Encoder, encode_whole, unavailable
 from .errors import ApiError, error_body
 from .metrics import ServerMetrics
-from .pool import BadInput, ClientGone, DeadlineExceeded, EngineFailed, Job, Rejected, VoicePool, Worker
+from .pool import (
+    BadInput,
+    ClientGone,
+    DeadlineExceeded,
+    EngineFailed,
+    Interrupted,
+    Job,
+    Rejected,
+    VoicePool,
+    Worker,
+)
 from .voices import Voice
 
 #: Model names OpenAI clients send; accepted, and the voice picks the voice.
@@ -184,6 +194,7 @@ class ServerState:
     def cancel_all(self) -> None:
         """Stop every running job at its next sentence (the drain's bound has passed)."""
         for job in list(self.jobs.values()):
+            job.stopped = True
             job.cancel.set()
             if job.gone is not None and job.loop is not None:
                 with contextlib.suppress(RuntimeError):
@@ -367,6 +378,10 @@ class Speaker:
             err = ApiError(504, f"request timed out after {job.timeout:g} s (TTSFW_REQUEST_TIMEOUT), {waited:.1f} s "
                            f"of it {where}", code="timeout")
             self.record("timeout", 504, err.message)
+        elif isinstance(exc, Interrupted):
+            err = ApiError(503, f"{exc}: the server is shutting down", code="draining",
+                           headers={"Retry-After": "1"})
+            self.record("cancelled", 503, err.message)
         elif isinstance(exc, BadInput):
             err = ApiError(400, str(exc))
             self.record("bad_input", 400, err.message)
@@ -395,7 +410,7 @@ class Speaker:
         except ClientGone:
             self.record("cancelled", 499, "the client disconnected")
             return Response(status_code=499)
-        except (Rejected, DeadlineExceeded, BadInput, EngineFailed) as exc:
+        except (Rejected, DeadlineExceeded, Interrupted, BadInput, EngineFailed) as exc:
             raise self._error(exc) from None
         except ApiError:
             raise
@@ -458,6 +473,9 @@ class Speaker:
         except (EngineFailed, BadInput) as exc:
             outcome, error = ("engine_error" if isinstance(exc, EngineFailed) else "bad_input"), str(exc)
             raise
+        except Interrupted as exc:
+            outcome, error = "cancelled", f"{exc} (the server is shutting down)"
+            raise
         except ClientGone:
             pass
         finally:
@@ -465,16 +483,21 @@ class Speaker:
             self.record(outcome, status, error)
 
     async def _audio_stream(self, encoder: Encoder, first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[bytes]:
-        with contextlib.suppress(DeadlineExceeded, EngineFailed, BadInput):  # the stream just ends; the log says why
+        # Audio cut short must not look complete: the connection is dropped without the final chunk, so the
+        # client sees an incomplete response (the log says why); see StreamAborted.
+        try:
             async for data in self._stream(encoder, first, chunks):
                 yield data
+        except (DeadlineExceeded, EngineFailed, BadInput, Interrupted) as exc:
+            raise StreamAborted(str(exc) or type(exc).__name__) from None
 
     async def _sse_stream(self, encoder: Encoder, first: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[bytes]:
         try:
             async for data in self._stream(encoder, first, chunks):
                 yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
-        except (DeadlineExceeded, EngineFailed, BadInput) as exc:
-            status = 504 if isinstance(exc, DeadlineExceeded) else 500 if isinstance(exc, EngineFailed) else 400
+        except (DeadlineExceeded, EngineFailed, BadInput, Interrupted) as exc:
+            status = (504 if isinstance(exc, DeadlineExceeded) else 500 if isinstance(exc, EngineFailed)
+                      else 503 if isinstance(exc, Interrupted) else 400)
             message = f"timed out after {self.job.timeout:g} s" if isinstance(exc, DeadlineExceeded) else str(exc)
             yield _sse({"type": "error", **error_body(status, message)})
             return
@@ -490,6 +513,13 @@ class Speaker:
         return {"type": "speech.audio.done", "usage": {"input_tokens": chars, "output_tokens": 0,
                                                         "total_tokens": chars},
                 "ttsfw": _job_summary(self.job)}
+
+
+class StreamAborted(Exception):
+    """Raised out of an audio stream that cannot finish, so the server drops the connection mid-body.
+
+    The request is already recorded with its reason; ``run.py`` keeps uvicorn from logging it as a crash.
+    """
 
 
 class _Stream(StreamingResponse):

@@ -58,6 +58,10 @@ class ClientGone(Exception):
     pass
 
 
+class Interrupted(Exception):
+    """The server stopped this request before its text was done (the drain's bound passed)."""
+
+
 class BadInput(Exception):
     """The engine refused this request's input (a UsageError): the client's fault, the worker is fine."""
 
@@ -78,7 +82,8 @@ class Job:
     arrived: float = field(default_factory=time.perf_counter)
     metrics: Metrics = field(default_factory=Metrics)
     cancel: threading.Event = field(default_factory=threading.Event)  # read by the worker thread
-    gone: Optional[asyncio.Event] = None  # set when the client disconnects
+    gone: Optional[asyncio.Event] = None  # set when the client disconnects, or the server stops the job
+    stopped: bool = False  # the server stopped it (the drain's bound passed): not the client's leaving
     loop: Optional[asyncio.AbstractEventLoop] = None  # the loop ``gone`` belongs to (set from other threads)
     started: Optional[float] = None  # when a worker took it
     finished: Optional[float] = None
@@ -191,6 +196,8 @@ class VoicePool:
             return fut.result()
         fut.cancel()
         if job.gone is not None and job.gone.is_set():
+            if job.stopped:
+                raise Interrupted("the server stopped this request before its text was done")
             raise ClientGone()
         raise DeadlineExceeded()
 
@@ -243,7 +250,7 @@ class VoicePool:
         """Speak ``job`` on a worker and yield its audio as it is made.
 
         Raises :class:`Rejected`, :class:`DeadlineExceeded`, :class:`ClientGone`,
-        :class:`BadInput` or :class:`EngineFailed`. Closing the iterator early
+        :class:`Interrupted`, :class:`BadInput` or :class:`EngineFailed`. Closing the iterator early
         (or any of those) stops the worker at the next sentence boundary.
         """
         worker = await self.acquire(job)
@@ -252,18 +259,24 @@ class VoicePool:
         put = out.put_nowait
 
         def work() -> None:
+            stopped = Interrupted("the server stopped this request before its text was done")
             try:
                 if job.cancel.is_set():
+                    loop.call_soon_threadsafe(put, stopped)
                     return
                 chunks = worker.session.stream(job.text, metrics=job.metrics, started=job.arrived, **job.options)
+                cut = False
                 try:
                     for chunk in chunks:
                         loop.call_soon_threadsafe(put, chunk)
                         if job.cancel.is_set():
+                            cut = True
                             break
                 finally:
                     chunks.close()  # stops synthesis; the session restores its default voice options
-                loop.call_soon_threadsafe(put, _DONE)
+                # A consumer still waiting after a cut was stopped by the server (one that left or ran
+                # out of time no longer reads): it must not take the cut for the end of the text.
+                loop.call_soon_threadsafe(put, stopped if cut else _DONE)
             except UsageError as exc:
                 loop.call_soon_threadsafe(put, BadInput(str(exc)))
             except BaseException as exc:  # noqa: BLE001 - an engine fault must not kill the thread silently

@@ -14,6 +14,7 @@ their next sentence, and exits 0. A second signal stops at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import sys
@@ -47,6 +48,23 @@ def bind(host: str, port: int) -> socket.socket:
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _QuietAborts(logging.Filter):
+    """uvicorn logs an exception out of a response as a crash; a deliberately aborted stream is not one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .app import StreamAborted
+
+        exc = record.exc_info[1] if record.exc_info else None
+        for _ in range(8):  # through exception groups (anyio's task group) and chained exceptions
+            if exc is None:
+                break
+            if isinstance(exc, StreamAborted):
+                return False
+            grouped = getattr(exc, "exceptions", None)
+            exc = grouped[0] if grouped else (exc.__cause__ or exc.__context__)
+        return True
 
 
 def _loopback(sock: socket.socket) -> bool:
@@ -156,6 +174,7 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=int(settings.drain_timeout) + 10, server_header=False)
         server = _server_class()(config, state, settings.drain_timeout, echo)
+        logging.getLogger("uvicorn.error").addFilter(_QuietAborts())
         url = url_of(sock)
         auth = ", API key required" if settings.api_key else ""
         if not _loopback(sock) and not settings.api_key:

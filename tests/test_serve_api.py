@@ -182,3 +182,19 @@ def test_metrics_and_the_request_log(server, client, voice):
     assert last["status"] == "ok" and last["audio_seconds"] > 0 and last["rtf"] > 0
     assert last["time_to_first_audio_seconds"] <= last["total_seconds"] and last["peak_rss_bytes"] > 0
     assert {"id", "voice", "queue_wait_seconds", "gpu_util_percent"} <= set(last)
+
+
+def test_a_client_that_leaves_a_stream_cancels_it_and_the_engine_is_free_again(server, client, voice):
+    text = " ".join(f"This is sentence number {i}, and nobody will hear it." for i in range(30))
+    with client.stream("POST", "/v1/audio/speech", json={"model": "tts-1", "input": text, "voice": voice,
+                                                         "response_format": "pcm"}) as r:
+        first = next(r.iter_raw())
+        request_id = r.headers["X-Request-Id"]
+    assert first
+    left = time.monotonic()
+    record = logged(server, request_id)  # written when the server noticed and stopped it
+    while 'ttsfw_in_flight{voice="en_US-joe-medium"} 0.0' not in client.get("/metrics").text:
+        assert time.monotonic() - left < 3.0, "the engine stayed busy after its client left"
+        time.sleep(0.05)
+    assert record["status"] == "cancelled" and record["audio_seconds"] < 30  # far from the ~150 s asked for
+    assert "cancelled" in server.log() and request_id in server.log()

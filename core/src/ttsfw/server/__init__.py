@@ -10,7 +10,10 @@ One module per job:
   libsndfile, resampling through soxr, both streaming;
 * :mod:`.metrics`  Prometheus metrics and the JSON-lines request log;
 * :mod:`.system`   live CPU, RAM and device use for ``/v1/system``;
-* :mod:`.app`      the FastAPI routes (OpenAI-compatible and native) and errors;
+* :mod:`.state`    what the routes share: voices, their pools, limits, metrics;
+* :mod:`.bodies`   request bodies (size-capped, validated), voice options, uploads;
+* :mod:`.speech`   one speech request from admission to its last byte (whole, streamed, SSE);
+* :mod:`.app`      the FastAPI routes (OpenAI-compatible and native), the API key and errors;
 * :mod:`.run`      the uvicorn server with a draining SIGTERM, and the CLI glue.
 
 Nothing here plans, loads or measures on its own: the session does.

@@ -5,6 +5,7 @@ field is ever taken as a path: a reference clip arrives as an upload and is
 copied into a private temporary directory within the size and length limits.
 """
 
+from __future__ import annotations
 
 import json
 import os

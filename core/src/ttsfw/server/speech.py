@@ -1,5 +1,6 @@
 """One speech request from admission to its last byte: whole, streamed audio, or SSE events."""
 
+from __future__ import annotations
 
 import asyncio
 import base64

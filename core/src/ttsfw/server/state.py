@@ -1,5 +1,6 @@
 """What the routes share: the voices, their queues, the limits and the metrics."""
 
+from __future__ import annotations
 
 import contextlib
 import time

@@ -19,6 +19,13 @@ def speech(client: httpx.Client, url: str, text: str, voice: str = "slow", fmt: 
                        json={"model": "tts-1", "input": text, "voice": voice, "response_format": fmt, **extra})
 
 
+def wait_until(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
@@ -82,8 +89,7 @@ def test_a_client_that_leaves_while_queued_is_taken_out_of_the_queue():
     with InProcessServer([voice], max_queue=1) as srv, httpx.Client(timeout=30) as client:
         busy = threading.Thread(target=lambda: speech(client, srv.url, "One. Two. Three. Four."))
         busy.start()
-        while not srv.state.pools["slow"].busy:
-            time.sleep(0.01)
+        wait_until(lambda: srv.state.pools["slow"].busy)
         with pytest.raises(httpx.ReadTimeout):  # waits in the queue, then gives up
             httpx.post(f"{srv.url}/v1/tts", json={"text": "Queued.", "voice": "slow"}, timeout=0.3)
         deadline = time.monotonic() + 5
@@ -99,8 +105,7 @@ def test_the_deadline_counts_the_queue_and_a_timeout_is_504():
     with InProcessServer([voice], max_queue=2, request_timeout=1.0) as srv, httpx.Client(timeout=30) as client:
         long = threading.Thread(target=lambda: client.post(f"{srv.url}/v1/tts", json={"text": SENTENCES}))
         long.start()
-        while not srv.state.pools["slow"].busy:
-            time.sleep(0.01)
+        wait_until(lambda: srv.state.pools["slow"].busy)
         t0 = time.perf_counter()
         queued = client.post(f"{srv.url}/v1/tts", json={"text": "Never reached."})
         waited = time.perf_counter() - t0

@@ -36,6 +36,7 @@ from ..text import controls_to_spaces, has_speakable
 from .encoding import FORMATS, NOT_OFFERED, Encoder, encode_whole, unavailable
 from .errors import ApiError, error_body
 from .metrics import ServerMetrics
+from .page import PUBLIC, add_page
 from .pool import BadInput, ClientGone, DeadlineExceeded, EngineFailed, Job, Rejected, VoicePool, Worker
 from .voices import Voice
 
@@ -43,7 +44,7 @@ from .voices import Voice
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 #: Routes counted by name in the metrics (anything else is "other").
 ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/audio/voices", "/v1/audio/speech", "/v1/tts",
-          "/v1/plan", "/v1/system", "/v1/estimate")
+          "/v1/plan", "/v1/system", "/v1/estimate", "/", "/v1/requests/recent")
 #: Characters of English speech per second, for estimates before a voice has spoken.
 _CHARS_PER_SECOND = 14.0
 
@@ -568,7 +569,7 @@ class _Edge:
             await send(message)
 
         try:
-            if self.key is not None and path != "/health" and not self._authorized(scope):
+            if self.key is not None and path != "/health" and path not in PUBLIC and not self._authorized(scope):
                 status["code"] = 401
                 response = JSONResponse(
                     error_body(401, "missing or wrong API key: send Authorization: Bearer KEY", code="invalid_api_key"),
@@ -748,6 +749,7 @@ def create_app(state: ServerState) -> FastAPI:
             if cleanup is not None:
                 shutil.rmtree(cleanup, ignore_errors=True)
 
+    add_page(app, state)  # the page at / and its routes (page.py)
     return _Edge(app, state)  # type: ignore[return-value]
 
 

@@ -301,3 +301,42 @@ def test_no_http_without_wyoming_is_refused(tmp_path):
     bad = subprocess.run([str(BIN / "ttsfw"), "serve", "--wyoming", "http://x:1"], capture_output=True, text=True,
                          timeout=60, env=clean_env(TTSFW_CACHE_DIR=str(tmp_path)), cwd=tmp_path)
     assert bad.returncode != 0 and "--wyoming takes tcp://HOST:PORT" in bad.stderr
+
+
+# -- the pieces, without a server ----------------------------------------------------------
+
+
+def test_complete_sentences_waits_for_the_end_of_a_sentence_and_bounds_the_buffer():
+    from ttsfw.server.wyoming_tts import complete_sentences
+
+    assert complete_sentences("Hello there. How a", 100) == (["Hello there. "], "How a")
+    assert complete_sentences("It costs 3.5 euros", 100) == ([], "It costs 3.5 euros")  # no space after the dot
+    assert complete_sentences("One! Two? Thr", 100) == (["One! Two? "], "Thr")
+    assert complete_sentences("“Quoted.” Next", 100) == (["“Quoted.” "], "Next")
+    assert complete_sentences("你好。再见", 100) == (["你好。"], "再见")
+    assert complete_sentences("A list\nnext", 100) == (["A list\n"], "next")
+    ready, rest = complete_sentences("word " * 30, 40)  # 150 characters and no sentence end
+    assert all(len(piece) <= 40 for piece in ready) and "".join(ready) + rest == "word " * 30
+    assert len(rest) <= 40
+
+
+@pytest.mark.parametrize("raw, message, fatal", [
+    (b"not json\n", "not a JSON object", False),
+    (b'{"data": {}}\n', "has no type", False),
+    (b'{"type": "synthesize", "data_length": 99999999}\n', "data_length 99999999", True),
+    (b'{"type": "synthesize", "payload_length": -1}\n', "payload_length -1", True),
+    (b'{"type": "synthesize", "data_length": 3}\n[1]', "not a JSON object", False),
+    (b"x" * 70_000 + b"\n", "header is over", True),
+])
+def test_events_are_read_within_bounds(raw, message, fatal):
+    from ttsfw.server.wyoming_tts import LINE_LIMIT, BadEvent, read_event
+
+    async def go():
+        reader = asyncio.StreamReader(limit=LINE_LIMIT)
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return await read_event(reader)
+
+    with pytest.raises(BadEvent) as caught:
+        run(go(), timeout=10)
+    assert message in str(caught.value) and caught.value.fatal is fatal

@@ -53,8 +53,9 @@ LINE_LIMIT = 64 * 1024
 PAYLOAD_LIMIT = 4 * 2**20
 #: Samples per audio-chunk event (as wyoming-piper's 1024, a little larger: fewer events).
 SAMPLES_PER_CHUNK = 4096
-#: A sentence ends at terminal punctuation (and closing quotes or brackets) followed by space, or at a newline.
-_BOUNDARY = re.compile(r"(?:[.!?…。！？；;:]+[\"'”’»)\]]*\s+|\n+)")
+#: A sentence ends at terminal punctuation (and closing quotes or brackets) followed by space (CJK: none needed),
+#: or at a newline.
+_BOUNDARY = re.compile(r"(?:[.!?…]+[\"'”’»)\]]*\s+|[。！？]+[”’」』)\]]*|\n+)")
 _LANGUAGE = re.compile(r"^([a-z]{2,3}(?:[_-][A-Z]{2})?)[-_]")
 
 
@@ -170,8 +171,8 @@ def voice_languages(voice: Any) -> list[str]:
     given = spec.properties.get("languages") or spec.properties.get("language")
     if isinstance(given, str) and given:
         return [part.strip() for part in given.split(",") if part.strip()]
-    code = (_config(voice).get("language") or {}).get("code") if isinstance(_config(voice).get("language"), dict) \
-        else None
+    language = _config(voice).get("language")
+    code = language.get("code") if isinstance(language, dict) else None
     if isinstance(code, str) and code:
         return [code]
     match = _LANGUAGE.match(voice.name)
@@ -257,6 +258,11 @@ class Connection:
                     await self.handle(event)
                 except _Failed as exc:
                     await self.error(str(exc), exc.code)
+                except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - answered in one line; the server goes on
+                    self.state.metrics.echo(f"wyoming: {event.type}: internal error: {one_line(exc)}")
+                    await self.error(f"internal error: {one_line(exc)}", "internal_error")
         except (ConnectionError, asyncio.IncompleteReadError, BrokenPipeError):
             pass  # the client left: its synthesis was stopped and recorded
         finally:

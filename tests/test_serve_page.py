@@ -131,6 +131,10 @@ def test_speak_in_a_real_browser(server, tmp_path):
         assert last["error"] is None and last["rate"] == 22050
         assert last["bytes"] > 22050 * 2 and last["seconds"] > 2.0
         assert 0 < last["firstAudioMs"] < 30_000
+        # It played as it streamed: Web Audio was running when the first sentence's samples were scheduled,
+        # and they were scheduled before the rest had arrived (the body came in several reads).
+        assert last["playing"] == "running"
+        assert last["reads"] >= 2 and last["firstAudioMs"] < last["doneMs"]
         duration = _until(driver, "document.getElementById('audio').readyState >= 1 && "
                           "document.getElementById('audio').duration", "the audio element's metadata")
         assert duration == pytest.approx(last["seconds"], abs=0.05)

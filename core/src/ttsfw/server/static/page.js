@@ -270,7 +270,11 @@ async function refreshSystem() {
 
 function schedulePoll() {
   clearTimeout(state.pollTimer);
-  state.pollTimer = setTimeout(async () => { await refreshSystem(); schedulePoll(); }, state.busy ? 1000 : 5000);
+  state.pollTimer = setTimeout(async () => {
+    await refreshSystem();
+    if (!state.busy) await refreshRecent().catch(() => {}); // Wyoming and other clients' requests too
+    schedulePoll();
+  }, state.busy ? 1000 : 5000);
 }
 
 async function refreshRecent() {
@@ -341,7 +345,8 @@ async function speak() {
   const speed = Number($("speed").value);
   if (details.speed && speed !== 1) body.speed = speed;
   const started = performance.now();
-  const last = { id: null, bytes: 0, seconds: 0, firstAudioMs: null, rate: null, done: false, error: null };
+  const last = { id: null, bytes: 0, seconds: 0, firstAudioMs: null, doneMs: null, reads: 0, rate: null, done: false,
+    error: null, playing: null };
   window.ttsfwPage.last = last;
   state.busy = true;
   state.abort = new AbortController();
@@ -375,12 +380,15 @@ async function speak() {
       if (!even) continue;
       const part = chunk.slice(0, even);
       pcm.push(part);
+      last.reads += 1;
       last.bytes += even;
       last.seconds = last.bytes / 2 / info.rate;
       if (last.firstAudioMs == null) last.firstAudioMs = performance.now() - started;
       player.play(new Int16Array(part.buffer, 0, even / 2), info.rate);
+      if (last.playing == null && player.ctx) last.playing = player.ctx.state;
       $("status").textContent = `Playing as it streams: ${fmt(last.seconds)} s of audio so far (first audio after ${fmt(last.firstAudioMs, 0)} ms)`;
     }
+    last.doneMs = performance.now() - started;
     last.done = true;
   } catch (e) {
     last.error = e.name === "AbortError" ? "stopped" : e.message;

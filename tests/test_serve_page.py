@@ -161,11 +161,16 @@ def test_speak_in_a_real_browser(server, tmp_path):
         _until(driver, "document.getElementById('error').innerText.includes('at most 300')", "the error for long text")
         assert "text is 420 characters" in driver.find_element(By.ID, "error").text
         assert "Traceback" not in driver.page_source
-        # A phone-sized window: one column, nothing wider than the screen.
-        driver.set_window_size(390, 844)
+        # A phone-sized window (390 px; headless windows cannot be narrower than 500, so emulate the screen):
+        # one column, nothing wider than the screen.
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
         width = driver.execute_script("return document.documentElement.scrollWidth")
         inner = driver.execute_script("return window.innerWidth")
-        assert width <= inner, f"the page is {width} px wide in a {inner} px window"
+        assert inner == 390 and width <= inner, f"the page is {width} px wide in a {inner} px window"
+        plan_box = driver.find_element(By.ID, "plan").rect
+        speak_box = driver.find_element(By.ID, "speak-card").rect
+        assert plan_box["y"] > speak_box["y"] and plan_box["width"] <= 390  # below it, not beside it
         logs = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]
                 and "400" not in e["message"]]
         assert not logs, logs

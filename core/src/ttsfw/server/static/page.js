@@ -255,13 +255,15 @@ async function refreshSystem() {
     parts.push(cpus);
     parts.push(bar("RAM", s.memory.used_percent, `${bytes(used)} / ${bytes(s.memory.total_bytes)}`));
     parts.push(el("p", { class: "muted", text: `this server's process: ${bytes(s.process.rss_bytes)} resident` }));
-    for (const d of s.devices || []) {
+    // The CPU and RAM are shown above; a "cpu" device from detection would repeat them.
+    const devices = (s.devices || []).filter((d) => d.family !== "cpu");
+    for (const d of devices) {
       parts.push(el("h3", { text: `${d.id}: ${d.name || d.family}` }));
       parts.push(bar("utilisation", d.utilization_percent, d.utilization_percent == null ? "not reported" : `${fmt(d.utilization_percent, 0)}%`));
       const pct = d.memory_total_bytes ? (100 * (d.memory_used_bytes || 0)) / d.memory_total_bytes : null;
       parts.push(bar("memory", pct, d.memory_total_bytes ? `${bytes(d.memory_used_bytes)} / ${bytes(d.memory_total_bytes)}` : "not reported"));
     }
-    if (!(s.devices || []).length) parts.push(el("p", { class: "muted", text: "No accelerator: the plugins detected none." }));
+    if (!devices.length) parts.push(el("p", { class: "muted", text: "No accelerator: the plugins detected none." }));
     if (s.devices_error) parts.push(el("p", { class: "bad", text: `device detection: ${s.devices_error}` }));
     $("system-body").replaceChildren(...parts);
     $("system-age").textContent = `(updated ${new Date().toLocaleTimeString()}; devices ${fmt(s.devices_age_seconds, 1)} s old)`;

@@ -176,3 +176,45 @@ def test_speak_in_a_real_browser(server, tmp_path):
         assert not logs, logs
     finally:
         driver.quit()
+
+
+def test_queue_full_and_engine_failure_are_short_messages_on_the_page(tmp_path):
+    """Stand-in engines in an in-process server: a busy voice (queue limit 0) and an engine that raises."""
+    import threading
+
+    from selenium.webdriver.common.by import By
+    from serve_helpers import InProcessServer, toy_voice
+
+    driver = _browser(tmp_path)
+    voice, _ = toy_voice("toy-voice", delay=1.5)
+    try:
+        with InProcessServer([voice], max_queue=0) as srv:
+            driver.get(srv.url + "/")
+            _until(driver, "window.ttsfwPage.ready", "the page loaded")
+            assert "Chosen: toy: toy-toy-voice, cpu" in driver.find_element(By.ID, "plan-chosen").text
+            text = driver.find_element(By.ID, "text")
+
+            def errors_for(sentence: str, what: str) -> str:
+                text.clear()
+                text.send_keys(sentence)
+                driver.execute_script("document.getElementById('error').hidden = true")
+                driver.find_element(By.ID, "speak").click()
+                _until(driver, "!document.getElementById('error').hidden", what)
+                return driver.find_element(By.ID, "error").text
+
+            busy = threading.Thread(target=httpx.post, args=(f"{srv.url}/v1/tts",),
+                                    kwargs={"json": {"text": "One. Two. Three."}, "timeout": 30})
+            busy.start()
+            deadline = time.monotonic() + 10
+            while not srv.state.pools["toy-voice"].busy:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            full = errors_for("Hello.", "the queue-full message")
+            busy.join(30)
+            assert full.startswith("voice toy-voice is busy") and "TTSFW_MAX_QUEUE=0" in full
+            failed = errors_for("Please crash now.", "the engine failure")
+            assert failed == "voice toy-voice: engine failed: RuntimeError: CUDA out of memory (stand-in)"
+            assert "Traceback" not in driver.page_source
+            _until(driver, "document.querySelector('#recent-table td.bad') !== null", "the failed request's row")
+    finally:
+        driver.quit()

@@ -288,8 +288,9 @@ class Connection:
                     raise _Failed("synthesize: text must be a string", "bad_event")
                 voice, options = self.voice(request.voice)
                 text = self.checked(request.text)
-                await self.write(AudioStart(rate=voice.sample_rate, width=2, channels=1).event())
-                await self.speak(voice, text, options)
+                started = await self.speak(voice, text, options, started=False)
+                if not started:  # nothing was spoken (no failure either): still a complete answer
+                    await self.write(AudioStart(rate=voice.sample_rate, width=2, channels=1).event())
                 await self.write(AudioStop().event())
             # Other events (ping, audio from a satellite...) are not for a TTS server: ignored, as Wyoming servers do.
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -339,10 +340,7 @@ class Connection:
         voice = stream["voice"]
         try:
             text = self.checked(text)
-            if not stream["started"]:
-                await self.write(AudioStart(rate=voice.sample_rate, width=2, channels=1).event())
-                stream["started"] = True
-            await self.speak(voice, text, stream["options"])
+            stream["started"] = await self.speak(voice, text, stream["options"], started=stream["started"])
         except _Failed:
             stream["failed"] = True
             raise
@@ -386,8 +384,12 @@ class Connection:
         except ApiError as exc:
             raise _Failed(exc.message, exc.code or "bad_request") from None
 
-    async def speak(self, voice: Any, text: str, options: dict[str, Any]) -> None:
-        """One job on the voice's queue; its audio written as it is made; recorded once, however it ends."""
+    async def speak(self, voice: Any, text: str, options: dict[str, Any], started: bool) -> bool:
+        """One job on the voice's queue; its audio written as it is made; recorded once, however it ends.
+
+        ``audio-start`` goes out with the first audio unless ``started``, so a request refused or failed
+        before any audio is answered by its ``error`` alone. Returns whether ``audio-start`` has been sent.
+        """
         state = self.state
         pool = state.pools[voice.name]
         job = Job(voice=voice.name, text=text, options=options, timeout=state.settings.request_timeout)
@@ -398,11 +400,15 @@ class Connection:
         rate = voice.sample_rate
         try:
             async for chunk in chunks:
+                if not started:
+                    await self.write(AudioStart(rate=rate, width=2, channels=1).event())
+                    started = True
                 pcm = chunk.pcm
                 step = SAMPLES_PER_CHUNK * 2
                 for start in range(0, len(pcm), step):
                     await self.write(AudioChunk(rate=rate, width=2, channels=1, audio=pcm[start:start + step]).event())
             outcome, status, error = "ok", 200, ""
+            return started
         except Rejected as exc:
             state.metrics.rejected_request(job.voice, exc.reason)
             outcome, status, error = "rejected", 503, str(exc)
@@ -418,7 +424,7 @@ class Connection:
             outcome, status, error = "engine_error", 500, f"voice {job.voice}: {exc}"
             raise _Failed(error, "engine_error") from None
         except ClientGone:
-            pass
+            return started
         finally:
             job.cancel.set()  # a no-op once done; else the worker stops at its next sentence
             with contextlib.suppress(Exception):

@@ -218,3 +218,18 @@ def test_queue_full_and_engine_failure_are_short_messages_on_the_page(tmp_path):
             _until(driver, "document.querySelector('#recent-table td.bad') !== null", "the failed request's row")
     finally:
         driver.quit()
+
+
+def test_the_page_ships_in_the_wheel(tmp_path):
+    """Every asset the page serves is in the built ttsfw wheel (no CDN: nothing else is needed)."""
+    import zipfile
+
+    from hatchling.builders.wheel import WheelBuilder
+    from ttsfw.server.page import ASSETS
+
+    built = list(WheelBuilder(str(ROOT / "core")).build(directory=str(tmp_path), versions=["standard"]))
+    assert len(built) == 1
+    names = set(zipfile.ZipFile(built[0]).namelist())
+    for name in ASSETS:
+        assert f"ttsfw/server/static/{name}" in names
+    assert "ttsfw/server/page.py" in names and "ttsfw/server/wyoming_tts.py" in names

@@ -48,7 +48,8 @@ def test_the_page_and_its_assets_need_no_key_but_its_data_does(server):
         for src in ("/static/page.js", "/static/page.css"):
             assert src in page.text
             assert c.get(src).status_code == 200
-        assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+        for asset in (page.text, c.get("/static/page.js").text, c.get("/static/page.css").text):
+            assert "http://" not in asset and "https://" not in asset and "//cdn" not in asset  # nothing from elsewhere
         assert c.get("/static/../app.py").status_code in (401, 404)
         assert c.get("/static/other.js").status_code == 401  # not an asset: behind the key like any route
         assert c.get("/v1/requests/recent").status_code == 401

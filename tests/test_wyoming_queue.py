@@ -108,3 +108,33 @@ def test_a_full_queue_and_a_failing_engine_are_error_events():
         assert "rejected" in outcomes and "engine_error" in outcomes
     finally:
         srv.close()
+
+
+def test_connections_past_the_limit_are_told_and_closed(monkeypatch):
+    from ttsfw.server import wyoming_tts
+
+    monkeypatch.setattr(wyoming_tts, "MAX_CONNECTIONS", 2)
+    voice, _ = toy_voice("toy")
+    srv = WyomingOnly([voice])
+    try:
+        async def go():
+            async with srv.client() as a, srv.client() as b:
+                for c in (a, b):  # both are being served
+                    await c.write_event(Synthesize(text="Hi.").event())
+                    assert AudioStart.is_type((await c.read_event()).type)
+                async with srv.client() as third:
+                    refused = await third.read_event()
+                    closed = await third.read_event()
+            deadline = time.monotonic() + 10
+            while srv.service.connections:  # the server sees the others leave
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            async with srv.client() as again:  # room again
+                await again.write_event(Synthesize(text="Hi.").event())
+                return refused, closed, await again.read_event()
+
+        refused, closed, served = run(go())
+        assert Error.is_type(refused.type) and Error.from_event(refused).code == "too_many_connections"
+        assert closed is None and AudioStart.is_type(served.type)
+    finally:
+        srv.close()

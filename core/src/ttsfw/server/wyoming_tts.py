@@ -51,6 +51,8 @@ ROUTE = "wyoming"
 #: Longest event header line, and the most event data and payload one event may carry.
 LINE_LIMIT = 64 * 1024
 PAYLOAD_LIMIT = 4 * 2**20
+#: Connections served at once; more are told so and closed (each idle one costs little, but not nothing).
+MAX_CONNECTIONS = 256
 #: Samples per audio-chunk event (as wyoming-piper's 1024, a little larger: fewer events).
 SAMPLES_PER_CHUNK = 4096
 #: A sentence ends at terminal punctuation (and closing quotes or brackets) followed by space (CJK: none needed),
@@ -400,13 +402,18 @@ class Connection:
         rate = voice.sample_rate
         try:
             async for chunk in chunks:
-                if not started:
-                    await self.write(AudioStart(rate=rate, width=2, channels=1).event())
-                    started = True
-                pcm = chunk.pcm
-                step = SAMPLES_PER_CHUNK * 2
-                for start in range(0, len(pcm), step):
-                    await self.write(AudioChunk(rate=rate, width=2, channels=1, audio=pcm[start:start + step]).event())
+                events = [] if started else [AudioStart(rate=rate, width=2, channels=1).event()]
+                started = True
+                pcm, step = chunk.pcm, SAMPLES_PER_CHUNK * 2
+                events += [AudioChunk(rate=rate, width=2, channels=1, audio=pcm[i:i + step]).event()
+                           for i in range(0, len(pcm), step)]
+                for event in events:
+                    try:  # a client that stops reading holds nothing past the request's deadline
+                        await asyncio.wait_for(self.write(event), max(1.0, job.remaining()))
+                    except asyncio.TimeoutError:
+                        outcome, status = "timeout", 504
+                        error = f"the client read nothing for {job.timeout:g} s (TTSFW_REQUEST_TIMEOUT)"
+                        raise ConnectionResetError(error) from None
             outcome, status, error = "ok", 200, ""
             return started
         except Rejected as exc:
@@ -462,6 +469,13 @@ class WyomingService:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self.connections) >= MAX_CONNECTIONS:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(async_write_event(Error(
+                    text=f"this server serves at most {MAX_CONNECTIONS} Wyoming connections at once; retry later",
+                    code="too_many_connections").event(), writer), 5)
+            writer.close()
+            return
         self.connections.add(task)
         try:
             await Connection(self, reader, writer).run()

@@ -10,6 +10,7 @@ Every Wyoming request shares the HTTP server's queue and metrics.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import subprocess
@@ -18,7 +19,9 @@ import time
 
 import httpx
 import pytest
+from helpers import embedded_voice
 from serve_helpers import BIN, clean_env
+from ttsfw_cpu_onnx.piper_spec import embedded_default
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -81,10 +84,27 @@ class Served:
         return self.proc.returncode
 
 
+TRIO = "en_GB-trio-medium"
+
+
+def trio_voice(folder) -> str:
+    """The embedded voice's weights under a config that says three named speakers, British English.
+
+    Listed by describe, and its speakers checked by name; never spoken (the weights have one speaker).
+    """
+    spec = embedded_default()
+    (folder / f"{TRIO}.onnx").symlink_to(spec.files["model"])
+    config = json.loads(spec.files["config"].read_text())
+    config.update(num_speakers=3, speaker_id_map={"ann": 0, "bob": 1, "cy": 2}, language={"code": "en_GB"})
+    (folder / f"{TRIO}.onnx.json").write_text(json.dumps(config))
+    return str(folder / f"{TRIO}.onnx")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("wyoming")
-    proc = Served(["--port", "0", "--wyoming", "tcp://127.0.0.1:0", "--max-input-chars", "1200"], work)
+    proc = Served(["--port", "0", "--wyoming", "tcp://127.0.0.1:0", "--max-input-chars", "1200",
+                   "--model", str(embedded_voice()), "--model", trio_voice(work)], work)
     yield proc
     assert proc.stop() == 0
     log = proc.log()
@@ -138,6 +158,26 @@ def test_describe_lists_every_voice_with_streaming(server):
     voice = program.voices[0]
     assert voice.name == VOICE and voice.languages == ["en_US"] and voice.installed
     assert voice.attribution.name and voice.speakers is None  # a one-speaker voice
+    assert voice.version == "1.0.0"  # the voice config's piper_version
+    trio = program.voices[1]
+    assert trio.name == TRIO and trio.languages == ["en_GB"]
+    assert [s.name for s in trio.speakers] == ["ann", "bob", "cy"]
+
+
+def test_a_speaker_is_checked_by_the_voice_and_a_language_picks_a_voice(server):
+    async def go():
+        async with client(server) as c:
+            await c.write_event(Synthesize(text="Hi.", voice=SynthesizeVoice(name=TRIO, speaker="zed")).event())
+            unknown = await c.read_event()
+            await c.write_event(Synthesize(text="Hi.", voice=SynthesizeVoice(language="en-US")).event())
+            return unknown, await audio_until(c, "audio-stop")
+
+    unknown, events = run(go())
+    assert Error.is_type(unknown.type)
+    error = Error.from_event(unknown)
+    assert error.code == "bad_input" and "zed" in error.text and "\n" not in error.text
+    assert AudioStop.is_type(events[-1].type) and seconds_of(events) > 0.3
+    assert recent(server)[0]["voice"] == VOICE  # en-US: the voice that speaks it
 
 
 def test_synthesize_streams_audio_and_shares_the_metrics(server):
@@ -340,3 +380,19 @@ def test_events_are_read_within_bounds(raw, message, fatal):
     with pytest.raises(BadEvent) as caught:
         run(go(), timeout=10)
     assert message in str(caught.value) and caught.value.fatal is fatal
+
+
+def test_languages_and_speakers_come_from_the_model_spec_then_the_name():
+    from types import SimpleNamespace
+
+    from ttsfw.server.wyoming_tts import voice_languages, voice_speakers
+
+    def voice(name, **properties):
+        return SimpleNamespace(name=name, plan=SimpleNamespace(model=SimpleNamespace(properties=properties)))
+
+    assert voice_languages(voice("x", languages="de_DE, en_GB")) == ["de_DE", "en_GB"]
+    assert voice_languages(voice("fr_FR-siwis-medium")) == ["fr_FR"]
+    assert voice_languages(voice("openaudio-s1-mini")) == []
+    assert voice_speakers(voice("x", speakers="anna,ben", num_speakers=2)) == ["anna", "ben"]
+    assert voice_speakers(voice("x", num_speakers=3)) == ["0", "1", "2"]
+    assert voice_speakers(voice("x", num_speakers=1)) is None

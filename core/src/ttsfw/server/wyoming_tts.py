@@ -154,46 +154,22 @@ def complete_sentences(buffer: str, limit: int) -> tuple[list[str], str]:
 # -- what info advertises ------------------------------------------------------
 
 
-def _config(voice: Any) -> dict[str, Any]:
-    from ..files import load_small_json
-
-    path = voice.plan.model.files.get("config")
-    if path is None or not str(path).endswith(".json"):
-        return {}
-    try:
-        data = load_small_json(path)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def voice_languages(voice: Any) -> list[str]:
-    """The languages a voice speaks: what its model says, else its name's prefix (en_US-...), else its espeak voice."""
-    spec = voice.plan.model
-    given = spec.properties.get("languages") or spec.properties.get("language")
-    if isinstance(given, str) and given:
+    """The languages a voice speaks: what its model format says (``languages``), else its name's prefix (en_US-...)."""
+    given = voice.plan.model.properties.get("languages")
+    if isinstance(given, str) and given.strip():
         return [part.strip() for part in given.split(",") if part.strip()]
-    language = _config(voice).get("language")
-    code = language.get("code") if isinstance(language, dict) else None
-    if isinstance(code, str) and code:
-        return [code]
     match = _LANGUAGE.match(voice.name)
-    if match:
-        return [match.group(1).replace("-", "_")]
-    espeak = spec.properties.get("espeak_voice")
-    return [str(espeak)] if espeak else []
+    return [match.group(1).replace("-", "_")] if match else []
 
 
 def voice_speakers(voice: Any) -> Optional[list[str]]:
-    """Speaker names of a multi-speaker voice (ids as text where it has no names), else None."""
-    spec = voice.plan.model
-    given = spec.properties.get("speakers")
-    if isinstance(given, str) and given:
+    """Speaker names of a multi-speaker voice (``speakers``; else ids as text from ``num_speakers``), else None."""
+    properties = voice.plan.model.properties
+    given = properties.get("speakers")
+    if isinstance(given, str) and given.strip():
         return [s.strip() for s in given.split(",") if s.strip()]
-    names = _config(voice).get("speaker_id_map")
-    if isinstance(names, dict) and len(names) > 1:
-        return [str(n) for n in names]
-    count = spec.properties.get("num_speakers")
+    count = properties.get("num_speakers")
     if isinstance(count, int) and count > 1:
         return [str(i) for i in range(count)]
     return None

@@ -5,10 +5,14 @@ for the key, speaks a sentence (the audio arrives as it streams and can be repla
 and downloaded), fills the plan panel with the chosen proposal, and shows the
 server's one-line error for bad input. When chromium or chromedriver is missing the
 browser tests skip and say so (`.ci/run` installs both with apt-get).
+
+`TTSFW_UPDATE_SCREENSHOT=1` makes the speaking test save its screenshot as the README's
+`docs/serve-page.png` (otherwise it stays in the test's temporary directory).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -148,8 +152,10 @@ def test_speak_in_a_real_browser(server, tmp_path):
                      "the request in the recent table")
         assert "ok" in row and "/v1/tts" in row
         driver.execute_script("window.scrollTo(0, 0)")
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        driver.save_screenshot(str(SCREENSHOT))
+        shot = tmp_path / "serve-page.png"
+        assert driver.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if os.environ.get("TTSFW_UPDATE_SCREENSHOT") == "1":  # the README's picture, made on purpose only
+            shutil.copyfile(shot, SCREENSHOT)
 
         # Bad input: the server's one-line error, on the page.
         text.clear()

@@ -396,3 +396,30 @@ def test_languages_and_speakers_come_from_the_model_spec_then_the_name():
     assert voice_speakers(voice("x", speakers="anna,ben", num_speakers=2)) == ["anna", "ben"]
     assert voice_speakers(voice("x", num_speakers=3)) == ["0", "1", "2"]
     assert voice_speakers(voice("x", num_speakers=1)) is None
+
+
+def test_the_readme_home_assistant_commands_work(tmp_path):
+    """The README's Wyoming commands as written, on loopback and free ports instead of 0.0.0.0:10200."""
+    import shlex
+
+    from helpers import REPO
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("### Home Assistant (Wyoming)")
+    block = re.search(r"```sh\n(.*?)```", readme[start:], flags=re.S).group(1)
+    commands = [line.split("#", 1)[0].strip() for line in block.strip().splitlines()]
+    assert commands == ["ttsfw serve --wyoming tcp://0.0.0.0:10200",
+                        "ttsfw serve --no-http --wyoming tcp://0.0.0.0:10200"]
+    for command in commands:
+        args = [a.replace("tcp://0.0.0.0:10200", "tcp://127.0.0.1:0") for a in shlex.split(command)[2:]]
+        proc = Served(args + ["--port", "0"], tmp_path, want_http="--no-http" not in args)
+        try:
+            async def go(host: str, port: int):
+                async with AsyncTcpClient(host, port, connect_timeout=10, read_timeout=60) as c:
+                    await c.write_event(Describe().event())
+                    return await c.read_event()
+
+            assert Info.is_type(run(go(proc.host, proc.port)).type)
+            assert bool(proc.url) == ("--no-http" not in args)
+        finally:
+            assert proc.stop() == 0

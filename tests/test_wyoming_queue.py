@@ -79,14 +79,21 @@ def test_a_full_queue_and_a_failing_engine_are_error_events():
                 await other.write_event(SynthesizeChunk(text=" more. Text.").event())
                 await other.write_event(SynthesizeStop().event())
                 stopped = await other.read_event()
-            return full, refused, stopped
+                # The last piece, spoken at the stop, refused: its error, then the stream still ends.
+                await other.write_event(SynthesizeStart().event())
+                await other.write_event(SynthesizeChunk(text="Unfinished").event())
+                await other.write_event(SynthesizeStop().event())
+                last = [await other.read_event(), await other.read_event()]
+            return full, refused, stopped, last
 
-        full, refused, stopped = run(go())
+        full, refused, stopped, last = run(go())
         assert Error.is_type(full.type)
         error = Error.from_event(full)
         assert error.code == "queue_full" and "TTSFW_MAX_QUEUE=0" in error.text
         assert Error.is_type(refused.type) and Error.from_event(refused).code == "queue_full"
         assert SynthesizeStopped.is_type(stopped.type)
+        assert [e.type for e in last] == ["error", "synthesize-stopped"]
+        assert Error.from_event(last[0]).code == "queue_full"
 
         async def crash():
             async with srv.client() as c:

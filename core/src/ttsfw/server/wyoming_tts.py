@@ -304,6 +304,8 @@ class Connection:
             if "voice" in stream and not stream["failed"] and stream["buffer"].strip():
                 self.stream = stream  # speak_streamed reads it
                 await self.speak_streamed(stream["buffer"])
+        except _Failed as exc:  # answered, and the stream still ends as the client expects
+            await self.error(str(exc), exc.code)
         finally:
             self.stream = None
         if stream.get("started"):

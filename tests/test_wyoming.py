@@ -252,6 +252,8 @@ def test_errors_are_events_and_the_connection_goes_on(server):
             out["chunk"] = await c.read_event()
             await c.write_event(Event(type="synthesize", data={"voice": {"name": VOICE}}))  # no text
             out["malformed"] = await c.read_event()
+            await c.write_event(Event(type="synthesize", data={"text": "Hi.", "voice": {"name": 5}}))
+            out["voice_type"] = await c.read_event()
             c._writer.write(b"this is not json\n")
             out["garbage"] = await c.read_event()
             await c.write_event(Event(type="ping-unknown-to-tts"))  # ignored, no answer
@@ -260,7 +262,7 @@ def test_errors_are_events_and_the_connection_goes_on(server):
             return out
 
     out = run(go())
-    for key in ("voice", "long", "empty", "language", "chunk", "malformed", "garbage"):
+    for key in ("voice", "long", "empty", "language", "chunk", "malformed", "voice_type", "garbage"):
         assert Error.is_type(out[key].type), (key, out[key])
     errors = {k: Error.from_event(v) for k, v in out.items() if Error.is_type(v.type)}
     assert errors["voice"].code == "voice_not_found" and f"offers {VOICE}" in errors["voice"].text
@@ -269,6 +271,7 @@ def test_errors_are_events_and_the_connection_goes_on(server):
     assert errors["language"].code == "voice_not_found" and "en_US" in errors["language"].text
     assert "without synthesize-start" in errors["chunk"].text
     assert errors["malformed"].code == "bad_event" and errors["garbage"].code == "bad_event"
+    assert errors["voice_type"].code == "bad_event" and "must be strings" in errors["voice_type"].text
     assert all("\n" not in e.text and "Traceback" not in e.text for e in errors.values())
     assert Info.is_type(out["still"].type)
 

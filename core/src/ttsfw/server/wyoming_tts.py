@@ -206,6 +206,19 @@ class _Failed(Exception):
         self.code = code
 
 
+def _parse(kind: Any, event: Event) -> Any:
+    """The package's event class from an event, or :class:`_Failed` naming what is wrong with it."""
+    try:
+        parsed = kind.from_event(event)
+        voice = getattr(parsed, "voice", None)
+        if voice is not None and not (all(isinstance(v, (str, type(None))) for v in (voice.name, voice.language))
+                                      and isinstance(voice.speaker, (str, int, type(None)))):
+            raise TypeError("voice name and language must be strings, speaker a string or a number")
+        return parsed
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _Failed(f"{event.type}: malformed event ({one_line(exc)})", "bad_event") from None
+
+
 class Connection:
     def __init__(self, service: "WyomingService", reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.service, self.state = service, service.state
@@ -249,35 +262,32 @@ class Connection:
                 await asyncio.wait_for(self.writer.wait_closed(), 2)
 
     async def handle(self, event: Event) -> None:
-        try:
-            if Describe.is_type(event.type):
-                await self.write(describe(self.state).event())
-            elif SynthesizeStart.is_type(event.type):
-                await self.start(event)
-            elif SynthesizeChunk.is_type(event.type):
-                await self.chunk(event)
-            elif SynthesizeStop.is_type(event.type):
-                await self.stop()
-            elif Synthesize.is_type(event.type):
-                if self.stream is not None:
-                    return  # Home Assistant also sends the whole text inside a stream, for older servers
-                request = Synthesize.from_event(event)
-                if not isinstance(request.text, str):
-                    raise _Failed("synthesize: text must be a string", "bad_event")
-                voice, options = self.voice(request.voice)
-                text = self.checked(request.text)
-                started = await self.speak(voice, text, options, started=False)
-                if not started:  # nothing was spoken (no failure either): still a complete answer
-                    await self.write(AudioStart(rate=voice.sample_rate, width=2, channels=1).event())
-                await self.write(AudioStop().event())
-            # Other events (ping, audio from a satellite...) are not for a TTS server: ignored, as Wyoming servers do.
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _Failed(f"{event.type}: malformed event ({one_line(exc)})", "bad_event") from None
+        if Describe.is_type(event.type):
+            await self.write(describe(self.state).event())
+        elif SynthesizeStart.is_type(event.type):
+            await self.start(event)
+        elif SynthesizeChunk.is_type(event.type):
+            await self.chunk(event)
+        elif SynthesizeStop.is_type(event.type):
+            await self.stop()
+        elif Synthesize.is_type(event.type):
+            if self.stream is not None:
+                return  # Home Assistant also sends the whole text inside a stream, for older servers
+            request = _parse(Synthesize, event)
+            if not isinstance(request.text, str):
+                raise _Failed("synthesize: text must be a string", "bad_event")
+            voice, options = self.voice(request.voice)
+            text = self.checked(request.text)
+            started = await self.speak(voice, text, options, started=False)
+            if not started:  # nothing was spoken (no failure either): still a complete answer
+                await self.write(AudioStart(rate=voice.sample_rate, width=2, channels=1).event())
+            await self.write(AudioStop().event())
+        # Other events (ping, audio from a satellite...) are not for a TTS server: ignored, as Wyoming servers do.
 
     # -- streaming --
 
     async def start(self, event: Event) -> None:
-        request = SynthesizeStart.from_event(event)
+        request = _parse(SynthesizeStart, event)
         self.stream = {"buffer": "", "started": False, "failed": False}
         voice, options = self.voice(request.voice)  # on error: the stream is kept, failed, until its stop
         self.stream.update(voice=voice, options=options)
@@ -285,7 +295,7 @@ class Connection:
     async def chunk(self, event: Event) -> None:
         if self.stream is None:
             raise _Failed("synthesize-chunk without synthesize-start", "bad_event")
-        text = SynthesizeChunk.from_event(event).text
+        text = _parse(SynthesizeChunk, event).text
         if not isinstance(text, str):
             raise _Failed("synthesize-chunk: text must be a string", "bad_event")
         stream = self.stream

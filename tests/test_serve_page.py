@@ -219,8 +219,14 @@ def test_queue_full_and_engine_failure_are_short_messages_on_the_page(tmp_path):
             full = errors_for("Hello.", "the queue-full message")
             busy.join(30)
             assert full.startswith("voice toy-voice is busy") and "TTSFW_MAX_QUEUE=0" in full
-            failed = errors_for("Please crash now.", "the engine failure")
-            assert failed == "voice toy-voice: engine failed: RuntimeError: CUDA out of memory (stand-in)"
+            # The engine fails after the first sentence was streamed: that audio stays, the page says why it ended.
+            failed = errors_for("This one is fine. Then a crash.", "the engine failure")
+            assert failed == "The request ended early: engine failed: RuntimeError: CUDA out of memory (stand-in)"
+            last = driver.execute_script("return window.ttsfwPage.last")
+            assert last["seconds"] == pytest.approx(0.5, abs=0.01) and last["error"].startswith("engine failed")
+            # Its only worker is out of service now: the next request is told so at once.
+            dead = errors_for("Hello again.", "the out-of-service message")
+            assert dead == "voice toy-voice is out of service: engine failed: RuntimeError: CUDA out of memory (stand-in)"
             assert "Traceback" not in driver.page_source
             _until(driver, "document.querySelector('#recent-table td.bad') !== null", "the failed request's row")
     finally:

@@ -420,6 +420,13 @@ class Connection:
             raise _Failed(error, "engine_error") from None
         except ClientGone:
             return started
+        except (ConnectionError, asyncio.IncompleteReadError):
+            raise  # the client left: recorded as cancelled
+        except Exception as exc:  # noqa: BLE001 - e.g. the server stopping the job at the drain's bound
+            stopped = type(exc).__name__ == "Interrupted"
+            outcome, status = ("cancelled", 503) if stopped else ("error", 500)
+            error = str(exc) if stopped else f"internal error: {one_line(exc)}"
+            raise _Failed(error, "interrupted" if stopped else "internal_error") from None
         finally:
             job.cancel.set()  # a no-op once done; else the worker stops at its next sentence
             with contextlib.suppress(Exception):

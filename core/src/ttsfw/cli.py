@@ -580,9 +580,13 @@ def _print_tune(entries: dict[str, dict[str, Any]], failed: dict[str, str], deci
               help="Longest text per request (TTSFW_MAX_INPUT_CHARS; default 4096, as OpenAI's).")
 @click.option("--voice-alias", "aliases", multiple=True, metavar="ALIAS=VOICE",
               help="Another name for a voice, e.g. alloy=en_US-joe-medium (repeatable; TTSFW_VOICE_ALIASES).")
+@click.option("--wyoming", default=None, metavar="tcp://HOST:PORT",
+              help="Also serve the Wyoming protocol for Home Assistant, e.g. tcp://127.0.0.1:10200 (TTSFW_WYOMING).")
+@click.option("--http/--no-http", "http", default=None,
+              help="Serve HTTP (default); --no-http with --wyoming serves Wyoming alone (TTSFW_HTTP).")
 @click.pass_obj
 def serve_cmd(obj: Context, models: tuple[str, ...], aliases: tuple[str, ...], **flags: Any) -> None:
-    """Serve speech over HTTP: an OpenAI-compatible API, ttsfw's own route, health and metrics."""
+    """Serve speech over HTTP (an OpenAI-compatible API, ttsfw's own route, a page at /) and Wyoming."""
     try:
         from .server.run import serve
     except ImportError as exc:

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     voice_aliases: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description='Other names for voices, e.g. "alloy=VOICE,echo=VOICE" (OpenAI names).'
     )
+    # Home Assistant's protocol beside (or instead of) HTTP (README, "Home Assistant").
+    wyoming: Optional[str] = Field(
+        default=None, description="Also serve the Wyoming protocol at tcp://HOST:PORT (Home Assistant's TTS)."
+    )
+    http: bool = Field(default=True, description="Serve HTTP; false serves Wyoming alone (needs TTSFW_WYOMING).")
 
     # Where the device lock came from ("--device", "TTSFW_DEVICE" or the .env file), for messages about it.
     _device_source: str = PrivateAttr(default="TTSFW_DEVICE")

@@ -34,16 +34,17 @@ from .bodies import (
 )
 from .encoding import FORMATS
 from .errors import ApiError, error_body
+from .page import PUBLIC, add_page
 from .speech import StreamAborted, speak
 from .state import ServerState
 
-__all__ = ["ServerState", "StreamAborted", "create_app"]
+__all__ = ["ServerState", "StreamAborted", "create_app", "voice_options"]
 
 #: Model names OpenAI clients send; accepted, and the voice picks the voice.
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 #: Routes counted by name in the metrics (anything else is "other").
 ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/audio/voices", "/v1/audio/speech", "/v1/tts",
-          "/v1/plan", "/v1/system", "/v1/estimate")
+          "/v1/plan", "/v1/system", "/v1/estimate", "/", "/v1/requests/recent")
 #: Characters of English speech per second, for estimates before a voice has spoken.
 _CHARS_PER_SECOND = 14.0
 
@@ -73,7 +74,7 @@ class _Edge:
             await send(message)
 
         try:
-            if self.key is not None and path != "/health" and not self._authorized(scope):
+            if self.key is not None and path != "/health" and path not in PUBLIC and not self._authorized(scope):
                 status["code"] = 401
                 response = JSONResponse(
                     error_body(401, "missing or wrong API key: send Authorization: Bearer KEY", code="invalid_api_key"),
@@ -261,6 +262,7 @@ def create_app(state: ServerState) -> FastAPI:
             if cleanup is not None:
                 shutil.rmtree(cleanup, ignore_errors=True)
 
+    add_page(app, state)  # the page at / and its routes (page.py)
     return _Edge(app, state)  # type: ignore[return-value]
 
 

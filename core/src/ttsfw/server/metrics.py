@@ -8,6 +8,7 @@ queue wait, status, and the time the whole request took.
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import threading
@@ -52,6 +53,7 @@ class ServerMetrics:
         if log_path is not None:
             self._log = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)  # /v1/requests/recent
 
     def watch_pool(self, pool: Any) -> None:
         """Queue depth, in-flight and live workers are read from the pool when scraped."""
@@ -97,6 +99,7 @@ class ServerMetrics:
         with self._lock:
             if self._log is not None:
                 self._log.write(json.dumps(record) + "\n")
+            self.recent.append(record)
             self.echo(line)
         return record
 

@@ -144,6 +144,8 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
     from .metrics import ServerMetrics
     from .voices import check_memory, close_voices, load_voices, plan_voices
 
+    if not settings.http and not settings.wyoming:
+        raise UsageError("--no-http leaves nothing to serve: add --wyoming tcp://HOST:PORT (TTSFW_WYOMING)")
     models: list[Optional[str]] = list(settings.models) or [settings.model]
     planned = plan_voices(settings, models, host_for)
     for name, _, _, plan in planned:
@@ -151,7 +153,21 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
     workers = settings.workers_per_engine
     for note in check_memory([(n, p) for n, _, _, p in planned], workers, settings.memory_headroom):
         echo(f"note: {note}")
-    sock = bind(settings.host, settings.port)  # before loading: a taken port fails in a second, not after a load
+    # Before loading: a taken port fails in a second, not after a load.
+    sock = bind(settings.host, settings.port) if settings.http else None
+    wyoming_sock = None
+    if settings.wyoming:
+        try:
+            try:
+                from .wyoming_tts import bind as bind_wyoming
+            except ImportError as exc:
+                raise UsageError(f"--wyoming needs the wyoming package ({exc.name} is missing): "
+                                 "pip install 'ttsfw[serve]'") from None
+            wyoming_sock = bind_wyoming(settings.wyoming)
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
     metrics: Optional[ServerMetrics] = None
     state: Optional[ServerState] = None
     voices: list[Any] = []
@@ -175,17 +191,30 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
                                 timeout_graceful_shutdown=int(settings.drain_timeout) + 10, server_header=False)
         server = _server_class()(config, state, settings.drain_timeout, echo)
         logging.getLogger("uvicorn.error").addFilter(_QuietAborts())
-        url = url_of(sock)
         auth = ", API key required" if settings.api_key else ""
-        if not _loopback(sock) and not settings.api_key:
-            echo(f"note: {url} is reachable from other machines and no API key is set (TTSFW_API_KEY)")
-        (ready or echo)(f"listening on {url} (voices: {', '.join(state.order)}; queue {settings.max_queue} per voice, "
-                        f"{workers} engine(s) each{auth})")
+        if sock is not None:
+            url = url_of(sock)
+            if not _loopback(sock) and not settings.api_key:
+                echo(f"note: {url} is reachable from other machines and no API key is set (TTSFW_API_KEY)")
+            (ready or echo)(f"listening on {url} (voices: {', '.join(state.order)}; queue {settings.max_queue} "
+                            f"per voice, {workers} engine(s) each{auth})")
+        if wyoming_sock is not None:
+            from .wyoming_tts import uri_of
+
+            (ready or echo)(f"wyoming listening on {uri_of(wyoming_sock)} (voices: {', '.join(state.order)}; "
+                            "the same queues as HTTP)")
         sys.stdout.flush()
-        server.run(sockets=[sock])
+        if wyoming_sock is None:
+            server.run(sockets=[sock])
+        else:
+            from .wyoming_tts import run_services
+
+            run_services(server, [sock] if sock is not None else [], wyoming_sock, state)
         echo("stopped")
     finally:
-        sock.close()
+        for held in (sock, wyoming_sock):
+            if held is not None:
+                held.close()
         if state is not None:
             state.close()  # no engine is closed under a running synthesis
         if metrics is not None:

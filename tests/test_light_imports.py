@@ -7,7 +7,8 @@ import sys
 import pytest
 from helpers import embedded_voice
 
-HEAVY = ("torch", "onnxruntime", "fish_speech")
+# The server's stack (the serve extra) counts too: only `ttsfw serve` may import it.
+HEAVY = ("torch", "onnxruntime", "fish_speech", "fastapi", "uvicorn", "prometheus_client", "starlette")
 
 DRIVER = """
 import json, sys
@@ -45,7 +46,8 @@ print("HEAVY=" + json.dumps(sorted(set(attempted) | {{m for m in HEAVY_NAMES if 
 """
 
 
-@pytest.mark.parametrize("args", [[], ["plugins"], ["detect", "--json"], ["plan"], ["plan", "--model", "VOICE"]])
+@pytest.mark.parametrize("args", [[], ["plugins"], ["detect", "--json"], ["plan"], ["plan", "--model", "VOICE"],
+                                  ["serve", "--help"], ["engines"]])
 def test_no_heavy_framework_is_imported(args):
     voice = embedded_voice()
     args = [str(voice) if a == "VOICE" else a for a in args]

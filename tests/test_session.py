@@ -130,3 +130,11 @@ def test_everything_after_the_plan_is_in_the_report():
     data = report.as_dict()
     assert data["problems"] == [{"plugin": "toy", "hook": "load_engine", "error": "RuntimeError: driver exploded"}]
     assert data["notes"] == ["toy: cache rebuilt at /tmp/x"] and data["metrics"]["chunks"] == 1
+
+
+def test_a_session_can_load_a_plan_made_before_without_planning_again():
+    loads: list = []
+    with session(loads) as first:
+        with Session(host=first.host, settings=first.host.settings, plan=first.plan) as second:
+            assert second.plan is first.plan and len(loads) == 2  # one plan, two engines
+            assert second.speak("ab").pcm == (100).to_bytes(2, "little") * 2

@@ -553,6 +553,58 @@ def _print_tune(entries: dict[str, dict[str, Any]], failed: dict[str, str], deci
     click.echo(f"decision: {decision.reason}")
 
 
+# -- serve -------------------------------------------------------------------
+
+
+@main.command("serve")
+@click.option("--model", "-m", "models", multiple=True,
+              help="A model to offer as a voice (repeatable; TTSFW_MODELS; default: TTSFW_MODEL or the default voice).")
+@click.option("--device", "-d", default=None, help="auto or a device family: a hard constraint (TTSFW_DEVICE).")
+@click.option("--host", default=None, help="Address to listen on (TTSFW_HOST; default 127.0.0.1, loopback only).")
+@click.option("--port", type=int, default=None, help="Port (TTSFW_PORT; default 8000; 0 picks a free one).")
+@click.option("--workers-per-engine", type=int, default=None,
+              help="Engines loaded per voice; each runs one request at a time, or several if it speaks "
+                   "concurrently, as the Piper engine does (TTSFW_WORKERS_PER_ENGINE; default 1).")
+@click.option("--max-queue", type=int, default=None,
+              help="Requests that may wait per voice; more get 503 + Retry-After (TTSFW_MAX_QUEUE; default 8).")
+@click.option("--request-timeout", type=float, default=None,
+              help="Seconds a request may take, queue included (TTSFW_REQUEST_TIMEOUT; default 120).")
+@click.option("--drain-timeout", type=float, default=None,
+              help="Seconds in-flight requests get after SIGTERM (TTSFW_DRAIN_TIMEOUT; default 30).")
+@click.option("--api-key", default=None,
+              help="Require Authorization: Bearer KEY on every route but /health (prefer TTSFW_API_KEY: "
+                   "arguments show in ps).")
+@click.option("--metrics-log", type=click.Path(path_type=Path), default=None,
+              help="Append one JSON line per request to this file (TTSFW_METRICS_LOG).")
+@click.option("--max-input-chars", type=int, default=None,
+              help="Longest text per request (TTSFW_MAX_INPUT_CHARS; default 4096, as OpenAI's).")
+@click.option("--voice-alias", "aliases", multiple=True, metavar="ALIAS=VOICE",
+              help="Another name for a voice, e.g. alloy=en_US-joe-medium (repeatable; TTSFW_VOICE_ALIASES).")
+@click.option("--wyoming", default=None, metavar="tcp://HOST:PORT",
+              help="Also serve the Wyoming protocol for Home Assistant, e.g. tcp://127.0.0.1:10200 (TTSFW_WYOMING).")
+@click.option("--http/--no-http", "http", default=None,
+              help="Serve HTTP (default); --no-http with --wyoming serves Wyoming alone (TTSFW_HTTP).")
+@click.pass_obj
+def serve_cmd(obj: Context, models: tuple[str, ...], aliases: tuple[str, ...], **flags: Any) -> None:
+    """Serve speech over HTTP (an OpenAI-compatible API, ttsfw's own route, a page at /) and Wyoming."""
+    try:
+        from .server.run import serve
+    except ImportError as exc:
+        raise UsageError(f"ttsfw serve needs the serve extra ({exc.name} is missing): "
+                         "pip install 'ttsfw[serve]'") from None
+    settings = obj.settings(models=list(models) or None, voice_aliases=list(aliases) or None, **flags)
+
+    def show_plan(name: str, plan: Plan) -> None:
+        click.echo(f"== voice {name}")
+        print_plan(plan)
+        click.echo("")
+
+    def echo(line: str) -> None:
+        click.echo(line, err=True)
+
+    serve(settings, obj.host, echo=echo, show_plan=show_plan, ready=lambda line: click.echo(line))
+
+
 def _exit_without_teardown() -> None:
     """End a successful run that loaded an engine without the interpreter's teardown.
 

@@ -6,6 +6,8 @@ protocol and checked with ``isinstance`` (never by probing attributes):
 
 * :class:`Configurable`  takes the voice options the user gave (typed by the
   engine's registered options model) before synthesis;
+* :class:`ConcurrentSynthesis` speaks several texts at once from different
+  threads, each with its own options (a server runs several requests on it);
 * :class:`ReportsMetrics` adds what it measured itself (GPU use, tokens) to
   the run's metrics;
 * :class:`HasNotes`       says what it decided while loading (a fallback, a
@@ -80,6 +82,25 @@ class Configurable(Protocol):
         ``EngineInfo.options`` model; only the fields the user set are set
         (``options.model_fields_set``). Raise ``UsageError`` for a value that
         only the loaded voice can judge (an unknown speaker name)."""
+        ...
+
+
+@runtime_checkable
+class ConcurrentSynthesis(Protocol):
+    """An engine that speaks several texts at once, from different threads, each with its own options.
+
+    For engines whose runtime is thread-safe (one ONNX Runtime session: its
+    ``run`` is). The session then never calls ``configure`` for a request; a
+    server runs up to ``max_concurrent`` requests on the one loaded engine
+    instead of one at a time, without loading it again.
+    """
+
+    max_concurrent: int
+
+    def synthesize_with(self, text: str, options: Optional[BaseModel], *, first: bool = True) -> Iterator[AudioChunk]:
+        """``synthesize`` with these options (validated against the engine's options model; None: the
+        voice's defaults), touching no state another call can see. ``first``: whether this is the
+        first piece of its text (engines put sentence silence before the others only)."""
         ...
 
 

@@ -25,6 +25,7 @@ from .cpu_load import CpuLoad
 from .cpu_load import snapshot as cpu_load_snapshot
 from .engine import (
     AudioChunk,
+    ConcurrentSynthesis,
     Configurable,
     Engine,
     EngineInfo,
@@ -94,6 +95,7 @@ __all__ = [
     "Settings",
     # engines
     "AudioChunk",
+    "ConcurrentSynthesis",
     "Configurable",
     "DeviceFamilyInfo",
     "Engine",

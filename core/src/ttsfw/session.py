@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-from .engine import AudioChunk, Configurable
+from .engine import AudioChunk, ConcurrentSynthesis, Configurable
 from .errors import NoFeasiblePlan, UsageError
 from .models import HardwareProfile, Plan, PluginProblem, Proposal
 from .plugins import PluginHost
@@ -101,6 +101,18 @@ class Speech:
         return Path(path)
 
 
+class _WithOptions:
+    """A :class:`ConcurrentSynthesis` engine seen as a plain engine with one request's options bound."""
+
+    def __init__(self, engine: Any, options: Any) -> None:
+        self.engine, self.options, self._first = engine, options, True
+        self.backend, self.sample_rate = engine.backend, engine.sample_rate
+
+    def synthesize(self, text: str) -> Iterator[AudioChunk]:
+        first, self._first = self._first, False
+        return self.engine.synthesize_with(text, self.options, first=first)
+
+
 class Session:
     """A planned, loaded engine that speaks many texts.
 
@@ -110,7 +122,9 @@ class Session:
     :param settings: complete settings; otherwise built from the environment,
         ``.env`` and ``overrides`` (``block_plugins=[...]``, ``strict=True``...).
     :param host: a ready plugin host (tests, embedding applications).
-    :param plan: a plan already made with ``host`` (the CLI's plan cache); made here otherwise.
+    :param plan: a plan already made with ``host``, made here otherwise (the CLI's plan cache;
+        the server checks several plans' memory before loading any, and loads one plan into
+        several sessions).
     :param started: ``time.perf_counter()`` when the caller's clock started, for time to first audio.
     """
 
@@ -222,13 +236,23 @@ class Session:
         ``clause_first``: cut a long first sentence at a clause mark so that the
         first audio comes sooner (:mod:`ttsfw.first_clause`), for a listener who
         hears the stream as it comes. Closing the iterator early stops synthesis
-        at the next audio chunk.
+        at the next audio chunk. With an engine that declares
+        :class:`~ttsfw.engine.ConcurrentSynthesis`, several threads may stream
+        from one session at once.
         """
         if self._closed:
             raise UsageError("this session is closed")
         chosen = self._options_for(options)
         metrics = metrics if metrics is not None else Metrics()
         chunks, pauses = self._chunks_for_stream(text, chosen, clause_first)
+        if isinstance(self.engine, ConcurrentSynthesis):  # options per call: safe from several threads at once
+            try:
+                yield from stream(_WithOptions(self.engine, chosen), chunks, metrics,
+                                  started=started, on_chunk=on_chunk, pauses=pauses)
+            finally:
+                if pauses:
+                    metrics.chunks -= 1  # metrics count sentences: the clause cut made one sentence two chunks
+            return
         self._configure(chosen)
         try:
             yield from stream(self.engine, chunks, metrics, started=started, on_chunk=on_chunk, pauses=pauses)

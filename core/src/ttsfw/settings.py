@@ -104,6 +104,37 @@ class Settings(BaseSettings):
         default=0.15, ge=0.0, lt=1.0, description="Share of free memory a plan leaves unused."
     )
 
+    # -- ttsfw serve (README, "Serving"); each is also a flag of `ttsfw serve` --
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Models `ttsfw serve` offers, comma-separated (default: TTSFW_MODEL)."
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address `ttsfw serve` listens on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port `ttsfw serve` listens on (0: any free one).")
+    workers_per_engine: int = Field(
+        default=1, ge=1, le=64, description="Engines loaded per voice (each runs one request at a time, or "
+        "several if it declares ConcurrentSynthesis)."
+    )
+    max_queue: int = Field(default=8, ge=0, le=10_000, description="Requests waiting per voice beyond the busy ones.")
+    request_timeout: float = Field(
+        default=120.0, gt=0, le=86_400, description="Seconds a request may take, its time in the queue included."
+    )
+    drain_timeout: float = Field(
+        default=30.0, ge=0, le=3600, description="Seconds in-flight requests get to finish after SIGTERM."
+    )
+    api_key: Optional[str] = Field(default=None, description="If set, every route but /health needs this bearer key.")
+    metrics_log: Optional[Path] = Field(default=None, description="File to append one JSON line per request to.")
+    max_input_chars: int = Field(default=4096, ge=1, le=500_000, description="Longest text one request may carry.")
+    max_upload_bytes: int = Field(default=10 * 2**20, ge=1024, description="Largest reference-audio upload.")
+    max_reference_seconds: float = Field(default=30.0, gt=0, description="Longest reference-audio clip accepted.")
+    voice_aliases: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description='Other names for voices, e.g. "alloy=VOICE,echo=VOICE" (OpenAI names).'
+    )
+    # Home Assistant's protocol beside (or instead of) HTTP (README, "Home Assistant").
+    wyoming: Optional[str] = Field(
+        default=None, description="Also serve the Wyoming protocol at tcp://HOST:PORT (Home Assistant's TTS)."
+    )
+    http: bool = Field(default=True, description="Serve HTTP; false serves Wyoming alone (needs TTSFW_WYOMING).")
+
     # Where the device lock came from ("--device", "TTSFW_DEVICE" or the .env file), for messages about it.
     _device_source: str = PrivateAttr(default="TTSFW_DEVICE")
 
@@ -128,6 +159,26 @@ class Settings(BaseSettings):
         # The same order as pydantic-settings' own: arguments, environment, .env, secrets.
         return init_settings, env_settings, _BoundedDotEnv(settings_cls), file_secret_settings
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_list(cls, value: Any) -> Any:
+        return _split_names(value)
+
+    @field_validator("voice_aliases", mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            value = ",".join(value)
+        if not isinstance(value, str):
+            return value
+        out: dict[str, str] = {}
+        for pair in _split_names(value):
+            alias, sep, voice = pair.partition("=")
+            if not sep or not alias.strip() or not voice.strip():
+                raise ValueError(f"a voice alias is ALIAS=VOICE (e.g. alloy=en_US-joe-medium), got {pair!r}")
+            out[alias.strip()] = voice.strip()
+        return out
+
     @field_validator("block_plugins", "allow_plugins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any, info: ValidationInfo) -> Any:
@@ -137,7 +188,7 @@ class Settings(BaseSettings):
             return None
         return names
 
-    @field_validator("model", "cache_dir", mode="after")
+    @field_validator("model", "cache_dir", "metrics_log", mode="after")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
         # Only .env can carry one (argv and the environment cannot); every file call would raise on it.

@@ -9,6 +9,7 @@ graph optimisation, execution mode, memory planning) take effect.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -89,6 +90,10 @@ class PiperOnnxEngine:
         self.noise_w_scale: Optional[float] = None
         self.sentence_silence = 0.0
         self._spoken = False
+        # ONNX Runtime's run() is thread-safe and Piper locks its phonemizer, so several requests can
+        # share this engine (ttsfw.engine.ConcurrentSynthesis); on a CPU, interleaving a few of them
+        # keeps the cores busier than one at a time (README, "Serving").
+        self.max_concurrent = max(2, min(8, 2 * (os.cpu_count() or 1)))
         # What happened while loading that a user should hear of (a cache entry rebuilt, a cache
         # that could not be written), kept for the run's report (`ttsfw run` does not print them yet).
         self.notes: list[str] = []
@@ -138,6 +143,32 @@ class PiperOnnxEngine:
             if self._spoken and silence:  # silence between sentences, never before the first
                 pcm = silence + pcm
             self._spoken = True
+            yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text)
+
+    def synthesize_with(self, text: str, options: Any, *, first: bool = True) -> Iterator[AudioChunk]:
+        """``synthesize`` with one request's options, touching no engine state (safe from several threads)."""
+        from piper import SynthesisConfig
+
+        given = options.model_dump(exclude_unset=True) if options is not None else {}
+        speaker = given.get("speaker")
+        config = SynthesisConfig(
+            speaker_id=self._speaker_id(speaker) if speaker is not None else None,
+            length_scale=given.get("length_scale"),
+            noise_scale=given.get("noise_scale"),
+            noise_w_scale=given.get("noise_w_scale"),
+        )
+        silence = bytes(int(self.sample_rate * float(given.get("sentence_silence") or 0.0)) * 2)
+        voice = self._voice
+        if voice is None:
+            raise UsageError(f"{BACKEND}: the engine is closed")
+        spoken = not first
+        for chunk in voice.synthesize(text, syn_config=config):
+            pcm = chunk.audio_int16_bytes
+            if not pcm:
+                continue
+            if spoken and silence:
+                pcm = silence + pcm
+            spoken = True
             yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text)
 
     def inference_modules(self) -> tuple:

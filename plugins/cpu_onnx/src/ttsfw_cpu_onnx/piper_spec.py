@@ -120,6 +120,13 @@ def read(path: Path) -> Optional[ModelSpec]:
             raise ValueError(f"sample_rate {sample_rate} is not an audio rate")
         if num_speakers < 1:
             raise ValueError(f"num_speakers {num_speakers} is less than 1")
+        # What a voice list (Wyoming's info) shows: languages, speaker names, the voice's version.
+        language = config.get("language")
+        language_code = str(language.get("code") or "") if isinstance(language, dict) else ""
+        speaker_map = config.get("speaker_id_map")
+        speakers = (",".join(str(n) for n, _ in sorted(speaker_map.items(), key=lambda kv: kv[1]))
+                    if isinstance(speaker_map, dict) and num_speakers > 1 else "")
+        voice_version = str(config.get("piper_version") or "")
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ModelError(
             f"voice config {config_path} is corrupt or not a Piper config ({type(exc).__name__}: {exc})"
@@ -145,5 +152,8 @@ def read(path: Path) -> Optional[ModelSpec]:
             "espeak_voice": espeak_voice,
             "phoneme_type": phoneme_type,
             "file_bytes": size,
+            **({"languages": language_code} if language_code else {}),
+            **({"speakers": speakers} if speakers else {}),
+            **({"version": voice_version} if voice_version else {}),
         },
     )

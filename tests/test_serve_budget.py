@@ -1,0 +1,41 @@
+"""Several voices' plans must fit together, per memory pool, before anything is loaded."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import GiB, cpu_profile
+from ttsfw.errors import UsageError
+from ttsfw.models import AcceleratorDevice, Estimate, ModelSpec, Plan, Proposal
+from ttsfw.server.voices import check_memory
+
+
+def plan(name: str, peak: int | None, device: str = "cpu", pool: str = "system") -> tuple[str, Plan]:
+    hw = cpu_profile(memory_available_bytes=10 * GiB, devices=[
+        AcceleratorDevice(id="cpu", family="cpu", name="CPU"),
+        AcceleratorDevice(id="cuda:0", family="cuda", name="GPU", memory_total_bytes=24 * GiB,
+                          memory_free_bytes=20 * GiB),
+    ])
+    chosen = Proposal(device=device, device_family=device.split(":")[0], engine="e", memory_pool=pool,
+                      estimate=Estimate(peak_memory_bytes=peak))
+    return name, Plan(model=ModelSpec(family="fish", name=name), hardware=hw, chosen=chosen)
+
+
+def test_plans_that_fit_together_pass_and_each_pool_is_counted_apart():
+    assert check_memory([plan("a", 4 * GiB), plan("b", 4 * GiB), plan("g", 16 * GiB, "cuda:0", "device")],
+                        workers=1, headroom=0.15) == []
+
+
+def test_a_plan_that_does_not_fit_beside_the_others_is_refused_with_the_numbers():
+    with pytest.raises(UsageError) as err:
+        check_memory([plan("a", 9 * GiB, "cuda:0", "device"), plan("b", 9 * GiB, "cuda:0", "device")],
+                     workers=1, headroom=0.15)
+    message = str(err.value)
+    assert message.startswith("voice b (~9.0 GiB peak) does not fit beside a (9.0 GiB) in cuda:0's memory: 17.0 GiB")
+    assert "TTSFW_MEMORY_HEADROOM" in message and "\n" not in message
+
+
+def test_workers_multiply_the_estimate_and_an_unknown_estimate_is_said():
+    with pytest.raises(UsageError, match=r"voice a \(3 x ~3.0 GiB peak\) does not fit in system RAM"):
+        check_memory([plan("a", 3 * GiB)], workers=3, headroom=0.15)
+    notes = check_memory([plan("a", None)], workers=2, headroom=0.15)
+    assert notes == ["voice a: no peak-memory estimate for system RAM; not counted in the memory budget"]

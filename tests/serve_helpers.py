@@ -22,7 +22,8 @@ from ttsfw.models import ModelSpec, Proposal
 from ttsfw.settings import Settings
 
 BIN = Path(sys.executable).parent
-LISTENING = re.compile(r"listening on (http://\S+)")
+LISTENING = re.compile(r"^listening on (http://\S+)")
+WYOMING_LISTENING = re.compile(r"wyoming listening on tcp://([0-9.]+):(\d+)")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -32,15 +33,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    """`ttsfw serve ...` as a user starts it; ``url`` once it printed its address."""
+    """`ttsfw serve ...` as a user starts it, until it printed the addresses it listens on:
+    ``url`` (HTTP) and, with ``want_wyoming``, ``host`` and ``port`` (Wyoming)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, timeout: float = 90) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, timeout: float = 90,
+                 want_http: bool = True, want_wyoming: bool = False) -> None:
         self.log_path = cwd / f"serve-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([str(BIN / "ttsfw"), "serve", *args], stdout=subprocess.PIPE, stderr=self._log,
                                      env=env, cwd=cwd)
         self.stdout: list[str] = []
-        self.url = ""
+        self.url, self.host, self.port = "", "", 0
         deadline = time.monotonic() + timeout
         found = threading.Event()
 
@@ -49,9 +52,11 @@ class ServerProcess:
             for raw in self.proc.stdout:
                 line = raw.decode(errors="replace").rstrip("\n")
                 self.stdout.append(line)
-                match = LISTENING.search(line)
-                if match and not self.url:
+                if (match := LISTENING.search(line)) and not self.url:
                     self.url = match.group(1)
+                if match := WYOMING_LISTENING.search(line):
+                    self.host, self.port = match.group(1), int(match.group(2))
+                if (self.url or not want_http) and (self.port or not want_wyoming):
                     found.set()
 
         self._reader = threading.Thread(target=read, daemon=True)
@@ -77,7 +82,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)

@@ -12,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import subprocess
-import threading
 import time
 
 import httpx
 import pytest
 from helpers import embedded_voice
-from serve_helpers import BIN, clean_env
+from serve_helpers import BIN, ServerProcess, clean_env
 from ttsfw_cpu_onnx.piper_spec import embedded_default
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -36,52 +34,12 @@ RATE = 22050
 LONG = " ".join(f"This is sentence number {i}, which keeps the worker busy for a while." for i in range(12))
 
 
-class Served:
-    """`ttsfw serve ARGS` until it printed the addresses it listens on."""
+class Served(ServerProcess):
+    """`ttsfw serve ARGS` with Wyoming on, until it printed the addresses it listens on."""
 
     def __init__(self, args: list[str], cwd, want_http: bool = True, timeout: float = 90) -> None:
-        self.log_path = cwd / f"serve-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([str(BIN / "ttsfw"), "serve", *args], stdout=subprocess.PIPE, stderr=self._log,
-                                     env=clean_env(TTSFW_CACHE_DIR=str(cwd / "cache")), cwd=cwd)
-        self.url, self.host, self.port, self.stdout = "", "", 0, []
-        ready = threading.Event()
-
-        def read() -> None:
-            for raw in self.proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\n")
-                self.stdout.append(line)
-                if m := re.search(r"^listening on (http://\S+)", line):
-                    self.url = m.group(1)
-                if m := re.search(r"wyoming listening on tcp://([0-9.]+):(\d+)", line):
-                    self.host, self.port = m.group(1), int(m.group(2))
-                if self.port and (self.url or not want_http):
-                    ready.set()
-
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"ttsfw serve did not start: {self.log()[-2000:]}")
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        self._log.close()
-        return self.proc.returncode
+        super().__init__(args, clean_env(TTSFW_CACHE_DIR=str(cwd / "cache")), cwd, timeout,
+                         want_http=want_http, want_wyoming=True)
 
 
 TRIO = "en_GB-trio-medium"

@@ -296,12 +296,14 @@ def test_seed_at_the_limits_passes_the_option_check(tmp_path: Path) -> None:
 
 
 def _wait_for(predicate, proc: subprocess.Popen, what: str, seconds: float = 120) -> None:
+    # The predicate is asked once per turn: a temporary file seen once may be gone a moment later.
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not predicate():
+    while not predicate():
         if proc.poll() is not None:
             raise AssertionError(f"ttsfw ended before {what}: {proc.communicate()[1].decode()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never happened within {seconds:.0f} s")
         time.sleep(0.02)
-    assert predicate(), f"{what} never happened"
 
 
 def _temporary_files(root: Path) -> list[Path]:

@@ -42,13 +42,13 @@ from _serving import BIN, Result, Server, env_for, free_port, start_ttsfw, wav_s
 from texts import PARAGRAPH, SHORT  # noqa: E402
 
 
-def ttsfw_request(url: str, text: str, voice: str) -> Callable[[object], Result]:
+def _timed_post(endpoint: str, payload: dict) -> Callable[[object], Result]:
+    """One streamed POST returning WAV, timed to its first and last byte."""
     def one(client) -> Result:  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
         first = None
         body = bytearray()
-        with client.stream("POST", f"{url}/v1/audio/speech", json={"model": "tts-1", "voice": voice, "input": text,
-                                                                   "response_format": "wav"}) as r:
+        with client.stream("POST", endpoint, json=payload) as r:
             for piece in r.iter_raw():
                 if first is None and piece:
                     first = time.perf_counter()
@@ -58,23 +58,15 @@ def ttsfw_request(url: str, text: str, voice: str) -> Callable[[object], Result]
             return Result(False, status=r.status_code, error=bytes(body[:200]).decode(errors="replace"))
         return Result(True, end - t0, (first or end) - t0, wav_seconds(bytes(body)), 200)
     return one
+
+
+def ttsfw_request(url: str, text: str, voice: str) -> Callable[[object], Result]:
+    return _timed_post(f"{url}/v1/audio/speech",
+                       {"model": "tts-1", "voice": voice, "input": text, "response_format": "wav"})
 
 
 def piper_request(url: str, text: str) -> Callable[[object], Result]:
-    def one(client) -> Result:  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        first = None
-        body = bytearray()
-        with client.stream("POST", f"{url}/synthesize", json={"text": text}) as r:
-            for piece in r.iter_raw():
-                if first is None and piece:
-                    first = time.perf_counter()
-                body += piece
-        end = time.perf_counter()
-        if r.status_code != 200:
-            return Result(False, status=r.status_code, error=bytes(body[:200]).decode(errors="replace"))
-        return Result(True, end - t0, (first or end) - t0, wav_seconds(bytes(body)), 200)
-    return one
+    return _timed_post(f"{url}/synthesize", {"text": text})
 
 
 def run_request(text: str, env: dict) -> Callable[[object], Result]:

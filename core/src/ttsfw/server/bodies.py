@@ -112,11 +112,15 @@ async def _read_body(request: Request, cap: int) -> bytes:
 
 
 async def _json_body(request: Request, model: type[BaseModel], cap: int) -> Any:
-    body = await _read_body(request, cap)
-    if not body.strip():
+    return _parse_json(await _read_body(request, cap), model)
+
+
+def _parse_json(raw: bytes, model: type[BaseModel]) -> Any:
+    """A request body as ``model``: empty, not JSON or not valid each a 400 with one line."""
+    if not raw.strip():
         raise ApiError(400, "the body is empty: send a JSON object")
     try:
-        data = json.loads(body)
+        data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON: {one_line(exc).split(': ', 1)[-1]}") from None
     return _parse(model, data)
@@ -220,13 +224,7 @@ async def _json_or_urlencoded(request: Request, kind: str, cap: int) -> TtsBody:
             else:
                 data[key] = value
         return _parse(TtsBody, data)
-    if not raw.strip():
-        raise ApiError(400, "the body is empty: send a JSON object")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON: {one_line(exc).split(': ', 1)[-1]}") from None
-    return _parse(TtsBody, data)
+    return _parse_json(raw, TtsBody)
 
 
 async def _form_body(request: Request, state: ServerState) -> tuple[TtsBody, Any]:

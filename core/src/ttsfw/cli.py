@@ -584,6 +584,13 @@ def _print_tune(entries: dict[str, dict[str, Any]], failed: dict[str, str], deci
               help="Also serve the Wyoming protocol for Home Assistant, e.g. tcp://127.0.0.1:10200 (TTSFW_WYOMING).")
 @click.option("--http/--no-http", "http", default=None,
               help="Serve HTTP (default); --no-http with --wyoming serves Wyoming alone (TTSFW_HTTP).")
+@click.option("--ray/--no-ray", "ray", default=None,
+              help="Serve on Ray Serve: each replica plans on its node (TTSFW_RAY; README, \"Scaling out\").")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join (TTSFW_RAY_ADDRESS; default RAY_ADDRESS, else a new local cluster).")
+@click.option("--replicas", type=int, default=None, help="With --ray: replicas per node (TTSFW_REPLICAS; default 1).")
+@click.option("--autoscale", default=None, metavar="MIN:MAX",
+              help="With --ray: MIN to MAX replicas per node, scaled on queue length (TTSFW_AUTOSCALE).")
 @click.pass_obj
 def serve_cmd(obj: Context, models: tuple[str, ...], aliases: tuple[str, ...], **flags: Any) -> None:
     """Serve speech over HTTP (an OpenAI-compatible API, ttsfw's own route, a page at /) and Wyoming."""
@@ -602,7 +609,25 @@ def serve_cmd(obj: Context, models: tuple[str, ...], aliases: tuple[str, ...], *
     def echo(line: str) -> None:
         click.echo(line, err=True)
 
+    if settings.ray:
+        _serve_on_ray(settings, echo)
+        return
     serve(settings, obj.host, echo=echo, show_plan=show_plan, ready=lambda line: click.echo(line))
+
+
+def _serve_on_ray(settings: Settings, echo: Any) -> None:
+    try:
+        from .server.ray_serve import serve_on_ray
+    except ImportError as exc:
+        raise UsageError(f"ttsfw serve --ray needs the ray extra ({exc.name} is missing): "
+                         "pip install 'ttsfw[ray]'") from None
+
+    def show_class(node_class: Any) -> None:
+        for line in node_class.describe():
+            click.echo(line)
+        click.echo("")
+
+    serve_on_ray(settings, echo=echo, show_class=show_class, ready=lambda line: click.echo(line))
 
 
 def _exit_without_teardown() -> None:

@@ -134,6 +134,15 @@ class Settings(BaseSettings):
         default=None, description="Also serve the Wyoming protocol at tcp://HOST:PORT (Home Assistant's TTS)."
     )
     http: bool = Field(default=True, description="Serve HTTP; false serves Wyoming alone (needs TTSFW_WYOMING).")
+    # Serving on a Ray cluster (README, "Scaling out").
+    ray: bool = Field(default=False, description="Serve on Ray Serve: replicas that each plan on their node.")
+    ray_address: Optional[str] = Field(
+        default=None, description="Ray cluster to join (ray://HOST:10001 or auto); unset: RAY_ADDRESS or a new local one."
+    )
+    replicas: int = Field(default=1, ge=1, le=1024, description="Replicas per node of each node class (--ray).")
+    autoscale: Optional[str] = Field(
+        default=None, pattern=r"^\d+:\d+$", description="MIN:MAX replicas per node, scaled on Ray's queue (--ray)."
+    )
 
     # Where the device lock came from ("--device", "TTSFW_DEVICE" or the .env file), for messages about it.
     _device_source: str = PrivateAttr(default="TTSFW_DEVICE")

@@ -1,0 +1,121 @@
+"""Deploying on Ray Serve: probe the nodes, one deployment per node class, the router in front; drain on SIGTERM.
+
+``ttsfw serve --ray`` connects to the cluster named by ``--ray-address`` (or
+``RAY_ADDRESS``), or starts a local one; ``serve run
+ttsfw.server.ray_serve:app_builder`` (or a Serve config file naming it) does
+the same deployment from Ray's own tools.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from typing import Any, Callable, Optional
+
+from ...errors import UsageError
+from ...settings import Settings
+from .nodes import NodeClass, parse_autoscale, probe_cluster
+
+APP_NAME = "ttsfw"
+#: Serve checks each replica this often; the directory counts a replica gone after a few missed checks.
+HEALTH_CHECK_PERIOD_S = 2.0
+
+
+def deployments(settings: Settings, classes: list[NodeClass]) -> Any:
+    """The Serve application: a VoiceReplica deployment per node class, the router bound to them."""
+    from ray import serve
+
+    from .replica import VoiceReplica
+    from .router import Router
+
+    voices = len(settings.models) or 1
+    ongoing = settings.workers_per_engine * voices  # what a replica runs at once; more wait in Ray's queue
+    bound = {}
+    for c in classes:
+        scaling: dict[str, Any] = {"num_replicas": c.replicas}
+        if c.autoscale:
+            low, high = (n * len(c.node_ids) for n in c.autoscale)
+            scaling = {"autoscaling_config": {
+                "min_replicas": low, "initial_replicas": max(low, 1), "max_replicas": high,
+                "target_ongoing_requests": ongoing, "upscale_delay_s": 3, "downscale_delay_s": 60}}
+        deployment = serve.deployment(VoiceReplica).options(
+            name=f"voices-{c.name}", ray_actor_options=c.actor_options(), max_ongoing_requests=ongoing,
+            max_queued_requests=settings.max_queue, health_check_period_s=HEALTH_CHECK_PERIOD_S,
+            health_check_timeout_s=30, graceful_shutdown_timeout_s=settings.drain_timeout,
+            graceful_shutdown_wait_loop_s=0.5, **scaling)
+        bound[c.name] = deployment.bind(settings, c.name, c.device_family, ongoing)
+    public = [{"name": c.name, "device_family": c.device_family, "nodes": c.node_names, "replicas": c.replicas,
+               "autoscale": list(c.autoscale) if c.autoscale else None, "cpu_share": c.cpu_share,
+               "request": c.request, "capacity": c.capacity, "runs": c.labels} for c in classes]
+    return Router.options(num_replicas=1, ray_actor_options={"num_cpus": 0},
+                          max_ongoing_requests=max(64, 8 * sum(c.replicas * ongoing for c in classes))
+                          ).bind(settings, public, **bound)
+
+
+def plan_cluster(settings: Settings, echo: Callable[[str], None]) -> list[NodeClass]:
+    autoscale = parse_autoscale(settings.autoscale)
+    classes, failed = probe_cluster(settings, settings.replicas, autoscale)
+    for line in failed:
+        echo(f"note: {line}; no replica goes there")
+    if not classes:
+        raise UsageError("no node of the Ray cluster could plan these voices: " + ("; ".join(failed) or "no node"))
+    return classes
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """For ``serve run ttsfw.server.ray_serve:app_builder model=... replicas=2``: TTSFW_* settings, then args."""
+    from ...settings import load_settings
+
+    settings = load_settings(**{k.replace("-", "_"): v for k, v in args.items()})
+    return deployments(settings, plan_cluster(settings, print))
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class: Callable[[NodeClass], None],
+                 ready: Optional[Callable[[str], None]] = None) -> None:
+    """Deploy, report, and wait for a signal; then let in-flight requests finish and take the app down."""
+    try:
+        import ray
+        from ray import serve
+    except ImportError as exc:
+        raise UsageError(f"ttsfw serve --ray needs the ray extra ({exc.name} is missing): "
+                         "pip install 'ttsfw[ray]'") from None
+    if settings.wyoming:
+        raise UsageError("--wyoming is not served through Ray: run a ttsfw serve --wyoming beside the cluster")
+    started_here = settings.ray_address is None and not ray.is_initialized()
+    ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False,
+             ignore_reinit_error=True)
+    try:
+        classes = plan_cluster(settings, echo)
+        for c in classes:
+            show_class(c)
+        port = settings.port or _free_port(settings.host)
+        serve.start(http_options={"host": settings.host, "port": port,
+                                  "request_timeout_s": settings.request_timeout + 10})
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            serve.run(deployments(settings, classes), name=APP_NAME, route_prefix="/", blocking=False)
+            total = sum(c.replicas for c in classes)
+            (ready or echo)(f"listening on http://{settings.host}:{port} (Ray Serve: {total} replica(s) in "
+                            f"{len(classes)} node class(es); Ray queues up to {settings.max_queue} per class)")
+            stop.wait()
+            echo(f"stopping: in-flight requests get up to {settings.drain_timeout:g} s")
+            serve.delete(APP_NAME)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    finally:
+        from . import directory
+
+        directory.remove_actor()
+        if started_here:
+            serve.shutdown()
+            ray.shutdown()
+    echo("stopped")

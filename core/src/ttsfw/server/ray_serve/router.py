@@ -1,0 +1,244 @@
+"""The cluster's HTTP ingress: every request relayed to a replica of a node class, through Ray's router.
+
+Ray Serve does the routing and the back-pressure: each node class is a
+deployment with ``max_ongoing_requests`` per replica and ``max_queued_requests``
+for the requests waiting on a replica; a call beyond that raises Ray's
+``BackPressureError``, which is answered here exactly as ``ttsfw serve``
+answers a full queue (503, ``Retry-After``, OpenAI's error shape). With
+several node classes, a request goes to one picked in proportion to its
+estimated capacity, and to the others in turn when that one pushes back.
+
+The router answers four routes itself, because they are about the cluster,
+not one replica: ``/health``, ``/ready`` (every node class has a ready
+replica), ``/v1/plan`` (every replica's plan and node, from the directory) and
+``/metrics`` (the router's own counters; Ray exports each replica's through
+its metrics agent). Everything else, speech included, is relayed unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import random
+import time
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, RayServeException
+
+from ...errors import one_line
+from ..errors import error_body
+from ..page import PUBLIC
+from . import directory
+from .asgi_call import ForwardedRequest, ResponseStart
+
+app = FastAPI(title="ttsfw on Ray", docs_url=None, redoc_url=None, openapi_url=None)
+
+#: Entries older than this many seconds belong to replicas that stopped reporting (health checks every 2 s).
+STALE_AFTER = 8.0
+#: Largest request body relayed: the biggest reference-audio upload plus room for the form around it.
+_FORM_ROOM = 1 << 20
+
+
+def _error(status: int, message: str, code: Optional[str] = None,
+           headers: Optional[dict[str, str]] = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, code=code), status_code=status, headers=headers)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ttsfw_ray_requests", "Requests by route and status", ["route", "status"],
+                                registry=self.registry)
+        self.rejected = Counter("ttsfw_ray_rejected", "Requests turned away by Ray's back-pressure",
+                                ["node_class"], registry=self.registry)
+        self.replica_failures = Counter("ttsfw_ray_replica_failures", "Requests whose replica died under them",
+                                        registry=self.registry)
+        self.in_flight = Gauge("ttsfw_ray_in_flight", "Requests being relayed", registry=self.registry)
+        self.first_byte = Histogram("ttsfw_ray_response_start_seconds", "Arrival to the replica's response start",
+                                    buckets=(0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 120), registry=self.registry)
+
+
+class _Relayed(Response):
+    """The replica's response as it comes: its status and headers, then its body chunks as they arrive."""
+
+    def __init__(self, start: ResponseStart, stream: Any, on_cut: Any) -> None:
+        super().__init__()
+        self.start, self.stream, self.on_cut = start, stream, on_cut
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.start.status, "headers": list(self.start.headers)})
+        try:
+            async for piece in self.stream:
+                if isinstance(piece, bytes):
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (RayActorError, RayTaskError, RayServeException):
+            # The replica died mid-stream: the headers are sent, so the client sees a cut stream, not an end.
+            self.on_cut()
+            raise
+        finally:
+            self.stream.cancel()  # a client that left: Ray cancels the replica's call at its next await
+
+
+@serve.deployment
+@serve.ingress(app)
+class Router:
+    def __init__(self, settings: Any, classes: list[dict[str, Any]], **backends: Any) -> None:
+        self.settings = settings
+        self.classes = classes
+        self.backends = {name: handle.options(stream=True) for name, handle in backends.items()}
+        self.weights = [max(c.get("capacity") or 1.0, 0.01) * c["replicas"] for c in classes]
+        self.key = settings.api_key.encode() if settings.api_key else None
+        self.metrics = _Metrics()
+        self.directory = directory.handle()
+        self.body_cap = max(64 * 1024, settings.max_input_chars * 8, settings.max_upload_bytes + _FORM_ROOM)
+
+    # -- the cluster's own routes --
+
+    def _denied(self, request: Request) -> Optional[JSONResponse]:
+        if self.key is None:
+            return None
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip().encode() if scheme.lower() == "bearer" else b""
+        if hmac.compare_digest(given, self.key):
+            return None
+        return JSONResponse(error_body(401, "missing or wrong API key: send Authorization: Bearer KEY",
+                                       code="invalid_api_key"), status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    async def _replicas(self) -> list[dict[str, Any]]:
+        return await self.directory.live.remote(STALE_AFTER)
+
+    @app.get("/health")
+    async def health(self) -> dict[str, Any]:
+        self.metrics.requests.labels("/health", "200").inc()
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready(self, request: Request) -> Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        replicas = await self._replicas()
+        reasons, classes = [], {}
+        for c in self.classes:
+            mine = [r for r in replicas if r["node_class"] == c["name"]]
+            up = [r for r in mine if r.get("ready")]
+            classes[c["name"]] = {"replicas_ready": len(up), "replicas_reporting": len(mine),
+                                  "replicas_wanted": c["replicas"]}
+            reasons += [f"{r['replica']}: {why}" for r in mine for why in r.get("reasons", [])]
+            if not up:
+                reasons.append(f"node class {c['name']} has no ready replica")
+        ok = not any(not v["replicas_ready"] for v in classes.values())
+        self.metrics.requests.labels("/ready", "200" if ok else "503").inc()
+        return JSONResponse({"ready": ok, "reasons": reasons, "node_classes": classes},
+                            status_code=200 if ok else 503)
+
+    @app.get("/v1/plan")
+    async def plan(self, request: Request) -> Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        replicas = await self._replicas()
+        shown = [{k: v for k, v in r.items() if k != "voices"} | {"voices": {
+            n: {k: v for k, v in voice.items() if k != "plan"} for n, voice in r["voices"].items()}}
+            for r in replicas]
+        first = next((r for r in replicas if r.get("ready")), replicas[0] if replicas else None)
+        self.metrics.requests.labels("/v1/plan", "200").inc()
+        return JSONResponse({
+            # The shape `ttsfw serve` gives (one replica's plan per voice), then every replica's.
+            "voices": {n: v["plan"] for n, v in first["voices"].items()} if first else {},
+            "replicas": shown,
+            "node_classes": [{k: v for k, v in c.items() if k != "plans"} for c in self.classes],
+        })
+
+    @app.get("/metrics")
+    async def metrics(self, request: Request) -> Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        self.metrics.requests.labels("/metrics", "200").inc()
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- everything else: relayed --
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+    async def relay(self, request: Request, path: str) -> Response:
+        arrived = time.perf_counter()
+        route = request.url.path
+        denied = None if route in PUBLIC else self._denied(request)
+        if denied is not None:  # here, not in the replica: a request without the key holds no replica's slot
+            return self._counted(route, denied)
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return self._counted(route, body)
+        forwarded = ForwardedRequest(
+            method=request.method, path=route, query_string=request.url.query.encode(),
+            headers=tuple((k, v) for k, v in request.headers.raw), body=body,
+            client=(request.client.host, request.client.port) if request.client else ("127.0.0.1", 0))
+        self.metrics.in_flight.inc()
+        try:
+            response = await self._send(forwarded, arrived)
+        finally:
+            self.metrics.in_flight.dec()
+        return self._counted(route, response)
+
+    def _counted(self, route: str, response: Response) -> Response:
+        known = route if route in ("/v1/audio/speech", "/v1/tts", "/v1/models", "/v1/audio/voices",
+                                   "/v1/estimate", "/v1/system", "/") else "other"
+        self.metrics.requests.labels(known, str(response.status_code)).inc()
+        return response
+
+    async def _body(self, request: Request) -> Any:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.body_cap:
+                return _error(413, f"request body over {self.body_cap} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _order(self) -> list[str]:
+        """Node classes to try: one drawn in proportion to capacity first, then the rest, largest first."""
+        names = [c["name"] for c in self.classes]
+        if len(names) < 2:
+            return names
+        first = random.choices(names, weights=self.weights)[0]
+        rest = sorted((n for n in names if n != first), key=lambda n: -self.weights[names.index(n)])
+        return [first, *rest]
+
+    async def _send(self, forwarded: ForwardedRequest, arrived: float) -> Response:
+        timeout = self.settings.request_timeout
+        for name in self._order():
+            stream = self.backends[name].http.remote(forwarded)
+            try:
+                start = await asyncio.wait_for(stream.__anext__(), timeout=max(0.1, timeout - (time.perf_counter() - arrived)))
+            except BackPressureError:
+                self.metrics.rejected.labels(name).inc()
+                continue
+            except asyncio.TimeoutError:
+                stream.cancel()
+                return _error(504, f"request timed out after {timeout:g} s (TTSFW_REQUEST_TIMEOUT), Ray's queue "
+                                   "included", code="timeout")
+            except StopAsyncIteration:
+                return _error(502, "the replica ended the request without an answer")
+            except (RayActorError, RayTaskError, RayServeException) as exc:
+                self.metrics.replica_failures.inc()
+                return _error(503, f"the replica serving this request failed ({one_line(exc)}); Ray replaces it: "
+                                   "retry", code="replica_failed", headers={"Retry-After": "1"})
+            self.metrics.first_byte.observe(time.perf_counter() - arrived)
+            if not isinstance(start, ResponseStart):
+                stream.cancel()
+                return _error(502, "the replica answered out of order")
+            return _Relayed(start, stream, self.metrics.replica_failures.inc)
+        waiting = self.settings.max_queue
+        return _error(503, f"every replica is busy and {waiting} request(s) already wait per router "
+                           "(TTSFW_MAX_QUEUE, Ray's max_queued_requests); retry later", code="queue_full",
+                      headers={"Retry-After": "1"})

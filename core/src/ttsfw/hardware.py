@@ -14,6 +14,7 @@ from typing import Iterable, Optional
 
 from pydantic import ValidationError
 
+from . import cpu_affinity
 from .errors import UsageError
 from .files import UnreadableFile, load_small_json
 from .models import Detection, HardwareProfile
@@ -44,13 +45,18 @@ def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:
     return model, [f for f in RELEVANT_ISA if f in flags]
 
 
-def detect_host() -> HardwareProfile:
-    """The core's own, cheap view of the machine (no plugin involved)."""
+def detect_host(cpu_budget: Optional[int] = None) -> HardwareProfile:
+    """The core's own, cheap view of the machine (no plugin involved).
+
+    Cores are those this process may run on (its CPU affinity), capped by
+    ``cpu_budget`` (``TTSFW_CPU_BUDGET``): a plan never sizes threads for CPUs
+    the process cannot have. Each cap is written in the profile's notes.
+    """
     import psutil  # light, and needed by every plan for memory and core counts
 
     cpu_model, isa = _cpuinfo()
     memory = psutil.virtual_memory()
-    return HardwareProfile(
+    profile = HardwareProfile(
         os=platform.system().lower() or sys.platform,
         os_release=platform.release(),
         arch=_ARCH_ALIASES.get(platform.machine().lower(), platform.machine().lower()),
@@ -62,6 +68,36 @@ def detect_host() -> HardwareProfile:
         memory_total_bytes=memory.total,
         memory_available_bytes=memory.available,
     )
+    return apply_cpu_budget(_within_affinity(profile), cpu_budget)
+
+
+def _within_affinity(profile: HardwareProfile) -> HardwareProfile:
+    """Count only the CPUs this process may run on (taskset, a cpuset, a container's pinning)."""
+    cpus = cpu_affinity.allowed_cpus()
+    logical = profile.cores_logical
+    if not cpus or logical is None or len(cpus) >= logical:
+        return profile
+    physical = cpu_affinity.physical_cores_of(cpus)
+    if physical is None:  # topology unreadable: each allowed CPU may be its own core, never more than the machine's
+        physical = min(profile.cores_physical or len(cpus), len(cpus))
+    note = (f"CPU affinity: this process may run on {len(cpus)} of {logical} logical CPUs (taskset, a cpuset or "
+            f"a container's pinning); plans count {physical} physical / {len(cpus)} logical cores")
+    return profile.model_copy(update={"cores_physical": physical, "cores_logical": len(cpus),
+                                      "notes": [*profile.notes, note]})
+
+
+def apply_cpu_budget(profile: HardwareProfile, budget: Optional[int]) -> HardwareProfile:
+    """Cap the cores a plan counts at ``budget`` (a container's or a Ray replica's share), with a note saying so."""
+    physical, logical = profile.cores_physical, profile.cores_logical
+    if budget is None or not any(n is not None and n > budget for n in (physical, logical)):
+        return profile
+    capped_physical = min(physical, budget) if physical is not None else None
+    capped_logical = min(logical, budget) if logical is not None else budget
+    note = (f"CPU budget {budget} (setting cpu_budget, TTSFW_CPU_BUDGET): plans count {capped_physical or '?'} physical / {capped_logical} "
+            f"logical cores of the {physical or '?'} / {logical or '?'} "
+            + ("this process may use" if profile.source == "detected" else "the profile describes"))
+    return profile.model_copy(update={"cores_physical": capped_physical, "cores_logical": capped_logical,
+                                      "notes": [*profile.notes, note]})
 
 
 def merge(host: HardwareProfile, detections: Iterable[Detection]) -> HardwareProfile:

@@ -85,7 +85,11 @@ def register_device_families(register: Callable[[DeviceFamilyInfo], None]) -> No
     ``--device`` / ``TTSFW_DEVICE`` accept besides ``auto`` (a family reported
     by a device in the hardware profile is accepted too), so a third party's
     ``--device rocm`` is a hard lock like any other. Call
-    ``register(DeviceFamilyInfo(name=..., description=...))``.
+    ``register(DeviceFamilyInfo(name=..., description=...))``; add
+    ``cluster_resource="GPU"`` (or a custom resource name) when a replica
+    running on one device of the family must hold that cluster-scheduler
+    resource (Ray's vocabulary); leave it None for a family that needs only
+    CPUs. ``ttsfw cluster`` and Ray replicas size their requests from it.
 
     :return: nothing: call ``register`` instead. Never probe hardware here
         (that is ``detect``'s job): a family is registered whether or not a

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from .cpu_affinity import usable_count
 from .cpu_load import CpuLoad
 
 FORMAT = 2
@@ -74,7 +75,8 @@ def _cpu() -> list[Any]:
                     break
     except OSError:
         model = platform.processor()
-    return [model, os.cpu_count(), platform.machine(), _meminfo().get("MemTotal")]
+    # The CPUs this process may use, not the machine's: `taskset -c 0 ttsfw plan` must not reuse a 2-thread plan.
+    return [model, os.cpu_count(), usable_count(), platform.machine(), _meminfo().get("MemTotal")]
 
 
 def _meminfo() -> dict[str, int]:
@@ -125,7 +127,7 @@ def key(options: dict[str, Any], environ: dict[str, str], load: CpuLoad, cwd: Pa
         "cpu": _cpu(),
         "tuned": _listing(default_cache_dir(environ) / "measurements"),
         # More cores taken than leave one free all end in one thread: the same plan.
-        "load": [min(load.cores_taken, max(1, (os.cpu_count() or 2) - 1)), load.contended],
+        "load": [min(load.cores_taken, max(1, (usable_count() or 2) - 1)), load.contended],
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

@@ -13,7 +13,7 @@ from .ranking import rank
 
 
 def detect(host: PluginHost) -> HardwareProfile:
-    base = hw.detect_host()
+    base = hw.detect_host(cpu_budget=host.settings.cpu_budget)
     detections, _ = host.call("detect", host=base, settings=host.settings)
     # pluggy calls the last registered plugin first; merge in registration (name) order instead.
     detections.reverse()
@@ -31,8 +31,11 @@ def make_plan(
     model: Optional[ModelSpec] = None,
     hardware: Optional[HardwareProfile] = None,
 ) -> Plan:
+    if hardware is None and hardware_file:
+        # A saved profile describes a whole machine; a budget still says how much of it this plan may count.
+        hardware = hw.apply_cpu_budget(hw.load_profile(hardware_file), host.settings.cpu_budget)
     if hardware is None:
-        hardware = hw.load_profile(hardware_file) if hardware_file else detect(host)
+        hardware = detect(host)
     check_device_lock(host, hardware)
     if model is None:
         model = host.resolve_model(host.settings.model)

@@ -25,6 +25,10 @@ class DeviceFamilyInfo:
     name: str
     description: str = ""
     plugin: str = ""  # stamped by the core
+    #: The cluster scheduler's resource (Ray's vocabulary: "GPU", or a custom one such as "NPU") that a
+    #: replica using one device of this family must hold, e.g. "GPU" for CUDA. None: the family needs only
+    #: CPUs. The core never maps family names to resources itself; it reads this (ttsfw.cluster).
+    cluster_resource: Optional[str] = None
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Registry:
         _check_name("device family", info.name)
         if info.name == "auto":
             raise ValueError("'auto' is not a device family: it means 'let the plan choose'")
+        _check_resource(info)
         if info.name not in self.families:  # several plugins may know one family (cuda and wsl)
             self.families[info.name] = _stamped(info, plugin)
 
@@ -81,6 +86,15 @@ class Registry:
 def _check_name(what: str, name: Any) -> None:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"{what} {name!r} must be lowercase letters, digits and _+.- (at most 64)")
+
+
+def _check_resource(info: DeviceFamilyInfo) -> None:
+    # A replica's request is built from this name: a blank or spaced one would be a resource no node offers.
+    resource = info.cluster_resource
+    if resource is not None and (not isinstance(resource, str) or not resource or resource != resource.strip()
+                                 or len(resource) > 64):
+        raise ValueError(f"device family {info.name!r}: cluster_resource {resource!r} must be None or a resource "
+                         "name such as 'GPU' (no surrounding spaces, at most 64 characters)")
 
 
 def _stamped(info: Any, plugin: str) -> Any:

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     memory_headroom: float = Field(
         default=0.15, ge=0.0, lt=1.0, description="Share of free memory a plan leaves unused."
     )
+    cpu_budget: Optional[int] = Field(
+        default=None, ge=1,
+        description="Cores this process may use; plans count no more (a container's or a Ray replica's share)",
+    )
 
     # -- ttsfw serve (README, "Serving"); each is also a flag of `ttsfw serve` --
     models: Annotated[list[str], NoDecode] = Field(
@@ -204,6 +208,12 @@ class Settings(BaseSettings):
         if value is not None and "\x00" in str(value):
             raise ValueError("a path cannot contain a NUL character")
         return value
+
+    @field_validator("cpu_budget", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # TTSFW_CPU_BUDGET= (empty) is unset like any empty variable: no budget, not an error.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("cache_dir", mode="before")
     @classmethod

@@ -33,7 +33,9 @@ NAME = "cuda"  # the entry-point name; the core stamps proposals with it
 
 @hookimpl
 def register_device_families(register: Callable[[DeviceFamilyInfo], None]) -> None:
-    register(DeviceFamilyInfo(name="cuda", description="NVIDIA GPUs through CUDA (found with NVML)"))
+    # A replica running on one NVIDIA GPU holds one of the scheduler's "GPU" resources (Ray counts them so).
+    register(DeviceFamilyInfo(name="cuda", description="NVIDIA GPUs through CUDA (found with NVML)",
+                              cluster_resource="GPU"))
 
 
 @hookimpl

@@ -118,9 +118,11 @@ def _replicas_that_fit(request: ReplicaRequest, profile: HardwareProfile, famili
     if cpus:
         limits.append((int(cpus // request.num_cpus), f"the node has {cpus} logical CPUs and each replica "
                                                       f"holds {request.num_cpus:g}"))
-    if request.memory_bytes and profile.memory_total_bytes:
-        limits.append((profile.memory_total_bytes // request.memory_bytes,
-                       "the node's RAM holds no more replicas' peak memory"))
+    ram = profile.memory_available_bytes or profile.memory_total_bytes  # what the profile saw free, as the plan does
+    if request.memory_bytes and ram:
+        limits.append((ram // request.memory_bytes, f"the node's {ram / 2**30:.1f} GiB of free RAM holds "
+                                                    f"{ram // request.memory_bytes} replica peak(s) of "
+                                                    f"{request.memory_bytes / 2**30:.1f} GiB"))
     fit, why = min(limits, key=lambda limit: limit[0])
     if fit >= wanted:
         return wanted, ""

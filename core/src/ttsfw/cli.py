@@ -246,12 +246,14 @@ def print_plan(plan: Plan) -> None:
     click.echo(f"Summary:  {plan.summary}")
 
 
-def build_plan(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path]):
-    """Settings -> plugins -> plan, or the plan cache's copy when nothing it depends on changed; shared by `plan` and `run`."""
+def build_plan(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path],
+               cpu_budget: Optional[int] = None):
+    """Settings -> plugins -> plan, or the plan cache's copy when nothing it depends on changed; shared by `plan`,
+    `run` and `cluster` (which passes each replica's share of a node as ``cpu_budget``)."""
     from .planner import make_plan
 
-    cache_dir, key = _plan_cache_key(obj, model, device, hardware)
-    settings = obj.settings(model=model, device=device)
+    cache_dir, key = _plan_cache_key(obj, model, device, hardware, cpu_budget)
+    settings = obj.settings(model=model, device=device, cpu_budget=cpu_budget)
     hit = _cached_plan(cache_dir, key)
     if hit is not None and isinstance(hit.get("plugins"), list):
         from .models import Plan
@@ -287,7 +289,8 @@ def _plugins_involved(plan: Plan, host: Any) -> list[list[Optional[str]]]:
             for ep in importlib_metadata().entry_points(group="ttsfw") if ep.name in involved]
 
 
-def _plan_cache_key(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path]):
+def _plan_cache_key(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path],
+                    cpu_budget: Optional[int] = None):
     """(cache dir, key) of the plan these inputs make; (None, None) when plans are not reused."""
     import os
 
@@ -297,6 +300,8 @@ def _plan_cache_key(obj: Context, model: Optional[str], device: Optional[str], h
         return None, None
     options = {"model": model, "device": device, "blocked": obj.blocked, "allowed": obj.allowed,
                "strict": obj.strict}
+    if cpu_budget is not None:  # only then, so that every other key stays as it was
+        options["cpu_budget"] = cpu_budget
     environ = dict(os.environ)
     key = plan_cache.key(options, environ, cpu_load.snapshot(), Path.cwd())
     return (plan_cache.default_cache_dir(environ), key) if key else (None, None)
@@ -364,6 +369,38 @@ def plan_cmd(
         print_plan(plan)
     if plan.chosen is None:
         sys.exit(3)
+
+
+# -- cluster -----------------------------------------------------------------
+
+
+@main.command("cluster")
+@click.argument("profiles", nargs=-1, required=True, metavar="PROFILE[*N]...")
+@click.option("--model", "-m", default=None, help="Model path (default: the embedded voice).")
+@click.option("--replicas-per-node", "replicas", type=int, default=1, show_default=True,
+              help="Replicas sharing each node; each plans with its share of the node's CPUs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the simulation as JSON.")
+@click.pass_obj
+def cluster_cmd(obj: Context, profiles: tuple[str, ...], model: Optional[str], replicas: int, as_json: bool) -> None:
+    """Size a cluster of saved hardware profiles (PROFILE*N: N such nodes): each node type's plan, each
+    replica's resource request and the capacity they add up to."""
+    from . import cluster_sim
+    from .hardware import load_profile
+
+    if replicas < 1:
+        raise UsageError(f"--replicas-per-node must be at least 1, got {replicas}")
+    nodes = cluster_sim.parse_nodes(profiles)
+
+    def plan_for(path: Path, cpu_budget: Optional[int]):
+        host, plan = build_plan(obj, model, None, path, cpu_budget)  # exactly `ttsfw plan --hardware PATH`
+        return plan, host.registry.families
+
+    cluster_sim.simulate(nodes, plan_for, load_profile, replicas)
+    if as_json:
+        _emit_json(cluster_sim.as_dict(nodes, replicas))
+        return
+    for line in cluster_sim.lines(nodes, replicas):
+        click.echo(line)
 
 
 # -- run ---------------------------------------------------------------------

@@ -71,6 +71,16 @@ def detect_host(cpu_budget: Optional[int] = None) -> HardwareProfile:
     return apply_cpu_budget(_within_affinity(profile), cpu_budget)
 
 
+def _physical_within(physical: Optional[int], logical: Optional[int], budget: int) -> Optional[int]:
+    """Physical cores behind ``budget`` logical CPUs: on a machine with 2 hyper-threads per core, 28 CPUs are
+    14 cores, and a plan that ran 28 threads there would put two on each core (what the plugins avoid)."""
+    if physical is None:
+        return None
+    if not logical or logical <= physical:
+        return min(physical, budget)
+    return max(1, min(physical, round(budget * physical / logical)))
+
+
 def _within_affinity(profile: HardwareProfile) -> HardwareProfile:
     """Count only the CPUs this process may run on (taskset, a cpuset, a container's pinning)."""
     cpus = cpu_affinity.allowed_cpus()
@@ -91,8 +101,8 @@ def apply_cpu_budget(profile: HardwareProfile, budget: Optional[int]) -> Hardwar
     physical, logical = profile.cores_physical, profile.cores_logical
     if budget is None or not any(n is not None and n > budget for n in (physical, logical)):
         return profile
-    capped_physical = min(physical, budget) if physical is not None else None
     capped_logical = min(logical, budget) if logical is not None else budget
+    capped_physical = _physical_within(physical, logical, capped_logical)
     note = (f"CPU budget {budget} (setting cpu_budget, TTSFW_CPU_BUDGET): plans count {capped_physical or '?'} physical / {capped_logical} "
             f"logical cores of the {physical or '?'} / {logical or '?'} "
             + ("this process may use" if profile.source == "detected" else "the profile describes"))

@@ -103,8 +103,7 @@ def plan_here(settings: Settings) -> dict[str, Any]:
         voices[name] = {
             "plan": plan.model_dump(mode="json"), "label": chosen.label(), "device": chosen.device,
             "family": chosen.device_family,
-            "request": {"num_cpus": request.num_cpus, "resources": dict(request.resources),
-                        "memory_bytes": request.memory_bytes, "reasons": list(request.reasons)},
+            "request": request.as_dict(),
             "capacity": replica_capacity(plan, slots=slots),
         }
     return {"hostname": socket.gethostname(), "voices": voices}

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Optional
 
 from ...settings import Settings
 from . import directory
-from .asgi_call import ForwardedRequest, Piece, call_app
+from .asgi_call import ForwardedRequest, Piece, ResponseStart, call_app
 
 log = logging.getLogger("ttsfw.ray")
 
@@ -73,6 +73,8 @@ class VoiceReplica:
 
     async def http(self, request: ForwardedRequest) -> AsyncIterator[Piece]:
         async for piece in call_app(self.app, request):
+            if isinstance(piece, ResponseStart):  # which replica answered: for logs, clients and tests
+                piece = ResponseStart(piece.status, (*piece.headers, (b"x-ttsfw-replica", self.id.encode())))
             yield piece
 
     def dead_reasons(self) -> list[str]:

@@ -15,7 +15,6 @@ replica), ``/v1/plan`` (every replica's plan and node, from the directory) and
 its metrics agent). Everything else, speech included, is relayed unchanged.
 """
 
-from __future__ import annotations
 
 import asyncio
 import hmac
@@ -216,12 +215,17 @@ class Router:
 
     async def _send(self, forwarded: ForwardedRequest, arrived: float) -> Response:
         timeout = self.settings.request_timeout
-        for name in self._order():
+        retried = False
+        order = self._order()
+        while order:
+            name = order[0]
             stream = self.backends[name].http.remote(forwarded)
             try:
-                start = await asyncio.wait_for(stream.__anext__(), timeout=max(0.1, timeout - (time.perf_counter() - arrived)))
+                left = max(0.1, timeout - (time.perf_counter() - arrived))
+                start = await asyncio.wait_for(stream.__anext__(), timeout=left)
             except BackPressureError:
                 self.metrics.rejected.labels(name).inc()
+                order.pop(0)
                 continue
             except asyncio.TimeoutError:
                 stream.cancel()
@@ -231,6 +235,10 @@ class Router:
                 return _error(502, "the replica ended the request without an answer")
             except (RayActorError, RayTaskError, RayServeException) as exc:
                 self.metrics.replica_failures.inc()
+                if not retried:
+                    # Nothing was sent to the client yet: once, another replica (Ray has dropped the dead one).
+                    retried = True
+                    continue
                 return _error(503, f"the replica serving this request failed ({one_line(exc)}); Ray replaces it: "
                                    "retry", code="replica_failed", headers={"Retry-After": "1"})
             self.metrics.first_byte.observe(time.perf_counter() - arrived)

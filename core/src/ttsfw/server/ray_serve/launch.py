@@ -8,6 +8,7 @@ the same deployment from Ray's own tools.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -88,6 +89,8 @@ def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class:
                          "pip install 'ttsfw[ray]'") from None
     if settings.wyoming:
         raise UsageError("--wyoming is not served through Ray: run a ttsfw serve --wyoming beside the cluster")
+    # Ray reports usage statistics to its makers unless told not to; ttsfw sends nothing anywhere.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started_here = settings.ray_address is None and not ray.is_initialized()
     ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False,
              ignore_reinit_error=True)

@@ -120,7 +120,8 @@ def combine(voices: dict[str, dict[str, Any]]) -> dict[str, Any]:
     reasons = []
     for name, v in voices.items():
         reasons += [f"{why} (voice {name})" if len(voices) > 1 else why for why in v["request"]["reasons"]]
-    return {"num_cpus": max(r["num_cpus"] for r in requests), "resources": resources,
+    return {"num_cpus": max(r["num_cpus"] for r in requests), "num_gpus": resources.get("GPU", 0.0),
+            "resources": resources,
             "memory_bytes": sum(memory) if memory else None, "reasons": reasons}
 
 

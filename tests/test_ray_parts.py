@@ -1,0 +1,126 @@
+"""The Ray deployment's parts that need no cluster: the in-process relay, node classes, replica settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("ray")  # the ray extra; `make setup` installs it
+
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import StreamingResponse  # noqa: E402
+from ttsfw.errors import UsageError  # noqa: E402
+from ttsfw.server.ray_serve.asgi_call import ForwardedRequest, ResponseStart, call_app  # noqa: E402
+from ttsfw.server.ray_serve.nodes import group, parse_autoscale  # noqa: E402
+from ttsfw.server.ray_serve.replica import replica_settings  # noqa: E402
+from ttsfw.settings import Settings  # noqa: E402
+
+
+def toy_app(seen: dict) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(request: Request) -> dict:
+        return {"body": (await request.body()).decode(), "q": request.url.query,
+                "auth": request.headers.get("authorization")}
+
+    @app.get("/stream")
+    async def stream(request: Request) -> StreamingResponse:
+        async def pieces():
+            try:
+                for i in range(1000):
+                    yield f"piece {i};".encode()
+                    await asyncio.sleep(0.01)
+            finally:
+                seen["disconnected"] = await request.is_disconnected()
+                seen["ended_at"] = i
+        return StreamingResponse(pieces(), media_type="text/plain")
+
+    return app
+
+
+async def collect(app: FastAPI, request: ForwardedRequest, keep: int = 10**6) -> list:
+    out = []
+    gen = call_app(app, request)
+    async for piece in gen:
+        out.append(piece)
+        if len(out) >= keep:
+            await gen.aclose()
+            break
+    return out
+
+
+def test_a_request_runs_through_the_app_with_its_body_query_and_headers():
+    request = ForwardedRequest("POST", "/echo", b"x=1", ((b"authorization", b"Bearer k"),), b"hello")
+    pieces = asyncio.run(collect(toy_app({}), request))
+    assert isinstance(pieces[0], ResponseStart) and pieces[0].status == 200
+    assert (b"content-type", b"application/json") in pieces[0].headers
+    assert b"".join(pieces[1:]) == b'{"body":"hello","q":"x=1","auth":"Bearer k"}'
+
+
+def test_an_unknown_route_is_the_apps_own_404():
+    pieces = asyncio.run(collect(toy_app({}), ForwardedRequest("GET", "/nowhere")))
+    assert pieces[0].status == 404
+
+
+def test_a_stream_comes_in_pieces_and_a_reader_that_leaves_is_a_disconnect_for_the_app():
+    seen: dict = {}
+
+    async def scenario() -> list:
+        pieces = await collect(toy_app(seen), ForwardedRequest("GET", "/stream"), keep=4)
+        await asyncio.sleep(0.2)  # the app notices at its next piece
+        return pieces
+
+    pieces = asyncio.run(scenario())
+    assert pieces[1:] == [b"piece 0;", b"piece 1;", b"piece 2;"]  # each chunk as the app sent it
+    assert seen["disconnected"] is True
+    assert seen["ended_at"] < 100  # stopped, not run to its 1000th piece
+
+
+def probe(label: str, family: str, cpus: float, gpus: float = 0, capacity: float = 10.0) -> dict:
+    resources = {"GPU": gpus} if gpus else {}
+    return {"hostname": "h", "voices": {"v": {
+        "plan": {"x": 1}, "label": label, "device": f"{family}:0" if gpus else "cpu", "family": family,
+        "request": {"num_cpus": cpus, "num_gpus": gpus, "resources": resources, "memory_bytes": 10**8,
+                    "reasons": [f"{cpus:g} CPU: because"]},
+        "capacity": capacity}}}
+
+
+def test_nodes_that_plan_alike_form_one_class_and_a_gpu_node_another():
+    probes = [("n1", "cpu-a", 4, probe("piper cpu", "cpu", 4)),
+              ("n2", "gpu-a", 4, probe("fish cuda", "cuda", 1, gpus=1)),
+              ("n3", "cpu-b", 4, probe("piper cpu", "cpu", 4))]
+    classes = group(probes, replicas_per_node=2, autoscale=None)
+    assert [c.name for c in classes] == ["cpu", "cuda"]
+    cpu, gpu = classes
+    assert cpu.node_ids == ["n1", "n3"] and cpu.replicas == 4
+    cpu_options, gpu_options = cpu.actor_options(), gpu.actor_options()
+    assert cpu_options["num_gpus"] == 0 and cpu_options["num_cpus"] == 4  # a CPU plan holds no GPU
+    assert cpu_options["label_selector"] == {"ray.io/node-id": "in(n1,n3)"}
+    assert gpu_options["num_gpus"] == 1 and gpu_options["label_selector"] == {"ray.io/node-id": "in(n2)"}
+    assert "resources" not in gpu_options  # the GPU is num_gpus, not a custom resource
+    assert any("holds 1 CPU: because" in line for line in gpu.describe())
+
+
+def test_the_same_plan_with_a_different_cpu_share_is_another_class():
+    classes = group([("n1", "a", 2, probe("p", "cpu", 2)), ("n2", "b", 8, probe("p", "cpu", 2))], 1, None)
+    assert len(classes) == 2 and classes[1].name == "cpu-2"
+
+
+@pytest.mark.parametrize("text, expected", [("1:4", (1, 4)), ("0:2", (0, 2)), (None, None)])
+def test_autoscale_bounds(text, expected):
+    assert parse_autoscale(text) == expected
+
+
+@pytest.mark.parametrize("text", ["4:1", "0:0", "x:2", "3"])
+def test_bad_autoscale_bounds_are_one_line(text):
+    with pytest.raises(UsageError, match="MIN:MAX"):
+        parse_autoscale(text)
+
+
+def test_a_replica_plans_within_what_ray_gave_it():
+    base = Settings(device="auto", port=8000, max_queue=8)
+    mine = replica_settings(base, {"CPU": 1.0, "memory": 1e8}, "cpu", ongoing=2)
+    assert (mine.cpu_budget, mine.device, mine.max_queue, mine.port) == (1, "cpu", 2, 0)
+    assert replica_settings(base, {"CPU": 0.5, "GPU": 1.0}, "cuda", 1).cpu_budget == 1  # never zero

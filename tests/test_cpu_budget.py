@@ -120,3 +120,16 @@ def test_a_bad_budget_is_one_line(value, error):
 def test_an_empty_budget_is_unset():
     result = ttsfw_cli("detect", "--json", env={"TTSFW_CPU_BUDGET": ""})
     assert result.returncode == 0 and not any("CPU budget" in n for n in json.loads(result.stdout)["notes"])
+
+
+def test_reserved_cores_are_planned_without_the_machines_load():
+    # A Ray replica's cores are reserved for it: the node's other load (other replicas, Ray) is not contention.
+    plain = json.loads(ttsfw_cli("detect", "--json", env={"TTSFW_CPU_BUDGET": "2"}).stdout)
+    assert any(k.startswith("cpu_load_") for k in plain["flags"])
+    reserved = ttsfw_cli("detect", "--json", env={"TTSFW_CPU_BUDGET": "2", "TTSFW_CPU_RESERVED": "1"})
+    profile = json.loads(reserved.stdout)
+    assert not any(k.startswith("cpu_load_") for k in profile["flags"])
+    assert any("reserved" in note for note in profile["notes"])
+    planned = ttsfw_cli("plan", "--json", env={"TTSFW_CPU_BUDGET": "2", "TTSFW_CPU_RESERVED": "1"})
+    chosen = json.loads(planned.stdout)["chosen"]
+    assert chosen["threads"] == min(2, os.cpu_count() or 1)  # all of the budget, whatever else runs

@@ -13,7 +13,10 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
+import shlex
 import signal
+import subprocess
 import time
 
 import pytest
@@ -21,6 +24,7 @@ import pytest
 pytest.importorskip("ray")
 import httpx  # noqa: E402
 import psutil  # noqa: E402
+from helpers import REPO  # noqa: E402
 from serve_helpers import ServerProcess, clean_env, decode  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -29,13 +33,27 @@ SHORT = "Hello from a replica."
 LONG = " ".join(f"This is sentence number {i} of a long text, spoken to keep a replica busy." for i in range(12))
 
 
+def readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(title)
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def readme_command() -> list[str]:
+    (command,) = re.findall(r"```sh\n(ttsfw serve --ray.*?)\n```", readme_section("## Scaling out"))
+    return shlex.split(command)[2:]
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("ray")
     log = work / "requests.jsonl"
     env = clean_env(TTSFW_CACHE_DIR=str(work / "cache"), RAY_USAGE_STATS_ENABLED="0")
-    server = ServerProcess(["--ray", "--replicas", "2", "--port", "0", "--max-queue", "1",
-                            "--metrics-log", str(log)], env=env, cwd=work, timeout=240)
+    readme = readme_command()
+    assert readme == ["--ray", "--replicas", "2"]
+    # The README's command; the test only adds a free port, a short queue and a requests log to read.
+    server = ServerProcess([*readme, "--port", "0", "--max-queue", "1", "--metrics-log", str(log)],
+                           env=env, cwd=work, timeout=240)
     family = [server.proc.pid, *(p.pid for p in psutil.Process(server.proc.pid).children(recursive=True))]
     server.family, server.requests_log = family, log
     yield server
@@ -146,6 +164,21 @@ def test_a_client_that_leaves_cancels_its_synthesis_in_the_replica(cluster):
     (mine,) = [r for r in records if r["characters"] == len(LONG)]
     assert mine["status"] == "cancelled", mine
     assert mine["audio_seconds"] < 20  # stopped early: the whole text is ~50 s of speech
+
+
+def test_the_readme_curl_line_and_openai_example_work_against_the_cluster(cluster, tmp_path, monkeypatch):
+    serving = readme_section("## Serving: `ttsfw serve`")
+    curl = re.findall(r"```sh\n(.*?)```", serving, flags=re.S)[1].replace("\\\n", " ").splitlines()[0]
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(curl.replace("localhost:8000", cluster.url.removeprefix("http://")), shell=True, check=True,
+                   timeout=60)
+    samples, rate = decode((tmp_path / "hello.wav").read_bytes(), "wav")
+    assert rate == 22050 and len(samples) / rate > 0.5
+    example = re.findall(r"```python\n(.*?)```", serving, flags=re.S)[0].replace("http://127.0.0.1:8000", cluster.url)
+    exec(compile(example, "README example", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
+    for name, fmt in (("hello.mp3", "mp3"), ("streamed.opus", "opus")):
+        samples, rate = decode((tmp_path / name).read_bytes(), fmt)
+        assert len(samples) / rate > 0.5, name
 
 
 def test_a_killed_replica_is_replaced_and_no_later_request_is_lost(cluster):

@@ -17,7 +17,14 @@ def detect(host: PluginHost) -> HardwareProfile:
     detections, _ = host.call("detect", host=base, settings=host.settings)
     # pluggy calls the last registered plugin first; merge in registration (name) order instead.
     detections.reverse()
-    return hw.merge(base, detections)
+    profile = hw.merge(base, detections)
+    if host.settings.cpu_reserved:
+        # A scheduler reserved this budget's cores for us (a Ray replica): the node's other load is its to place.
+        from .cpu_load import without_load
+
+        profile.flags = without_load(profile.flags)
+        profile.notes.append("CPU load not read: this process's cores are reserved for it (TTSFW_CPU_RESERVED)")
+    return profile
 
 
 def env_changes_for(host: PluginHost, proposal: Proposal, hardware: HardwareProfile) -> list[EnvChange]:

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
         default=None, ge=1,
         description="Cores this process may use; plans count no more (a container's or a Ray replica's share)",
     )
+    cpu_reserved: bool = Field(
+        default=False, description="The budget's cores are reserved for this process (a Ray replica): plan threads "
+        "for them without reading the machine's load.",
+    )
 
     # -- ttsfw serve (README, "Serving"); each is also a flag of `ttsfw serve` --
     models: Annotated[list[str], NoDecode] = Field(

@@ -18,7 +18,7 @@ from ttsfw.sdk import CpuLoad
 def fit_to_load(nominal: int, load: Optional[CpuLoad]) -> tuple[int, bool, str]:
     """(threads, spinning allowed, the reason in words) for ``nominal`` threads on a quiet machine."""
     if load is None:
-        return nominal, True, f"{nominal} threads: no CPU load information (a saved profile without it)"
+        return nominal, True, f"{nominal} threads: no CPU load information (a saved profile, or cores reserved for this process)"
     seen = load.describe()
     # Only the coarse load counts (whole cores taken, contended or not): the plan cache keys on exactly that.
     threads = max(1, min(nominal, nominal - load.cores_taken))

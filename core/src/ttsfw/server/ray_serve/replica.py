@@ -28,7 +28,8 @@ log = logging.getLogger("ttsfw.ray")
 def replica_settings(settings: Settings, assigned: dict[str, float], device_family: str, ongoing: int) -> Settings:
     """The settings a replica plans with: its CPU share, its node class's device family, its queue."""
     cpus = max(1, int(assigned.get("CPU", 0) or 0))
-    return settings.model_copy(update={"cpu_budget": cpus, "device": device_family, "max_queue": ongoing,
+    return settings.model_copy(update={"cpu_budget": cpus, "cpu_reserved": True, "device": device_family,
+                                       "max_queue": ongoing,
                                        "port": 0, "wyoming": None})
 
 

@@ -91,7 +91,13 @@ class Router:
     def __init__(self, settings: Any, classes: list[dict[str, Any]], **backends: Any) -> None:
         self.settings = settings
         self.classes = classes
+        for handle in backends.values():
+            try:
+                handle._init()  # start learning the replicas now: a cold handle queues its first requests
+            except RuntimeError:
+                pass  # already initialized
         self.backends = {name: handle.options(stream=True) for name, handle in backends.items()}
+        self.warm: set[str] = set()
         self.weights = [max(c.get("capacity") or 1.0, 0.01) * c["replicas"] for c in classes]
         self.key = settings.api_key.encode() if settings.api_key else None
         self.metrics = _Metrics()
@@ -213,12 +219,24 @@ class Router:
         rest = sorted((n for n in names if n != first), key=lambda n: -self.weights[names.index(n)])
         return [first, *rest]
 
+    async def _until_replicas_known(self, name: str) -> None:
+        """Until Ray told this router the class's replicas (bounded): before that, requests would count as queued."""
+        if name in self.warm:
+            return
+        handle = self.backends[name]
+        for _ in range(100):
+            if handle.running_replicas_populated():
+                self.warm.add(name)
+                return
+            await asyncio.sleep(0.05)
+
     async def _send(self, forwarded: ForwardedRequest, arrived: float) -> Response:
         timeout = self.settings.request_timeout
         retried = False
         order = self._order()
         while order:
             name = order[0]
+            await self._until_replicas_known(name)
             stream = self.backends[name].http.remote(forwarded)
             try:
                 left = max(0.1, timeout - (time.perf_counter() - arrived))

@@ -66,9 +66,14 @@ def plan_cluster(settings: Settings, echo: Callable[[str], None]) -> list[NodeCl
 
 def app_builder(args: dict[str, str]) -> Any:
     """For ``serve run ttsfw.server.ray_serve:app_builder model=... replicas=2``: TTSFW_* settings, then args."""
+    import ray
+
     from ...settings import load_settings
 
     settings = load_settings(**{k.replace("-", "_"): v for k, v in args.items()})
+    if not ray.is_initialized():  # `serve run` builds the app before it connects; the nodes must be probed first
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(address=settings.ray_address)
     return deployments(settings, plan_cluster(settings, print))
 
 

@@ -3,12 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import embedded_voice
 
 # The server's stack (the serve extra) counts too: only `ttsfw serve` may import it.
-HEAVY = ("torch", "onnxruntime", "fish_speech", "fastapi", "uvicorn", "prometheus_client", "starlette")
+HEAVY = ("torch", "onnxruntime", "fish_speech", "fastapi", "uvicorn", "prometheus_client", "starlette", "ray")
 
 DRIVER = """
 import json, sys
@@ -47,10 +48,11 @@ print("HEAVY=" + json.dumps(sorted(set(attempted) | {{m for m in HEAVY_NAMES if 
 
 
 @pytest.mark.parametrize("args", [[], ["plugins"], ["detect", "--json"], ["plan"], ["plan", "--model", "VOICE"],
-                                  ["serve", "--help"], ["engines"]])
+                                  ["serve", "--help"], ["engines"], ["cluster", "PROFILE"]])
 def test_no_heavy_framework_is_imported(args):
     voice = embedded_voice()
-    args = [str(voice) if a == "VOICE" else a for a in args]
+    profile = Path(__file__).parent / "data" / "hardware" / "rtx3060.json"
+    args = [str(voice) if a == "VOICE" else str(profile) if a == "PROFILE" else a for a in args]
     code = DRIVER.format(heavy=HEAVY)
     result = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
                             timeout=120)

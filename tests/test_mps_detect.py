@@ -8,6 +8,7 @@ committed files equal to a fresh detection.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import namedtuple
@@ -115,6 +116,7 @@ def fake_mac(monkeypatch, name: str, **kw) -> FakeMac:
     Mem = namedtuple("svmem", "total available")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(mac["memsize"], mac["available"]))
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: mac["cores"][1] if logical else mac["cores"][0])
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS has no affinity masks
     monkeypatch.setattr(ttsfw.hardware, "_cpuinfo", lambda: ("", []))  # macOS has no /proc/cpuinfo
     monkeypatch.setattr(sysinfo, "_find_spec", lambda name: SimpleNamespace(name=name) if mac["torch"] else None)
     return fake

@@ -124,3 +124,69 @@ def test_a_replica_plans_within_what_ray_gave_it():
     mine = replica_settings(base, {"CPU": 1.0, "memory": 1e8}, "cpu", ongoing=2)
     assert (mine.cpu_budget, mine.device, mine.max_queue, mine.port) == (1, "cpu", 2, 0)
     assert replica_settings(base, {"CPU": 0.5, "GPU": 1.0}, "cuda", 1).cpu_budget == 1  # never zero
+
+
+def node_class(autoscale=None):
+    (only,) = group([("n1", "a", 2, probe("piper cpu", "cpu", 1))], replicas_per_node=2, autoscale=autoscale)
+    return only
+
+
+def deployment_config(app):
+    return app._bound_deployment._deployment_config
+
+
+def test_each_node_class_is_a_deployment_with_rays_limits_from_the_settings():
+    from ttsfw.server.ray_serve.launch import deployments
+
+    settings = Settings(max_queue=3, workers_per_engine=1, drain_timeout=7)
+    router = deployments(settings, [node_class()])
+    (backend,) = router._bound_deployment.init_kwargs.values()
+    config = deployment_config(backend)
+    assert (config.num_replicas, config.max_ongoing_requests, config.max_queued_requests) == (2, 1, 3)
+    assert config.graceful_shutdown_timeout_s == 7
+    options = backend._bound_deployment.ray_actor_options
+    assert options["num_cpus"] == 1 and options["num_gpus"] == 0
+
+
+def test_autoscaling_scales_each_class_on_rays_queue():
+    from ttsfw.server.ray_serve.launch import deployments
+
+    router = deployments(Settings(), [node_class(autoscale=(1, 3))])
+    (backend,) = router._bound_deployment.init_kwargs.values()
+    scaling = deployment_config(backend).autoscaling_config
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.target_ongoing_requests) == (1, 3, 1)
+
+
+class _Directory:
+    def __init__(self) -> None:
+        self.touched: list = []
+
+    class _Method:
+        def __init__(self, log: list) -> None:
+            self.log = log
+
+        def remote(self, *args):
+            self.log.append(args)
+
+    @property
+    def touch(self):
+        return self._Method(self.touched)
+
+
+class _Pool:
+    def __init__(self, dead):
+        self.dead_reason = dead
+
+
+def test_a_replica_whose_engine_died_fails_its_health_check_so_ray_replaces_it():
+    from ttsfw.server.ray_serve.replica import VoiceReplica
+
+    replica = object.__new__(VoiceReplica)  # the health check alone: no engine, no cluster
+    replica.id, replica.directory = "r1", _Directory()
+    replica.state = type("S", (), {"pools": {"v": _Pool(None)}, "close": lambda self: None})()
+    asyncio.run(replica.check_health())
+    replica.state.pools["v"] = _Pool("engine crashed: RuntimeError: boom")
+    with pytest.raises(RuntimeError, match="voice v is out of service: engine crashed"):
+        asyncio.run(replica.check_health())
+    assert replica.directory.touched == [("r1", True, []), ("r1", False, ["voice v is out of service: "
+                                                                         "engine crashed: RuntimeError: boom"])]

@@ -8,6 +8,7 @@ the committed files equal to a fresh detection.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from collections import namedtuple
@@ -85,6 +86,7 @@ def fake_linux_host(monkeypatch):
     monkeypatch.setattr(platform, "python_version", lambda: "3.12.4")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(16 * GiB, 13 * GiB))
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 12 if logical else 6)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)  # all 12 usable
     monkeypatch.setattr(ttsfw.hardware, "_cpuinfo",
                         lambda: ("AMD Ryzen 5 5600X 6-Core Processor", ["sse4_2", "avx", "avx2", "fma", "f16c"]))
 

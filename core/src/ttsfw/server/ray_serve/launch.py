@@ -46,7 +46,8 @@ def deployments(settings: Settings, classes: list[NodeClass]) -> Any:
             health_check_timeout_s=30, graceful_shutdown_timeout_s=settings.drain_timeout,
             graceful_shutdown_wait_loop_s=0.5, **scaling)
         bound[c.name] = deployment.bind(settings, c.name, c.device_family, ongoing)
-    public = [{"name": c.name, "device_family": c.device_family, "nodes": c.node_names, "replicas": c.replicas,
+    public = [{"name": c.name, "device_family": c.device_family, "nodes": c.node_names, "node_ids": c.node_ids,
+               "replicas": c.replicas,
                "autoscale": list(c.autoscale) if c.autoscale else None, "cpu_share": c.cpu_share,
                "request": c.request, "capacity": c.capacity, "runs": c.labels} for c in classes]
     return Router.options(num_replicas=1, ray_actor_options={"num_cpus": 0},
@@ -104,8 +105,9 @@ def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class:
         for c in classes:
             show_class(c)
         port = settings.port or _free_port(settings.host)
-        serve.start(http_options={"host": settings.host, "port": port,
-                                  "request_timeout_s": settings.request_timeout + 10})
+        # One HTTP entry, on the head node, at the address printed (per-node proxies: deploy with a Serve config).
+        serve.start(proxy_location="HeadOnly", http_options={
+            "host": settings.host, "port": port, "request_timeout_s": settings.request_timeout + 10})
         stop = threading.Event()
         previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:

@@ -81,7 +81,8 @@ def parse_autoscale(text: Optional[str]) -> Optional[tuple[int, int]]:
 
 
 def probe_settings(settings: Settings, cpu_share: int) -> Settings:
-    return settings.model_copy(update={"cpu_budget": cpu_share})
+    # As the replica will plan: its cores reserved, so the node's momentary load does not shrink the request.
+    return settings.model_copy(update={"cpu_budget": cpu_share, "cpu_reserved": True})
 
 
 def plan_here(settings: Settings) -> dict[str, Any]:

@@ -38,6 +38,8 @@ app = FastAPI(title="ttsfw on Ray", docs_url=None, redoc_url=None, openapi_url=N
 
 #: Entries older than this many seconds belong to replicas that stopped reporting (health checks every 2 s).
 STALE_AFTER = 8.0
+#: How long a request Ray pushed back waits before it asks once more.
+BACK_PRESSURE_RETRY_S = 0.05
 #: Largest request body relayed: the biggest reference-audio upload plus room for the form around it.
 _FORM_ROOM = 1 << 20
 
@@ -232,7 +234,7 @@ class Router:
 
     async def _send(self, forwarded: ForwardedRequest, arrived: float) -> Response:
         timeout = self.settings.request_timeout
-        retried = False
+        retried, pushed_back = False, set()
         order = self._order()
         while order:
             name = order[0]
@@ -242,6 +244,12 @@ class Router:
                 left = max(0.1, timeout - (time.perf_counter() - arrived))
                 start = await asyncio.wait_for(stream.__anext__(), timeout=left)
             except BackPressureError:
+                if name not in pushed_back:
+                    # Ray counts a request as queued while it is being assigned, so a burst can be refused with
+                    # replicas free: ask once more after a moment before turning the client away.
+                    pushed_back.add(name)
+                    await asyncio.sleep(BACK_PRESSURE_RETRY_S)
+                    continue
                 self.metrics.rejected.labels(name).inc()
                 order.pop(0)
                 continue

@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python benchmarks/tune_stability.py
 	$(BIN)/python benchmarks/threads_under_load.py
 	$(BIN)/python benchmarks/first_audio.py
+	$(BIN)/python benchmarks/ray_scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache hello.wav

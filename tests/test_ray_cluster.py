@@ -181,6 +181,15 @@ def test_the_readme_curl_line_and_openai_example_work_against_the_cluster(cluste
         assert len(samples) / rate > 0.5, name
 
 
+def test_the_page_is_served_through_the_cluster(cluster):
+    page = httpx.get(f"{cluster.url}/", timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    scripts = re.findall(r'src="(/static/[^"]+)"', page.text)
+    assert scripts and all(httpx.get(f"{cluster.url}{src}", timeout=30).status_code == 200 for src in scripts)
+    voices = httpx.get(f"{cluster.url}/v1/audio/voices", timeout=30).json()  # what the page reads first
+    assert voices["default"] in plan(cluster.url)["voices"]
+
+
 def test_a_killed_replica_is_replaced_and_no_later_request_is_lost(cluster):
     before = plan(cluster.url)["replicas"]
     victim = before[0]
@@ -210,3 +219,21 @@ def test_sigterm_takes_the_whole_cluster_down(cluster):
         time.sleep(0.5)
     assert not alive, f"Ray processes left running: {alive}"
     assert "stopped" in cluster.log()
+
+
+def test_the_api_key_is_asked_at_the_router(tmp_path):
+    env = clean_env(TTSFW_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0", TTSFW_API_KEY="sesame")
+    server = ServerProcess(["--ray", "--replicas", "1", "--port", "0"], env=env, cwd=tmp_path, timeout=240)
+    try:
+        url, key = server.url, {"Authorization": "Bearer sesame"}
+        body = {"model": "tts-1", "voice": "en_US-joe-medium", "input": "Keyed.", "response_format": "wav"}
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        for path in ("/v1/plan", "/ready", "/metrics", "/v1/models"):
+            denied = httpx.get(f"{url}{path}", timeout=30)
+            assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key", path
+            assert httpx.get(f"{url}{path}", headers=key, timeout=30).status_code == 200, path
+        assert httpx.post(f"{url}/v1/audio/speech", json=body, timeout=60).status_code == 401
+        assert httpx.post(f"{url}/v1/audio/speech", json=body, headers=key, timeout=60).status_code == 200
+        assert httpx.get(f"{url}/", timeout=30).status_code == 200  # the page asks for the key itself
+    finally:
+        assert server.stop() == 0

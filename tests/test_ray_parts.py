@@ -190,3 +190,19 @@ def test_a_replica_whose_engine_died_fails_its_health_check_so_ray_replaces_it()
         asyncio.run(replica.check_health())
     assert replica.directory.touched == [("r1", True, []), ("r1", False, ["voice v is out of service: "
                                                                          "engine crashed: RuntimeError: boom"])]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
+    (["--ray-address", "nonsense"], "expected HOST:PORT, ray://HOST:PORT, auto or local"),
+    (["--autoscale", "3:1"], "--autoscale '3:1': expected MIN:MAX"),
+    (["--replicas", "0"], "replicas"),
+    (["--wyoming", "tcp://127.0.0.1:0"], "--wyoming is not served through Ray"),
+])
+def test_bad_ray_options_are_one_line_before_ray_starts(args, message):
+    from helpers import ttsfw_cli
+
+    result = ttsfw_cli("serve", "--ray", *args, timeout=60)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert "Started a local Ray instance" not in result.stderr.decode()

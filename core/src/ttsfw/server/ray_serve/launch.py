@@ -78,6 +78,20 @@ def app_builder(args: dict[str, str]) -> Any:
     return deployments(settings, plan_cluster(settings, print))
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """One line, at once, for a cluster address nothing answers at (Ray itself retries for minutes)."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT, auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
@@ -95,6 +109,9 @@ def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class:
                          "pip install 'ttsfw[ray]'") from None
     if settings.wyoming:
         raise UsageError("--wyoming is not served through Ray: run a ttsfw serve --wyoming beside the cluster")
+    parse_autoscale(settings.autoscale)  # a bad value is one line before anything starts
+    if settings.ray_address:
+        check_reachable(settings.ray_address)
     # Ray reports usage statistics to its makers unless told not to; ttsfw sends nothing anywhere.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started_here = settings.ray_address is None and not ray.is_initialized()

@@ -198,6 +198,7 @@ def test_a_replica_whose_engine_died_fails_its_health_check_so_ray_replaces_it()
     (["--autoscale", "3:1"], "--autoscale '3:1': expected MIN:MAX"),
     (["--replicas", "0"], "replicas"),
     (["--wyoming", "tcp://127.0.0.1:0"], "--wyoming is not served through Ray"),
+    (["--model", "/nowhere/voice.onnx"], "model not found: /nowhere/voice.onnx"),
 ])
 def test_bad_ray_options_are_one_line_before_ray_starts(args, message):
     from helpers import ttsfw_cli

@@ -8,6 +8,7 @@ the same deployment from Ray's own tools.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from ...errors import UsageError
 from ...settings import Settings
-from .nodes import NodeClass, parse_autoscale, probe_cluster
+from .nodes import NodeClass, parse_autoscale, plan_here, probe_cluster, probe_settings
 
 APP_NAME = "ttsfw"
 #: Serve checks each replica this often; the directory counts a replica gone after a few missed checks.
@@ -114,9 +115,13 @@ def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class:
         check_reachable(settings.ray_address)
     # Ray reports usage statistics to its makers unless told not to; ttsfw sends nothing anywhere.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    started_here = settings.ray_address is None and not ray.is_initialized()
+    started_here = settings.ray_address is None and not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+    if started_here:
+        plan_here(probe_settings(settings, 1))  # this machine is the only node: a bad --model is one line, now
+    # ttsfw prints what happens; Ray's own INFO lines would repeat it on stderr.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False,
-             ignore_reinit_error=True)
+             ignore_reinit_error=True, logging_level=logging.WARNING)
     try:
         classes = plan_cluster(settings, echo)
         for c in classes:

@@ -207,3 +207,15 @@ def test_bad_ray_options_are_one_line_before_ray_starts(args, message):
     lines = result.stderr.decode().strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
     assert "Started a local Ray instance" not in result.stderr.decode()
+
+
+def test_without_the_ray_extra_serve_ray_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['ttsfw', 'serve', '--ray']\n"
+            "from ttsfw.cli import run; run()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: ttsfw serve --ray needs the ray extra (ray is missing): pip install 'ttsfw[ray]'"]

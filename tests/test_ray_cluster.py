@@ -237,3 +237,23 @@ def test_the_api_key_is_asked_at_the_router(tmp_path):
         assert httpx.get(f"{url}/", timeout=30).status_code == 200  # the page asks for the key itself
     finally:
         assert server.stop() == 0
+
+
+def test_autoscale_adds_a_replica_when_ray_queue_grows(tmp_path):
+    env = clean_env(TTSFW_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0")
+    server = ServerProcess(["--ray", "--autoscale", "1:2", "--port", "0", "--max-queue", "16"], env=env,
+                           cwd=tmp_path, timeout=240)
+    try:
+        assert len(plan(server.url)["replicas"]) == 1
+        stop = time.monotonic() + 90
+        grown = False
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            while time.monotonic() < stop and not grown:  # bounded: batches of 4 long requests, 90 s at most
+                batch = [pool.submit(speak, server.url, LONG[:300]) for _ in range(4)]
+                grown = len(plan(server.url)["replicas"]) == 2
+                for f in batch:
+                    assert f.result().status_code in (200, 503)
+        assert grown, "Ray did not add a replica under a queue of 4 for 90 s"
+        assert all(r["resources"]["CPU"] == 1.0 for r in plan(server.url)["replicas"])  # a share sized for 2
+    finally:
+        assert server.stop() == 0

@@ -102,17 +102,45 @@ def _free_port(host: str) -> int:
 def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class: Callable[[NodeClass], None],
                  ready: Optional[Callable[[str], None]] = None) -> None:
     """Deploy, report, and wait for a signal; then let in-flight requests finish and take the app down."""
+    ray, serve = _import_ray()
+    _check_before_start(settings)
+    started_here = _connect(ray, settings)
+    try:
+        classes = plan_cluster(settings, echo)
+        for c in classes:
+            show_class(c)
+        _deploy_until_signalled(serve, settings, classes, echo, ready or echo)
+    finally:
+        from . import directory
+
+        directory.remove_actor()
+        if started_here:
+            serve.shutdown()
+            ray.shutdown()
+    echo("stopped")
+
+
+def _import_ray() -> tuple[Any, Any]:
     try:
         import ray
         from ray import serve
     except ImportError as exc:
         raise UsageError(f"ttsfw serve --ray needs the ray extra ({exc.name} is missing): "
                          "pip install 'ttsfw[ray]'") from None
+    return ray, serve
+
+
+def _check_before_start(settings: Settings) -> None:
+    """What can be refused in one line is refused before Ray starts (which takes seconds and logs)."""
     if settings.wyoming:
         raise UsageError("--wyoming is not served through Ray: run a ttsfw serve --wyoming beside the cluster")
-    parse_autoscale(settings.autoscale)  # a bad value is one line before anything starts
+    parse_autoscale(settings.autoscale)
     if settings.ray_address:
         check_reachable(settings.ray_address)
+
+
+def _connect(ray: Any, settings: Settings) -> bool:
+    """Join the cluster, or start a local one; True when this process started it (and must stop it)."""
     # Ray reports usage statistics to its makers unless told not to; ttsfw sends nothing anywhere.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started_here = settings.ray_address is None and not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
@@ -122,32 +150,25 @@ def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False,
              ignore_reinit_error=True, logging_level=logging.WARNING)
-    try:
-        classes = plan_cluster(settings, echo)
-        for c in classes:
-            show_class(c)
-        port = settings.port or _free_port(settings.host)
-        # One HTTP entry, on the head node, at the address printed (per-node proxies: deploy with a Serve config).
-        serve.start(proxy_location="HeadOnly", http_options={
-            "host": settings.host, "port": port, "request_timeout_s": settings.request_timeout + 10})
-        stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-        try:
-            serve.run(deployments(settings, classes), name=APP_NAME, route_prefix="/", blocking=False)
-            total = sum(c.replicas for c in classes)
-            (ready or echo)(f"listening on http://{settings.host}:{port} (Ray Serve: {total} replica(s) in "
-                            f"{len(classes)} node class(es); Ray queues up to {settings.max_queue} per class)")
-            stop.wait()
-            echo(f"stopping: in-flight requests get up to {settings.drain_timeout:g} s")
-            serve.delete(APP_NAME)
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-    finally:
-        from . import directory
+    return started_here
 
-        directory.remove_actor()
-        if started_here:
-            serve.shutdown()
-            ray.shutdown()
-    echo("stopped")
+
+def _deploy_until_signalled(serve: Any, settings: Settings, classes: list[NodeClass], echo: Callable[[str], None],
+                            ready: Callable[[str], None]) -> None:
+    port = settings.port or _free_port(settings.host)
+    # One HTTP entry, on the head node, at the address printed (per-node proxies: deploy with a Serve config).
+    serve.start(proxy_location="HeadOnly", http_options={
+        "host": settings.host, "port": port, "request_timeout_s": settings.request_timeout + 10})
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        serve.run(deployments(settings, classes), name=APP_NAME, route_prefix="/", blocking=False)
+        total = sum(c.replicas for c in classes)
+        ready(f"listening on http://{settings.host}:{port} (Ray Serve: {total} replica(s) in {len(classes)} node "
+              f"class(es); Ray queues up to {settings.max_queue} per class)")
+        stop.wait()
+        echo(f"stopping: in-flight requests get up to {settings.drain_timeout:g} s")
+        serve.delete(APP_NAME)  # replicas finish what they hold, within graceful_shutdown_timeout_s
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

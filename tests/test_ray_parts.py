@@ -10,6 +10,7 @@ pytest.importorskip("ray")  # the ray extra; `make setup` installs it
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import StreamingResponse  # noqa: E402
+from ttsfw.cluster import ReplicaRequest  # noqa: E402
 from ttsfw.errors import UsageError  # noqa: E402
 from ttsfw.server.ray_serve.asgi_call import ForwardedRequest, ResponseStart, call_app  # noqa: E402
 from ttsfw.server.ray_serve.nodes import group, parse_autoscale  # noqa: E402
@@ -82,8 +83,8 @@ def probe(label: str, family: str, cpus: float, gpus: float = 0, capacity: float
     resources = {"GPU": gpus} if gpus else {}
     return {"hostname": "h", "voices": {"v": {
         "plan": {"x": 1}, "label": label, "device": f"{family}:0" if gpus else "cpu", "family": family,
-        "request": {"num_cpus": cpus, "num_gpus": gpus, "resources": resources, "memory_bytes": 10**8,
-                    "reasons": [f"{cpus:g} CPU: because"]},
+        "request": ReplicaRequest(num_cpus=cpus, resources=resources, memory_bytes=10**8,
+                                  reasons=[f"{cpus:g} CPU: because"]),
         "capacity": capacity}}}
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from ...errors import UsageError
 from ...settings import Settings
-from .nodes import NodeClass, parse_autoscale, plan_here, probe_cluster, probe_settings
+from .nodes import NodeClass, parse_autoscale, plan_here, probe_cluster, share_settings
 
 APP_NAME = "ttsfw"
 #: Serve checks each replica this often; the directory counts a replica gone after a few missed checks.
@@ -50,7 +50,7 @@ def deployments(settings: Settings, classes: list[NodeClass]) -> Any:
     public = [{"name": c.name, "device_family": c.device_family, "nodes": c.node_names, "node_ids": c.node_ids,
                "replicas": c.replicas,
                "autoscale": list(c.autoscale) if c.autoscale else None, "cpu_share": c.cpu_share,
-               "request": c.request, "capacity": c.capacity, "runs": c.labels} for c in classes]
+               "request": c.request.as_dict(), "capacity": c.capacity, "runs": c.labels} for c in classes]
     return Router.options(num_replicas=1, ray_actor_options={"num_cpus": 0},
                           max_ongoing_requests=max(64, 8 * sum(c.replicas * ongoing for c in classes))
                           ).bind(settings, public, **bound)
@@ -145,7 +145,7 @@ def _connect(ray: Any, settings: Settings) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started_here = settings.ray_address is None and not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
     if started_here:
-        plan_here(probe_settings(settings, 1))  # this machine is the only node: a bad --model is one line, now
+        plan_here(share_settings(settings, 1))  # this machine is the only node: a bad --model is one line, now
     # ttsfw prints what happens; Ray's own INFO lines would repeat it on stderr.
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ...cluster import ReplicaRequest
 from ...errors import UsageError
 from ...settings import Settings
 
@@ -30,7 +31,7 @@ class NodeClass:
     node_ids: list[str]
     node_names: list[str]
     plans: dict[str, dict[str, Any]]  # voice -> plan (as ``ttsfw plan --json``)
-    request: dict[str, Any]  # num_cpus, resources, memory_bytes, reasons
+    request: ReplicaRequest  # what one replica holds, each part with its reason
     capacity: Optional[float]  # estimated audio seconds per wall second of one replica
     cpu_share: int = 1
     replicas_per_node: int = 1
@@ -42,17 +43,8 @@ class NodeClass:
         return self.replicas_per_node * len(self.node_ids)
 
     def actor_options(self) -> dict[str, Any]:
-        resources = dict(self.request.get("resources") or {})
-        options: dict[str, Any] = {
-            "num_cpus": self.request["num_cpus"],
-            "num_gpus": resources.pop("GPU", 0),
-            "label_selector": {"ray.io/node-id": f"in({','.join(self.node_ids)})"},
-        }
-        if resources:
-            options["resources"] = resources
-        if self.request.get("memory_bytes"):
-            options["memory"] = int(self.request["memory_bytes"])
-        return options
+        # The plan's request, and only this class's nodes (Ray labels every node with its id).
+        return {**self.request.ray_options(), "label_selector": {"ray.io/node-id": f"in({','.join(self.node_ids)})"}}
 
     def describe(self) -> list[str]:
         nodes = ", ".join(self.node_names)
@@ -61,7 +53,7 @@ class NodeClass:
         lines = [f"node class {self.name}: {len(self.node_ids)} node(s) ({nodes}), {count} replica(s), "
                  f"{self.cpu_share} core(s) each"]
         lines += [f"  runs {label}" for label in self.labels]
-        lines += [f"  holds {why}" for why in self.request.get("reasons", [])]
+        lines += [f"  holds {why}" for why in self.request.reasons]
         if self.capacity is not None:
             lines.append(f"  ~{self.capacity:.1f} s of audio per second per replica (the plan's RTF estimate)")
         return lines
@@ -80,8 +72,11 @@ def parse_autoscale(text: Optional[str]) -> Optional[tuple[int, int]]:
     return pair
 
 
-def probe_settings(settings: Settings, cpu_share: int) -> Settings:
-    # As the replica will plan: its cores reserved, so the node's momentary load does not shrink the request.
+def share_settings(settings: Settings, cpu_share: int) -> Settings:
+    """The settings a replica plans with for its share of a node (the node probe plans with the same).
+
+    Its cores count as reserved, so the node's momentary load (Ray, other replicas) does not shrink the plan.
+    """
     return settings.model_copy(update={"cpu_budget": cpu_share, "cpu_reserved": True})
 
 
@@ -104,26 +99,25 @@ def plan_here(settings: Settings) -> dict[str, Any]:
         voices[name] = {
             "plan": plan.model_dump(mode="json"), "label": chosen.label(), "device": chosen.device,
             "family": chosen.device_family,
-            "request": request.as_dict(),
+            "request": request,
             "capacity": replica_capacity(plan, slots=slots),
         }
     return {"hostname": socket.gethostname(), "voices": voices}
 
 
-def combine(voices: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def combine(voices: dict[str, dict[str, Any]]) -> ReplicaRequest:
     """One replica serves every voice: the largest CPU and accelerator need among them, their memory summed."""
-    requests = [v["request"] for v in voices.values()]
+    requests: list[ReplicaRequest] = [v["request"] for v in voices.values()]
     resources: dict[str, float] = {}
     for r in requests:
-        for key, amount in r["resources"].items():
+        for key, amount in r.resources.items():
             resources[key] = max(resources.get(key, 0.0), amount)
-    memory = [r["memory_bytes"] for r in requests if r["memory_bytes"]]
+    memory = [r.memory_bytes for r in requests if r.memory_bytes]
     reasons = []
     for name, v in voices.items():
-        reasons += [f"{why} (voice {name})" if len(voices) > 1 else why for why in v["request"]["reasons"]]
-    return {"num_cpus": max(r["num_cpus"] for r in requests), "num_gpus": resources.get("GPU", 0.0),
-            "resources": resources,
-            "memory_bytes": sum(memory) if memory else None, "reasons": reasons}
+        reasons += [f"{why} (voice {name})" if len(voices) > 1 else why for why in v["request"].reasons]
+    return ReplicaRequest(num_cpus=max(r.num_cpus for r in requests), resources=resources,
+                          memory_bytes=sum(memory) if memory else None, reasons=reasons)
 
 
 def group(probes: list[tuple[str, str, int, dict[str, Any]]], replicas_per_node: int,
@@ -134,7 +128,7 @@ def group(probes: list[tuple[str, str, int, dict[str, Any]]], replicas_per_node:
         voices = probe["voices"]
         request = combine(voices)
         key = (tuple((n, v["label"], v["family"]) for n, v in sorted(voices.items())), share,
-               request["num_cpus"], tuple(sorted(request["resources"].items())))
+               request.num_cpus, tuple(sorted(request.resources.items())))
         if key in classes:
             classes[key].node_ids.append(node_id)
             classes[key].node_names.append(node_name)
@@ -170,7 +164,7 @@ def probe_cluster(settings: Settings, replicas_per_node: int,
             continue  # a node that offers no CPU (e.g. a head started with --num-cpus=0) hosts no replica
         share = cpu_share(cpus, per_node)
         ref = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
-            probe_settings(settings, share))
+            share_settings(settings, share))
         pending.append((node["NodeID"], node.get("NodeManagerAddress", node["NodeID"][:8]), share, ref))
     probes, failed = [], []
     for node_id, address, share, ref in pending:

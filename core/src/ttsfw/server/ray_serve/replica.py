@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Optional
 from ...settings import Settings
 from . import directory
 from .asgi_call import ForwardedRequest, Piece, ResponseStart, call_app
+from .nodes import share_settings
 
 log = logging.getLogger("ttsfw.ray")
 
@@ -28,9 +29,8 @@ log = logging.getLogger("ttsfw.ray")
 def replica_settings(settings: Settings, assigned: dict[str, float], device_family: str, ongoing: int) -> Settings:
     """The settings a replica plans with: its CPU share, its node class's device family, its queue."""
     cpus = max(1, int(assigned.get("CPU", 0) or 0))
-    return settings.model_copy(update={"cpu_budget": cpus, "cpu_reserved": True, "device": device_family,
-                                       "max_queue": ongoing,
-                                       "port": 0, "wyoming": None})
+    return share_settings(settings, cpus).model_copy(
+        update={"device": device_family, "max_queue": ongoing, "port": 0, "wyoming": None})
 
 
 class VoiceReplica:

@@ -74,27 +74,34 @@ class _Edge:
             await send(message)
 
         try:
-            if self.key is not None and path != "/health" and path not in PUBLIC and not self._authorized(scope):
+            if self.key is not None and needs_key(path) and not key_matches(_authorization(scope), self.key):
                 status["code"] = 401
-                response = JSONResponse(
-                    error_body(401, "missing or wrong API key: send Authorization: Bearer KEY", code="invalid_api_key"),
-                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
+                await unauthorized()(scope, receive, send)
                 return
             await self.app(scope, receive, counted_send)
         finally:
             self.state.metrics.requests.labels(route, str(status["code"])).inc()
 
-    def _authorized(self, scope: Any) -> bool:
-        assert self.key is not None
-        given = b""
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                given = value
-                break
-        scheme, _, token = given.partition(b" ")
-        token = token.strip() if scheme.lower() == b"bearer" else b""
-        return hmac.compare_digest(token, self.key)
+
+def needs_key(path: str) -> bool:
+    """Every route needs the API key (when one is set) but /health and the page with its assets."""
+    return path != "/health" and path not in PUBLIC
+
+
+def key_matches(authorization: bytes, key: bytes) -> bool:
+    """Whether an Authorization header value is ``Bearer KEY``, compared in constant time."""
+    scheme, _, token = authorization.partition(b" ")
+    token = token.strip() if scheme.lower() == b"bearer" else b""
+    return hmac.compare_digest(token, key)
+
+
+def unauthorized() -> JSONResponse:
+    return JSONResponse(error_body(401, "missing or wrong API key: send Authorization: Bearer KEY",
+                                   code="invalid_api_key"), status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _authorization(scope: Any) -> bytes:
+    return next((value for name, value in scope.get("headers", []) if name == b"authorization"), b"")
 
 
 def create_app(state: ServerState) -> FastAPI:

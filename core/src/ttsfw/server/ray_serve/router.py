@@ -17,7 +17,6 @@ its metrics agent). Everything else, speech included, is relayed unchanged.
 
 
 import asyncio
-import hmac
 import random
 import time
 from typing import Any, Optional
@@ -29,8 +28,8 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, RayServeException
 
 from ...errors import one_line
+from ..app import ROUTES, key_matches, needs_key, unauthorized
 from ..errors import error_body
-from ..page import PUBLIC
 from . import directory
 from .asgi_call import ForwardedRequest, ResponseStart
 
@@ -109,14 +108,9 @@ class Router:
     # -- the cluster's own routes --
 
     def _denied(self, request: Request) -> Optional[JSONResponse]:
-        if self.key is None:
-            return None
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip().encode() if scheme.lower() == "bearer" else b""
-        if hmac.compare_digest(given, self.key):
-            return None
-        return JSONResponse(error_body(401, "missing or wrong API key: send Authorization: Bearer KEY",
-                                       code="invalid_api_key"), status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        """401 as on one machine when a key is set and this request does not carry it; else None."""
+        given = request.headers.get("authorization", "").encode("latin-1")
+        return None if self.key is None or key_matches(given, self.key) else unauthorized()
 
     async def _replicas(self) -> list[dict[str, Any]]:
         return await self.directory.live.remote(STALE_AFTER)
@@ -180,7 +174,7 @@ class Router:
     async def relay(self, request: Request, path: str) -> Response:
         arrived = time.perf_counter()
         route = request.url.path
-        denied = None if route in PUBLIC else self._denied(request)
+        denied = self._denied(request) if needs_key(route) else None
         if denied is not None:  # here, not in the replica: a request without the key holds no replica's slot
             return self._counted(route, denied)
         body = await self._body(request)
@@ -198,8 +192,7 @@ class Router:
         return self._counted(route, response)
 
     def _counted(self, route: str, response: Response) -> Response:
-        known = route if route in ("/v1/audio/speech", "/v1/tts", "/v1/models", "/v1/audio/voices",
-                                   "/v1/estimate", "/v1/system", "/") else "other"
+        known = route if route in ROUTES else "other"
         self.metrics.requests.labels(known, str(response.status_code)).inc()
         return response
 

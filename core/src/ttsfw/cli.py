@@ -387,8 +387,6 @@ def cluster_cmd(obj: Context, profiles: tuple[str, ...], model: Optional[str], r
     from . import cluster_sim
     from .hardware import load_profile
 
-    if replicas < 1:
-        raise UsageError(f"--replicas-per-node must be at least 1, got {replicas}")
     nodes = cluster_sim.parse_nodes(profiles)
 
     def plan_for(path: Path, cpu_budget: Optional[int]):

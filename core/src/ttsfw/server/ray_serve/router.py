@@ -115,16 +115,28 @@ class Router:
     async def _replicas(self) -> list[dict[str, Any]]:
         return await self.directory.live.remote(STALE_AFTER)
 
+    async def _own(self, route: str, request: Request, answer: Any) -> Response:
+        """A route the router answers itself: the key checked, then ``answer()``, the status counted."""
+        response = self._denied(request) or await answer()
+        return self._counted(route, response)
+
     @app.get("/health")
-    async def health(self) -> dict[str, Any]:
-        self.metrics.requests.labels("/health", "200").inc()
-        return {"status": "ok"}
+    async def health(self) -> Response:
+        return self._counted("/health", JSONResponse({"status": "ok"}))
 
     @app.get("/ready")
     async def ready(self, request: Request) -> Response:
-        denied = self._denied(request)
-        if denied is not None:
-            return denied
+        return await self._own("/ready", request, self._readiness)
+
+    @app.get("/v1/plan")
+    async def plan(self, request: Request) -> Response:
+        return await self._own("/v1/plan", request, self._plans)
+
+    @app.get("/metrics")
+    async def metrics(self, request: Request) -> Response:
+        return await self._own("/metrics", request, self._exposition)
+
+    async def _readiness(self) -> Response:
         replicas = await self._replicas()
         reasons, classes = [], {}
         for c in self.classes:
@@ -136,36 +148,25 @@ class Router:
             if not up:
                 reasons.append(f"node class {c['name']} has no ready replica")
         ok = not any(not v["replicas_ready"] for v in classes.values())
-        self.metrics.requests.labels("/ready", "200" if ok else "503").inc()
         return JSONResponse({"ready": ok, "reasons": reasons, "node_classes": classes},
                             status_code=200 if ok else 503)
 
-    @app.get("/v1/plan")
-    async def plan(self, request: Request) -> Response:
-        denied = self._denied(request)
-        if denied is not None:
-            return denied
+    async def _plans(self) -> Response:
         replicas = await self._replicas()
         shown = [{k: v for k, v in r.items() if k != "voices"} | {"voices": {
             n: {k: v for k, v in voice.items() if k != "plan"} for n, voice in r["voices"].items()}}
             for r in replicas]
         first = next((r for r in replicas if r.get("ready")), replicas[0] if replicas else None)
-        self.metrics.requests.labels("/v1/plan", "200").inc()
         return JSONResponse({
             # The shape `ttsfw serve` gives (one replica's plan per voice), then every replica's.
             "voices": {n: v["plan"] for n, v in first["voices"].items()} if first else {},
             "replicas": shown,
-            "node_classes": [{k: v for k, v in c.items() if k != "plans"} for c in self.classes],
+            "node_classes": self.classes,
         })
 
-    @app.get("/metrics")
-    async def metrics(self, request: Request) -> Response:
-        denied = self._denied(request)
-        if denied is not None:
-            return denied
+    async def _exposition(self) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        self.metrics.requests.labels("/metrics", "200").inc()
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- everything else: relayed --

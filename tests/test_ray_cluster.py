@@ -257,3 +257,15 @@ def test_autoscale_adds_a_replica_when_ray_queue_grows(tmp_path):
         assert all(r["resources"]["CPU"] == 1.0 for r in plan(server.url)["replicas"])  # a share sized for 2
     finally:
         assert server.stop() == 0
+
+
+def test_a_replica_that_cannot_start_is_one_line_not_a_traceback(tmp_path):
+    from helpers import ttsfw_cli
+
+    result = ttsfw_cli("serve", "--ray", "--port", "0", "--metrics-log", str(tmp_path / "missing" / "log.jsonl"),
+                       env=clean_env(TTSFW_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0"),
+                       timeout=240)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: the replicas could not start: voices-cpu: FileNotFoundError")
+    assert "log.jsonl" in lines[0]

@@ -15,7 +15,7 @@ import socket
 import threading
 from typing import Any, Callable, Optional
 
-from ...errors import UsageError
+from ...errors import TtsfwError, UsageError
 from ...settings import Settings
 from .nodes import NodeClass, parse_autoscale, plan_here, probe_cluster, share_settings
 
@@ -162,7 +162,10 @@ def _deploy_until_signalled(serve: Any, settings: Settings, classes: list[NodeCl
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        serve.run(deployments(settings, classes), name=APP_NAME, route_prefix="/", blocking=False)
+        try:
+            serve.run(deployments(settings, classes), name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError as exc:  # a replica's constructor raised (a model that does not load, a bad path...)
+            raise TtsfwError(f"the replicas could not start: {_deploy_failure(serve, exc)}") from None
         total = sum(c.replicas for c in classes)
         ready(f"listening on http://{settings.host}:{port} (Ray Serve: {total} replica(s) in {len(classes)} node "
               f"class(es); Ray queues up to {settings.max_queue} per class)")
@@ -172,3 +175,18 @@ def _deploy_until_signalled(serve: Any, settings: Settings, classes: list[NodeCl
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _deploy_failure(serve: Any, exc: BaseException) -> str:
+    """Why Serve gave up on the app, from its status (the replicas' own error, last line), in one line."""
+    try:
+        app = serve.status().applications.get(APP_NAME)
+        reasons = [f"{name}: {_last_line(d.message)}" for name, d in app.deployments.items() if d.message]
+    except Exception:  # noqa: BLE001 - the status is a better message, not a required one
+        reasons = []
+    return "; ".join(reasons) or _last_line(str(exc))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no reason given"

@@ -15,15 +15,12 @@ nothing Ray admitted is turned away inside the replica.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, AsyncIterator, Optional
 
 from ...settings import Settings
 from . import directory
 from .asgi_call import ForwardedRequest, Piece, ResponseStart, call_app
 from .nodes import share_settings
-
-log = logging.getLogger("ttsfw.ray")
 
 
 def replica_settings(settings: Settings, assigned: dict[str, float], device_family: str, ongoing: int) -> Settings:
@@ -59,7 +56,7 @@ class VoiceReplica:
         self.metrics = ServerMetrics(self.settings.metrics_log)
         self.state = ServerState(self.voices, self.settings, self.metrics)
         self.app = create_app(self.state)
-        self.entry = {
+        entry = {
             "node_class": node_class, "node_id": context.get_node_id(), "hostname": socket.gethostname(),
             "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
             "resources": context.get_assigned_resources(),
@@ -70,7 +67,7 @@ class VoiceReplica:
             "ready": True, "reasons": [],
         }
         self.directory = directory.handle()
-        ray.get(self.directory.put.remote(self.id, self.entry), timeout=30)
+        ray.get(self.directory.put.remote(self.id, entry), timeout=30)
 
     async def http(self, request: ForwardedRequest) -> AsyncIterator[Piece]:
         async for piece in call_app(self.app, request):

@@ -146,10 +146,10 @@ def _connect(ray: Any, settings: Settings) -> bool:
     started_here = settings.ray_address is None and not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
     if started_here:
         plan_here(share_settings(settings, 1))  # this machine is the only node: a bad --model is one line, now
-    # ttsfw prints what happens; Ray's own INFO lines would repeat it on stderr.
+    # ttsfw prints what happens (and its errors as one line); Ray's own INFO and WARNING lines stay out.
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False,
-             ignore_reinit_error=True, logging_level=logging.WARNING)
+             ignore_reinit_error=True, logging_level=logging.ERROR)
     return started_here
 
 

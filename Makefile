@@ -16,7 +16,7 @@ PLUGIN_REQS := $(patsubst plugins/mps,plugins/mps[coreml],$(patsubst plugins/cpu
 setup: $(STAMP)
 
 # Editable installs of the core with every extra and of each local plugin:
-# pip satisfies "ttsfw[all]"'s plugin requirements with these local directories.
+# pip satisfies "voxfit[all]"'s plugin requirements with these local directories.
 # The fish extra pins torch==2.13.0 and the lean runtime of fish-speech; fish-speech
 # itself and the packages whose declared dependencies cannot or should not be
 # resolved go in with --no-deps (the reasons are in that file).
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml core/pyproject.toml core/requirements-fish-nodeps.txt $
 	touch $@
 
 demo: setup
-	$(BIN)/ttsfw run "Hello there, this is ttsfw speaking with its embedded voice." -o hello.wav
+	$(BIN)/voxfit run "Hello there, this is voxfit speaking with its embedded voice." -o hello.wav
 
 test: setup
 	$(BIN)/python -m pytest

@@ -80,13 +80,13 @@ class Server:
 
 
 def env_for(work: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TTSFW_")}
-    env["TTSFW_CACHE_DIR"] = str(work / "cache")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXFIT_")}
+    env["VOXFIT_CACHE_DIR"] = str(work / "cache")
     return env
 
 
-def start_ttsfw(work: Path, *args: str) -> Server:
-    return Server("ttsfw serve", [str(BIN / "ttsfw"), "serve", "--port", "0", *args], env_for(work),
+def start_voxfit(work: Path, *args: str) -> Server:
+    return Server("voxfit serve", [str(BIN / "voxfit"), "serve", "--port", "0", *args], env_for(work),
                   listening=re.compile(r"listening on (http://\S+)"))
 
 

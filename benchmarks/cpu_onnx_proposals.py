@@ -35,13 +35,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--fresh", type=int, default=5)
     args = parser.parse_args()
-    from ttsfw.planner import make_plan
-    from ttsfw.plugins import PluginHost
-    from ttsfw.settings import load_settings
-    from ttsfw.synthesis import synthesize
-    from ttsfw.text import split_sentences
+    from voxfit.planner import make_plan
+    from voxfit.plugins import PluginHost
+    from voxfit.settings import load_settings
+    from voxfit.synthesis import synthesize
+    from voxfit.text import split_sentences
 
-    cache = tempfile.mkdtemp(prefix="ttsfw-bench-cache-")
+    cache = tempfile.mkdtemp(prefix="voxfit-bench-cache-")
     host = PluginHost.from_entry_points(load_settings(cache_dir=cache, allow_plugins=["cpu_onnx"]))
     plan = make_plan(host)
     ranked = plan.ranked()
@@ -85,17 +85,17 @@ def main() -> None:
     for engine in engines:
         engine.close()
 
-    # What `ttsfw tune` (the explicit measurement a user runs once) makes the ranker choose.
+    # What `voxfit tune` (the explicit measurement a user runs once) makes the ranker choose.
     import os
     import subprocess
 
-    ttsfw = str(Path(sys.executable).with_name("ttsfw"))
-    env = {**os.environ, "TTSFW_CACHE_DIR": cache}
-    subprocess.run([ttsfw, "--allow-plugin", "cpu_onnx", "tune", "--rounds", "3", "--json"], env=env, check=True,
+    voxfit = str(Path(sys.executable).with_name("voxfit"))
+    env = {**os.environ, "VOXFIT_CACHE_DIR": cache}
+    subprocess.run([voxfit, "--allow-plugin", "cpu_onnx", "tune", "--rounds", "3", "--json"], env=env, check=True,
                    capture_output=True)
     tuned = make_plan(PluginHost.from_entry_points(load_settings(cache_dir=cache, allow_plugins=["cpu_onnx"])))
     j = next(i for i, p in enumerate(ranked) if p.label() == tuned.chosen.label())
-    print(f"chosen after `ttsfw tune`: {ranked[j].options.get('variant')}, RTF {med[j]:.3f} in this run, "
+    print(f"chosen after `voxfit tune`: {ranked[j].options.get('variant')}, RTF {med[j]:.3f} in this run, "
           f"{(med[j] / best - 1) * 100:+.1f}% vs best measured")
 
 

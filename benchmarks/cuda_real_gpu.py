@@ -2,17 +2,17 @@
 
     python benchmarks/cuda_real_gpu.py [--tiny-checkpoint DIR] [--s1-mini] [--tokens 200] [--json OUT]
 
-Needs ttsfw[cuda,fish] installed with a CUDA build of torch. What it does:
+Needs voxfit[cuda,fish] installed with a CUDA build of torch. What it does:
 
-1. ``ttsfw detect`` through the cuda plugin (NVML) and prints each GPU's
+1. ``voxfit detect`` through the cuda plugin (NVML) and prints each GPU's
    bandwidth, memory and compute capability.
 2. Device lock check on real hardware: a subprocess plans with
-   TTSFW_DEVICE=cpu, applies the plan's environment, imports torch and
+   VOXFIT_DEVICE=cpu, applies the plan's environment, imports torch and
    reports ``torch.cuda.device_count()`` (must be 0), against a control
    subprocess without the lock (must be >= 1). The unit test can only show
    the variable is set before torch is imported; this shows CUDA obeys it.
 3. With ``--tiny-checkpoint DIR`` (a tiny fish checkpoint, e.g. from the
-   fish engine's test builder): plans for it, loads it through ttsfw's own
+   fish engine's test builder): plans for it, loads it through voxfit's own
    runtime (cuda plugin -> fish-torch adapter), synthesizes a sentence and
    prints the run's metrics, including GPU utilisation sampled during it.
 4. With ``--s1-mini``: builds a randomly initialised S1-mini-shaped
@@ -38,17 +38,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from ttsfw.testing.fish_tiny import s1_mini_llm_config
+from voxfit.testing.fish_tiny import s1_mini_llm_config
 
 # The shape published for openaudio-s1-mini (no gradient checkpointing: this is inference).
 S1_MINI = {**s1_mini_llm_config(), "use_gradient_checkpointing": False}
 
 LOCK_CHECK = r"""
 import json, os, sys
-from ttsfw.planner import make_plan
-from ttsfw.plugins import PluginHost
-from ttsfw.runtime import apply_env
-from ttsfw.settings import load_settings
+from voxfit.planner import make_plan
+from voxfit.plugins import PluginHost
+from voxfit.runtime import apply_env
+from voxfit.settings import load_settings
 settings = load_settings()
 plan = make_plan(PluginHost.from_entry_points(settings))
 apply_env(plan.env_changes)
@@ -59,9 +59,9 @@ print("LOCK=" + json.dumps({"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "coun
 
 
 def detect_and_show():
-    from ttsfw.planner import detect
-    from ttsfw.plugins import PluginHost
-    from ttsfw.settings import load_settings
+    from voxfit.planner import detect
+    from voxfit.plugins import PluginHost
+    from voxfit.settings import load_settings
 
     host = PluginHost.from_entry_points(load_settings())
     profile = detect(host)
@@ -79,8 +79,8 @@ def detect_and_show():
 
 def device_lock_check() -> dict:
     results = {}
-    for label, extra in (("locked", {"TTSFW_DEVICE": "cpu"}), ("control", {"TTSFW_BLOCK_PLUGINS": "cuda"})):
-        env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "TTSFW_DEVICE")}
+    for label, extra in (("locked", {"VOXFIT_DEVICE": "cpu"}), ("control", {"VOXFIT_BLOCK_PLUGINS": "cuda"})):
+        env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "VOXFIT_DEVICE")}
         env.update(extra)
         out = subprocess.run([sys.executable, "-c", LOCK_CHECK], capture_output=True, text=True, env=env, timeout=600)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("LOCK=")]
@@ -93,10 +93,10 @@ def device_lock_check() -> dict:
 
 
 def run_tiny(checkpoint: Path) -> dict:
-    from ttsfw import runtime
-    from ttsfw.planner import make_plan
-    from ttsfw.plugins import PluginHost
-    from ttsfw.settings import load_settings
+    from voxfit import runtime
+    from voxfit.planner import make_plan
+    from voxfit.plugins import PluginHost
+    from voxfit.settings import load_settings
 
     host = PluginHost.from_entry_points(load_settings(model=str(checkpoint)))
     plan = make_plan(host)
@@ -135,8 +135,8 @@ def build_random_s1_mini(directory: Path):
 def run_s1_mini(plan_proposal, bandwidth_gbps: float, tokens: int) -> dict:
     import torch
     from fish_speech.models.text2semantic.inference import decode_one_token_ar
-    from ttsfw.modelspecs.fish import parameters_read_per_token
-    from ttsfw_cuda.scoring import COMPILE_SPEEDUP, EAGER_EFFICIENCY
+    from voxfit.modelspecs.fish import parameters_read_per_token
+    from voxfit_cuda.scoring import COMPILE_SPEEDUP, EAGER_EFFICIENCY
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[plan_proposal.precision]
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,12 +202,12 @@ def main() -> int:
             report["tiny"] = {"error": f"{type(exc).__name__}: {exc}"}
             print("tiny run failed:", report["tiny"]["error"])
     if args.s1_mini:
-        from ttsfw.models import ModelSpec
-        from ttsfw.modelspecs.fish import memory_estimates, parameters_read_per_token
-        from ttsfw.planner import make_plan
-        from ttsfw.plugins import PluginHost
-        from ttsfw.runtime import apply_env
-        from ttsfw.settings import load_settings
+        from voxfit.models import ModelSpec
+        from voxfit.modelspecs.fish import memory_estimates, parameters_read_per_token
+        from voxfit.planner import make_plan
+        from voxfit.plugins import PluginHost
+        from voxfit.runtime import apply_env
+        from voxfit.settings import load_settings
 
         spec = ModelSpec(family="fish", name="s1-mini-random", memory=memory_estimates(S1_MINI, 0),
                          properties={"parameters_read_per_token": parameters_read_per_token(S1_MINI)})

@@ -1,13 +1,13 @@
-"""Benchmark: time to first audio of `ttsfw run --stream` against `piper --output-raw`, same voice, same run.
+"""Benchmark: time to first audio of `voxfit run --stream` against `piper --output-raw`, same voice, same run.
 
 Both start as fresh processes with the text on stdin and stream to a pipe;
 the clock runs from just before the process starts to the first audio byte
-on its stdout (for ttsfw: the first byte after the 44-byte WAV header).
+on its stdout (for voxfit: the first byte after the 44-byte WAV header).
 Texts: a short first sentence and a long first sentence with a clause mark
-(the case where ttsfw speaks the first clause first). `ttsfw --sentence-silence 0`
+(the case where voxfit speaks the first clause first). `voxfit --sentence-silence 0`
 is the same run without the clause split (sentence silence disables it),
 to show what the split gains. Alternating, REPS times after a warm-up; medians.
-Goal: ttsfw / piper <= 0.3 whatever the first sentence's length.
+Goal: voxfit / piper <= 0.3 whatever the first sentence's length.
 
     python benchmarks/first_audio.py [--reps 5]
 """
@@ -55,20 +55,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    from ttsfw_cpu_onnx.piper_spec import embedded_default
+    from voxfit_cpu_onnx.piper_spec import embedded_default
 
     voice = embedded_default()
-    work = Path(tempfile.mkdtemp(prefix="ttsfw-bench-first-"))
-    env = dict(os.environ, TTSFW_CACHE_DIR=str(work / "cache"))
+    work = Path(tempfile.mkdtemp(prefix="voxfit-bench-first-"))
+    env = dict(os.environ, VOXFIT_CACHE_DIR=str(work / "cache"))
     commands = {
-        "ttsfw": ([str(BIN / "ttsfw"), "run", "--stream", "-q", "-"], 44),
-        "ttsfw, no clause split": ([str(BIN / "ttsfw"), "run", "--stream", "-q", "--sentence-silence", "0", "-"], 44),
+        "voxfit": ([str(BIN / "voxfit"), "run", "--stream", "-q", "-"], 44),
+        "voxfit, no clause split": ([str(BIN / "voxfit"), "run", "--stream", "-q", "--sentence-silence", "0", "-"], 44),
         "piper": ([str(BIN / "piper"), "-m", str(voice.path), "--output-raw"], 0),
     }
     print(f"voice {voice.name}; {args.reps} alternating runs each; median seconds to the first audio byte")
     for name, text in TEXTS.items():
         for cmd, skip in commands.values():
-            first_audio(cmd, text, env, skip)  # warm-up (and ttsfw's optimised-graph cache)
+            first_audio(cmd, text, env, skip)  # warm-up (and voxfit's optimised-graph cache)
         times: dict[str, list[float]] = {k: [] for k in commands}
         for _ in range(args.reps):
             for label, (cmd, skip) in commands.items():
@@ -77,8 +77,8 @@ def main() -> None:
         print(f"{name}:")
         for label in commands:
             print(f"  {label:<24} {med[label]:6.2f} s   / piper {med[label] / med['piper']:.2f}")
-        ratio = med["ttsfw"] / med["piper"]
-        print(f"  goal (issue 14): ttsfw / piper <= 0.30: {ratio:.2f}, {'met' if ratio <= 0.30 else 'missed'}")
+        ratio = med["voxfit"] / med["piper"]
+        print(f"  goal (issue 14): voxfit / piper <= 0.30: {ratio:.2f}, {'met' if ratio <= 0.30 else 'missed'}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Fish Speech on the tiny checkpoint, every comparison measured in the same run.
 
-1. ttsfw's engine vs fish-speech's own loop (init_model + generate_long + codec.decode):
+1. voxfit's engine vs fish-speech's own loop (init_model + generate_long + codec.decode):
    same checkpoint, text, seed and token budget, interleaved rounds; overhead ratio.
 2. Gradient checkpointing flag on vs off (everything else clean).
 3. Codec decode: torch with weight norm, torch with weight norm folded, ONNX Runtime.
@@ -44,14 +44,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from ttsfw.engines import fish_torch
-    from ttsfw.engines.fish_codec import load_codec
-    from ttsfw.engines.fish_onnx_codec import probe_codes
-    from ttsfw.modelspecs.fish import read as read_fish_spec
-    from ttsfw.testing.fish_tiny import build_tiny_checkpoint
+    from voxfit.engines import fish_torch
+    from voxfit.engines.fish_codec import load_codec
+    from voxfit.engines.fish_onnx_codec import probe_codes
+    from voxfit.modelspecs.fish import read as read_fish_spec
+    from voxfit.testing.fish_tiny import build_tiny_checkpoint
 
     torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="ttsfw-fish-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="voxfit-fish-bench-"))
     ckpt = build_tiny_checkpoint(work / "tiny-s1")
     spec = read_fish_spec(ckpt)
     inference = fish_torch.import_fish_stack()["inference"]
@@ -65,7 +65,7 @@ def main() -> None:
         e.prepare()
         return e
 
-    # -- 1. ttsfw vs fish-speech's own loop ------------------------------------
+    # -- 1. voxfit vs fish-speech's own loop ------------------------------------
     ours = engine()
     model, decode_one_token = inference.init_model(str(ckpt), "cpu", torch.float32, compile=False)
     codec = load_codec(ckpt, "cpu", torch.float32).eval()  # as fish-speech uses it: eval, weight norm kept
@@ -85,18 +85,18 @@ def main() -> None:
             audio, _ = codec.decode(c[None].long(), torch.tensor([c.shape[1]]))
         return c.shape[1]
 
-    def ttsfw_engine():
+    def voxfit_engine():
         return next(ours.synthesize(TEXT)).tokens
 
-    fish_tokens, our_tokens = fish_own(), ttsfw_engine()  # warm-up, and the same work on both sides
+    fish_tokens, our_tokens = fish_own(), voxfit_engine()  # warm-up, and the same work on both sides
     fish_times, our_times = [], []
     for _ in range(args.rounds):  # interleaved so load on the box hits both alike
         fish_times.append(median_time(fish_own, 1))
-        our_times.append(median_time(ttsfw_engine, 1))
+        our_times.append(median_time(voxfit_engine, 1))
     results["overhead"] = {
-        "tokens": {"fish_speech": fish_tokens, "ttsfw": our_tokens},
+        "tokens": {"fish_speech": fish_tokens, "voxfit": our_tokens},
         "fish_speech_s": statistics.median(fish_times),
-        "ttsfw_s": statistics.median(our_times),
+        "voxfit_s": statistics.median(our_times),
         "ratio": statistics.median(our_times) / statistics.median(fish_times),
     }
 
@@ -196,8 +196,8 @@ def report(r: dict) -> None:
     o = r["overhead"]
     print(f"tiny checkpoint, 1 thread, median of {r['rounds']} interleaved rounds, torch {r['torch']}\n")
     print("| comparison | A | B | A / B |\n|---|---|---|---|")
-    print(f"| ttsfw engine vs fish-speech's own loop ({o['tokens']['ttsfw']} vs {o['tokens']['fish_speech']} tokens)"
-          f" | {o['ttsfw_s'] * 1e3:.0f} ms | {o['fish_speech_s'] * 1e3:.0f} ms | {o['ratio']:.2f} |")
+    print(f"| voxfit engine vs fish-speech's own loop ({o['tokens']['voxfit']} vs {o['tokens']['fish_speech']} tokens)"
+          f" | {o['voxfit_s'] * 1e3:.0f} ms | {o['fish_speech_s'] * 1e3:.0f} ms | {o['ratio']:.2f} |")
     g = r["gradient_checkpointing"]
     print(f"| gradient checkpointing flag on vs off (generation) | {g['on_s'] * 1e3:.0f} ms | {g['off_s'] * 1e3:.0f} ms"
           f" | {g['ratio_on_over_off']:.2f} |")

@@ -1,10 +1,10 @@
-"""Benchmark (a): `ttsfw run` against Piper's own `piper` CLI, same voice, same texts, same run.
+"""Benchmark (a): `voxfit run` against Piper's own `piper` CLI, same voice, same texts, same run.
 
 For each text (a short sentence, a paragraph, a ~2,000-word passage) both
 commands run as fresh processes, alternately, REPS times after one warm-up
 each (the OS file cache is warm for both). Wall time is measured around the
 process; peak RSS is the child's ru_maxrss from wait4. Reported: medians and
-the ratios ttsfw / piper (< 1 means ttsfw is faster / smaller).
+the ratios voxfit / piper (< 1 means voxfit is faster / smaller).
 
     python benchmarks/piper_vs_cli.py [--reps 5]
 """
@@ -48,32 +48,32 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    from ttsfw_cpu_onnx.piper_spec import embedded_default
+    from voxfit_cpu_onnx.piper_spec import embedded_default
 
     voice = embedded_default()
-    work = Path(tempfile.mkdtemp(prefix="ttsfw-bench-"))
-    env = dict(os.environ, TTSFW_CACHE_DIR=str(work / "cache"))  # a fresh machine: nothing tuned
+    work = Path(tempfile.mkdtemp(prefix="voxfit-bench-"))
+    env = dict(os.environ, VOXFIT_CACHE_DIR=str(work / "cache"))  # a fresh machine: nothing tuned
     rows = []
     for name, text in TEXTS.items():
         src = work / "text.txt"
         src.write_text(text, encoding="utf-8")
-        ours = [str(BIN / "ttsfw"), "run", "-", "-q", "-o", str(work / "ttsfw.wav")]
+        ours = [str(BIN / "voxfit"), "run", "-", "-q", "-o", str(work / "voxfit.wav")]
         theirs = [str(BIN / "piper"), "-m", str(voice.path), "-f", str(work / "piper.wav")]
-        results: dict[str, list[tuple[float, int]]] = {"ttsfw": [], "piper": []}
+        results: dict[str, list[tuple[float, int]]] = {"voxfit": [], "piper": []}
         timed(ours, src, env), timed(theirs, src, env)  # warm-up, not counted
         for _ in range(args.reps):
-            results["ttsfw"].append(timed(ours, src, env))
+            results["voxfit"].append(timed(ours, src, env))
             results["piper"].append(timed(theirs, src, env))
         med = {k: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for k, v in results.items()}
-        rows.append((name, len(text.split()), seconds(work / "ttsfw.wav"), seconds(work / "piper.wav"), med))
+        rows.append((name, len(text.split()), seconds(work / "voxfit.wav"), seconds(work / "piper.wav"), med))
     print(f"voice {voice.name}; {args.reps} alternating runs per tool and text; medians")
     print(f"{'text':<18} {'words':>5} {'audio s':>13} {'wall s':>15} {'wall ratio':>10} {'peak RSS MB':>13} {'RSS ratio':>9}")
-    print(f"{'':<18} {'':>5} {'ttsfw/piper':>13} {'ttsfw/piper':>15} {'ttsfw÷piper':>10} {'ttsfw/piper':>13} {'':>9}")
+    print(f"{'':<18} {'':>5} {'voxfit/piper':>13} {'voxfit/piper':>15} {'voxfit÷piper':>10} {'voxfit/piper':>13} {'':>9}")
     for name, words, a_ours, a_theirs, med in rows:
-        (w1, r1), (w2, r2) = med["ttsfw"], med["piper"]
+        (w1, r1), (w2, r2) = med["voxfit"], med["piper"]
         print(f"{name:<18} {words:>5} {a_ours:6.1f}/{a_theirs:<6.1f} {w1:7.2f}/{w2:<7.2f} {w1 / w2:10.2f}"
               f" {r1 / 2**20:6.0f}/{r2 / 2**20:<6.0f} {r1 / r2:9.2f}")
-    (w1, _), (w2, _) = rows[0][4]["ttsfw"], rows[0][4]["piper"]
+    (w1, _), (w2, _) = rows[0][4]["voxfit"], rows[0][4]["piper"]
     print(f"goal (issue 14): short sentence wall ratio <= 0.25: {w1 / w2:.2f}, {'met' if w1 / w2 <= 0.25 else 'missed'}")
 
 

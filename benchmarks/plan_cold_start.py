@@ -1,8 +1,8 @@
-"""Cold start of `ttsfw plan` against the bare import of its three main dependencies.
+"""Cold start of `voxfit plan` against the bare import of its three main dependencies.
 
 All measured in the same run, alternating, as fresh processes; the figure
-that matters is the ratio: how much ttsfw adds on top of what any pluggy +
-pydantic + click program pays just to start. Two ways `ttsfw plan` runs:
+that matters is the ratio: how much voxfit adds on top of what any pluggy +
+pydantic + click program pays just to start. Two ways `voxfit plan` runs:
 with its plan cache (what a user gets from the second plan on, while nothing
 the plan depends on changed) and without (an empty cache directory every
 time: plugins, detection, scoring, ranking).
@@ -36,15 +36,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--model", default=None, help="model to plan for (default: the embedded voice)")
     args = parser.parse_args()
-    ttsfw = str(Path(sys.executable).with_name("ttsfw"))
-    plan_cmd = [ttsfw, "plan"] + (["--model", args.model] if args.model else [])
-    work = Path(tempfile.mkdtemp(prefix="ttsfw-bench-plan-"))
-    cached_env = dict(os.environ, TTSFW_CACHE_DIR=str(work / "cache"))
+    voxfit = str(Path(sys.executable).with_name("voxfit"))
+    plan_cmd = [voxfit, "plan"] + (["--model", args.model] if args.model else [])
+    work = Path(tempfile.mkdtemp(prefix="voxfit-bench-plan-"))
+    cached_env = dict(os.environ, VOXFIT_CACHE_DIR=str(work / "cache"))
     contenders = {
         "python -c 'import pluggy, pydantic, click'": ([sys.executable, "-c", "import pluggy, pydantic, click"],
                                                         lambda i: os.environ),
-        "ttsfw plan (plan cache)": (plan_cmd, lambda i: cached_env),
-        "ttsfw plan (no plan cache)": (plan_cmd, lambda i: dict(os.environ, TTSFW_CACHE_DIR=str(work / f"fresh-{i}"))),
+        "voxfit plan (plan cache)": (plan_cmd, lambda i: cached_env),
+        "voxfit plan (no plan cache)": (plan_cmd, lambda i: dict(os.environ, VOXFIT_CACHE_DIR=str(work / f"fresh-{i}"))),
     }
     for cmd, env in contenders.values():
         timed(cmd, env(-1))  # warm the page cache (and fill the plan cache)
@@ -57,8 +57,8 @@ def main() -> None:
     print(f"runs: {args.runs} each, alternating, median wall time")
     for name, m in med.items():
         print(f"{name:<45} {m * 1000:7.1f} ms  {m / base:5.2f}x  (adds {(m - base) * 1000:+.0f} ms)")
-    cached = med["ttsfw plan (plan cache)"] / base
-    print(f"goal (issue 14): ttsfw plan <= 1.5x: {cached:.2f}x, {'met' if cached <= 1.5 else 'missed'}")
+    cached = med["voxfit plan (plan cache)"] / base
+    print(f"goal (issue 14): voxfit plan <= 1.5x: {cached:.2f}x, {'met' if cached <= 1.5 else 'missed'}")
 
 
 if __name__ == "__main__":

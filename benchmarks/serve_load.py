@@ -1,20 +1,20 @@
-"""Benchmark: `ttsfw serve` under closed-loop load, against Piper's own HTTP server and `ttsfw run` per request.
+"""Benchmark: `voxfit serve` under closed-loop load, against Piper's own HTTP server and `voxfit run` per request.
 
 Same embedded voice, same text, same run, on loopback. For each contender and
 each concurrency (1, 2, 4, 8 by default), that many clients each send a request
 as soon as their previous one is answered, for ``--seconds`` after one warm-up
 request each. Reported per cell: requests/s, audio seconds per wall second,
 p50/p95 latency (request sent -> last byte) and p50/p95 time to first audio
-(request sent -> first audio byte), then the ratios ttsfw serve / Piper and
-ttsfw serve / `ttsfw run` per request.
+(request sent -> first audio byte), then the ratios voxfit serve / Piper and
+voxfit serve / `voxfit run` per request.
 
-* ttsfw serve: `ttsfw serve --port 0 --max-queue 64` (one worker, the planned
+* voxfit serve: `voxfit serve --port 0 --max-queue 64` (one worker, the planned
   engine), `POST /v1/audio/speech` with `response_format: wav` (streamed, the
   voice's own 22.05 kHz: no resampling, as Piper's);
 * Piper: `python -m piper.http_server -m VOICE --host 127.0.0.1 --port P`
   (Flask's threaded development server, the one Piper ships; `pip install --group bench`),
   `POST /synthesize` with `{"text": ...}`; it returns the whole WAV;
-* `ttsfw run` per request: a fresh `ttsfw run --stream -q TEXT` process per
+* `voxfit run` per request: a fresh `voxfit run --stream -q TEXT` process per
   request (the cost a caller pays without a server); first audio is the first
   byte after the WAV header on its stdout.
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _serving import BIN, Result, Server, env_for, free_port, start_ttsfw, wav_seconds  # noqa: E402
+from _serving import BIN, Result, Server, env_for, free_port, start_voxfit, wav_seconds  # noqa: E402
 from texts import PARAGRAPH, SHORT  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def _timed_post(endpoint: str, payload: dict) -> Callable[[object], Result]:
     return one
 
 
-def ttsfw_request(url: str, text: str, voice: str) -> Callable[[object], Result]:
+def voxfit_request(url: str, text: str, voice: str) -> Callable[[object], Result]:
     return _timed_post(f"{url}/v1/audio/speech",
                        {"model": "tts-1", "voice": voice, "input": text, "response_format": "wav"})
 
@@ -72,7 +72,7 @@ def piper_request(url: str, text: str) -> Callable[[object], Result]:
 def run_request(text: str, env: dict) -> Callable[[object], Result]:
     def one(_client) -> Result:  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
-        proc = subprocess.Popen([str(BIN / "ttsfw"), "run", "--stream", "-q", text], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([str(BIN / "voxfit"), "run", "--stream", "-q", text], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env)
         assert proc.stdout is not None
         header = proc.stdout.read(44)
@@ -144,22 +144,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--text", choices=["short", "paragraph"], default="short")
-    parser.add_argument("--workers-per-engine", type=int, default=1, help="ttsfw serve's workers (engines) per voice")
-    parser.add_argument("--skip-run", action="store_true", help="leave out `ttsfw run` per request")
+    parser.add_argument("--workers-per-engine", type=int, default=1, help="voxfit serve's workers (engines) per voice")
+    parser.add_argument("--skip-run", action="store_true", help="leave out `voxfit run` per request")
     parser.add_argument("--skip-piper", action="store_true", help="leave out Piper's HTTP server")
     args = parser.parse_args()
     text = SHORT if args.text == "short" else PARAGRAPH
-    from ttsfw_cpu_onnx.piper_spec import embedded_default
+    from voxfit_cpu_onnx.piper_spec import embedded_default
 
     voice = embedded_default()
-    work = Path(tempfile.mkdtemp(prefix="ttsfw-serve-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="voxfit-serve-bench-"))
     env = env_for(work)
     servers: list[Server] = []
     contenders: dict[str, Callable[[object], Result]] = {}
     try:
-        ours = start_ttsfw(work, "--max-queue", "64", "--workers-per-engine", str(args.workers_per_engine))
+        ours = start_voxfit(work, "--max-queue", "64", "--workers-per-engine", str(args.workers_per_engine))
         servers.append(ours)
-        contenders["ttsfw serve"] = ttsfw_request(ours.url, text, voice.name)
+        contenders["voxfit serve"] = voxfit_request(ours.url, text, voice.name)
         if not args.skip_piper:
             try:
                 import flask  # noqa: F401
@@ -172,7 +172,7 @@ def main() -> None:
             servers.append(piper)
             contenders["piper http"] = piper_request(piper.url, text)
         if not args.skip_run:
-            contenders["ttsfw run/request"] = run_request(text, env)
+            contenders["voxfit run/request"] = run_request(text, env)
         table: dict[tuple[str, int], dict] = {}
         for c in args.concurrency:
             for name, request in contenders.items():
@@ -184,7 +184,7 @@ def main() -> None:
     finally:
         for server in servers:
             server.stop()
-    print(f"voice {voice.name}; text {args.text!r} ({len(text)} characters); ttsfw serve with "
+    print(f"voice {voice.name}; text {args.text!r} ({len(text)} characters); voxfit serve with "
           f"{args.workers_per_engine} worker(s); closed loop, {args.seconds:g} s per cell"
           " after one warm-up request per client; latency = request sent -> last byte")
     print(f"{'contender':<18} {'c':>2} {'req/s':>7} {'audio s/s':>9} {'p50 s':>7} {'p95 s':>7} "
@@ -194,19 +194,19 @@ def main() -> None:
             s = table[(name, c)]
             print(f"{name:<18} {c:>2} {s['rps']:7.2f} {s['audio_per_s']:9.2f} {s['p50']:7.3f} {s['p95']:7.3f} "
                   f"{s['ttfa50']:8.3f} {s['ttfa95']:8.3f} {s['failed']:>6}")
-    for other in [n for n in contenders if n != "ttsfw serve"]:
-        print(f"\nratios ttsfw serve / {other} (latency < 1 and throughput > 1: ttsfw better)")
+    for other in [n for n in contenders if n != "voxfit serve"]:
+        print(f"\nratios voxfit serve / {other} (latency < 1 and throughput > 1: voxfit better)")
         print(f"{'c':>2} {'req/s':>7} {'p50':>7} {'p95':>7} {'TTFA p50':>8}")
         for c in args.concurrency:
-            a, b = table[("ttsfw serve", c)], table[(other, c)]
+            a, b = table[("voxfit serve", c)], table[(other, c)]
             print(f"{c:>2} {a['rps'] / b['rps']:7.2f} {a['p50'] / b['p50']:7.2f} {a['p95'] / b['p95']:7.2f} "
                   f"{a['ttfa50'] / b['ttfa50']:8.2f}")
     if "piper http" in contenders:
         if 1 in args.concurrency:
-            r = table[("ttsfw serve", 1)]["p50"] / table[("piper http", 1)]["p50"]
+            r = table[("voxfit serve", 1)]["p50"] / table[("piper http", 1)]["p50"]
             print(f"\ngoal: p50 latency at c=1 <= 0.5x Piper's: {r:.2f}x -> {'met' if r <= 0.5 else 'NOT met'}")
         if 4 in args.concurrency:
-            r = table[("ttsfw serve", 4)]["rps"] / table[("piper http", 4)]["rps"]
+            r = table[("voxfit serve", 4)]["rps"] / table[("piper http", 4)]["rps"]
             print(f"goal: throughput at c=4 >= Piper's: {r:.2f}x -> {'met' if r >= 1 else 'NOT met'}")
 
 

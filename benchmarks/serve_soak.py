@@ -1,4 +1,4 @@
-"""Soak: `ttsfw serve` held at its queue's limit for minutes; nothing lost or malformed, memory flat.
+"""Soak: `voxfit serve` held at its queue's limit for minutes; nothing lost or malformed, memory flat.
 
 More clients than the server admits (the requests its engine runs at once, plus
 ``--max-queue`` waiting; by default 4 more clients than that) send
@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _serving import start_ttsfw, wav_seconds  # noqa: E402
+from _serving import start_voxfit, wav_seconds  # noqa: E402
 
 TEXTS = [
     "Hello there.",
@@ -80,8 +80,8 @@ def main() -> None:
     import httpx
     import psutil
 
-    work = Path(tempfile.mkdtemp(prefix="ttsfw-soak-"))
-    server = start_ttsfw(work, "--max-queue", str(args.max_queue), "--request-timeout", "60",
+    work = Path(tempfile.mkdtemp(prefix="voxfit-soak-"))
+    server = start_voxfit(work, "--max-queue", str(args.max_queue), "--request-timeout", "60",
                          "--metrics-log", str(work / "requests.jsonl"))
     process = psutil.Process(server.pid)
     offered = httpx.get(f"{server.url}/v1/audio/voices").json()
@@ -170,7 +170,7 @@ def main() -> None:
     print(f"responses: {sum(counts.values())} ({dict(counts)})")
     print(f"server log: {len(log)} requests, outcomes {dict(Counter(r['status'] for r in log))}")
     for line in metrics.splitlines():
-        if line.startswith(("ttsfw_rejected_requests_total", "ttsfw_speech_requests_total")):
+        if line.startswith(("voxfit_rejected_requests_total", "voxfit_speech_requests_total")):
             print(f"  {line}")
     print(f"RSS after {args.warmup:g} s warm-up: median {median / 2**20:.0f} MiB, min {min(after) / 2**20:.0f}, "
           f"max {max(after) / 2**20:.0f} MiB, largest deviation {spread:.1%} (limit 10%)")

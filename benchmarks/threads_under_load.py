@@ -1,7 +1,7 @@
 """Benchmark: threads fitted to the CPU load at plan time, against the quiet-machine choice, with a competing load.
 
 In one run, for each condition (quiet, then COMPETITORS busy processes, each
-a Python busy loop): plan twice, once as `ttsfw run` does (the cpu_onnx
+a Python busy loop): plan twice, once as `voxfit run` does (the cpu_onnx
 plugin reads the load and fits threads and spinning to it) and once for the
 machine as built (load snapshot removed: the thread count a load-blind plan
 picks). Both engines are loaded; they speak the paragraph and a longer
@@ -32,12 +32,12 @@ class Null:
 
 
 def measure(rounds: int, texts: dict[str, str]) -> None:
-    from ttsfw import runtime
-    from ttsfw.planner import make_plan
-    from ttsfw.plugins import PluginHost
-    from ttsfw.settings import load_settings
-    from ttsfw.synthesis import synthesize
-    from ttsfw.text import split_sentences
+    from voxfit import runtime
+    from voxfit.planner import make_plan
+    from voxfit.plugins import PluginHost
+    from voxfit.settings import load_settings
+    from voxfit.synthesis import synthesize
+    from voxfit.text import split_sentences
 
     host = PluginHost.from_entry_points(load_settings(allow_plugins=["cpu_onnx"]))
     aware = make_plan(host)

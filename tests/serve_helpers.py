@@ -1,4 +1,4 @@
-"""Helpers for the `ttsfw serve` tests: a real server process, an in-process server with stand-in engines."""
+"""Helpers for the `voxfit serve` tests: a real server process, an in-process server with stand-in engines."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from typing import Any, Optional
 
 from helpers import cpu_profile, make_host
 from pydantic import BaseModel, ConfigDict, Field
-from ttsfw import hookimpl
-from ttsfw.engine import AudioChunk, EngineInfo
-from ttsfw.models import ModelSpec, Proposal
-from ttsfw.settings import Settings
+from voxfit import hookimpl
+from voxfit.engine import AudioChunk, EngineInfo
+from voxfit.models import ModelSpec, Proposal
+from voxfit.settings import Settings
 
 BIN = Path(sys.executable).parent
 LISTENING = re.compile(r"^listening on (http://\S+)")
@@ -27,20 +27,20 @@ WYOMING_LISTENING = re.compile(r"wyoming listening on tcp://([0-9.]+):(\d+)")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TTSFW_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXFIT_")}
     env.update(extra)
     return env
 
 
 class ServerProcess:
-    """`ttsfw serve ...` as a user starts it, until it printed the addresses it listens on:
+    """`voxfit serve ...` as a user starts it, until it printed the addresses it listens on:
     ``url`` (HTTP) and, with ``want_wyoming``, ``host`` and ``port`` (Wyoming)."""
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path, timeout: float = 90,
                  want_http: bool = True, want_wyoming: bool = False) -> None:
         self.log_path = cwd / f"serve-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([str(BIN / "ttsfw"), "serve", *args], stdout=subprocess.PIPE, stderr=self._log,
+        self.proc = subprocess.Popen([str(BIN / "voxfit"), "serve", *args], stdout=subprocess.PIPE, stderr=self._log,
                                      env=env, cwd=cwd)
         self.stdout: list[str] = []
         self.url, self.host, self.port = "", "", 0
@@ -64,7 +64,7 @@ class ServerProcess:
         while not found.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise AssertionError(f"ttsfw serve did not start: rc={self.proc.returncode}\n{self.log()[-2000:]}")
+                raise AssertionError(f"voxfit serve did not start: rc={self.proc.returncode}\n{self.log()[-2000:]}")
 
     def log(self) -> str:
         if not self._log.closed:
@@ -149,7 +149,7 @@ class ToyEngine:
 
 
 def toy_plugin(name: str, delay: float, engines: list, concurrent: bool = False) -> object:
-    module = types.SimpleNamespace(TTSFW_HOOK_API="2.0")
+    module = types.SimpleNamespace(VOXFIT_HOOK_API="2.0")
     backend = f"toy-{name}"
 
     @hookimpl
@@ -177,8 +177,8 @@ def toy_plugin(name: str, delay: float, engines: list, concurrent: bool = False)
 
 def toy_voice(name: str, delay: float = 0.0, workers: int = 1, concurrent: bool = False) -> tuple[Any, list]:
     """A served voice whose engines are :class:`ToyEngine` (returned too, to look into)."""
-    from ttsfw.server.voices import Voice
-    from ttsfw.session import Session
+    from voxfit.server.voices import Voice
+    from voxfit.session import Session
 
     engines: list = []
     host = make_host(("toy", toy_plugin(name, delay, engines, concurrent)), defaults=False,
@@ -188,13 +188,13 @@ def toy_voice(name: str, delay: float = 0.0, workers: int = 1, concurrent: bool 
 
 
 class InProcessServer:
-    """The app on a real loopback socket, in a thread (uvicorn, as `ttsfw serve` runs it)."""
+    """The app on a real loopback socket, in a thread (uvicorn, as `voxfit serve` runs it)."""
 
     def __init__(self, voices: list, **settings: Any) -> None:
         import uvicorn
-        from ttsfw.server.app import ServerState, create_app
-        from ttsfw.server.metrics import ServerMetrics
-        from ttsfw.server.run import bind, url_of
+        from voxfit.server.app import ServerState, create_app
+        from voxfit.server.metrics import ServerMetrics
+        from voxfit.server.run import bind, url_of
 
         self.lines: list[str] = []
         self.state = ServerState(voices, Settings(**settings), ServerMetrics(echo=self.lines.append))

@@ -1,4 +1,4 @@
-"""A replica's resource request and capacity come from its plan; `ttsfw cluster` adds them up per node type."""
+"""A replica's resource request and capacity come from its plan; `voxfit cluster` adds them up per node type."""
 
 import json
 import subprocess
@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 from fake_pynvml import HARDWARE_DIR
-from helpers import make_host, make_settings, ttsfw_cli
+from helpers import make_host, make_settings, voxfit_cli
 from test_cuda_plan import cpu_stand_in
 from test_fish_spec import write_checkpoint
-from ttsfw.cluster import cpu_share, replica_capacity, replica_request
-from ttsfw.errors import NoFeasiblePlan
-from ttsfw.models import Estimate, HardwareProfile, ModelSpec, Plan, Proposal
-from ttsfw.planner import make_plan
-from ttsfw.plugins import PluginHost
-from ttsfw.registry import DeviceFamilyInfo, Registry
-from ttsfw_cuda import plugin as cuda_plugin
+from voxfit.cluster import cpu_share, replica_capacity, replica_request
+from voxfit.errors import NoFeasiblePlan
+from voxfit.models import Estimate, HardwareProfile, ModelSpec, Plan, Proposal
+from voxfit.planner import make_plan
+from voxfit.plugins import PluginHost
+from voxfit.registry import DeviceFamilyInfo, Registry
+from voxfit_cuda import plugin as cuda_plugin
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cluster"
 
@@ -135,11 +135,11 @@ def test_cpu_share_splits_evenly_and_never_below_one():
         cpu_share(8, 0)
 
 
-# -- ttsfw cluster ---------------------------------------------------------------------
+# -- voxfit cluster ---------------------------------------------------------------------
 
 
 def cluster_json(*args):
-    result = ttsfw_cli("cluster", *args, "--json")
+    result = voxfit_cli("cluster", *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -164,7 +164,7 @@ def test_cluster_of_four_node_types(s1_mini):
 
 def test_plan_for_a_node_type_is_the_plan_command_s(s1_mini):
     profile = str(HARDWARE_DIR / "rtx3060.json")
-    plan = json.loads(ttsfw_cli("plan", "--hardware", profile, "--model", str(s1_mini), "--json").stdout)
+    plan = json.loads(voxfit_cli("plan", "--hardware", profile, "--model", str(s1_mini), "--json").stdout)
     node = cluster_json(profile, "--model", str(s1_mini))["nodes"][0]
     assert node["rtf"] == plan["chosen"]["estimate"]["rtf"] and node["device"] == plan["chosen"]["device"]
 
@@ -189,12 +189,12 @@ def test_a_node_whose_plan_fails_counts_zero_with_its_reason(tmp_path, s1_mini):
     small_node, h100 = out["nodes"]
     assert small_node["failure"].startswith("the plan chose nothing: all ") and small_node["capacity"] == 0.0
     assert out["total"]["audio_seconds_per_second"] == h100["capacity"] > 0
-    text = ttsfw_cli("cluster", str(tmp_path / "small.json"), "--model", str(s1_mini)).stdout.decode()
+    text = voxfit_cli("cluster", str(tmp_path / "small.json"), "--model", str(s1_mini)).stdout.decode()
     assert "  FAILED: the plan chose nothing: all " in text and "(counted as 0)" in text
 
 
 def test_the_text_output_shows_the_request_and_its_reasons():
-    text = ttsfw_cli("cluster", str(DOCS / "cpu-8core-node.json") + "*3").stdout.decode()
+    text = voxfit_cli("cluster", str(DOCS / "cpu-8core-node.json") + "*3").stdout.decode()
     assert "x 3 nodes: AMD EPYC" in text
     assert "  request:  8 CPUs, memory 0.32 GiB" in text
     assert "    - 8 CPUs: the plan runs 8 intra-op threads" in text
@@ -208,14 +208,14 @@ def test_the_text_output_shows_the_request_and_its_reasons():
     ([str(HARDWARE_DIR / "h100.json"), "--replicas-per-node", "0"], "--replicas-per-node must be at least 1, got 0"),
 ])
 def test_mistakes_are_one_line(args, error):
-    result = ttsfw_cli("cluster", *args)
+    result = voxfit_cli("cluster", *args)
     stderr = result.stderr.decode()
     assert result.returncode == 2 and stderr.count("\n") == 1 and error in stderr and not result.stdout
 
 
 def test_a_corrupt_profile_stops_before_any_plan(tmp_path):
     (tmp_path / "bad.json").write_text('{"os": "linux", "cores_logical": ')
-    result = ttsfw_cli("cluster", str(HARDWARE_DIR / "h100.json"), str(tmp_path / "bad.json"))
+    result = voxfit_cli("cluster", str(HARDWARE_DIR / "h100.json"), str(tmp_path / "bad.json"))
     assert result.returncode == 2 and not result.stdout
     assert result.stderr.decode().startswith(f"error: hardware profile {tmp_path / 'bad.json'} is not valid JSON")
 

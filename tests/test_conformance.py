@@ -10,14 +10,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import ttsfw.engines.fish_plugin
-import ttsfw_cpu_onnx.plugin
-import ttsfw_cuda.plugin
-import ttsfw_mps.plugin
-import ttsfw_wsl.plugin
+import voxfit.engines.fish_plugin
+import voxfit_cpu_onnx.plugin
+import voxfit_cuda.plugin
+import voxfit_mps.plugin
+import voxfit_wsl.plugin
 from helpers import REPO
-from ttsfw.testing.conformance import assert_conformant, check_plugin
-from ttsfw.testing.fish_tiny import s1_mini_llm_config
+from voxfit.testing.conformance import assert_conformant, check_plugin
+from voxfit.testing.fish_tiny import s1_mini_llm_config
 
 HARDWARE = REPO / "tests" / "data" / "hardware"
 EXAMPLES = REPO / "docs" / "examples"
@@ -39,25 +39,25 @@ def s1_mini(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def examples(monkeypatch):
-    for project in ("ttsfw-beep", "ttsfw-npu"):
+    for project in ("voxfit-beep", "voxfit-npu"):
         monkeypatch.syspath_prepend(str(EXAMPLES / project / "src"))
-    return importlib.import_module("ttsfw_beep"), importlib.import_module("ttsfw_npu")
+    return importlib.import_module("voxfit_beep"), importlib.import_module("voxfit_npu")
 
 
 # -- first-party plugins and the examples pass -------------------------------------------------
 
 
 def test_cpu_onnx_conforms_and_speaks_with_the_embedded_voice():
-    assert_conformant(ttsfw_cpu_onnx.plugin)  # its own default model: the embedded Piper voice, loaded
+    assert_conformant(voxfit_cpu_onnx.plugin)  # its own default model: the embedded Piper voice, loaded
 
 
 @pytest.mark.parametrize(("module", "profile"), [
-    (ttsfw_cuda.plugin, "rtx3060"),
-    (ttsfw_cuda.plugin, "two-gpu-one-busy"),
-    (ttsfw_mps.plugin, "m1-air-8gb"),
-    (ttsfw_mps.plugin, "m3-max-64gb"),
-    (ttsfw_wsl.plugin, "wsl2-rtx3060"),
-    (ttsfw.engines.fish_plugin, "rtx3060"),
+    (voxfit_cuda.plugin, "rtx3060"),
+    (voxfit_cuda.plugin, "two-gpu-one-busy"),
+    (voxfit_mps.plugin, "m1-air-8gb"),
+    (voxfit_mps.plugin, "m3-max-64gb"),
+    (voxfit_wsl.plugin, "wsl2-rtx3060"),
+    (voxfit.engines.fish_plugin, "rtx3060"),
 ], ids=lambda v: v if isinstance(v, str) else v.__name__)
 def test_hardware_plugins_conform_on_saved_profiles(module, profile, s1_mini):
     # Their engines cannot run on this CPU-only machine: their proposals are checked against the profile.
@@ -67,7 +67,7 @@ def test_hardware_plugins_conform_on_saved_profiles(module, profile, s1_mini):
 @pytest.mark.slow
 def test_the_cores_fish_plugin_conforms_with_a_real_tiny_checkpoint(fish_checkpoint, tmp_path):
     # Loaded through the cpu_onnx plugin's CPU proposal, the fish engine speaks (noise: random weights).
-    assert_conformant(ttsfw.engines.fish_plugin, model=str(fish_checkpoint),
+    assert_conformant(voxfit.engines.fish_plugin, model=str(fish_checkpoint),
                       options={"max_new_tokens": 16, "seed": 0})
 
 
@@ -77,7 +77,7 @@ def test_both_examples_conform(examples, tmp_path, monkeypatch):
     model.write_text(json.dumps({"format": "beep", "pitch_hz": 660, "sample_rate": 16000}))
     assert_conformant(beep)  # its own default model
     assert_conformant(beep, model=str(model), options={"pitch_hz": 880})
-    monkeypatch.setenv("TTSFW_FAKE_NPU", "1")
+    monkeypatch.setenv("VOXFIT_FAKE_NPU", "1")
     monkeypatch.delenv("DEMO_NPU_VISIBLE_DEVICES", raising=False)
     assert_conformant(npu, model=str(model), with_plugins=[("beep", beep)])
     # The core applied the npu plugin's prepare_env to load its engine; the kit put the environment back.
@@ -88,10 +88,10 @@ def test_the_npu_example_needs_the_engine_plugin_it_places(examples, tmp_path, m
     beep, npu = examples
     model = tmp_path / "x.beep"
     model.write_text(json.dumps({"format": "beep"}))
-    monkeypatch.setenv("TTSFW_FAKE_NPU", "1")
+    monkeypatch.setenv("VOXFIT_FAKE_NPU", "1")
     # Without the beep plugin nothing resolves a .beep file: the kit says why it could not check.
     problems = check_plugin(npu, model=str(model), load=False)
-    assert len(problems) == 1 and "x.beep is not a model ttsfw knows" in problems[0]
+    assert len(problems) == 1 and "x.beep is not a model voxfit knows" in problems[0]
 
 
 # -- the kit catches real violations ------------------------------------------------------
@@ -99,8 +99,8 @@ def test_the_npu_example_needs_the_engine_plugin_it_places(examples, tmp_path, m
 
 HEADER = '''
 from typing import Callable, Iterator
-from ttsfw.sdk import AudioChunk, EngineInfo, EnvChange, ModelSpec, Proposal, hookimpl
-TTSFW_HOOK_API = "2.0"
+from voxfit.sdk import AudioChunk, EngineInfo, EnvChange, ModelSpec, Proposal, hookimpl
+VOXFIT_HOOK_API = "2.0"
 '''
 
 ODD_ENGINE = '''
@@ -226,7 +226,7 @@ def test_proposals_without_reasons_or_with_an_unknown_engine_are_caught(tmp_path
     ''')
     problems = check_plugin(module, load=False)
     assert problems == [
-        "score_config proposal piper-onnx on cpu: no reason (say why, in words a user reads in `ttsfw plan`)",
+        "score_config proposal piper-onnx on cpu: no reason (say why, in words a user reads in `voxfit plan`)",
         "score_config proposal warp-drive on cpu: engine 'warp-drive' is registered by no plugin (register it "
         "with register_engines, or install the plugin that does)",
         "score_config proposal piper-onnx on tpu:0: device 'tpu:0' is not in the hardware profile",
@@ -249,7 +249,7 @@ def test_a_wrapper_dropping_proposals_is_caught(tmp_path, monkeypatch):
 def test_invalid_registrations_are_caught(tmp_path, monkeypatch):
     module = plugin(tmp_path, monkeypatch, "bad_registrations", '''
         from pydantic import BaseModel
-        from ttsfw.sdk import DeviceFamilyInfo
+        from voxfit.sdk import DeviceFamilyInfo
 
         class Needy(BaseModel):
             speaker: str  # no default: a run without -O could never validate
@@ -269,9 +269,9 @@ def test_invalid_registrations_are_caught(tmp_path, monkeypatch):
         "register_engines: engine backend 'Bad Name' must be lowercase letters, digits and _+.- (at most 64)",
         "register_device_families: 'auto' is not a device family: it means 'let the plan choose'",
         "engine 'needy': runs no model family (families is empty)",
-        "engine 'needy': no description (users read it in `ttsfw engines`)",
+        "engine 'needy': no description (users read it in `voxfit engines`)",
         "engine 'needy': loader module 'nowhere_at_all' cannot be found",
-        "device family 'npx': no description (users read it in `ttsfw engines`)",
+        "device family 'npx': no description (users read it in `voxfit engines`)",
     ]
     for line in expected:
         assert line in problems, problems
@@ -304,7 +304,7 @@ def test_a_conformant_stand_in_passes_and_assert_conformant_lists_every_problem(
     good = plugin(tmp_path, monkeypatch, "good_pcm", 'PCM = b"\\x01\\x00" * 1600\n' + ODD_ENGINE)
     assert check_plugin(good) == []
     bad = plugin(tmp_path, monkeypatch, "old_api", '''
-        TTSFW_HOOK_API = "1.0"
+        VOXFIT_HOOK_API = "1.0"
 
         @hookimpl
         def score_config(model):
@@ -323,7 +323,7 @@ def test_a_conformant_stand_in_passes_and_assert_conformant_lists_every_problem(
 def test_the_kit_is_light_to_import():
     import subprocess
 
-    code = ("import sys, ttsfw.testing.conformance; "
+    code = ("import sys, voxfit.testing.conformance; "
             "print(sorted(m for m in ('torch', 'onnxruntime', 'pytest', 'numpy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

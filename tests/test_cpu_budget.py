@@ -1,4 +1,4 @@
-"""Plans count only the CPUs this process may use: its affinity mask, then TTSFW_CPU_BUDGET."""
+"""Plans count only the CPUs this process may use: its affinity mask, then VOXFIT_CPU_BUDGET."""
 
 import json
 import os
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from fake_pynvml import HARDWARE_DIR
-from helpers import ttsfw_cli
-from ttsfw import cpu_affinity, hardware
-from ttsfw.cli import main
+from helpers import voxfit_cli
+from voxfit import cpu_affinity, hardware
+from voxfit.cli import main
 
 AFFINITY = hasattr(os, "sched_getaffinity")
 
@@ -62,7 +62,7 @@ def test_the_budget_caps_below_the_mask(monkeypatch):
     profile = hardware.detect_host(cpu_budget=2)
     # 8 logical CPUs on 4 cores: 2 of them are one core's worth (two threads on one core slow each other).
     assert (profile.cores_physical, profile.cores_logical) == (1, 2)
-    assert profile.notes[-1].startswith("CPU budget 2 (setting cpu_budget, TTSFW_CPU_BUDGET): plans count 1 physical")
+    assert profile.notes[-1].startswith("CPU budget 2 (setting cpu_budget, VOXFIT_CPU_BUDGET): plans count 1 physical")
     assert hardware.detect_host(cpu_budget=64).cores_logical == 8  # a budget above the mask caps nothing
 
 
@@ -77,21 +77,21 @@ def test_monkeypatched_affinity_reaches_the_plan_through_the_cli(monkeypatch):
 
 
 def test_budget_one_plans_one_thread_through_the_cli():
-    detected = ttsfw_cli("detect", "--json", env={"TTSFW_CPU_BUDGET": "1"})
+    detected = voxfit_cli("detect", "--json", env={"VOXFIT_CPU_BUDGET": "1"})
     assert detected.returncode == 0, detected.stderr
     profile = json.loads(detected.stdout)
     assert (profile["cores_physical"], profile["cores_logical"]) == (1, 1)
     cpu = next(d for d in profile["devices"] if d["id"] == "cpu")
     assert cpu["capabilities"]["cores_physical"] == 1  # the CPU plugin saw the capped count
-    planned = ttsfw_cli("plan", "--json", env={"TTSFW_CPU_BUDGET": "1"})
+    planned = voxfit_cli("plan", "--json", env={"VOXFIT_CPU_BUDGET": "1"})
     assert planned.returncode == 0, planned.stderr
     assert json.loads(planned.stdout)["chosen"]["threads"] == 1
 
 
 def test_budget_caps_a_saved_profile_too():
     profile = str(HARDWARE_DIR / "h100.json")
-    whole = json.loads(ttsfw_cli("plan", "--hardware", profile, "--json").stdout)
-    share = json.loads(ttsfw_cli("plan", "--hardware", profile, "--json", env={"TTSFW_CPU_BUDGET": "8"}).stdout)
+    whole = json.loads(voxfit_cli("plan", "--hardware", profile, "--json").stdout)
+    share = json.loads(voxfit_cli("plan", "--hardware", profile, "--json", env={"VOXFIT_CPU_BUDGET": "8"}).stdout)
     # 8 of the H100 node's 112 logical CPUs (2 per core) are 4 cores: one Piper thread per physical core.
     assert (whole["chosen"]["threads"], share["chosen"]["threads"]) == (56, 4)
     assert "of the 56 / 112 the profile describes" in share["hardware"]["notes"][-1]
@@ -100,8 +100,8 @@ def test_budget_caps_a_saved_profile_too():
 @pytest.mark.skipif(not AFFINITY or not shutil.which("taskset") or (os.cpu_count() or 1) < 2,
                     reason="needs taskset and two CPUs")
 def test_taskset_narrows_the_plan_and_the_plan_cache_notices():
-    first = json.loads(ttsfw_cli("plan", "--json").stdout)  # stored in the plan cache: nothing here prevents it
-    exe = Path(sys.executable).with_name("ttsfw")
+    first = json.loads(voxfit_cli("plan", "--json").stdout)  # stored in the plan cache: nothing here prevents it
+    exe = Path(sys.executable).with_name("voxfit")
     pinned = subprocess.run(["taskset", "-c", "0", str(exe), "plan", "--json"], capture_output=True, text=True)
     assert pinned.returncode == 0, pinned.stderr
     plan = json.loads(pinned.stdout)
@@ -111,25 +111,25 @@ def test_taskset_narrows_the_plan_and_the_plan_cache_notices():
 
 @pytest.mark.parametrize(("value", "error"), [("0", "greater than or equal to 1"), ("two", "valid integer")])
 def test_a_bad_budget_is_one_line(value, error):
-    result = ttsfw_cli("plan", env={"TTSFW_CPU_BUDGET": value})
+    result = voxfit_cli("plan", env={"VOXFIT_CPU_BUDGET": value})
     assert result.returncode != 0
     assert result.stderr.decode().strip().count("\n") == 0
-    assert "from TTSFW_CPU_BUDGET: Input should be" in result.stderr.decode() and error in result.stderr.decode()
+    assert "from VOXFIT_CPU_BUDGET: Input should be" in result.stderr.decode() and error in result.stderr.decode()
 
 
 def test_an_empty_budget_is_unset():
-    result = ttsfw_cli("detect", "--json", env={"TTSFW_CPU_BUDGET": ""})
+    result = voxfit_cli("detect", "--json", env={"VOXFIT_CPU_BUDGET": ""})
     assert result.returncode == 0 and not any("CPU budget" in n for n in json.loads(result.stdout)["notes"])
 
 
 def test_reserved_cores_are_planned_without_the_machines_load():
     # A Ray replica's cores are reserved for it: the node's other load (other replicas, Ray) is not contention.
-    plain = json.loads(ttsfw_cli("detect", "--json", env={"TTSFW_CPU_BUDGET": "2"}).stdout)
+    plain = json.loads(voxfit_cli("detect", "--json", env={"VOXFIT_CPU_BUDGET": "2"}).stdout)
     assert any(k.startswith("cpu_load_") for k in plain["flags"])
-    reserved = ttsfw_cli("detect", "--json", env={"TTSFW_CPU_BUDGET": "2", "TTSFW_CPU_RESERVED": "1"})
+    reserved = voxfit_cli("detect", "--json", env={"VOXFIT_CPU_BUDGET": "2", "VOXFIT_CPU_RESERVED": "1"})
     profile = json.loads(reserved.stdout)
     assert not any(k.startswith("cpu_load_") for k in profile["flags"])
     assert any("reserved" in note for note in profile["notes"])
-    planned = ttsfw_cli("plan", "--json", env={"TTSFW_CPU_BUDGET": "2", "TTSFW_CPU_RESERVED": "1"})
+    planned = voxfit_cli("plan", "--json", env={"VOXFIT_CPU_BUDGET": "2", "VOXFIT_CPU_RESERVED": "1"})
     chosen = json.loads(planned.stdout)["chosen"]
     assert chosen["threads"] == min(2, os.cpu_count() or 1)  # all of the budget, whatever else runs

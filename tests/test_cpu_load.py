@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ttsfw import cpu_load, tuning
-from ttsfw.cpu_load import CpuLoad
-from ttsfw.models import HardwareProfile
-from ttsfw.planner import make_plan
-from ttsfw.plugins import PluginHost
-from ttsfw.settings import load_settings
-from ttsfw_cpu_onnx.load_threads import fit_to_load
-from ttsfw_cpu_onnx.piper_spec import embedded_default
+from voxfit import cpu_load, tuning
+from voxfit.cpu_load import CpuLoad
+from voxfit.models import HardwareProfile
+from voxfit.planner import make_plan
+from voxfit.plugins import PluginHost
+from voxfit.settings import load_settings
+from voxfit_cpu_onnx.load_threads import fit_to_load
+from voxfit_cpu_onnx.piper_spec import embedded_default
 
 
 class FakeProc:
@@ -34,7 +34,7 @@ class FakeProc:
         (self.root / "proc" / "stat").write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n{cpu_lines}intr 0\n")
         own = int(ticks * self.own)
         (self.root / "proc" / "self" / "stat").write_text(
-            f"4242 (python (ttsfw)) R 1 1 1 0 -1 0 0 0 0 0 {own} 0 0 0 20 0 1 0 0\n")
+            f"4242 (python (voxfit)) R 1 1 1 0 -1 0 0 0 0 0 {own} 0 0 0 20 0 1 0 0\n")
 
     def clock(self) -> float:
         return self.now
@@ -117,7 +117,7 @@ def test_a_busy_machine_gets_one_thread_without_spinning_and_keeps_its_measureme
     quiet = make_plan(host, model=model, hardware=_hardware(CpuLoad(0.05, 0.2, 0.1, 0, 0.0).as_flags()))
     assert quiet.chosen.threads == 2 and "allow_spinning" not in quiet.chosen.options
     assert any("CPU quiet at plan time" in r for r in quiet.chosen.reasons)
-    # `ttsfw tune` measured the machine as built (2 threads); a busy plan still finds that measurement.
+    # `voxfit tune` measured the machine as built (2 threads); a busy plan still finds that measurement.
     versions = tuning.module_versions(["onnxruntime", "piper-tts"])
     tuning.save(settings.cache_dir, quiet.hardware, model,
                 {tuning.proposal_key(quiet.chosen): {"rtf": 0.05, "load_seconds": 0.1, "versions": versions}})
@@ -126,7 +126,7 @@ def test_a_busy_machine_gets_one_thread_without_spinning_and_keeps_its_measureme
     assert chosen.options["variant"] == "fp32-fast-start"
     assert chosen.threads == 1 and chosen.options["allow_spinning"] is False
     assert any("other processes used 1.0 CPUs" in r and "1 intra-op thread instead of 2" in r for r in chosen.reasons)
-    assert any("measured here by `ttsfw tune`" in r for r in chosen.reasons)
+    assert any("measured here by `voxfit tune`" in r for r in chosen.reasons)
     assert "fp32-1-thread" not in [p.options["variant"] for p in busy.ranked()]  # no duplicate of the default
     # A saved profile without a snapshot plans for the machine as built.
     plain = make_plan(host, model=model, hardware=_hardware({}))
@@ -135,9 +135,9 @@ def test_a_busy_machine_gets_one_thread_without_spinning_and_keeps_its_measureme
     one = next(p for p in quiet.ranked() if p.options["variant"] == "fp32-1-thread")
     tuning.save(settings.cache_dir, quiet.hardware, model,
                 {tuning.proposal_key(one): {"rtf": 0.04, "load_seconds": 0.1, "versions": versions,
-                                            "verdict": "chosen by `ttsfw tune`: promoted"}},
+                                            "verdict": "chosen by `voxfit tune`: promoted"}},
                 {"winner": tuning.proposal_key(one), "control": tuning.proposal_key(quiet.chosen), "reason": "x"})
     tuned = make_plan(host, model=model, hardware=_hardware(CpuLoad(1.0, 0.2, 1.1, 1, 20.0).as_flags()))
     assert tuned.chosen.options["variant"] == "fp32-1-thread"
-    assert any("chosen by `ttsfw tune`" in r for r in tuned.chosen.reasons)
+    assert any("chosen by `voxfit tune`" in r for r in tuned.chosen.reasons)
     assert [p.options["variant"] for p in tuned.ranked()].count("fp32-fast-start") == 0

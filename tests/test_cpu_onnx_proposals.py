@@ -1,4 +1,4 @@
-"""cpu_onnx proposals for Piper voices, the measurement cache, the int8 cache and `ttsfw tune`."""
+"""cpu_onnx proposals for Piper voices, the measurement cache, the int8 cache and `voxfit tune`."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from ttsfw import tuning
-from ttsfw.files import file_sha256
-from ttsfw.models import HardwareProfile, ModelSpec
-from ttsfw.planner import make_plan
-from ttsfw.plugins import PluginHost
-from ttsfw.settings import load_settings
-from ttsfw_cpu_onnx.piper_spec import embedded_default
+from voxfit import tuning
+from voxfit.files import file_sha256
+from voxfit.models import HardwareProfile, ModelSpec
+from voxfit.planner import make_plan
+from voxfit.plugins import PluginHost
+from voxfit.settings import load_settings
+from voxfit_cpu_onnx.piper_spec import embedded_default
 
-TTSFW = str(Path(sys.executable).with_name("ttsfw"))
+VOXFIT = str(Path(sys.executable).with_name("voxfit"))
 
 
 def _hardware(physical: int = 4, logical: int = 8) -> HardwareProfile:
@@ -97,7 +97,7 @@ def test_a_cached_measurement_promotes_a_variant_only_for_this_machine_and_runti
 @pytest.mark.slow
 def test_int8_variant_is_made_once_and_is_really_int8(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
-    from ttsfw_cpu_onnx import cache
+    from voxfit_cpu_onnx import cache
 
     voice = embedded_default()
     first = cache.ensure_quantized(tmp_path, voice.path, "int8-dynamic-quint8")
@@ -114,7 +114,7 @@ def test_int8_variant_is_made_once_and_is_really_int8(tmp_path: Path) -> None:
     assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger") for n in model.graph.node)
     assert [p.name for p in tmp_path.rglob("*.part")] == []  # no temporary left behind
     # ONNX Runtime loads it and it speaks.
-    from ttsfw_cpu_onnx import piper_engine as piper_onnx
+    from voxfit_cpu_onnx import piper_engine as piper_onnx
 
     eng = piper_onnx.load(first, voice.files["config"], threads=2, options={"enable_mem_reuse": False})
     pcm = b"".join(c.pcm for c in eng.synthesize("Quantized weights still speak."))
@@ -146,8 +146,8 @@ def test_a_measured_win_within_the_noise_keeps_the_safe_default(tmp_path: Path) 
 
 
 def test_tune_measures_every_proposal_and_the_ranker_follows(tmp_path: Path) -> None:
-    env = dict(os.environ, TTSFW_CACHE_DIR=str(tmp_path / "cache"))
-    result = subprocess.run([TTSFW, "tune", "--rounds", "2", "--json"], capture_output=True, env=env,
+    env = dict(os.environ, VOXFIT_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run([VOXFIT, "tune", "--rounds", "2", "--json"], capture_output=True, env=env,
                             timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stdout)
@@ -164,11 +164,11 @@ def test_tune_measures_every_proposal_and_the_ranker_follows(tmp_path: Path) -> 
         assert sum(winner["ratio_to_control"].values()) < 2
     cached = list((tmp_path / "cache" / "measurements").glob("*.json"))
     assert len(cached) == 1
-    # `ttsfw plan` now shows the measurement and the decision as reasons.
-    plan = subprocess.run([TTSFW, "plan", "--json"], capture_output=True, env=env, timeout=120)
+    # `voxfit plan` now shows the measurement and the decision as reasons.
+    plan = subprocess.run([VOXFIT, "plan", "--json"], capture_output=True, env=env, timeout=120)
     chosen = json.loads(plan.stdout)["chosen"]
-    assert any("measured here by `ttsfw tune`" in r for r in chosen["reasons"])
-    assert any("chosen by `ttsfw tune`" in r for r in chosen["reasons"])
+    assert any("measured here by `voxfit tune`" in r for r in chosen["reasons"])
+    assert any("chosen by `voxfit tune`" in r for r in chosen["reasons"])
 
 
 def test_tunes_decision_outranks_a_faster_rtf_with_a_slow_session_start(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_tunes_decision_outranks_a_faster_rtf_with_a_slow_session_start(tmp_path
     versions = tuning.module_versions(["onnxruntime", "piper-tts"])
     default, ort = tuning.proposal_key(variants["fp32-fast-start"]), tuning.proposal_key(variants["fp32-ort-defaults"])
     tuning.save(settings.cache_dir, hardware, plan.model, {
-        default: {"rtf": 0.064, "load_seconds": 0.16, "versions": versions, "verdict": "chosen by `ttsfw tune`: kept"},
+        default: {"rtf": 0.064, "load_seconds": 0.16, "versions": versions, "verdict": "chosen by `voxfit tune`: kept"},
         ort: {"rtf": 0.050, "load_seconds": 3.1, "versions": versions,
               "verdict": "end to end 9.8x for short sentence: slower by more than the 4% spread"},
     }, {"winner": default, "control": default, "reason": "kept"})
@@ -187,7 +187,7 @@ def test_tunes_decision_outranks_a_faster_rtf_with_a_slow_session_start(tmp_path
     assert tuned.chosen.options["variant"] == "fp32-fast-start"
     ort_p = _by_variant(tuned)["fp32-ort-defaults"]
     assert ort_p.score < tuned.chosen.score
-    assert any("ranked below `ttsfw tune`'s choice: end to end 9.8x" in r for r in ort_p.reasons)
+    assert any("ranked below `voxfit tune`'s choice: end to end 9.8x" in r for r in ort_p.reasons)
     # Without the decision the old rule (1 / RTF, a >10% win) would have promoted it.
     tuning.save(settings.cache_dir, hardware, plan.model, {}, {"winner": "gone", "control": "gone", "reason": ""})
     legacy, _ = _plan(tmp_path, hardware)

@@ -5,8 +5,8 @@ import sys
 import fake_pynvml
 import pytest
 from fake_pynvml import MACHINES, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIBRARY_NOT_FOUND, GiB, gpu, install
-from ttsfw_cuda import plugin
-from ttsfw_cuda.nvml_probe import bandwidth_gbps
+from voxfit_cuda import plugin
+from voxfit_cuda.nvml_probe import bandwidth_gbps
 
 # Published peak memory bandwidth (GB/s) of each fixture card.
 PUBLISHED_GBPS = {"rtx3050-laptop": 192, "rtx3060": 360, "rtx4090": 1008, "v100": 900, "a100-80gb": 2039,

@@ -10,9 +10,9 @@ import pytest
 from fake_pynvml import HARDWARE_DIR
 from helpers import make_settings
 from test_fish_spec import write_checkpoint
-from ttsfw.hardware import load_profile
-from ttsfw.models import Proposal
-from ttsfw_cuda.env import env_changes
+from voxfit.hardware import load_profile
+from voxfit.models import Proposal
+from voxfit_cuda.env import env_changes
 
 TESTS = Path(__file__).resolve().parent
 
@@ -95,15 +95,15 @@ class TorchImportSpy:
 
 sys.meta_path.insert(0, TorchImportSpy())
 
-from ttsfw import hookimpl
-from ttsfw.models import Estimate, Proposal
-from ttsfw.planner import make_plan
-from ttsfw.plugins import PluginHost
-from ttsfw.runtime import apply_env
-from ttsfw.settings import load_settings
+from voxfit import hookimpl
+from voxfit.models import Estimate, Proposal
+from voxfit.planner import make_plan
+from voxfit.plugins import PluginHost
+from voxfit.runtime import apply_env
+from voxfit.settings import load_settings
 
 cpu = types.ModuleType("testcpu")
-cpu.TTSFW_HOOK_API = "2.0"
+cpu.VOXFIT_HOOK_API = "2.0"
 
 @hookimpl
 def score_config(model):
@@ -111,11 +111,11 @@ def score_config(model):
                      score=1 / 7, reasons=["stand-in CPU proposal"])]
 
 cpu.score_config = score_config
-settings = load_settings(model=sys.argv[1])  # TTSFW_DEVICE comes from the environment, as a user sets it
+settings = load_settings(model=sys.argv[1])  # VOXFIT_DEVICE comes from the environment, as a user sets it
 host = PluginHost.from_entry_points(settings, extra=[("testcpu", cpu)])
 plan = make_plan(host)  # real detect (fake NVML underneath), real scoring, ranking and prepare_env
 torch_before = "torch" in sys.modules
-apply_env(plan.env_changes)  # what ttsfw.runtime.load does before load_engine
+apply_env(plan.env_changes)  # what voxfit.runtime.load does before load_engine
 
 import torch
 
@@ -135,8 +135,8 @@ print("RESULT=" + json.dumps({{
 
 def run_driver(tmp_path, extra_env):
     model = write_checkpoint(tmp_path / "openaudio-s1-mini")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TTSFW_", "CUDA_", "PYTORCH_CUDA"))}
-    env.update(extra_env, TTSFW_CACHE_DIR=str(tmp_path / "cache"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXFIT_", "CUDA_", "PYTORCH_CUDA"))}
+    env.update(extra_env, VOXFIT_CACHE_DIR=str(tmp_path / "cache"))
     result = subprocess.run([sys.executable, "-c", DRIVER.format(tests=str(TESTS)), str(model)],
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     line = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT=")]
@@ -145,9 +145,9 @@ def run_driver(tmp_path, extra_env):
 
 
 def test_device_lock_to_cpu_hides_the_gpus_before_torch_is_imported(tmp_path):
-    """TTSFW_DEVICE=cpu sticks: CUDA_VISIBLE_DEVICES is "" at the moment torch is first imported.
+    """VOXFIT_DEVICE=cpu sticks: CUDA_VISIBLE_DEVICES is "" at the moment torch is first imported.
 
-    What this proves, in a real subprocess through ttsfw's own planning and
+    What this proves, in a real subprocess through voxfit's own planning and
     environment path: NVML (faked) shows an RTX 4090; the plan is locked to
     the CPU; the cuda plugin's prepare_env hides every GPU; the core applies
     it; and only then is torch imported, with CUDA_VISIBLE_DEVICES already
@@ -163,7 +163,7 @@ def test_device_lock_to_cpu_hides_the_gpus_before_torch_is_imported(tmp_path):
     dropping from 1 to 0. benchmarks/cuda_real_gpu.py runs that check.
     """
     pytest.importorskip("torch", reason="torch is not installed: pip install torch==2.13.0 to run this proof")
-    locked = run_driver(tmp_path, {"TTSFW_DEVICE": "cpu"})
+    locked = run_driver(tmp_path, {"VOXFIT_DEVICE": "cpu"})
     assert locked["gpu_in_profile"] == ["cuda:0"]
     assert locked["chosen"] == "cpu"
     assert ["CUDA_VISIBLE_DEVICES", "", "cuda"] in locked["env"]
@@ -173,7 +173,7 @@ def test_device_lock_to_cpu_hides_the_gpus_before_torch_is_imported(tmp_path):
     if locked["torch_visible"] is not None:
         assert locked["torch_visible"] == []  # torch's own reading of the variable: no device
 
-    unprotected = run_driver(tmp_path, {"TTSFW_DEVICE": "cpu", "TTSFW_BLOCK_PLUGINS": "cuda"})
+    unprotected = run_driver(tmp_path, {"VOXFIT_DEVICE": "cpu", "VOXFIT_BLOCK_PLUGINS": "cuda"})
     assert unprotected["chosen"] == "cpu" and unprotected["torch_import_env"] == "<unset>"
     if unprotected["torch_visible"] is not None:
         assert unprotected["torch_visible"] != []  # without the plugin, torch would look for GPUs

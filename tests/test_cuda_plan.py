@@ -11,14 +11,14 @@ import types
 
 import pytest
 from fake_pynvml import HARDWARE_DIR, MACHINES, install, profile_json
-from helpers import make_host, resolve, ttsfw_cli
+from helpers import make_host, resolve, voxfit_cli
 from test_fish_spec import write_checkpoint
-from ttsfw import hookimpl
-from ttsfw.hardware import load_profile
-from ttsfw.models import Estimate, Proposal
-from ttsfw.planner import make_plan
-from ttsfw_cuda import plugin as cuda_plugin
-from ttsfw_cuda import scoring
+from voxfit import hookimpl
+from voxfit.hardware import load_profile
+from voxfit.models import Estimate, Proposal
+from voxfit.planner import make_plan
+from voxfit_cuda import plugin as cuda_plugin
+from voxfit_cuda import scoring
 
 TINY = {"model_type": "dual_ar", "vocab_size": 1200, "n_layer": 2, "n_head": 2, "dim": 64, "head_dim": 32,
         "intermediate_size": 128, "max_seq_len": 256, "codebook_size": 1024, "num_codebooks": 2,
@@ -32,7 +32,7 @@ def own_env(plan):
 
 def cpu_stand_in() -> types.ModuleType:
     module = types.ModuleType("testcpu")
-    module.TTSFW_HOOK_API = "2.0"
+    module.VOXFIT_HOOK_API = "2.0"
 
     @hookimpl
     def score_config(model):
@@ -210,7 +210,7 @@ def test_virtual_gpu_is_scored_down(monkeypatch, s1_mini):
 
 
 def test_mig_parent_is_vetoed_and_its_instance_is_planned(monkeypatch, s1_mini):
-    from ttsfw.planner import detect
+    from voxfit.planner import detect
 
     a100 = MACHINES["a100-80gb"]["gpus"][0]
     migs = [{"name": "A100 MIG 1g.10gb", "uuid": "MIG-cccc-3333", "total": 10 * 2**30, "free": 9 * 2**30,
@@ -234,9 +234,9 @@ def test_piper_voices_get_no_cuda_proposal(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_cli_plan_for_each_fixture(name, tmp_path):
-    """What a user runs: `ttsfw plan --hardware tests/data/hardware/NAME.json --model DIR`."""
+    """What a user runs: `voxfit plan --hardware tests/data/hardware/NAME.json --model DIR`."""
     model = write_checkpoint(tmp_path / "openaudio-s1-mini")
-    result = ttsfw_cli("plan", "--hardware", str(HARDWARE_DIR / f"{name}.json"), "--model", str(model), "--json")
+    result = voxfit_cli("plan", "--hardware", str(HARDWARE_DIR / f"{name}.json"), "--model", str(model), "--json")
     plan = json.loads(result.stdout)
     cuda = [p for p in [plan["chosen"], *plan["alternatives"]] if p and p["plugin"] == "cuda"]
     vetoed = {r["proposal"]["device"]: r["reasons"] for r in plan["rejected"] if r["proposal"]["plugin"] == "cuda"}
@@ -249,7 +249,7 @@ def test_cli_plan_for_each_fixture(name, tmp_path):
     else:
         # No CPU proposal for fish models is installed in this checkout yet: the GPU is vetoed, with reasons.
         assert not cuda and vetoed["cuda:0"]
-    text = ttsfw_cli("plan", "--hardware", str(HARDWARE_DIR / f"{name}.json"), "--model", str(model)).stdout.decode()
+    text = voxfit_cli("plan", "--hardware", str(HARDWARE_DIR / f"{name}.json"), "--model", str(model)).stdout.decode()
     assert "Summary:" in text and "Traceback" not in text
     if name == "rtx3050-laptop":
         assert "GPU too small" in text and "spill into system RAM" in text

@@ -6,14 +6,14 @@ import types
 
 import pytest
 from fake_pynvml import MACHINES, NVML_ERROR_LIBRARY_NOT_FOUND, install
-from ttsfw.engine import AudioChunk, Engine, EngineInfo
-from ttsfw.errors import EngineLoadError
-from ttsfw.models import ModelSpec, Proposal
-from ttsfw.registry import Registry
-from ttsfw.settings import Settings
-from ttsfw_cuda import plugin
-from ttsfw_cuda.loader import torch_device
-from ttsfw_cuda.sampler import GpuSampler, SampledEngine
+from voxfit.engine import AudioChunk, Engine, EngineInfo
+from voxfit.errors import EngineLoadError
+from voxfit.models import ModelSpec, Proposal
+from voxfit.registry import Registry
+from voxfit.settings import Settings
+from voxfit_cuda import plugin
+from voxfit_cuda.loader import torch_device
+from voxfit_cuda.sampler import GpuSampler, SampledEngine
 
 UUID = "GPU-2a1b3c4d-1111-4000-8000-4090bbbb0001"
 
@@ -168,7 +168,7 @@ def test_load_engine_refuses_other_model_families(monkeypatch):
 
 
 def test_the_runs_metrics_carry_what_the_gpu_did_during_synthesis(monkeypatch):
-    from ttsfw.synthesis import synthesize
+    from voxfit.synthesis import synthesize
 
     fake = install(monkeypatch, "two-gpu-one-busy")
     engine = SampledEngine(BusyEngine(fake), GpuSampler(fake, uuid=UUID, interval=0.01))
@@ -177,4 +177,4 @@ def test_the_runs_metrics_carry_what_the_gpu_did_during_synthesis(monkeypatch):
     assert len(written) == 2 and metrics.tokens == 4
     assert metrics.engine["gpu_util_max_percent"] == 87.0
     assert metrics.engine["gpu_mem_used_peak_bytes"] > 0
-    assert metrics.as_dict()["engine"]["gpu_util_max_percent"] == 87.0  # what `ttsfw run --json` prints
+    assert metrics.as_dict()["engine"]["gpu_util_max_percent"] == 87.0  # what `voxfit run --json` prints

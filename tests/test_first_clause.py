@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ttsfw.engine import AudioChunk
-from ttsfw.first_clause import SEAM_PAD_SECONDS, split_first_clause
-from ttsfw.synthesis import synthesize
-from ttsfw.text import split_sentences
+from voxfit.engine import AudioChunk
+from voxfit.first_clause import SEAM_PAD_SECONDS, split_first_clause
+from voxfit.synthesis import synthesize
+from voxfit.text import split_sentences
 
 LONG_FIRST = ("When the morning train finally pulled into the station after a long delay, the passengers "
               "who had waited for hours on the cold platform cheered. Then they boarded.")
@@ -85,9 +85,9 @@ def _silence_runs(pcm: np.ndarray, rate: int, threshold: int = 300) -> list[tupl
     "If you are reading this message on a small screen in a noisy room, please turn up the volume and listen.",
 ])
 def test_the_seam_pauses_about_as_long_as_the_voice_does_at_that_mark(sentence: str) -> None:
-    from ttsfw_cpu_onnx import piper_engine
-    from ttsfw_cpu_onnx.piper_options import PiperOptions
-    from ttsfw_cpu_onnx.piper_spec import embedded_default
+    from voxfit_cpu_onnx import piper_engine
+    from voxfit_cpu_onnx.piper_options import PiperOptions
+    from voxfit_cpu_onnx.piper_spec import embedded_default
 
     voice = embedded_default()
     engine = piper_engine.load(voice.path, voice.files["config"], 1, {"enable_mem_reuse": False})

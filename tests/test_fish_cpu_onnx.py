@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from helpers import GiB, cpu_profile, resolve
 from test_fish_spec import write_checkpoint
-from ttsfw import ranking
-from ttsfw.engines.fish_torch import FishEngine
-from ttsfw.planner import make_plan
-from ttsfw.plugins import PluginHost
-from ttsfw.runtime import load
-from ttsfw.settings import Settings
+from voxfit import ranking
+from voxfit.engines.fish_torch import FishEngine
+from voxfit.planner import make_plan
+from voxfit.plugins import PluginHost
+from voxfit.runtime import load
+from voxfit.settings import Settings
 
 
 def host(**settings):
@@ -34,7 +34,7 @@ def test_two_fp32_cpu_proposals_with_physical_cores_less_one_threads(fish_checkp
 
 def test_an_intel_mac_profile_vetoes_the_torch_stack_with_the_reason(fish_checkpoint):
     from helpers import REPO
-    from ttsfw.hardware import load_profile
+    from voxfit.hardware import load_profile
 
     profile = load_profile(REPO / "tests" / "data" / "hardware" / "intel-mac.json")  # a saved profile, too
     _, plan = plan_for(fish_checkpoint, profile)
@@ -74,7 +74,7 @@ def _load(checkpoint, cache, engine_name):
     h, plan = plan_for(checkpoint, cpu_profile(cores_physical=2), cache_dir=cache)
     plan.chosen = next(p for p in plan.ranked() if p.engine == engine_name)
     plan.alternatives = []
-    plan.chosen.options["max_new_tokens"] = 12  # what `ttsfw run` does with per-run options
+    plan.chosen.options["max_new_tokens"] = 12  # what `voxfit run` does with per-run options
     plan.chosen.options["seed"] = 0
     return load(h, plan)
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 from fish_helpers import load
-from ttsfw.engine import Engine
-from ttsfw.engines import fish_torch
-from ttsfw.engines.fish_plugin import FishOptions
-from ttsfw.errors import EngineLoadError, ModelError, UsageError
-from ttsfw.options import validate_options
-from ttsfw.testing.fish_tiny import write_reference_wav
+from voxfit.engine import Engine
+from voxfit.engines import fish_torch
+from voxfit.engines.fish_plugin import FishOptions
+from voxfit.errors import EngineLoadError, ModelError, UsageError
+from voxfit.options import validate_options
+from voxfit.testing.fish_tiny import write_reference_wav
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import torch
 from fish_helpers import load
 from torch import nn
 from torch.nn.utils import parametrize
-from ttsfw import invariants
-from ttsfw.engines import fish_torch
-from ttsfw.errors import InvariantViolation
+from voxfit import invariants
+from voxfit.engines import fish_torch
+from voxfit.errors import InvariantViolation
 
 
 @pytest.fixture()
@@ -153,10 +153,10 @@ def test_the_cores_own_hook_cleans_a_fish_engine_whichever_plugin_wrapped_it(fis
     import types
 
     from helpers import make_host
-    from ttsfw import hookimpl
-    from ttsfw.models import HardwareProfile, Proposal
-    from ttsfw.planner import make_plan
-    from ttsfw.runtime import load as runtime_load
+    from voxfit import hookimpl
+    from voxfit.models import HardwareProfile, Proposal
+    from voxfit.planner import make_plan
+    from voxfit.runtime import load as runtime_load
 
     class Wrapper:
         def __init__(self, inner):
@@ -171,7 +171,7 @@ def test_the_cores_own_hook_cleans_a_fish_engine_whichever_plugin_wrapped_it(fis
         def close(self):
             self.inner.close()
 
-    gpu = types.SimpleNamespace(TTSFW_HOOK_API="2.0")
+    gpu = types.SimpleNamespace(VOXFIT_HOOK_API="2.0")
     gpu.score_config = hookimpl(lambda: [Proposal(device="cpu", device_family="cpu", engine="fish-torch")])
     gpu.load_engine = hookimpl(lambda proposal, model: Wrapper(fish_torch.load_fish_engine(
         model, device="cpu", precision="fp32", quantization="none", compile=False, threads=1)))

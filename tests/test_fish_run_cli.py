@@ -1,11 +1,11 @@
-"""`ttsfw run --model DIR` on a Fish Speech checkpoint, as a user runs it."""
+"""`voxfit run --model DIR` on a Fish Speech checkpoint, as a user runs it."""
 
 import json
 import wave
 
 import pytest
-from helpers import embedded_voice, ttsfw_cli
-from ttsfw.testing.fish_tiny import write_reference_wav
+from helpers import embedded_voice, voxfit_cli
+from voxfit.testing.fish_tiny import write_reference_wav
 
 pytestmark = pytest.mark.slow
 
@@ -13,12 +13,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     # The runs of this module share one cache, so the codec decoder is exported to ONNX once.
-    return {"TTSFW_DEVICE": "cpu", "TTSFW_CACHE_DIR": str(tmp_path_factory.mktemp("fish-cache"))}
+    return {"VOXFIT_DEVICE": "cpu", "VOXFIT_CACHE_DIR": str(tmp_path_factory.mktemp("fish-cache"))}
 
 
 def test_run_speaks_a_fish_checkpoint_end_to_end(fish_checkpoint, tmp_path, shared_cache):
     out = tmp_path / "fish.wav"
-    result = ttsfw_cli("run", "Hello from a tiny fish. A second sentence.", "-o", str(out),
+    result = voxfit_cli("run", "Hello from a tiny fish. A second sentence.", "-o", str(out),
                        "--model", str(fish_checkpoint), "--json", env=shared_cache)
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stdout)
@@ -35,7 +35,7 @@ def test_run_with_a_corrupt_checkpoint_is_one_line_and_writes_nothing(fish_check
     broken = shutil.copytree(fish_checkpoint, tmp_path / "broken")
     (broken / "model.pth").write_bytes(b"\x00" * 4096)
     out = tmp_path / "never.wav"
-    result = ttsfw_cli("run", "Hello.", "-o", str(out), "--model", str(broken))
+    result = voxfit_cli("run", "Hello.", "-o", str(out), "--model", str(broken))
     err = result.stderr.decode().strip()
     assert result.returncode != 0 and not out.exists()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and "model.pth is corrupt" in err
@@ -44,7 +44,7 @@ def test_run_with_a_corrupt_checkpoint_is_one_line_and_writes_nothing(fish_check
 def test_run_clones_a_reference_voice(fish_checkpoint, tmp_path, shared_cache):
     reference = write_reference_wav(tmp_path / "reference.wav", seconds=1.5)
     out = tmp_path / "clone.wav"
-    result = ttsfw_cli("run", "Now in the reference voice.", "-o", str(out), "--model", str(fish_checkpoint),
+    result = voxfit_cli("run", "Now in the reference voice.", "-o", str(out), "--model", str(fish_checkpoint),
                        "--reference-audio", str(reference), "--reference-text", "A steady hum.", "--seed", "7",
                        "--json", env=shared_cache)
     assert result.returncode == 0, result.stderr.decode()
@@ -62,14 +62,14 @@ def test_run_clones_a_reference_voice(fish_checkpoint, tmp_path, shared_cache):
     ],
 )
 def test_reference_mistakes_are_caught_before_loading(tmp_path, args, message):
-    result = ttsfw_cli("run", "Hello.", "-o", str(tmp_path / "x.wav"), *args, cwd=tmp_path)
+    result = voxfit_cli("run", "Hello.", "-o", str(tmp_path / "x.wav"), *args, cwd=tmp_path)
     err = result.stderr.decode().strip()
     assert result.returncode != 0 and err == f"error: {message}" and not (tmp_path / "x.wav").exists()
 
 
 def test_fish_options_do_not_apply_to_a_piper_voice(tmp_path):
     reference = write_reference_wav(tmp_path / "reference.wav", seconds=1.0)
-    result = ttsfw_cli("run", "Hello.", "-o", str(tmp_path / "x.wav"), "--model", str(embedded_voice()),
+    result = voxfit_cli("run", "Hello.", "-o", str(tmp_path / "x.wav"), "--model", str(embedded_voice()),
                        "--reference-audio", str(reference))
     err = result.stderr.decode().strip()
     assert result.returncode != 0 and not (tmp_path / "x.wav").exists()

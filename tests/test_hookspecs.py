@@ -3,8 +3,8 @@
 import inspect
 
 import pytest
-from ttsfw import hookspecs
-from ttsfw.plugins import HOOK_NAMES
+from voxfit import hookspecs
+from voxfit.plugins import HOOK_NAMES
 
 EXPECTED = {
     "register_engines": ["register"],
@@ -35,7 +35,7 @@ def test_every_hook_is_a_documented_contract(name):
 
 
 def test_only_the_answering_hooks_take_the_first_result():
-    first = {n for n in EXPECTED if getattr(hookspecs, n).ttsfw_spec.get("firstresult")}
+    first = {n for n in EXPECTED if getattr(hookspecs, n).voxfit_spec.get("firstresult")}
     assert first == {"load_engine", "resolve_model", "default_model"}
 
 

@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from ttsfw import artifacts, runtime, tuning
-from ttsfw.cpu_load import without_load
-from ttsfw.errors import EngineLoadError
-from ttsfw.files import file_sha256
-from ttsfw.planner import make_plan
-from ttsfw.plugins import PluginHost
-from ttsfw.settings import load_settings
-from ttsfw_cpu_onnx import cache
-from ttsfw_cpu_onnx import piper_spec as piper
+from voxfit import artifacts, runtime, tuning
+from voxfit.cpu_load import without_load
+from voxfit.errors import EngineLoadError
+from voxfit.files import file_sha256
+from voxfit.planner import make_plan
+from voxfit.plugins import PluginHost
+from voxfit.settings import load_settings
+from voxfit_cpu_onnx import cache
+from voxfit_cpu_onnx import piper_spec as piper
 
 QUINT8 = "int8-dynamic-quint8"
 
@@ -57,7 +57,7 @@ def _plan(cache_dir: Path, model, prefer: str | None = None):
     plan = make_plan(host, model=model)
     if prefer and plan.chosen.options["variant"] != prefer:
         # Measurements are keyed by the proposals for the quiet machine (threads are fitted to the
-        # current load afterwards), as `ttsfw tune` records them.
+        # current load afterwards), as `voxfit tune` records them.
         quiet = make_plan(host, model=model, hardware=plan.hardware.model_copy(
             update={"flags": without_load(plan.hardware.flags)}))
         versions = tuning.module_versions(["onnxruntime", "piper-tts"])
@@ -71,7 +71,7 @@ def _plan(cache_dir: Path, model, prefer: str | None = None):
 
 
 def _run(cache_dir: Path, model, variant: str) -> list[str]:
-    """Load the plan's choice as `ttsfw run` does, check it is that choice and that it speaks; its notes."""
+    """Load the plan's choice as `voxfit run` does, check it is that choice and that it speaks; its notes."""
     host, plan = _plan(cache_dir, model, prefer=variant)
     loaded = runtime.load(host, plan)
     try:
@@ -103,7 +103,7 @@ def test_int8_proposals_load_from_a_read_only_voice_directory(tmp_path: Path, vo
 _QUANTIZE = """
 import sys
 from pathlib import Path
-from ttsfw_cpu_onnx import cache
+from voxfit_cpu_onnx import cache
 print(cache.ensure_quantized(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]))
 """
 
@@ -144,7 +144,7 @@ def on_sigterm(signum, frame):  # what the CLI does with SIGTERM: an exception, 
     raise Terminated()
 
 signal.signal(signal.SIGTERM, on_sigterm)
-from ttsfw_cpu_onnx import cache
+from voxfit_cpu_onnx import cache
 try:
     cache.ensure_quantized(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
 except Terminated:
@@ -335,7 +335,7 @@ def test_a_bad_artifact_whose_rebuild_fails_gives_both_reasons(tmp_path: Path) -
 
 def test_an_artifact_without_a_record_is_rebuilt_with_a_note(tmp_path: Path) -> None:
     path = tmp_path / "thing.onnx"
-    path.write_bytes(b"made by an older ttsfw")
+    path.write_bytes(b"made by an older voxfit")
 
     def build(target: Path) -> bytes:
         _made(target, b"fresh")
@@ -344,5 +344,5 @@ def test_an_artifact_without_a_record_is_rebuilt_with_a_note(tmp_path: Path) -> 
     result, notes = artifacts.load_or_rebuild(path, "cached thing", Path.read_bytes, build)
     assert result == b"fresh" and artifacts.problem(path) is None
     assert notes == [f"cached thing at {path} had no record of its size and checksum "
-                     "(made by an older ttsfw, or the record was lost); rebuilt"]
+                     "(made by an older voxfit, or the record was lost); rebuilt"]
     assert artifacts.load_or_rebuild(path, "cached thing", Path.read_bytes, build) == (b"fresh", [])

@@ -17,13 +17,13 @@ import shutil
 import pytest
 import torch
 from fish_helpers import load
-from helpers import resolve, ttsfw_cli
-from ttsfw.engines import fish_codec
-from ttsfw.errors import ModelError
+from helpers import resolve, voxfit_cli
+from voxfit.engines import fish_codec
+from voxfit.errors import ModelError
 
 PAYLOAD = "PAYLOAD"  # replaced by the payload file's path in each yaml below
 
-# Fed to hydra's instantiate as ttsfw used to (OmegaConf.load + instantiate), the path-write-text,
+# Fed to hydra's instantiate as voxfit used to (OmegaConf.load + instantiate), the path-write-text,
 # shutil-copyfile, builtins-open, nested-in-quantizer, nested-in-general-config, args-alongside-numbers
 # and oc-create-resolver yamls each write their payload file; the others steer instantiate or read the
 # environment. Each entry: (yaml, the key the refusal must name).
@@ -122,7 +122,7 @@ class TestHostileCodecYaml:
         text, key = HOSTILE_YAMLS[name]
         directory, payload = _hostile_copy(fish_checkpoint, tmp_path, text)
         with pytest.raises(ModelError) as err:
-            resolve(str(directory))  # what `ttsfw plan` / `ttsfw run` read first
+            resolve(str(directory))  # what `voxfit plan` / `voxfit run` read first
         _assert_one_line(err, str(directory / "codec.yaml"), key)
         assert not payload.exists()
 
@@ -151,7 +151,7 @@ def test_cli_run_refuses_a_hostile_codec_yaml(fish_checkpoint, tmp_path, name):
     text, key = HOSTILE_YAMLS[name]
     directory, payload = _hostile_copy(fish_checkpoint, tmp_path, text)
     out = tmp_path / "out.wav"
-    result = ttsfw_cli("run", "Hello.", "--model", str(directory), "-o", str(out), env={"TTSFW_DEVICE": "cpu"})
+    result = voxfit_cli("run", "Hello.", "--model", str(directory), "-o", str(out), env={"VOXFIT_DEVICE": "cpu"})
     _assert_cli_refused(result, out, payload, "codec.yaml", key)
 
 
@@ -161,9 +161,9 @@ def test_cli_run_refuses_a_hostile_model_named_in_dot_env(fish_checkpoint, tmp_p
     directory, payload = _hostile_copy(fish_checkpoint, tmp_path, text)
     work = tmp_path / "work"
     work.mkdir()
-    (work / ".env").write_text(f"TTSFW_MODEL={directory}\nTTSFW_DEVICE=cpu\n")
+    (work / ".env").write_text(f"VOXFIT_MODEL={directory}\nVOXFIT_DEVICE=cpu\n")
     out = work / "out.wav"
-    result = ttsfw_cli("run", "Hello.", "-o", "out.wav", cwd=work)
+    result = voxfit_cli("run", "Hello.", "-o", "out.wav", cwd=work)
     _assert_cli_refused(result, out, payload, "codec.yaml", key)
 
 
@@ -275,7 +275,7 @@ def test_cli_run_refuses_a_mismatched_checkpoint(fish_checkpoint, tmp_path, dama
     directory = shutil.copytree(fish_checkpoint, tmp_path / "mismatch")
     damage(directory)
     out = tmp_path / "out.wav"
-    result = ttsfw_cli("run", "Hello.", "--model", str(directory), "-o", str(out), env={"TTSFW_DEVICE": "cpu"})
+    result = voxfit_cli("run", "Hello.", "--model", str(directory), "-o", str(out), env={"VOXFIT_DEVICE": "cpu"})
     _assert_cli_refused(result, out, None, expected)
 
 

@@ -1,6 +1,6 @@
 """Hostile input to the real CLI: every bad value is one `error:` line, a non-zero exit, no traceback.
 
-Each case runs the installed `ttsfw` in a subprocess, in a scratch directory
+Each case runs the installed `voxfit` in a subprocess, in a scratch directory
 holding the hostile files below, as a user (or a script gone wrong) would.
 """
 
@@ -12,7 +12,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from helpers import embedded_voice, ttsfw_cli
+from helpers import embedded_voice, voxfit_cli
 
 MiB = 2**20
 FOUR = ("cpu_onnx", "cuda", "mps", "wsl")
@@ -92,7 +92,7 @@ CASES = [
     (["plan", "--hardware", "big.json"], {}, "hardware profile big.json is larger than 8 MiB"),
     (["plan", "--hardware", "binary.bin"], {}, "hardware profile binary.bin is not valid UTF-8 (byte 0x80"),
     (["plan", "--hardware", "empty-dir"], {}, "hardware profile empty-dir is a directory"),
-    (["plan", "--hardware", "deep.json"], {}, "hardware profile deep.json is not JSON ttsfw can read: nested too deeply"),
+    (["plan", "--hardware", "deep.json"], {}, "hardware profile deep.json is not JSON voxfit can read: nested too deeply"),
     (["plan", "--hardware", "deep-object.json"], {}, "nested too deeply"),
     (["plan", "--hardware", "wrong-types.json"], {}, "hardware profile wrong-types.json is invalid at os"),
     (["plan", "--hardware", "top-list.json"], {}, "is invalid at top level"),
@@ -100,15 +100,15 @@ CASES = [
     (["plan", "--hardware", "negative-memory.json"], {}, "memory_available_bytes: -1 is a negative amount of memory"),
     (["plan", "--hardware", "huge-number.json"], {}, "is invalid at memory_total_bytes"),
     (["plan", "--hardware", "busy-nan.json"], {}, "devices.0.utilization_percent: nan is not a percentage"),
-    (["plan", "--hardware", "future.json"], {}, "schema_version: 99 is not a profile this ttsfw reads"),
+    (["plan", "--hardware", "future.json"], {}, "schema_version: 99 is not a profile this voxfit reads"),
     (["plan", "--hardware", "nul-only.txt"], {}, "is not valid JSON (Expecting value at line 1 column 1)"),
     (["plan", "--hardware", "missing.json"], {}, "hardware profile not found: missing.json"),
     # --model: devices, FIFOs, directories, broken Piper configs
-    (["plan", "--model", "/dev/zero"], {}, "/dev/zero is not a model ttsfw knows"),
+    (["plan", "--model", "/dev/zero"], {}, "/dev/zero is not a model voxfit knows"),
     (["plan", "--model", "a\nb"], {}, "model not found: a\\nb"),  # a newline in a value stays on the line
-    (["plan", "--model", "fifo"], {}, "fifo is not a model ttsfw knows"),
-    (["plan", "--model", "empty-dir"], {}, "empty-dir is not a model ttsfw knows"),
-    (["plan", "--model", "binary.bin"], {}, "binary.bin is not a model ttsfw knows"),
+    (["plan", "--model", "fifo"], {}, "fifo is not a model voxfit knows"),
+    (["plan", "--model", "empty-dir"], {}, "empty-dir is not a model voxfit knows"),
+    (["plan", "--model", "binary.bin"], {}, "binary.bin is not a model voxfit knows"),
     (["plan", "--model", "voice-dev-zero/x.onnx"], {}, "voice config voice-dev-zero/x.onnx.json is larger than 8 MiB"),
     (["plan", "--model", "voice-big/x.onnx"], {}, "voice config voice-big/x.onnx.json is larger than 8 MiB"),
     (["plan", "--model", "voice-binary/x.onnx"], {}, "voice config voice-binary/x.onnx.json is not valid UTF-8"),
@@ -123,16 +123,16 @@ CASES = [
     (["plan", "--device", "tpu"], {}, "unknown device 'tpu' from --device"),
     (["plan", "--device", ""], {}, "unknown device '' from --device"),
     (["plan", "--device", "cpu\nrm -rf /"], {}, "unknown device 'cpu\\nrm -rf /' from --device"),
-    (["detect"], {"TTSFW_DEVICE": "\x1b[31mgpu"}, "unknown device '\\x1b[31mgpu' from TTSFW_DEVICE"),
-    (["plan"], {"TTSFW_MEMORY_HEADROOM": "nan"}, "from TTSFW_MEMORY_HEADROOM"),
-    (["plan"], {"TTSFW_MEMORY_HEADROOM": "-1"}, "from TTSFW_MEMORY_HEADROOM"),
-    (["detect", "--json"], {"TTSFW_STRICT": "maybe"}, "invalid value 'maybe' from TTSFW_STRICT"),
+    (["detect"], {"VOXFIT_DEVICE": "\x1b[31mgpu"}, "unknown device '\\x1b[31mgpu' from VOXFIT_DEVICE"),
+    (["plan"], {"VOXFIT_MEMORY_HEADROOM": "nan"}, "from VOXFIT_MEMORY_HEADROOM"),
+    (["plan"], {"VOXFIT_MEMORY_HEADROOM": "-1"}, "from VOXFIT_MEMORY_HEADROOM"),
+    (["detect", "--json"], {"VOXFIT_STRICT": "maybe"}, "invalid value 'maybe' from VOXFIT_STRICT"),
     (["-p", "cuda", "plan"], {}, "-p expects no:NAME"),
     (["-p", "no:", "plan"], {}, "-p expects no:NAME"),
     # tune
     (["tune", "--rounds", "0"], {}, "Invalid value for '--rounds'"),
     (["tune", "--rounds", "many"], {}, "Invalid value for '--rounds'"),
-    (["tune", "--model", "/dev/zero"], {}, "/dev/zero is not a model ttsfw knows"),
+    (["tune", "--model", "/dev/zero"], {}, "/dev/zero is not a model voxfit knows"),
     (["tune", "--model", "voice-binary/x.onnx"], {}, "is not valid UTF-8"),
     (["tune", "--device", "gpu"], {}, "unknown device 'gpu' from --device"),
     (["--allow-plugin", "nosuch", "tune"], {}, "no loaded plugin offers a default model"),
@@ -146,7 +146,7 @@ CASES = [
     (["run", ""], {}, "the text is empty"),
     (["run", "Hi.", "--max-chars", "0"], {}, "Invalid value for '--max-chars'"),
     (["run", "Hi.", "--max-chars", "-5"], {}, "Invalid value for '--max-chars'"),
-    (["run", "Hi.", "--model", "/dev/zero"], {}, "/dev/zero is not a model ttsfw knows"),
+    (["run", "Hi.", "--model", "/dev/zero"], {}, "/dev/zero is not a model voxfit knows"),
     (["run", "Hi.", "--model", "voice-deep/x.onnx"], {}, "nested too deeply"),
     (["run", "Hi.", "--device", "gpu"], {}, "unknown device 'gpu' from --device"),
     (["run", "Hi.", "--hardware", "x.json"], {}, "No such option '--hardware'"),
@@ -158,19 +158,19 @@ CASES = [
 @pytest.mark.parametrize("args, env, expected", CASES, ids=[" ".join(c[0])[:60] for c in CASES])
 def test_hostile_value_is_one_error_line(hostile: Path, args, env, expected):
     before = sorted(p.name for p in hostile.iterdir())
-    result = ttsfw_cli(*args, env=env, cwd=hostile, timeout=120)
+    result = voxfit_cli(*args, env=env, cwd=hostile, timeout=120)
     assert_one_error_line(result, expected)
     assert sorted(p.name for p in hostile.iterdir()) == before  # no partial output, no stray cache
 
 
 def test_argument_bytes_the_locale_cannot_decode_are_refused(hostile: Path):
     # "café" typed in a Latin-1 terminal arrives as b"caf\xe9"; a file with that byte is refused too.
-    result = ttsfw_cli("run", os.fsdecode(b"caf\xe9 au lait."), env={"LC_ALL": "C.UTF-8"}, cwd=hostile)
+    result = voxfit_cli("run", os.fsdecode(b"caf\xe9 au lait."), env={"LC_ALL": "C.UTF-8"}, cwd=hostile)
     assert_one_error_line(result, "the text is not valid UTF-8 (byte 0xe9 at character 3)")
 
 
 def test_only_control_characters_on_stdin_is_nothing_speakable(hostile: Path):
-    result = ttsfw_cli("run", "-", input=b"\x00\x1b[0m\x7f", cwd=hostile)
+    result = voxfit_cli("run", "-", input=b"\x00\x1b[0m\x7f", cwd=hostile)
     assert_one_error_line(result, "standard input has nothing speakable in it")
     assert not list(hostile.glob("*.wav"))
 
@@ -181,17 +181,17 @@ def test_only_control_characters_on_stdin_is_nothing_speakable(hostile: Path):
 @pytest.mark.parametrize(
     "content, expected",
     [
-        (b"TTSFW_DEVICE=cpu\n\xff\xfe\x00garbage", "is not valid UTF-8 (byte 0xff at offset 17)"),
+        (b"VOXFIT_DEVICE=cpu\n\xff\xfe\x00garbage", "is not valid UTF-8 (byte 0xff at offset 17)"),
         (b"# padding\n" * (MiB - 1) + b"#" * 20, "is larger than 8 MiB"),
-        (b'TTSFW_MODEL="unterminated\n', "line 1, cannot be parsed: 'TTSFW_MODEL=\"unterminated'"),
-        (b"TTSFW_DEVICE=tpu\n", "unknown device 'tpu' from TTSFW_DEVICE in "),
-        (b"TTSFW_MODEL=/tmp/a\x00b\n", "from TTSFW_MODEL in "),  # only .env can carry a NUL
+        (b'VOXFIT_MODEL="unterminated\n', "line 1, cannot be parsed: 'VOXFIT_MODEL=\"unterminated'"),
+        (b"VOXFIT_DEVICE=tpu\n", "unknown device 'tpu' from VOXFIT_DEVICE in "),
+        (b"VOXFIT_MODEL=/tmp/a\x00b\n", "from VOXFIT_MODEL in "),  # only .env can carry a NUL
     ],
     ids=["binary", "9-MiB", "unparsable", "bad-value", "nul-in-path"],
 )
 def test_bad_dotenv_is_one_error_line_naming_its_directory(tmp_path: Path, content: bytes, expected: str):
     (tmp_path / ".env").write_bytes(content)
-    line = assert_one_error_line(ttsfw_cli("plan", cwd=tmp_path), expected)
+    line = assert_one_error_line(voxfit_cli("plan", cwd=tmp_path), expected)
     assert line.startswith(f"error: .env in {tmp_path}") or f"{tmp_path}/.env" in line, line
 
 
@@ -204,7 +204,7 @@ def test_dotenv_that_is_no_regular_file_is_skipped(tmp_path: Path, kind: str):
         (dotenv / "pyvenv.cfg").write_text("home = /usr/bin\n")
     else:
         dotenv.symlink_to("/dev/zero" if kind == "dev-zero-link" else "/dev/null")
-    result = ttsfw_cli("plan", "--json", cwd=tmp_path, timeout=60)
+    result = voxfit_cli("plan", "--json", cwd=tmp_path, timeout=60)
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert json.loads(result.stdout)["chosen"]["plugin"] == "cpu_onnx"
 
@@ -219,39 +219,39 @@ def _error(result) -> str:
     return line
 
 
-NO_DEFAULT = "error: no loaded plugin offers a default model (and none was named with --model / TTSFW_MODEL): "
+NO_DEFAULT = "error: no loaded plugin offers a default model (and none was named with --model / VOXFIT_MODEL): "
 
 
 def test_allow_list_naming_no_installed_plugin_is_said_so():
     # The default voice comes from the cpu_onnx plugin: with it left out there is none, and the
     # message says which plugins were left out and by what, not that the voice is wrong.
-    error = _error(ttsfw_cli("--allow-plugin", "nosuch", "plan", "--json"))
+    error = _error(voxfit_cli("--allow-plugin", "nosuch", "plan", "--json"))
     assert error == NO_DEFAULT + (
-        "cpu_onnx, cuda, mps, wsl were left out by the allow-list (--allow-plugin / TTSFW_ALLOW_PLUGINS: nosuch); "
+        "cpu_onnx, cuda, mps, wsl were left out by the allow-list (--allow-plugin / VOXFIT_ALLOW_PLUGINS: nosuch); "
         "'nosuch' is not an installed plugin (installed: fish, cpu_onnx, cuda, mps, wsl)"
     )
-    from_env = _error(ttsfw_cli("plan", "--json", env={"TTSFW_ALLOW_PLUGINS": "nosuch"}))
+    from_env = _error(voxfit_cli("plan", "--json", env={"VOXFIT_ALLOW_PLUGINS": "nosuch"}))
     assert from_env == error
 
 
 def test_blocking_every_plugin_is_said_so():
     args = [arg for name in FOUR for arg in ("-p", f"no:{name}")]
-    error = _error(ttsfw_cli(*args, "plan", "--json"))
-    assert error == NO_DEFAULT + "cpu_onnx, cuda, mps, wsl were blocked by -p no:NAME / TTSFW_BLOCK_PLUGINS"
+    error = _error(voxfit_cli(*args, "plan", "--json"))
+    assert error == NO_DEFAULT + "cpu_onnx, cuda, mps, wsl were blocked by -p no:NAME / VOXFIT_BLOCK_PLUGINS"
 
 
 def test_loaded_plugins_that_cannot_read_the_model_are_named_with_those_left_out():
     # With only cuda (and the core's fish) loaded, nothing reads a Piper voice: say who was left out.
-    error = _error(ttsfw_cli("--allow-plugin", "cuda", "plan", "--model", str(embedded_voice()), "--json"))
-    assert error.startswith(f"error: {embedded_voice()} is not a model ttsfw knows: the loaded plugins read Fish")
+    error = _error(voxfit_cli("--allow-plugin", "cuda", "plan", "--model", str(embedded_voice()), "--json"))
+    assert error.startswith(f"error: {embedded_voice()} is not a model voxfit knows: the loaded plugins read Fish")
     assert error.endswith("; cpu_onnx, mps, wsl were left out by the allow-list (--allow-plugin / "
-                          "TTSFW_ALLOW_PLUGINS: cuda)")
-    error = _error(ttsfw_cli("--allow-plugin", "cuda", "plan", "--json"))
+                          "VOXFIT_ALLOW_PLUGINS: cuda)")
+    error = _error(voxfit_cli("--allow-plugin", "cuda", "plan", "--json"))
     assert error.startswith(NO_DEFAULT + "cpu_onnx, mps, wsl were left out by the allow-list")
 
 
 def test_a_misspelt_allow_listed_plugin_is_named_even_when_a_plan_is_chosen():
-    result = ttsfw_cli("--allow-plugin", "cpu_onnx", "--allow-plugin", "cpuonnx", "plan", "--json")
+    result = voxfit_cli("--allow-plugin", "cpu_onnx", "--allow-plugin", "cpuonnx", "plan", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["summary"].endswith(
         "; note: 'cpuonnx' in the allow-list is not an installed plugin"
@@ -275,12 +275,12 @@ def test_text_with_control_characters_is_spoken(tmp_path: Path, source: str):
              "follows\x85 here.\x1b]0;title\x07 Done.")
     (tmp_path / "clean.txt").write_text(clean, encoding="utf-8")
     (tmp_path / "dirty.txt").write_text(dirty, encoding="utf-8")
-    reference = ttsfw_cli("run", "-f", "clean.txt", "-o", "clean.wav", "--json", cwd=tmp_path)
+    reference = voxfit_cli("run", "-f", "clean.txt", "-o", "clean.wav", "--json", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
     if source == "file":
-        result = ttsfw_cli("run", "-f", "dirty.txt", "-o", "dirty.wav", "--json", cwd=tmp_path)
+        result = voxfit_cli("run", "-f", "dirty.txt", "-o", "dirty.wav", "--json", cwd=tmp_path)
     else:
-        result = ttsfw_cli("run", "-", "-o", "dirty.wav", "--json", cwd=tmp_path, input=dirty.encode())
+        result = voxfit_cli("run", "-", "-o", "dirty.wav", "--json", cwd=tmp_path, input=dirty.encode())
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
     metrics = json.loads(result.stdout)["metrics"]
     assert metrics["chunks"] == 4
@@ -289,24 +289,24 @@ def test_text_with_control_characters_is_spoken(tmp_path: Path, source: str):
     assert 2.0 < seconds and abs(seconds - expected) < 0.25 * expected, (seconds, expected)
 
 
-# -- caches: an empty TTSFW_CACHE_DIR is unset, and tune says when it cannot save ------------
+# -- caches: an empty VOXFIT_CACHE_DIR is unset, and tune says when it cannot save ------------
 
 
 @pytest.mark.slow
 def test_empty_cache_dir_writes_nothing_into_the_working_directory(tmp_path: Path):
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
-    env = {"TTSFW_CACHE_DIR": "", "XDG_CACHE_HOME": "", "HOME": str(home)}
-    result = ttsfw_cli("run", "Caches belong in the home directory.", "-o", "out.wav", cwd=work, env=env)
+    env = {"VOXFIT_CACHE_DIR": "", "XDG_CACHE_HOME": "", "HOME": str(home)}
+    result = voxfit_cli("run", "Caches belong in the home directory.", "-o", "out.wav", cwd=work, env=env)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in work.iterdir()) == ["out.wav"]
-    assert (home / ".cache" / "ttsfw").is_dir()  # the default, as if the variables were unset
+    assert (home / ".cache" / "voxfit").is_dir()  # the default, as if the variables were unset
 
 
 def _measurements_path(cache: Path) -> Path:
-    from ttsfw import tuning
-    from ttsfw.hardware import detect_host
-    from ttsfw_cpu_onnx.piper_spec import embedded_default
+    from voxfit import tuning
+    from voxfit.hardware import detect_host
+    from voxfit_cpu_onnx.piper_spec import embedded_default
 
     path = tuning._path(cache, detect_host(), embedded_default())
     assert path is not None
@@ -324,12 +324,12 @@ def test_tune_prints_its_measurements_and_says_they_were_not_saved(tmp_path: Pat
         (tmp_path / "a-file").write_text("not a directory")
         cache = tmp_path / "a-file" / "cache"
         cause = "(Not a directory)"
-    result = ttsfw_cli("tune", "--rounds", "1", "--json", env={"TTSFW_CACHE_DIR": str(cache)}, cwd=tmp_path)
+    result = voxfit_cli("tune", "--rounds", "1", "--json", env={"VOXFIT_CACHE_DIR": str(cache)}, cwd=tmp_path)
     err = result.stderr.decode()
     assert result.returncode == 2 and "Traceback" not in err, err
     last = err.splitlines()[-1]  # above it: one "measured ..." progress line per proposal
     assert last.startswith("error: measured, but not saved: cannot write ") and cause in last, last
-    assert f"in the cache directory {cache} (TTSFW_CACHE_DIR)" in last
+    assert f"in the cache directory {cache} (VOXFIT_CACHE_DIR)" in last
     report = json.loads(result.stdout)
     assert report["measurements"] and report["cache"] is None and report["not_saved"] in last
     assert all(entry["rtf"] > 0 for entry in report["measurements"].values())

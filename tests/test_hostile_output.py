@@ -21,26 +21,26 @@ import wave
 from pathlib import Path
 
 import pytest
-from ttsfw.audio_io import AtomicWavWriter, DeviceWavWriter, check_output_path, open_wav_output
-from ttsfw.errors import UsageError
-from ttsfw.files import NotAFile, atomic_target, write_atomic
-from ttsfw.signals import Terminated, terminate_on_signals
+from voxfit.audio_io import AtomicWavWriter, DeviceWavWriter, check_output_path, open_wav_output
+from voxfit.errors import UsageError
+from voxfit.files import NotAFile, atomic_target, write_atomic
+from voxfit.signals import Terminated, terminate_on_signals
 
-TTSFW = str(Path(sys.executable).with_name("ttsfw"))
+VOXFIT = str(Path(sys.executable).with_name("voxfit"))
 PCM = struct.pack("<4h", 0, 1000, -1000, 0) * 250  # 2000 bytes
 LONG_TEXT = " ".join(f"Sentence {n} keeps the voice busy for a good while longer." for n in range(400))
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["TTSFW_CACHE_DIR"] = str(tmp_path / "cache")
-    env.pop("TTSFW_MODEL", None)
+    env["VOXFIT_CACHE_DIR"] = str(tmp_path / "cache")
+    env.pop("VOXFIT_MODEL", None)
     return env
 
 
-def ttsfw_run(tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+def voxfit_run(tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("capture_output", True)
-    return subprocess.run([TTSFW, "run", *args], cwd=tmp_path, env=_env(tmp_path), timeout=120, **kw)
+    return subprocess.run([VOXFIT, "run", *args], cwd=tmp_path, env=_env(tmp_path), timeout=120, **kw)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -179,7 +179,7 @@ def test_terminate_on_signals_raises_terminated_and_restores_the_handler() -> No
 
 
 def test_an_ignored_signal_stays_ignored() -> None:
-    """`nohup ttsfw run ...`: the hangup nohup ignores must not end the run."""
+    """`nohup voxfit run ...`: the hangup nohup ignores must not end the run."""
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         with terminate_on_signals():
@@ -190,12 +190,12 @@ def test_an_ignored_signal_stays_ignored() -> None:
         signal.signal(signal.SIGHUP, before)
 
 
-# -- ttsfw run end to end ----------------------------------------------------------------------------
+# -- voxfit run end to end ----------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_run_into_dev_null_writes_in_place(tmp_path: Path) -> None:
-    result = ttsfw_run(tmp_path, "Hello there.", "-o", "/dev/null")
+    result = voxfit_run(tmp_path, "Hello there.", "-o", "/dev/null")
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().startswith("wrote /dev/null: ")
     assert is_char_device("/dev/null")
@@ -204,7 +204,7 @@ def test_run_into_dev_null_writes_in_place(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_run_into_dev_full_fails_in_one_line(tmp_path: Path) -> None:
-    result = ttsfw_run(tmp_path, "Hello there.", "-o", "/dev/full")
+    result = voxfit_run(tmp_path, "Hello there.", "-o", "/dev/full")
     assert "No space left on device" in one_error_line(result)
     assert b"wrote" not in result.stdout
     assert is_char_device("/dev/full")
@@ -217,7 +217,7 @@ def test_run_into_a_fifo_streams_the_wav_to_its_reader(tmp_path: Path) -> None:
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    result = ttsfw_run(tmp_path, "Hello there.", "-o", "pipe")
+    result = voxfit_run(tmp_path, "Hello there.", "-o", "pipe")
     reader.join(timeout=30)
     assert result.returncode == 0, result.stderr.decode()
     assert got and got[0][:4] == b"RIFF" and len(got[0]) > 44 + 22050  # over half a second of audio
@@ -226,14 +226,14 @@ def test_run_into_a_fifo_streams_the_wav_to_its_reader(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_run_past_the_file_size_limit_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
-    assert ttsfw_run(tmp_path, "Warm the cache.", "-o", "warm.wav").returncode == 0  # the cache needs room
+    assert voxfit_run(tmp_path, "Warm the cache.", "-o", "warm.wav").returncode == 0  # the cache needs room
     (tmp_path / "warm.wav").unlink()
 
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, resource.RLIM_INFINITY))
 
-    result = ttsfw_run(tmp_path, LONG_TEXT[:2000], "-o", "big.wav", preexec_fn=limit)
+    result = voxfit_run(tmp_path, LONG_TEXT[:2000], "-o", "big.wav", preexec_fn=limit)
     assert "cannot write big.wav: File too large" in one_error_line(result)
     assert work_files(tmp_path) == []
 
@@ -244,7 +244,7 @@ def test_output_that_is_the_input_is_refused(tmp_path: Path, spelling: str) -> N
     (tmp_path / "notes.txt").write_text("These notes must survive.")
     os.link(tmp_path / "notes.txt", tmp_path / "hard.txt")
     (tmp_path / "link.txt").symlink_to("notes.txt")
-    result = ttsfw_run(tmp_path, "-f", "notes.txt", "-o", spelling)
+    result = voxfit_run(tmp_path, "-f", "notes.txt", "-o", spelling)
     assert "is the input file notes.txt" in one_error_line(result)
     assert (tmp_path / "notes.txt").read_text() == "These notes must survive."
 
@@ -253,7 +253,7 @@ def test_output_that_is_standard_input_is_refused(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("These notes must survive.")
     with notes.open("rb") as stdin:
-        result = ttsfw_run(tmp_path, "-", "-o", str(notes), stdin=stdin)
+        result = voxfit_run(tmp_path, "-", "-o", str(notes), stdin=stdin)
     assert "is standard input" in one_error_line(result)
     assert notes.read_text() == "These notes must survive."
 
@@ -263,14 +263,14 @@ def test_output_that_is_standard_input_is_refused(tmp_path: Path) -> None:
 def test_stdout_on_a_full_disk_is_one_line(tmp_path: Path, extra: list[str]) -> None:
     args = ["Hello there.", *extra] + ([] if "--stream" in extra else ["-o", "out.wav"])
     with open("/dev/full", "wb") as full:
-        result = ttsfw_run(tmp_path, *args, stdout=full, stderr=subprocess.PIPE, capture_output=False)
+        result = voxfit_run(tmp_path, *args, stdout=full, stderr=subprocess.PIPE, capture_output=False)
     err = one_error_line(result)
     assert "standard output: No space left on device" in err, err
 
 
 @pytest.mark.slow
 def test_stream_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
-    proc = subprocess.Popen([TTSFW, "run", LONG_TEXT[:3000], "--stream"], cwd=tmp_path, env=_env(tmp_path),
+    proc = subprocess.Popen([VOXFIT, "run", LONG_TEXT[:3000], "--stream"], cwd=tmp_path, env=_env(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert len(proc.stdout.read(100)) == 100  # what `| head -c 100` takes
     proc.stdout.close()
@@ -281,14 +281,14 @@ def test_stream_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("seed", [str(2**64), str(-(2**63) - 1), "1e30"])
 def test_seed_outside_what_torch_takes_is_one_line(tmp_path: Path, seed: str) -> None:
-    result = ttsfw_run(tmp_path, "Hello.", "--seed", seed, "-o", "x.wav")
+    result = voxfit_run(tmp_path, "Hello.", "--seed", seed, "-o", "x.wav")
     assert "--seed" in one_error_line(result)
     assert work_files(tmp_path) == []
 
 
 @pytest.mark.slow
 def test_seed_at_the_limits_passes_the_option_check(tmp_path: Path) -> None:
-    result = ttsfw_run(tmp_path, "Hello.", "--seed", str(2**64 - 1), "-o", "x.wav")
+    result = voxfit_run(tmp_path, "Hello.", "--seed", str(2**64 - 1), "-o", "x.wav")
     assert "--seed does not apply to the piper-onnx engine" in one_error_line(result)  # reached the engine
 
 
@@ -300,7 +300,7 @@ def _wait_for(predicate, proc: subprocess.Popen, what: str, seconds: float = 120
     deadline = time.monotonic() + seconds
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"ttsfw ended before {what}: {proc.communicate()[1].decode()}")
+            raise AssertionError(f"voxfit ended before {what}: {proc.communicate()[1].decode()}")
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} never happened within {seconds:.0f} s")
         time.sleep(0.02)
@@ -317,7 +317,7 @@ def _temporary_files(root: Path) -> list[Path]:
     (signal.SIGINT, "error: interrupted"),
 ])
 def test_signal_during_synthesis_cleans_up_and_says_one_line(tmp_path: Path, signum: int, line: str) -> None:
-    proc = subprocess.Popen([TTSFW, "run", LONG_TEXT, "-o", "long.wav"], cwd=tmp_path, env=_env(tmp_path),
+    proc = subprocess.Popen([VOXFIT, "run", LONG_TEXT, "-o", "long.wav"], cwd=tmp_path, env=_env(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(lambda: any(n.endswith(".part") for n in work_files(tmp_path)), proc, "synthesis began")
@@ -335,7 +335,7 @@ def test_signal_during_synthesis_cleans_up_and_says_one_line(tmp_path: Path, sig
 @pytest.mark.slow
 def test_sigterm_during_the_cold_start_leaves_no_half_written_cache(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([TTSFW, "run", "Hello there.", "-o", "x.wav"], cwd=tmp_path, env=_env(tmp_path),
+    proc = subprocess.Popen([VOXFIT, "run", "Hello there.", "-o", "x.wav"], cwd=tmp_path, env=_env(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(lambda: cache.is_dir() and bool(_temporary_files(cache)), proc, "the cache export began")

@@ -1,4 +1,4 @@
-"""`import ttsfw` and the commands that only detect, plan or list never import a heavy framework."""
+"""`import voxfit` and the commands that only detect, plan or list never import a heavy framework."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import embedded_voice
 
-# The server's stack (the serve extra) counts too: only `ttsfw serve` may import it.
+# The server's stack (the serve extra) counts too: only `voxfit serve` may import it.
 HEAVY = ("torch", "onnxruntime", "fish_speech", "fastapi", "uvicorn", "prometheus_client", "starlette", "ray")
 
 DRIVER = """
@@ -34,7 +34,7 @@ class ImportSpy:
 sys.meta_path.insert(0, ImportSpy())
 args = json.loads(sys.argv[1])
 if args:
-    from ttsfw.cli import main
+    from voxfit.cli import main
     try:
         main.main(args=args, standalone_mode=False)
     except SystemExit:
@@ -42,7 +42,7 @@ if args:
     except Exception as exc:  # e.g. no embedded voice installed: imports still count
         print(repr(exc), file=sys.stderr)
 else:
-    import ttsfw
+    import voxfit
 print("HEAVY=" + json.dumps(sorted(set(attempted) | {{m for m in HEAVY_NAMES if m in sys.modules}})))
 """
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from helpers import GiB, cpu_profile
 from pydantic import ValidationError
-from ttsfw.models import (
+from voxfit.models import (
     AcceleratorDevice,
     EnvChange,
     Estimate,

@@ -11,8 +11,8 @@ import platform
 from pathlib import Path
 
 import pytest
-from ttsfw.files import file_sha256
-from ttsfw_mps import coreml_codec
+from voxfit.files import file_sha256
+from voxfit_mps import coreml_codec
 
 
 def test_cache_path_is_keyed_by_the_codec_hash_under_the_cache_dir(tmp_path):
@@ -29,10 +29,10 @@ def test_cache_path_is_keyed_by_the_codec_hash_under_the_cache_dir(tmp_path):
 def _heavy():
     for name in ("torch", "fish_speech", "coremltools", "hydra"):
         pytest.importorskip(name, reason=f"{name} is not installed: the Core ML conversion test needs "
-                                         "torch, fish-speech and coremltools (pip install 'ttsfw-mps[coreml]')")
+                                         "torch, fish-speech and coremltools (pip install 'voxfit-mps[coreml]')")
     # descript-audiotools imports torchaudio at top level; the core's guard provides the same
     # placeholder the fish engine uses when the real one cannot load (FISH_SPEECH_NOTES).
-    from ttsfw.engines._torchaudio_guard import ensure_torchaudio_importable
+    from voxfit.engines._torchaudio_guard import ensure_torchaudio_importable
 
     ensure_torchaudio_importable()
 

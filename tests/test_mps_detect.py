@@ -101,8 +101,8 @@ def fake_mac(monkeypatch, name: str, **kw) -> FakeMac:
     import platform
 
     import psutil
-    import ttsfw.hardware
-    from ttsfw_mps import sysinfo
+    import voxfit.hardware
+    from voxfit_mps import sysinfo
 
     mac = MACS[name]
     fake = FakeMac(mac, **kw)
@@ -117,18 +117,18 @@ def fake_mac(monkeypatch, name: str, **kw) -> FakeMac:
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(mac["memsize"], mac["available"]))
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: mac["cores"][1] if logical else mac["cores"][0])
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS has no affinity masks
-    monkeypatch.setattr(ttsfw.hardware, "_cpuinfo", lambda: ("", []))  # macOS has no /proc/cpuinfo
+    monkeypatch.setattr(voxfit.hardware, "_cpuinfo", lambda: ("", []))  # macOS has no /proc/cpuinfo
     monkeypatch.setattr(sysinfo, "_find_spec", lambda name: SimpleNamespace(name=name) if mac["torch"] else None)
     return fake
 
 
 def detect_profile(monkeypatch, name: str, **kw):
-    import ttsfw_mps.plugin
+    import voxfit_mps.plugin
     from helpers import make_host
-    from ttsfw.planner import detect
+    from voxfit.planner import detect
 
     fake_mac(monkeypatch, name, **kw)
-    return detect(make_host(("mps", ttsfw_mps.plugin)))
+    return detect(make_host(("mps", voxfit_mps.plugin)))
 
 
 @pytest.mark.parametrize("name", sorted(MACS))
@@ -172,7 +172,7 @@ def test_intel_mac_has_no_mps_device_and_says_why(monkeypatch):
 def test_torch_is_asked_in_a_child_process_never_imported_here(monkeypatch):
     sys.modules.pop("torch", None)
     fake = fake_mac(monkeypatch, "m1-pro-16gb", mps_answer={"built": True, "available": False, "torch": "2.13.0"})
-    from ttsfw_mps import sysinfo
+    from voxfit_mps import sysinfo
 
     available, why = sysinfo.torch_mps()
     assert available is False and "macOS 12.3" in why
@@ -182,7 +182,7 @@ def test_torch_is_asked_in_a_child_process_never_imported_here(monkeypatch):
 
 def test_without_torch_no_child_is_started(monkeypatch):
     fake = fake_mac(monkeypatch, "m1-pro-16gb")
-    from ttsfw_mps import sysinfo
+    from voxfit_mps import sysinfo
 
     monkeypatch.setattr(sysinfo, "_find_spec", lambda name: None)
     available, why = sysinfo.torch_mps()
@@ -197,19 +197,19 @@ def test_failing_tools_are_not_errors(monkeypatch):
         raise FileNotFoundError(args[0])
 
     monkeypatch.setattr(subprocess, "run", broken)
-    from ttsfw_mps import sysinfo
+    from voxfit_mps import sysinfo
 
     mac = sysinfo.probe()
     assert mac.memory_total_bytes is None and mac.gpu_cores is None and mac.bandwidth is None
-    assert any("not in ttsfw's chip table" in n for n in mac.notes)
+    assert any("not in voxfit's chip table" in n for n in mac.notes)
 
 
 def test_not_a_mac_detects_nothing():
-    import ttsfw_mps.plugin
+    import voxfit_mps.plugin
     from helpers import make_host
-    from ttsfw.planner import detect
+    from voxfit.planner import detect
 
-    assert detect(make_host(("mps", ttsfw_mps.plugin))).devices == []  # this Linux machine
+    assert detect(make_host(("mps", voxfit_mps.plugin))).devices == []  # this Linux machine
 
 
 def regenerate() -> None:

@@ -6,13 +6,13 @@ import sys
 import types
 
 import pytest
-import ttsfw_mps.plugin as mps
+import voxfit_mps.plugin as mps
 from helpers import make_settings
-from ttsfw.engine import EngineInfo
-from ttsfw.errors import EngineLoadError
-from ttsfw.models import ModelSpec, Proposal
-from ttsfw.registry import Registry
-from ttsfw_mps import scoring
+from voxfit.engine import EngineInfo
+from voxfit.errors import EngineLoadError
+from voxfit.models import ModelSpec, Proposal
+from voxfit.registry import Registry
+from voxfit_mps import scoring
 
 MODEL = ModelSpec(family="fish", name="s1")
 

@@ -7,16 +7,16 @@ import types
 from pathlib import Path
 
 import pytest
-import ttsfw_mps.plugin
-from helpers import make_host, resolve, ttsfw_cli
+import voxfit_mps.plugin
+from helpers import make_host, resolve, voxfit_cli
 from test_fish_spec import S1_MINI, write_checkpoint
-from ttsfw import hookimpl
-from ttsfw.hardware import load_profile
-from ttsfw.models import Estimate, Proposal
-from ttsfw.planner import make_plan
-from ttsfw.runtime import apply_env
-from ttsfw.sdk import ESTIMATE_CONSTANTS
-from ttsfw_mps import scoring
+from voxfit import hookimpl
+from voxfit.hardware import load_profile
+from voxfit.models import Estimate, Proposal
+from voxfit.planner import make_plan
+from voxfit.runtime import apply_env
+from voxfit.sdk import ESTIMATE_CONSTANTS
+from voxfit_mps import scoring
 
 DATA = Path(__file__).resolve().parent / "data" / "hardware"
 GiB = 2**30
@@ -37,7 +37,7 @@ def cpu_competitor():
         return [Proposal(device="cpu", device_family="cpu", engine="fish-torch", precision="fp32",
                          estimate=Estimate(rtf=CPU_RTF), score=round(1 / CPU_RTF, 4),
                          reasons=[f"CPU: RTF ~{CPU_RTF:g} (field notes, M1 Air)"])]
-    return types.SimpleNamespace(TTSFW_HOOK_API="2.0", score_config=score_config)
+    return types.SimpleNamespace(VOXFIT_HOOK_API="2.0", score_config=score_config)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def s1(tmp_path_factory):
 
 
 def plan_for(fixture: str, model, **settings):
-    host = make_host(("cpu", cpu_competitor()), ("mps", ttsfw_mps.plugin), **settings)
+    host = make_host(("cpu", cpu_competitor()), ("mps", voxfit_mps.plugin), **settings)
     return make_plan(host, hardware=load_profile(DATA / f"{fixture}.json"), model=model)
 
 
@@ -82,7 +82,7 @@ def test_8gb_mac_with_too_little_free_memory_falls_back_to_cpu(s1, tmp_path):
     data["memory_available_bytes"] = 3 * GiB  # a browser with many tabs open
     path = tmp_path / "busy-air.json"
     path.write_text(json.dumps(data))
-    host = make_host(("cpu", cpu_competitor()), ("mps", ttsfw_mps.plugin))
+    host = make_host(("cpu", cpu_competitor()), ("mps", voxfit_mps.plugin))
     plan = make_plan(host, hardware=load_profile(path), model=s1)
     assert plan.chosen.plugin == "cpu"
     mps = next(r for r in plan.rejected if r.proposal.engine == "fish-torch" and r.proposal.plugin == "mps"
@@ -131,7 +131,7 @@ def test_mps_unavailable_vetoes_every_mps_proposal(s1, tmp_path):
     data["devices"][0]["capabilities"].update(mps_available=False, mps_status="torch 2.1 was built without MPS support")
     path = tmp_path / "no-mps.json"
     path.write_text(json.dumps(data))
-    host = make_host(("cpu", cpu_competitor()), ("mps", ttsfw_mps.plugin))
+    host = make_host(("cpu", cpu_competitor()), ("mps", voxfit_mps.plugin))
     plan = make_plan(host, hardware=load_profile(path), model=s1)
     assert plan.chosen.plugin == "cpu"
     assert all(any("built without MPS" in v for v in r.reasons) for r in plan.rejected if r.proposal.plugin == "mps")
@@ -183,7 +183,7 @@ def test_coreml_codec_proposal_is_offered_with_its_requirements(s1):
     ("m2-max-32gb", "mps: fish-torch, mps, fp16"), ("m3-max-64gb", "mps: fish-torch, mps, fp16"),
 ])
 def test_cli_plans_each_mac_fixture(s1, fixture, chosen):
-    result = ttsfw_cli("plan", "--hardware", str(DATA / f"{fixture}.json"), "--model", str(s1.path))
+    result = voxfit_cli("plan", "--hardware", str(DATA / f"{fixture}.json"), "--model", str(s1.path))
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()
     assert f"Chosen:   {chosen}" in out

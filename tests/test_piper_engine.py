@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from helpers import make_settings, resolve
-from ttsfw.errors import EngineLoadError, ModelError, UsageError
-from ttsfw.options import validate_options
-from ttsfw.plugins import PluginHost
-from ttsfw_cpu_onnx.piper_options import PiperOptions
-from ttsfw_cpu_onnx.piper_spec import check_onnx_container, embedded_default
+from voxfit.errors import EngineLoadError, ModelError, UsageError
+from voxfit.options import validate_options
+from voxfit.plugins import PluginHost
+from voxfit_cpu_onnx.piper_options import PiperOptions
+from voxfit_cpu_onnx.piper_spec import check_onnx_container, embedded_default
 
 
 def _rms(pcm: bytes) -> float:
@@ -36,10 +36,10 @@ def test_registration_goes_through_the_hook_and_is_plain_data() -> None:
 
 def test_import_and_plan_stay_light() -> None:
     code = (
-        "import sys, ttsfw\n"
-        "from ttsfw.settings import load_settings\n"
-        "from ttsfw.plugins import PluginHost\n"
-        "from ttsfw.planner import make_plan\n"
+        "import sys, voxfit\n"
+        "from voxfit.settings import load_settings\n"
+        "from voxfit.plugins import PluginHost\n"
+        "from voxfit.planner import make_plan\n"
         "host = PluginHost.from_entry_points(load_settings())\n"
         "plan = make_plan(host)\n"
         "assert plan.chosen is not None and plan.chosen.engine == 'piper-onnx', plan.summary\n"
@@ -82,7 +82,7 @@ def test_corrupt_and_incomplete_voices_are_refused(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def engine():
-    from ttsfw_cpu_onnx import piper_engine as piper_onnx
+    from voxfit_cpu_onnx import piper_engine as piper_onnx
 
     spec = embedded_default()
     eng = piper_onnx.load(spec.files["model"], spec.files["config"], threads=2, options={"enable_mem_reuse": False})
@@ -122,7 +122,7 @@ def test_voice_options(engine) -> None:
 
 def test_unknown_session_option_is_refused() -> None:
     pytest.importorskip("onnxruntime")
-    from ttsfw_cpu_onnx.piper_engine import session_options
+    from voxfit_cpu_onnx.piper_engine import session_options
 
     with pytest.raises(EngineLoadError, match="unknown session option"):
         session_options(2, {"graph_optimisation_level": "all"})
@@ -143,7 +143,7 @@ def test_any_piper_voice_by_path_and_multispeaker_config(tmp_path: Path) -> None
     (tmp_path / "v.onnx.json").write_text(json.dumps(cfg))
     resolved = resolve(str(tmp_path / "v.onnx"))
     assert resolved.properties["num_speakers"] == 3 and resolved.source == "path"
-    from ttsfw_cpu_onnx import piper_engine as piper_onnx
+    from voxfit_cpu_onnx import piper_engine as piper_onnx
 
     eng = piper_onnx.load(resolved.files["model"], resolved.files["config"], threads=1)
     eng.configure(PiperOptions(speaker="bob"))

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from ttsfw_cpu_onnx import cache
-from ttsfw_cpu_onnx import piper_engine as piper_onnx
-from ttsfw_cpu_onnx.piper_options import PiperOptions
-from ttsfw_cpu_onnx.piper_spec import embedded_default
+from voxfit_cpu_onnx import cache
+from voxfit_cpu_onnx import piper_engine as piper_onnx
+from voxfit_cpu_onnx.piper_options import PiperOptions
+from voxfit_cpu_onnx.piper_spec import embedded_default
 
 pytestmark = pytest.mark.slow
 FAST_START = {"graph_optimization_level": "all", "enable_mem_reuse": False, "cache_optimized_graph": True}

@@ -4,15 +4,15 @@ import types
 
 import pytest
 from helpers import cpu_profile, make_host, piper_spec
-from ttsfw import hookimpl
-from ttsfw.errors import PluginError, PluginUnavailable
-from ttsfw.models import Detection, Proposal
-from ttsfw.planner import make_plan
+from voxfit import hookimpl
+from voxfit.errors import PluginError, PluginUnavailable
+from voxfit.models import Detection, Proposal
+from voxfit.planner import make_plan
 
 
 def plugin(**hooks):
     """A plugin module built from hook functions, declaring the current API."""
-    module = types.SimpleNamespace(TTSFW_HOOK_API="2.0")
+    module = types.SimpleNamespace(VOXFIT_HOOK_API="2.0")
     for name, fn in hooks.items():
         setattr(module, name, hookimpl(**getattr(fn, "_opts", {}))(fn))
     return module
@@ -36,9 +36,9 @@ def test_import_error_marks_the_plugin_broken_and_keeps_the_rest():
     def load():
         raise ImportError("No module named 'vendor_sdk'")
     host = make_host(("good", plugin(score_config=proposing(1.0))))
-    host.add_entry_point("bad", load, "ttsfw-bad", "1.2")
+    host.add_entry_point("bad", load, "voxfit-bad", "1.2")
     bad = status(host, "bad")
-    assert bad.status == "broken" and "vendor_sdk" in bad.error and bad.distribution == "ttsfw-bad"
+    assert bad.status == "broken" and "vendor_sdk" in bad.error and bad.distribution == "voxfit-bad"
     plan = make_plan(host, hardware=cpu_profile(), model=piper_spec())
     assert plan.chosen.plugin == "good"
 
@@ -54,17 +54,17 @@ def test_missing_optional_dependency_is_a_skip_not_a_break():
 
 @pytest.mark.parametrize("api,expected", [
     ("1.0", "upgrade the plugin (docs/writing-a-plugin.md, 'Upgrading from hook API 1.x')"),
-    ("3.0", "newer than the core's 2.0: upgrade ttsfw"),
-    ("2.9", "newer than the core's 2.0: upgrade ttsfw"),  # may rely on hooks this core lacks
+    ("3.0", "newer than the core's 2.0: upgrade voxfit"),
+    ("2.9", "newer than the core's 2.0: upgrade voxfit"),  # may rely on hooks this core lacks
     ("two", "not a MAJOR.MINOR version"),
-    (None, "declares no TTSFW_HOOK_API"),
+    (None, "declares no VOXFIT_HOOK_API"),
 ])
 def test_plugin_for_another_hook_api_is_refused(api, expected):
     module = plugin(score_config=proposing(1.0))
     if api is None:
-        del module.TTSFW_HOOK_API
+        del module.VOXFIT_HOOK_API
     else:
-        module.TTSFW_HOOK_API = api
+        module.VOXFIT_HOOK_API = api
     host = make_host(("old", module), defaults=False)
     info = status(host, "old")
     assert info.status == "refused" and expected in info.error
@@ -104,7 +104,7 @@ def test_core_stamps_the_owner_whatever_the_plugin_claims():
 def test_detect_failure_is_isolated():
     host = make_host(("bad", plugin(detect=raiser)),
                      ("good", plugin(detect=lambda: Detection(flags={"seen": True}), score_config=proposing(1.0))))
-    from ttsfw.planner import detect
+    from voxfit.planner import detect
     profile = detect(host)
     assert profile.flags["seen"] is True
     assert host.problems[0].hook == "detect"

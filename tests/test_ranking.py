@@ -1,10 +1,10 @@
 """The core's ranking: hard vetoes with reasons, then score, then a deterministic tie-break."""
 
 from helpers import GiB, cpu_profile, make_settings, piper_spec
-from ttsfw.engine import EngineInfo
-from ttsfw.models import AcceleratorDevice, Estimate, Proposal
-from ttsfw.ranking import rank as core_rank
-from ttsfw.registry import Registry
+from voxfit.engine import EngineInfo
+from voxfit.models import AcceleratorDevice, Estimate, Proposal
+from voxfit.ranking import rank as core_rank
+from voxfit.registry import Registry
 
 
 def registry(*backends, families=("piper",)):

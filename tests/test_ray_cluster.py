@@ -1,4 +1,4 @@
-"""`ttsfw serve --ray` on a local single-node Ray cluster with 2 replicas, as the README starts it.
+"""`voxfit serve --ray` on a local single-node Ray cluster with 2 replicas, as the README starts it.
 
 One cluster for the module (starting Ray costs seconds): requests spread over
 both replicas, each replica's plan and node are visible, streams come through
@@ -40,7 +40,7 @@ def readme_section(title: str) -> str:
 
 
 def readme_command() -> list[str]:
-    (command,) = re.findall(r"```sh\n(ttsfw serve --ray.*?)\n```", readme_section("## Scaling out"))
+    (command,) = re.findall(r"```sh\n(voxfit serve --ray.*?)\n```", readme_section("## Scaling out"))
     return shlex.split(command)[2:]
 
 
@@ -48,7 +48,7 @@ def readme_command() -> list[str]:
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("ray")
     log = work / "requests.jsonl"
-    env = clean_env(TTSFW_CACHE_DIR=str(work / "cache"), RAY_USAGE_STATS_ENABLED="0")
+    env = clean_env(VOXFIT_CACHE_DIR=str(work / "cache"), RAY_USAGE_STATS_ENABLED="0")
     readme = readme_command()
     assert readme == ["--ray", "--replicas", "2"]
     # The README's command; the test only adds a free port, a short queue and a requests log to read.
@@ -97,7 +97,7 @@ def test_every_replica_reports_its_plan_and_node(cluster):
         assert "1 thread" in voice["engine"] and voice["device"] == "cpu"
         assert r["node_id"] and r["hostname"] and r["node_class"] == "cpu" and r["ready"] is True
         assert r["resources"]["CPU"] == 1.0 and "GPU" not in r["resources"]  # a CPU plan holds no GPU
-    assert shown["voices"]["en_US-joe-medium"]["chosen"]["device"] == "cpu"  # `ttsfw serve`'s shape too
+    assert shown["voices"]["en_US-joe-medium"]["chosen"]["device"] == "cpu"  # `voxfit serve`'s shape too
     (only,) = shown["node_classes"]
     assert only["request"]["num_gpus"] == 0 and only["request"]["num_cpus"] == 1
 
@@ -111,7 +111,7 @@ def test_the_openai_client_gets_speech_from_both_replicas(cluster):
     def one(_: int) -> tuple[str, float]:
         raw = client.audio.speech.with_raw_response.create(model="tts-1", voice="en_US-joe-medium", input=SHORT,
                                                            response_format="wav")
-        return raw.headers["x-ttsfw-replica"], seconds(raw.content)
+        return raw.headers["x-voxfit-replica"], seconds(raw.content)
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for _ in range(6):  # bounded: pairs of concurrent requests until both replicas answered
@@ -167,7 +167,7 @@ def test_a_client_that_leaves_cancels_its_synthesis_in_the_replica(cluster):
 
 
 def test_the_readme_curl_line_and_openai_example_work_against_the_cluster(cluster, tmp_path, monkeypatch):
-    serving = readme_section("## Serving: `ttsfw serve`")
+    serving = readme_section("## Serving: `voxfit serve`")
     curl = re.findall(r"```sh\n(.*?)```", serving, flags=re.S)[1].replace("\\\n", " ").splitlines()[0]
     monkeypatch.chdir(tmp_path)
     subprocess.run(curl.replace("localhost:8000", cluster.url.removeprefix("http://")), shell=True, check=True,
@@ -222,7 +222,7 @@ def test_sigterm_takes_the_whole_cluster_down(cluster):
 
 
 def test_the_api_key_is_asked_at_the_router(tmp_path):
-    env = clean_env(TTSFW_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0", TTSFW_API_KEY="sesame")
+    env = clean_env(VOXFIT_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0", VOXFIT_API_KEY="sesame")
     server = ServerProcess(["--ray", "--replicas", "1", "--port", "0"], env=env, cwd=tmp_path, timeout=240)
     try:
         url, key = server.url, {"Authorization": "Bearer sesame"}
@@ -240,7 +240,7 @@ def test_the_api_key_is_asked_at_the_router(tmp_path):
 
 
 def test_autoscale_adds_a_replica_when_ray_queue_grows(tmp_path):
-    env = clean_env(TTSFW_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0")
+    env = clean_env(VOXFIT_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0")
     server = ServerProcess(["--ray", "--autoscale", "1:2", "--port", "0", "--max-queue", "16"], env=env,
                            cwd=tmp_path, timeout=240)
     try:
@@ -260,10 +260,10 @@ def test_autoscale_adds_a_replica_when_ray_queue_grows(tmp_path):
 
 
 def test_a_replica_that_cannot_start_is_one_line_not_a_traceback(tmp_path):
-    from helpers import ttsfw_cli
+    from helpers import voxfit_cli
 
-    result = ttsfw_cli("serve", "--ray", "--port", "0", "--metrics-log", str(tmp_path / "missing" / "log.jsonl"),
-                       env=clean_env(TTSFW_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0"),
+    result = voxfit_cli("serve", "--ray", "--port", "0", "--metrics-log", str(tmp_path / "missing" / "log.jsonl"),
+                       env=clean_env(VOXFIT_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0"),
                        timeout=240)
     lines = result.stderr.decode().strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, lines

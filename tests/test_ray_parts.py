@@ -10,12 +10,12 @@ pytest.importorskip("ray")  # the ray extra; `make setup` installs it
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import StreamingResponse  # noqa: E402
-from ttsfw.cluster import ReplicaRequest  # noqa: E402
-from ttsfw.errors import UsageError  # noqa: E402
-from ttsfw.server.ray_serve.asgi_call import ForwardedRequest, ResponseStart, call_app  # noqa: E402
-from ttsfw.server.ray_serve.nodes import group, parse_autoscale  # noqa: E402
-from ttsfw.server.ray_serve.replica import replica_settings  # noqa: E402
-from ttsfw.settings import Settings  # noqa: E402
+from voxfit.cluster import ReplicaRequest  # noqa: E402
+from voxfit.errors import UsageError  # noqa: E402
+from voxfit.server.ray_serve.asgi_call import ForwardedRequest, ResponseStart, call_app  # noqa: E402
+from voxfit.server.ray_serve.nodes import group, parse_autoscale  # noqa: E402
+from voxfit.server.ray_serve.replica import replica_settings  # noqa: E402
+from voxfit.settings import Settings  # noqa: E402
 
 
 def toy_app(seen: dict) -> FastAPI:
@@ -137,7 +137,7 @@ def deployment_config(app):
 
 
 def test_each_node_class_is_a_deployment_with_rays_limits_from_the_settings():
-    from ttsfw.server.ray_serve.launch import deployments
+    from voxfit.server.ray_serve.launch import deployments
 
     settings = Settings(max_queue=3, workers_per_engine=1, drain_timeout=7)
     router = deployments(settings, [node_class()])
@@ -150,7 +150,7 @@ def test_each_node_class_is_a_deployment_with_rays_limits_from_the_settings():
 
 
 def test_autoscaling_scales_each_class_on_rays_queue():
-    from ttsfw.server.ray_serve.launch import deployments
+    from voxfit.server.ray_serve.launch import deployments
 
     router = deployments(Settings(), [node_class(autoscale=(1, 3))])
     (backend,) = router._bound_deployment.init_kwargs.values()
@@ -180,7 +180,7 @@ class _Pool:
 
 
 def test_a_replica_whose_engine_died_fails_its_health_check_so_ray_replaces_it():
-    from ttsfw.server.ray_serve.replica import VoiceReplica
+    from voxfit.server.ray_serve.replica import VoiceReplica
 
     replica = object.__new__(VoiceReplica)  # the health check alone: no engine, no cluster
     replica.id, replica.directory = "r1", _Directory()
@@ -202,9 +202,9 @@ def test_a_replica_whose_engine_died_fails_its_health_check_so_ray_replaces_it()
     (["--model", "/nowhere/voice.onnx"], "model not found: /nowhere/voice.onnx"),
 ])
 def test_bad_ray_options_are_one_line_before_ray_starts(args, message):
-    from helpers import ttsfw_cli
+    from helpers import voxfit_cli
 
-    result = ttsfw_cli("serve", "--ray", *args, timeout=60)
+    result = voxfit_cli("serve", "--ray", *args, timeout=60)
     lines = result.stderr.decode().strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
     assert "Started a local Ray instance" not in result.stderr.decode()
@@ -214,9 +214,9 @@ def test_without_the_ray_extra_serve_ray_says_what_to_install():
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['ttsfw', 'serve', '--ray']\n"
-            "from ttsfw.cli import run; run()")
+    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['voxfit', 'serve', '--ray']\n"
+            "from voxfit.cli import run; run()")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "error: ttsfw serve --ray needs the ray extra (ray is missing): pip install 'ttsfw[ray]'"]
+        "error: voxfit serve --ray needs the ray extra (ray is missing): pip install 'voxfit[ray]'"]

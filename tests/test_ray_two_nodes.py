@@ -2,7 +2,7 @@
 
 Ray's ``cluster_utils.Cluster`` runs two raylets on this one machine, one
 offering 2 CPUs and one offering 1, so their probes plan different thread
-counts (2 and 1) and form two node classes. `ttsfw serve --ray` joins that
+counts (2 and 1) and form two node classes. `voxfit serve --ray` joins that
 cluster by address, as it would join a real one, and must place each class's
 replica on its own node with the request its plan made, and relay speech to
 both. Loopback only; bounded in time. ``-m 'not ray'`` skips it locally.
@@ -36,7 +36,7 @@ def two_nodes():
 
 
 def test_each_node_class_runs_on_its_own_nodes_with_its_own_plan(two_nodes, tmp_path):
-    env = clean_env(TTSFW_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0")
+    env = clean_env(VOXFIT_CACHE_DIR=str(tmp_path / "cache"), RAY_USAGE_STATS_ENABLED="0")
     server = ServerProcess(["--ray", "--ray-address", two_nodes.address, "--port", "0"], env=env, cwd=tmp_path,
                            timeout=240)
     try:
@@ -59,7 +59,7 @@ def test_each_node_class_runs_on_its_own_nodes_with_its_own_plan(two_nodes, tmp_
         for _ in range(16):  # bounded: requests are drawn per class by capacity, so both see some
             response = httpx.post(f"{server.url}/v1/audio/speech", json=body, timeout=60)
             assert response.status_code == 200, response.text
-            answered.add(response.headers["x-ttsfw-replica"])
+            answered.add(response.headers["x-voxfit-replica"])
             if len(answered) == 2:
                 break
         assert len(answered) == 2, "one node class answered every request"

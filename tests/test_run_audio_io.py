@@ -8,8 +8,8 @@ import struct
 import wave
 
 import pytest
-from ttsfw.audio_io import AtomicWavWriter, StreamWavWriter, check_output_path
-from ttsfw.errors import UsageError
+from voxfit.audio_io import AtomicWavWriter, StreamWavWriter, check_output_path
+from voxfit.errors import UsageError
 
 PCM = struct.pack("<4h", 0, 1000, -1000, 0) * 1000
 

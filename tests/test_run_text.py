@@ -1,12 +1,12 @@
-"""Text input and splitting for `ttsfw run`: engine-agnostic, never truncating."""
+"""Text input and splitting for `voxfit run`: engine-agnostic, never truncating."""
 
 from __future__ import annotations
 
 import io
 
 import pytest
-from ttsfw.errors import UsageError
-from ttsfw.text import controls_to_spaces, has_speakable, read_input, split_sentences
+from voxfit.errors import UsageError
+from voxfit.text import controls_to_spaces, has_speakable, read_input, split_sentences
 
 
 def _letters(text: str) -> str:

@@ -5,12 +5,12 @@ import types
 
 import pytest
 from helpers import cpu_profile, make_host, piper_spec
-from ttsfw import hookimpl
-from ttsfw.engine import AudioChunk
-from ttsfw.errors import EngineLoadError, InvariantViolation, NoFeasiblePlan
-from ttsfw.models import EnvChange, Proposal
-from ttsfw.planner import make_plan
-from ttsfw.runtime import apply_env, load
+from voxfit import hookimpl
+from voxfit.engine import AudioChunk
+from voxfit.errors import EngineLoadError, InvariantViolation, NoFeasiblePlan
+from voxfit.models import EnvChange, Proposal
+from voxfit.planner import make_plan
+from voxfit.runtime import apply_env, load
 
 
 class Param:
@@ -61,7 +61,7 @@ class ToyEngine:
 
 
 def owner_plugin(name, score, engine_factory=None, error=None, env=None, cleanup=False):
-    module = types.SimpleNamespace(TTSFW_HOOK_API="2.0", loaded=[])
+    module = types.SimpleNamespace(VOXFIT_HOOK_API="2.0", loaded=[])
 
     @hookimpl
     def score_config():
@@ -101,21 +101,21 @@ def plan_for(host):
 
 
 def test_chosen_proposal_loads_after_its_env_is_applied(monkeypatch):
-    monkeypatch.delenv("TTSFW_TEST_VAR", raising=False)
+    monkeypatch.delenv("VOXFIT_TEST_VAR", raising=False)
     seen = {}
 
     def factory():
-        seen["env"] = os.environ.get("TTSFW_TEST_VAR")
+        seen["env"] = os.environ.get("VOXFIT_TEST_VAR")
         return ToyEngine()
 
-    host = make_host(("best", owner_plugin("best", 2.0, factory, env=("TTSFW_TEST_VAR", "on"))),
+    host = make_host(("best", owner_plugin("best", 2.0, factory, env=("VOXFIT_TEST_VAR", "on"))),
                      ("other", owner_plugin("other", 1.0, ToyEngine)))
     plan = plan_for(host)
-    assert [c.key for c in plan.env_changes] == ["TTSFW_TEST_VAR"]  # shown before anything runs
+    assert [c.key for c in plan.env_changes] == ["VOXFIT_TEST_VAR"]  # shown before anything runs
     loaded = load(host, plan)
     assert loaded.proposal.plugin == "best" and not loaded.fell_back
     assert seen["env"] == "on"  # applied before load_engine ran
-    assert [c.key for c in loaded.env_applied] == ["TTSFW_TEST_VAR"]
+    assert [c.key for c in loaded.env_applied] == ["VOXFIT_TEST_VAR"]
 
 
 @pytest.mark.parametrize("error", [EngineLoadError("CUDA out of memory"), RuntimeError("CUDA out of memory")])

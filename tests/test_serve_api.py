@@ -1,4 +1,4 @@
-"""`ttsfw serve` with the embedded Piper voice, as a real process on a free loopback port: every route."""
+"""`voxfit serve` with the embedded Piper voice, as a real process on a free loopback port: every route."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from serve_helpers import ServerProcess, clean_env, decode
 
 pytestmark = pytest.mark.timeout(180)
 
-TEXT = "Hello there. This is ttsfw speaking from a server."
+TEXT = "Hello there. This is voxfit speaking from a server."
 FORMATS = ("wav", "pcm", "flac", "mp3", "opus")
 # Decoded length may differ from the synthesized one by the codec's framing: MP3 adds an encoder
 # delay and pads the last frame; the resampler to 24 kHz (pcm, opus) keeps the duration.
@@ -24,7 +24,7 @@ TOLERANCE = {"wav": 0.001, "pcm": 0.005, "flac": 0.001, "mp3": 0.12, "opus": 0.0
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
     proc = ServerProcess(["--port", "0", "--metrics-log", str(work / "requests.jsonl")],
-                         env=clean_env(TTSFW_CACHE_DIR=str(work / "cache")), cwd=work)
+                         env=clean_env(VOXFIT_CACHE_DIR=str(work / "cache")), cwd=work)
     proc.work = work
     yield proc
     assert proc.stop() == 0
@@ -57,8 +57,8 @@ def test_a_whole_wav_has_its_real_length_and_metrics_headers(client, voice):
     r = client.post("/v1/tts", json={"text": TEXT, "voice": voice, "format": "wav"})
     assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
     samples, rate = decode(r.content, "wav")
-    assert len(samples) / rate == pytest.approx(float(r.headers["X-Ttsfw-Audio-Seconds"]), abs=1e-3)
-    assert float(r.headers["X-Ttsfw-Rtf"]) > 0 and float(r.headers["X-Ttsfw-Time-To-First-Audio"]) > 0
+    assert len(samples) / rate == pytest.approx(float(r.headers["X-Voxfit-Audio-Seconds"]), abs=1e-3)
+    assert float(r.headers["X-Voxfit-Rtf"]) > 0 and float(r.headers["X-Voxfit-Time-To-First-Audio"]) > 0
 
 
 def test_the_server_prints_the_plan_and_its_address(server):
@@ -108,8 +108,8 @@ def test_the_native_route_returns_whole_files_with_metrics(client, voice, fmt):
     r = client.post("/v1/tts", json={"text": TEXT, "voice": voice, "format": fmt, "length_scale": 1.0, "seed": None})
     assert r.status_code == 200, r.text
     samples, rate = decode(r.content, fmt)
-    assert len(samples) / rate == pytest.approx(float(r.headers["X-Ttsfw-Audio-Seconds"]), abs=TOLERANCE[fmt])
-    assert float(r.headers["X-Ttsfw-Rtf"]) > 0 and r.headers["X-Request-Id"].startswith("req-")
+    assert len(samples) / rate == pytest.approx(float(r.headers["X-Voxfit-Audio-Seconds"]), abs=TOLERANCE[fmt])
+    assert float(r.headers["X-Voxfit-Rtf"]) > 0 and r.headers["X-Request-Id"].startswith("req-")
 
 
 def test_a_streamed_wav_starts_before_the_text_is_done(client, voice):
@@ -130,7 +130,7 @@ def test_sse_sends_audio_deltas_then_done_with_usage(client, voice):
     assert [e["type"] for e in events[:-1]] == ["speech.audio.delta"] * (len(events) - 1) and len(events) >= 3
     assert events[-1]["type"] == "speech.audio.done" and events[-1]["usage"]["input_tokens"] == len(TEXT)
     pcm = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
-    made = events[-1]["ttsfw"]["audio_seconds"]
+    made = events[-1]["voxfit"]["audio_seconds"]
     assert len(pcm) / 2 / 24000 == pytest.approx(made, abs=TOLERANCE["pcm"])
 
 
@@ -173,10 +173,10 @@ def test_native_route_options_are_checked_against_the_engine_and_no_path_is_open
 def test_metrics_and_the_request_log(server, client, voice):
     client.post("/v1/tts", json={"text": "Counted.", "voice": voice})
     text = client.get("/metrics").text
-    for name in ("ttsfw_http_requests_total", "ttsfw_queue_depth", "ttsfw_in_flight", "ttsfw_request_seconds_bucket",
-                 "ttsfw_time_to_first_audio_seconds_bucket", "ttsfw_rtf_bucket", "ttsfw_audio_seconds_total"):
+    for name in ("voxfit_http_requests_total", "voxfit_queue_depth", "voxfit_in_flight", "voxfit_request_seconds_bucket",
+                 "voxfit_time_to_first_audio_seconds_bucket", "voxfit_rtf_bucket", "voxfit_audio_seconds_total"):
         assert name in text, name
-    assert 'ttsfw_http_requests_total{route="/v1/tts",status="200"}' in text
+    assert 'voxfit_http_requests_total{route="/v1/tts",status="200"}' in text
     records = [json.loads(line) for line in (server.work / "requests.jsonl").read_text().splitlines()]
     last = [r for r in records if r["characters"] == len("Counted.")][-1]
     assert last["status"] == "ok" and last["audio_seconds"] > 0 and last["rtf"] > 0
@@ -193,7 +193,7 @@ def test_a_client_that_leaves_a_stream_cancels_it_and_the_engine_is_free_again(s
     assert first
     left = time.monotonic()
     record = logged(server, request_id)  # written when the server noticed and stopped it
-    while 'ttsfw_in_flight{voice="en_US-joe-medium"} 0.0' not in client.get("/metrics").text:
+    while 'voxfit_in_flight{voice="en_US-joe-medium"} 0.0' not in client.get("/metrics").text:
         assert time.monotonic() - left < 3.0, "the engine stayed busy after its client left"
         time.sleep(0.05)
     assert record["status"] == "cancelled" and record["audio_seconds"] < 30  # far from the ~150 s asked for

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from helpers import GiB, cpu_profile
-from ttsfw.errors import UsageError
-from ttsfw.models import AcceleratorDevice, Estimate, ModelSpec, Plan, Proposal
-from ttsfw.server.voices import check_memory
+from voxfit.errors import UsageError
+from voxfit.models import AcceleratorDevice, Estimate, ModelSpec, Plan, Proposal
+from voxfit.server.voices import check_memory
 
 
 def plan(name: str, peak: int | None, device: str = "cpu", pool: str = "system") -> tuple[str, Plan]:
@@ -31,7 +31,7 @@ def test_a_plan_that_does_not_fit_beside_the_others_is_refused_with_the_numbers(
                      workers=1, headroom=0.15)
     message = str(err.value)
     assert message.startswith("voice b (~9.0 GiB peak) does not fit beside a (9.0 GiB) in cuda:0's memory: 17.0 GiB")
-    assert "TTSFW_MEMORY_HEADROOM" in message and "\n" not in message
+    assert "VOXFIT_MEMORY_HEADROOM" in message and "\n" not in message
 
 
 def test_workers_multiply_the_estimate_and_an_unknown_estimate_is_said():

@@ -1,4 +1,4 @@
-"""`ttsfw serve` under load and faults, on stand-in engines whose timing is known (real sockets, in-process)."""
+"""`voxfit serve` under load and faults, on stand-in engines whose timing is known (real sockets, in-process)."""
 
 from __future__ import annotations
 
@@ -53,11 +53,11 @@ def test_a_full_queue_is_answered_at_once_with_503_and_retry_after():
         assert refused.status_code == 503 and answered_in < 0.3  # at once: nothing waits behind a full queue
         assert int(refused.headers["Retry-After"]) >= 1
         err = refused.json()["error"]
-        assert err["code"] == "queue_full" and "TTSFW_MAX_QUEUE=1" in err["message"] and "\n" not in err["message"]
+        assert err["code"] == "queue_full" and "VOXFIT_MAX_QUEUE=1" in err["message"] and "\n" not in err["message"]
         assert [r.status_code for r in results] == [200, 200]  # the admitted ones lose nothing
         assert all(len(r.content) == 3 * 0.5 * 24000 * 2 for r in results)  # 3 sentences, 24 kHz pcm
         text = client.get(f"{srv.url}/metrics").text
-        assert metric(text, "ttsfw_rejected_requests_total", voice="slow", reason="queue_full") == 1
+        assert metric(text, "voxfit_rejected_requests_total", voice="slow", reason="queue_full") == 1
 
 
 def test_a_client_that_disconnects_cancels_at_the_next_sentence_and_frees_its_worker():
@@ -81,7 +81,7 @@ def test_a_client_that_disconnects_cancels_at_the_next_sentence_and_frees_its_wo
         assert len(engines[0].spoken) <= 5 + 1  # far fewer than the 20 sentences asked for (+ the short one)
         assert any(" cancelled " in line for line in srv.lines), srv.lines
         text = client.get(f"{srv.url}/metrics").text
-        assert metric(text, "ttsfw_speech_requests_total", voice="slow", outcome="cancelled") == 1
+        assert metric(text, "voxfit_speech_requests_total", voice="slow", outcome="cancelled") == 1
 
 
 def test_a_client_that_leaves_while_queued_is_taken_out_of_the_queue():
@@ -135,7 +135,7 @@ def test_a_failing_engine_fails_its_request_with_500_and_ready_reports_it_while_
         again = speech(client, srv.url, "Hello.", voice="crashy")
         assert again.status_code == 503 and "out of service" in again.json()["error"]["message"]
         assert speech(client, srv.url, "Still here.", voice="slow").status_code == 200
-        assert metric(client.get(f"{srv.url}/metrics").text, "ttsfw_workers_up", voice="crashy") == 0
+        assert metric(client.get(f"{srv.url}/metrics").text, "voxfit_workers_up", voice="crashy") == 0
 
 
 def test_speed_maps_to_the_engines_length_scale_and_voices_can_have_aliases():

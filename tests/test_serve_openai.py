@@ -1,4 +1,4 @@
-"""The official `openai` client, unchanged, against a real `ttsfw serve` process on a free loopback port."""
+"""The official `openai` client, unchanged, against a real `voxfit serve` process on a free loopback port."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ TEXT = "The quick brown fox jumps over the lazy dog. Then it rests."
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("serve-openai")
     proc = ServerProcess(["--port", "0", "--max-queue", "0"],
-                         env=clean_env(TTSFW_CACHE_DIR=str(work / "cache"), TTSFW_API_KEY="sk-local-test",
-                                       TTSFW_VOICE_ALIASES="alloy=en_US-joe-medium"), cwd=work)
+                         env=clean_env(VOXFIT_CACHE_DIR=str(work / "cache"), VOXFIT_API_KEY="sk-local-test",
+                                       VOXFIT_VOICE_ALIASES="alloy=en_US-joe-medium"), cwd=work)
     yield proc
     assert proc.stop() == 0
 
@@ -88,7 +88,7 @@ def test_overload_reaches_the_client_as_503_with_retry_after_at_once(client, ser
     for t in busy:
         t.start()
     deadline = time.monotonic() + 20
-    while f'ttsfw_in_flight{{voice="en_US-joe-medium"}} {slots:.1f}' not in httpx.get(f"{server.url}/metrics",
+    while f'voxfit_in_flight{{voice="en_US-joe-medium"}} {slots:.1f}' not in httpx.get(f"{server.url}/metrics",
                                                                                    headers=headers).text:
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -1,12 +1,12 @@
 """The page at / in a real headless browser (Debian's chromium and chromedriver, driven by selenium).
 
-A real `ttsfw serve` process with the embedded voice and an API key: the page asks
+A real `voxfit serve` process with the embedded voice and an API key: the page asks
 for the key, speaks a sentence (the audio arrives as it streams and can be replayed
 and downloaded), fills the plan panel with the chosen proposal, and shows the
 server's one-line error for bad input. When chromium or chromedriver is missing the
 browser tests skip and say so (`.ci/run` installs both with apt-get).
 
-`TTSFW_UPDATE_SCREENSHOT=1` makes the speaking test save its screenshot as the README's
+`VOXFIT_UPDATE_SCREENSHOT=1` makes the speaking test save its screenshot as the README's
 `docs/serve-page.png` (otherwise it stays in the test's temporary directory).
 """
 
@@ -39,7 +39,7 @@ WAIT = 60  # seconds any one thing may take in the browser
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("page")
     proc = ServerProcess(["--port", "0", "--max-input-chars", "300"],
-                         env=clean_env(TTSFW_CACHE_DIR=str(work / "cache"), TTSFW_API_KEY=KEY), cwd=work)
+                         env=clean_env(VOXFIT_CACHE_DIR=str(work / "cache"), VOXFIT_API_KEY=KEY), cwd=work)
     yield proc
     assert proc.stop() == 0
 
@@ -109,8 +109,8 @@ def test_speak_in_a_real_browser(server, tmp_path):
         _until(driver, "!document.getElementById('key-form').hidden", "the API key form")
         assert driver.switch_to.active_element.get_attribute("id") == "key"
         driver.find_element(By.ID, "key").send_keys(KEY + Keys.ENTER)
-        _until(driver, "window.ttsfwPage.ready", "the page loaded with the key")
-        assert driver.execute_script("return sessionStorage.getItem('ttsfw-api-key')") == KEY
+        _until(driver, "window.voxfitPage.ready", "the page loaded with the key")
+        assert driver.execute_script("return sessionStorage.getItem('voxfit-api-key')") == KEY
 
         # The plan panel: the chosen proposal with its reasons, the alternatives, the vetoed ones.
         chosen = driver.find_element(By.ID, "plan-chosen").text
@@ -131,7 +131,7 @@ def test_speak_in_a_real_browser(server, tmp_path):
         text.clear()
         text.send_keys("Hello from the browser. This second sentence streams after the first one.")
         text.send_keys(Keys.CONTROL, Keys.ENTER)
-        last = _until(driver, "window.ttsfwPage.last && window.ttsfwPage.last.done && window.ttsfwPage.last",
+        last = _until(driver, "window.voxfitPage.last && window.voxfitPage.last.done && window.voxfitPage.last",
                       "the speech to finish")
         assert last["error"] is None and last["rate"] == 22050
         assert last["bytes"] > 22050 * 2 and last["seconds"] > 2.0
@@ -154,7 +154,7 @@ def test_speak_in_a_real_browser(server, tmp_path):
         driver.execute_script("window.scrollTo(0, 0)")
         shot = tmp_path / "serve-page.png"
         assert driver.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        if os.environ.get("TTSFW_UPDATE_SCREENSHOT") == "1":  # the README's picture, made on purpose only
+        if os.environ.get("VOXFIT_UPDATE_SCREENSHOT") == "1":  # the README's picture, made on purpose only
             shutil.copyfile(shot, SCREENSHOT)
 
         # Bad input: the server's one-line error, on the page.
@@ -197,7 +197,7 @@ def test_queue_full_and_engine_failure_are_short_messages_on_the_page(tmp_path):
     try:
         with InProcessServer([voice], max_queue=0) as srv:
             driver.get(srv.url + "/")
-            _until(driver, "window.ttsfwPage.ready", "the page loaded")
+            _until(driver, "window.voxfitPage.ready", "the page loaded")
             assert "Chosen: toy: toy-toy-voice, cpu" in driver.find_element(By.ID, "plan-chosen").text
             text = driver.find_element(By.ID, "text")
 
@@ -218,11 +218,11 @@ def test_queue_full_and_engine_failure_are_short_messages_on_the_page(tmp_path):
                 time.sleep(0.02)
             full = errors_for("Hello.", "the queue-full message")
             busy.join(30)
-            assert full.startswith("voice toy-voice is busy") and "TTSFW_MAX_QUEUE=0" in full
+            assert full.startswith("voice toy-voice is busy") and "VOXFIT_MAX_QUEUE=0" in full
             # The engine fails after the first sentence was streamed: that audio stays, the page says why it ended.
             failed = errors_for("This one is fine. Then a crash.", "the engine failure")
             assert failed == "The request ended early: engine failed: RuntimeError: CUDA out of memory (stand-in)"
-            last = driver.execute_script("return window.ttsfwPage.last")
+            last = driver.execute_script("return window.voxfitPage.last")
             assert last["seconds"] == pytest.approx(0.5, abs=0.01) and last["error"].startswith("engine failed")
             # Its only worker is out of service now: the next request is told so at once.
             dead = errors_for("Hello again.", "the out-of-service message")
@@ -234,15 +234,15 @@ def test_queue_full_and_engine_failure_are_short_messages_on_the_page(tmp_path):
 
 
 def test_the_page_ships_in_the_wheel(tmp_path):
-    """Every asset the page serves is in the built ttsfw wheel (no CDN: nothing else is needed)."""
+    """Every asset the page serves is in the built voxfit wheel (no CDN: nothing else is needed)."""
     import zipfile
 
     from hatchling.builders.wheel import WheelBuilder
-    from ttsfw.server.page import ASSETS
+    from voxfit.server.page import ASSETS
 
     built = list(WheelBuilder(str(ROOT / "core")).build(directory=str(tmp_path), versions=["standard"]))
     assert len(built) == 1
     names = set(zipfile.ZipFile(built[0]).namelist())
     for name in ASSETS:
-        assert f"ttsfw/server/static/{name}" in names
-    assert "ttsfw/server/page.py" in names and "ttsfw/server/wyoming_tts.py" in names
+        assert f"voxfit/server/static/{name}" in names
+    assert "voxfit/server/page.py" in names and "voxfit/server/wyoming_tts.py" in names

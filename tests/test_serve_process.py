@@ -1,4 +1,4 @@
-"""`ttsfw serve` as a process: start-up refusals, the drain on SIGTERM."""
+"""`voxfit serve` as a process: start-up refusals, the drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from helpers import embedded_voice, ttsfw_cli
+from helpers import embedded_voice, voxfit_cli
 from serve_helpers import ServerProcess, clean_env, decode
 
 pytestmark = pytest.mark.timeout(180)
@@ -16,7 +16,7 @@ LONG = " ".join(f"This is sentence number {i}, which keeps the worker busy." for
 
 
 def test_sigterm_drains_new_requests_get_503_in_flight_ones_finish_and_it_exits_0(tmp_path):
-    proc = ServerProcess(["--port", "0", "--drain-timeout", "60"], env=clean_env(TTSFW_CACHE_DIR=str(tmp_path)),
+    proc = ServerProcess(["--port", "0", "--drain-timeout", "60"], env=clean_env(VOXFIT_CACHE_DIR=str(tmp_path)),
                          cwd=tmp_path)
     try:
         result: dict = {}
@@ -27,7 +27,7 @@ def test_sigterm_drains_new_requests_get_503_in_flight_ones_finish_and_it_exits_
         worker = threading.Thread(target=long_request)
         worker.start()
         deadline = time.monotonic() + 20
-        while 'ttsfw_in_flight{voice="en_US-joe-medium"} 1.0' not in httpx.get(f"{proc.url}/metrics").text:
+        while 'voxfit_in_flight{voice="en_US-joe-medium"} 1.0' not in httpx.get(f"{proc.url}/metrics").text:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         proc.terminate()
@@ -46,12 +46,12 @@ def test_sigterm_drains_new_requests_get_503_in_flight_ones_finish_and_it_exits_
     assert r.status_code == 200
     samples, rate = decode(r.content, "wav")
     seconds = len(samples) / rate
-    assert seconds == pytest.approx(float(r.headers["X-Ttsfw-Audio-Seconds"]), abs=1e-3) and seconds > 10
+    assert seconds == pytest.approx(float(r.headers["X-Voxfit-Audio-Seconds"]), abs=1e-3) and seconds > 10
     assert "SIGTERM: draining" in proc.log() and "drained: every request finished" in proc.log()
 
 
 def test_the_drain_is_bounded(tmp_path):
-    proc = ServerProcess(["--port", "0", "--drain-timeout", "0.5"], env=clean_env(TTSFW_CACHE_DIR=str(tmp_path)),
+    proc = ServerProcess(["--port", "0", "--drain-timeout", "0.5"], env=clean_env(VOXFIT_CACHE_DIR=str(tmp_path)),
                          cwd=tmp_path)
     try:
         got: list[bytes] = []
@@ -88,7 +88,7 @@ def test_the_drain_is_bounded(tmp_path):
 
 
 def test_models_that_do_not_fit_together_are_refused_at_start_with_the_reason(tmp_path):
-    r = ttsfw_cli("serve", "--port", "0", "--workers-per-engine", "64", env=clean_env(TTSFW_CACHE_DIR=str(tmp_path)),
+    r = voxfit_cli("serve", "--port", "0", "--workers-per-engine", "64", env=clean_env(VOXFIT_CACHE_DIR=str(tmp_path)),
                   cwd=tmp_path, timeout=120)
     err = r.stderr.decode()
     assert r.returncode == 2 and "Traceback" not in err
@@ -98,13 +98,13 @@ def test_models_that_do_not_fit_together_are_refused_at_start_with_the_reason(tm
 
 
 def test_the_same_model_twice_and_a_dangling_alias_are_refused(tmp_path):
-    env = clean_env(TTSFW_CACHE_DIR=str(tmp_path))
+    env = clean_env(VOXFIT_CACHE_DIR=str(tmp_path))
     voice = str(embedded_voice())
-    twice = ttsfw_cli("serve", "--port", "0", "-m", voice, "-m", voice, env=env, cwd=tmp_path, timeout=120)
+    twice = voxfit_cli("serve", "--port", "0", "-m", voice, "-m", voice, env=env, cwd=tmp_path, timeout=120)
     assert twice.returncode == 2 and "are both voice 'en_US-joe-medium'" in twice.stderr.decode()
-    alias = ttsfw_cli("serve", "--port", "0", "--voice-alias", "alloy=nobody", env=env, cwd=tmp_path, timeout=120)
+    alias = voxfit_cli("serve", "--port", "0", "--voice-alias", "alloy=nobody", env=env, cwd=tmp_path, timeout=120)
     assert alias.returncode == 2 and "voice alias alloy=nobody: no voice 'nobody' is served" in alias.stderr.decode()
-    bad = ttsfw_cli("serve", "--max-queue", "-1", env=env, cwd=tmp_path)
+    bad = voxfit_cli("serve", "--max-queue", "-1", env=env, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.decode().startswith("error: invalid value -1 from --max-queue")
 
 
@@ -119,7 +119,7 @@ def test_two_models_are_two_voices(tmp_path):
             shutil.copy(f, copy / f.name.replace(voice.stem, "en_US-copy-medium"))
     second = copy / voice.name.replace(voice.stem, "en_US-copy-medium")
     proc = ServerProcess(["--port", "0", "-m", str(voice), "-m", str(second)],
-                         env=clean_env(TTSFW_CACHE_DIR=str(tmp_path / "cache")), cwd=tmp_path)
+                         env=clean_env(VOXFIT_CACHE_DIR=str(tmp_path / "cache")), cwd=tmp_path)
     try:
         names = [v["voice"] for v in httpx.get(f"{proc.url}/v1/audio/voices").json()["voices"]]
         spoken = httpx.post(f"{proc.url}/v1/tts", json={"text": "Second voice.", "voice": names[1]}, timeout=60)
@@ -129,7 +129,7 @@ def test_two_models_are_two_voices(tmp_path):
 
 
 def test_workers_per_engine_loads_that_many_engines_from_one_plan(tmp_path):
-    proc = ServerProcess(["--port", "0", "--workers-per-engine", "2"], env=clean_env(TTSFW_CACHE_DIR=str(tmp_path)),
+    proc = ServerProcess(["--port", "0", "--workers-per-engine", "2"], env=clean_env(VOXFIT_CACHE_DIR=str(tmp_path)),
                          cwd=tmp_path)
     try:
         entry = httpx.get(f"{proc.url}/v1/audio/voices").json()["voices"][0]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(180)
 
 def section() -> str:
     text = (REPO / "README.md").read_text()
-    start = text.index("## Serving: `ttsfw serve`")
+    start = text.index("## Serving: `voxfit serve`")
     return text[start:text.index("\n## ", start + 1)]
 
 
@@ -36,12 +36,12 @@ def port_free(port: int) -> bool:
 
 def test_the_readme_serve_command_the_curl_line_and_the_openai_example_work(tmp_path):
     command = blocks("sh")[0].strip()
-    assert command == "ttsfw serve"
+    assert command == "voxfit serve"
     args = shlex.split(command)[2:]
-    # Exactly the README's command; only if port 8000 is taken on this machine does TTSFW_PORT move it.
-    env = clean_env(TTSFW_CACHE_DIR=str(tmp_path / "cache"))
+    # Exactly the README's command; only if port 8000 is taken on this machine does VOXFIT_PORT move it.
+    env = clean_env(VOXFIT_CACHE_DIR=str(tmp_path / "cache"))
     if not port_free(8000):
-        env["TTSFW_PORT"] = "0"
+        env["VOXFIT_PORT"] = "0"
     proc = ServerProcess(args, env=env, cwd=tmp_path)
     try:
         base = proc.url

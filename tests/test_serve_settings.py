@@ -1,18 +1,18 @@
-"""Every `ttsfw serve` option is also a TTSFW_* setting; a wrong value is one line naming where it came from."""
+"""Every `voxfit serve` option is also a VOXFIT_* setting; a wrong value is one line naming where it came from."""
 
 from __future__ import annotations
 
 import pytest
-from ttsfw.errors import UsageError
-from ttsfw.settings import load_settings
+from voxfit.errors import UsageError
+from voxfit.settings import load_settings
 
 
 def test_serve_settings_come_from_the_environment(monkeypatch):
     for key, value in {
-        "TTSFW_MODELS": "a.onnx, b.onnx", "TTSFW_HOST": "::1", "TTSFW_PORT": "0", "TTSFW_WORKERS_PER_ENGINE": "2",
-        "TTSFW_MAX_QUEUE": "3", "TTSFW_REQUEST_TIMEOUT": "9.5", "TTSFW_DRAIN_TIMEOUT": "4", "TTSFW_API_KEY": "k",
-        "TTSFW_METRICS_LOG": "/tmp/x.jsonl", "TTSFW_MAX_INPUT_CHARS": "100", "TTSFW_MAX_UPLOAD_BYTES": "2048",
-        "TTSFW_MAX_REFERENCE_SECONDS": "12", "TTSFW_VOICE_ALIASES": "alloy=a, echo=b",
+        "VOXFIT_MODELS": "a.onnx, b.onnx", "VOXFIT_HOST": "::1", "VOXFIT_PORT": "0", "VOXFIT_WORKERS_PER_ENGINE": "2",
+        "VOXFIT_MAX_QUEUE": "3", "VOXFIT_REQUEST_TIMEOUT": "9.5", "VOXFIT_DRAIN_TIMEOUT": "4", "VOXFIT_API_KEY": "k",
+        "VOXFIT_METRICS_LOG": "/tmp/x.jsonl", "VOXFIT_MAX_INPUT_CHARS": "100", "VOXFIT_MAX_UPLOAD_BYTES": "2048",
+        "VOXFIT_MAX_REFERENCE_SECONDS": "12", "VOXFIT_VOICE_ALIASES": "alloy=a, echo=b",
     }.items():
         monkeypatch.setenv(key, value)
     s = load_settings()
@@ -30,10 +30,10 @@ def test_serve_defaults_are_loopback_and_bounded():
 
 
 @pytest.mark.parametrize("variable, value, fragment", [
-    ("TTSFW_MAX_QUEUE", "-1", "invalid value '-1' from TTSFW_MAX_QUEUE"),
-    ("TTSFW_PORT", "70000", "invalid value '70000' from TTSFW_PORT"),
-    ("TTSFW_VOICE_ALIASES", "alloy", "a voice alias is ALIAS=VOICE"),
-    ("TTSFW_REQUEST_TIMEOUT", "0", "from TTSFW_REQUEST_TIMEOUT"),
+    ("VOXFIT_MAX_QUEUE", "-1", "invalid value '-1' from VOXFIT_MAX_QUEUE"),
+    ("VOXFIT_PORT", "70000", "invalid value '70000' from VOXFIT_PORT"),
+    ("VOXFIT_VOICE_ALIASES", "alloy", "a voice alias is ALIAS=VOICE"),
+    ("VOXFIT_REQUEST_TIMEOUT", "0", "from VOXFIT_REQUEST_TIMEOUT"),
 ])
 def test_bad_serve_settings_are_one_line(monkeypatch, variable, value, fragment):
     monkeypatch.setenv(variable, value)

@@ -41,7 +41,7 @@ def test_an_uploaded_clip_reaches_the_engine_as_a_private_file_that_is_removed_a
 
 
 @pytest.mark.parametrize("files, data, status, fragment", [
-    ({"reference_audio": ("a.flac", b"x" * 300_000, "audio/flac")}, {"text": "Hi."}, 413, "TTSFW_MAX_UPLOAD_BYTES"),
+    ({"reference_audio": ("a.flac", b"x" * 300_000, "audio/flac")}, {"text": "Hi."}, 413, "VOXFIT_MAX_UPLOAD_BYTES"),
     ({"reference_audio": ("a.flac", clip(8.0, 4000), "audio/flac")}, {"text": "Hi."}, 400, "8.0 s long; at most 5 s"),
     ({"reference_audio": ("a.wav", b"RIFF but not audio", "audio/wav")}, {"text": "Hi."}, 400, "not audio"),
     ({"other": ("a.wav", b"x", "audio/wav")}, {"text": "Hi."}, 400, "unexpected file field 'other'"),

@@ -7,11 +7,11 @@ import types
 import pytest
 from helpers import cpu_profile, make_host
 from pydantic import BaseModel, ConfigDict, Field
-from ttsfw import hookimpl
-from ttsfw.engine import AudioChunk, EngineInfo
-from ttsfw.errors import UsageError
-from ttsfw.models import ModelSpec, Proposal
-from ttsfw.session import Session
+from voxfit import hookimpl
+from voxfit.engine import AudioChunk, EngineInfo
+from voxfit.errors import UsageError
+from voxfit.models import ModelSpec, Proposal
+from voxfit.session import Session
 
 
 class ToyOptions(BaseModel):
@@ -42,7 +42,7 @@ class ToyEngine:
 
 
 def toy_plugin(loads: list, fail_first: bool = False):
-    module = types.SimpleNamespace(TTSFW_HOOK_API="2.0")
+    module = types.SimpleNamespace(VOXFIT_HOOK_API="2.0")
 
     @hookimpl
     def register_engines(register):

@@ -1,26 +1,26 @@
-"""Settings: TTSFW_ variables, .env, flags on top, and one-line errors for bad values."""
+"""Settings: VOXFIT_ variables, .env, flags on top, and one-line errors for bad values."""
 
 
 import pytest
 from helpers import cpu_profile
-from ttsfw.errors import UsageError
-from ttsfw.planner import make_plan
-from ttsfw.plugins import PluginHost
-from ttsfw.settings import load_settings
+from voxfit.errors import UsageError
+from voxfit.planner import make_plan
+from voxfit.plugins import PluginHost
+from voxfit.settings import load_settings
 
 
 def test_environment_and_dotenv(monkeypatch, tmp_path):
-    (tmp_path / ".env").write_text("TTSFW_DEVICE=cpu\nTTSFW_BLOCK_PLUGINS=cuda, mps\nTTSFW_STRICT=1\n")
+    (tmp_path / ".env").write_text("VOXFIT_DEVICE=cpu\nVOXFIT_BLOCK_PLUGINS=cuda, mps\nVOXFIT_STRICT=1\n")
     s = load_settings()
     assert (s.device, s.block_plugins, s.strict) == ("cpu", ["cuda", "mps"], True)
-    monkeypatch.setenv("TTSFW_DEVICE", "mps")  # the environment beats .env
+    monkeypatch.setenv("VOXFIT_DEVICE", "mps")  # the environment beats .env
     assert load_settings().device == "mps"
     assert load_settings(device="cuda").device == "cuda"  # a flag beats both
 
 
 def test_allow_list_and_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("TTSFW_ALLOW_PLUGINS", "cpu_onnx")
-    monkeypatch.setenv("TTSFW_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("VOXFIT_ALLOW_PLUGINS", "cpu_onnx")
+    monkeypatch.setenv("VOXFIT_CACHE_DIR", str(tmp_path / "c"))
     s = load_settings(model="voice.onnx")
     assert s.allow_plugins == ["cpu_onnx"] and s.cache_dir == tmp_path / "c" and s.model == "voice.onnx"
 
@@ -29,14 +29,14 @@ def test_allow_list_and_cache_dir(monkeypatch, tmp_path):
 def test_unknown_device_family_is_a_one_line_error_naming_its_source_and_the_families(monkeypatch, source):
     # Device families are what the installed plugins register: checked when the plan is made.
     if source == "env":
-        monkeypatch.setenv("TTSFW_DEVICE", "gpu")
+        monkeypatch.setenv("VOXFIT_DEVICE", "gpu")
         call = {}
     else:
         call = {"device": "gpu"}
     host = PluginHost.from_entry_points(load_settings(**call))
     with pytest.raises(UsageError) as info:
         make_plan(host, hardware=cpu_profile())
-    expected_source = "TTSFW_DEVICE" if source == "env" else "--device"
+    expected_source = "VOXFIT_DEVICE" if source == "env" else "--device"
     assert str(info.value) == (
         f"unknown device 'gpu' from {expected_source}: choose auto or a device family the plugins know: cpu, cuda,"
         " mps (present on this machine: cpu)"
@@ -50,8 +50,8 @@ def test_a_device_that_is_not_a_family_name_is_refused_at_once(value):
 
 
 def test_other_bad_values_name_the_variable(monkeypatch):
-    monkeypatch.setenv("TTSFW_MEMORY_HEADROOM", "2")
-    with pytest.raises(UsageError, match="TTSFW_MEMORY_HEADROOM"):
+    monkeypatch.setenv("VOXFIT_MEMORY_HEADROOM", "2")
+    with pytest.raises(UsageError, match="VOXFIT_MEMORY_HEADROOM"):
         load_settings()
 
 
@@ -61,9 +61,9 @@ def test_other_bad_values_name_the_variable(monkeypatch):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"TTSFW_DEVICE=\xff\xfe", r"\.env in .* is not valid UTF-8 \(byte 0xff at offset 13\)"),
+        (b"VOXFIT_DEVICE=\xff\xfe", r"\.env in .* is not valid UTF-8 \(byte 0xff at offset 13\)"),
         (b"#" * (9 * 2**20), r"\.env in .* is larger than 8 MiB"),
-        (b'TTSFW_DEVICE="cpu\n', r"\.env in .*, line 1, cannot be parsed: 'TTSFW_DEVICE=\"cpu'"),
+        (b'VOXFIT_DEVICE="cpu\n', r"\.env in .*, line 1, cannot be parsed: 'VOXFIT_DEVICE=\"cpu'"),
     ],
 )
 def test_a_bad_dotenv_is_a_one_line_error_naming_it(tmp_path, content, message):
@@ -74,7 +74,7 @@ def test_a_bad_dotenv_is_a_one_line_error_naming_it(tmp_path, content, message):
 
 
 def test_dotenv_lines_of_other_tools_are_skipped_quietly(tmp_path, capfd):
-    (tmp_path / ".env").write_text('COMPOSE weird "syntax\nTTSFW_DEVICE=cpu\n')
+    (tmp_path / ".env").write_text('COMPOSE weird "syntax\nVOXFIT_DEVICE=cpu\n')
     assert load_settings().device == "cpu"
     assert capfd.readouterr().err == ""  # python-dotenv's "could not parse" warning stays out of the CLI's stderr
 
@@ -91,8 +91,8 @@ def test_a_dotenv_that_is_not_a_regular_file_is_not_a_settings_file(tmp_path, ki
 
 
 def test_an_invalid_value_from_dotenv_says_so(tmp_path):
-    (tmp_path / ".env").write_text("TTSFW_MEMORY_HEADROOM=7\n")
-    with pytest.raises(UsageError, match=r"invalid value '7' from TTSFW_MEMORY_HEADROOM in .*\.env"):
+    (tmp_path / ".env").write_text("VOXFIT_MEMORY_HEADROOM=7\n")
+    with pytest.raises(UsageError, match=r"invalid value '7' from VOXFIT_MEMORY_HEADROOM in .*\.env"):
         load_settings()
 
 
@@ -100,41 +100,41 @@ def test_an_invalid_value_from_dotenv_says_so(tmp_path):
 
 
 def test_empty_cache_dir_means_the_default_not_the_current_directory(monkeypatch, tmp_path):
-    monkeypatch.setenv("TTSFW_CACHE_DIR", "")
+    monkeypatch.setenv("VOXFIT_CACHE_DIR", "")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert load_settings().cache_dir == tmp_path / "xdg" / "ttsfw"
-    monkeypatch.setenv("TTSFW_CACHE_DIR", "   ")
-    assert load_settings().cache_dir == tmp_path / "xdg" / "ttsfw"
+    assert load_settings().cache_dir == tmp_path / "xdg" / "voxfit"
+    monkeypatch.setenv("VOXFIT_CACHE_DIR", "   ")
+    assert load_settings().cache_dir == tmp_path / "xdg" / "voxfit"
 
 
 @pytest.mark.parametrize("xdg", ["", "relative/cache"])
 def test_empty_or_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path, xdg):
-    monkeypatch.delenv("TTSFW_CACHE_DIR")
+    monkeypatch.delenv("VOXFIT_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", xdg)
-    assert load_settings().cache_dir == tmp_path / "home" / ".cache" / "ttsfw"
+    assert load_settings().cache_dir == tmp_path / "home" / ".cache" / "voxfit"
 
 
 def test_cache_dir_from_dotenv_expands_the_home_directory(monkeypatch, tmp_path):
-    monkeypatch.delenv("TTSFW_CACHE_DIR")
+    monkeypatch.delenv("VOXFIT_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    (tmp_path / ".env").write_text("TTSFW_CACHE_DIR=~/tts-cache\nTTSFW_STRICT=1\n")
+    (tmp_path / ".env").write_text("VOXFIT_CACHE_DIR=~/tts-cache\nVOXFIT_STRICT=1\n")
     s = load_settings()
     assert s.cache_dir == tmp_path / "home" / "tts-cache" and s.strict is True
 
 
 @pytest.mark.parametrize("value", ["", " , "])
 def test_empty_allow_list_variable_is_unset_not_allow_nothing(monkeypatch, value):
-    monkeypatch.setenv("TTSFW_ALLOW_PLUGINS", value)
+    monkeypatch.setenv("VOXFIT_ALLOW_PLUGINS", value)
     assert load_settings().allow_plugins is None
-    monkeypatch.setenv("TTSFW_ALLOW_PLUGINS", "cpu_onnx, ")
+    monkeypatch.setenv("VOXFIT_ALLOW_PLUGINS", "cpu_onnx, ")
     assert load_settings().allow_plugins == ["cpu_onnx"]
 
 
-@pytest.mark.parametrize("variable", ["TTSFW_CACHE_DIR", "TTSFW_MODEL"])
+@pytest.mark.parametrize("variable", ["VOXFIT_CACHE_DIR", "VOXFIT_MODEL"])
 def test_a_path_with_a_nul_from_dotenv_is_refused(monkeypatch, tmp_path, variable):
     # Only .env can carry a NUL (argv and the environment cannot); file calls would raise on it deep inside.
-    monkeypatch.delenv("TTSFW_CACHE_DIR")
+    monkeypatch.delenv("VOXFIT_CACHE_DIR")
     (tmp_path / ".env").write_bytes(f"{variable}=/tmp/a\x00b\n".encode())
     with pytest.raises(UsageError) as info:
         load_settings()

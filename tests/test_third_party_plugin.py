@@ -1,9 +1,9 @@
 """The examples from docs/writing-a-plugin.md, built and installed as real distributions, used through the CLI.
 
-``ttsfw-beep`` is an engine plugin (the .beep model format, the beep engine,
-its ``pitch_hz`` voice option); ``ttsfw-npu`` a hardware plugin for a device
-family the core has never heard of (a demo NPU, faked with TTSFW_FAKE_NPU=1),
-which places the beep engine on its device. ``ttsfw-broken`` fails on import,
+``voxfit-beep`` is an engine plugin (the .beep model format, the beep engine,
+its ``pitch_hz`` voice option); ``voxfit-npu`` a hardware plugin for a device
+family the core has never heard of (a demo NPU, faked with VOXFIT_FAKE_NPU=1),
+which places the beep engine on its device. ``voxfit-broken`` fails on import,
 and a hook API 1.0 plugin must be refused with the upgrade message.
 """
 
@@ -15,11 +15,11 @@ import wave
 
 import numpy as np
 import pytest
-from helpers import REPO, ttsfw_cli
-from ttsfw.models import Plan
+from helpers import REPO, voxfit_cli
+from voxfit.models import Plan
 
 EXAMPLES = REPO / "docs" / "examples"
-FAKE_NPU = {"TTSFW_FAKE_NPU": "1"}
+FAKE_NPU = {"VOXFIT_FAKE_NPU": "1"}
 pytestmark = pytest.mark.slow
 
 
@@ -27,18 +27,18 @@ pytestmark = pytest.mark.slow
 def site(tmp_path_factory):
     """A directory holding the installed example plugins, put on PYTHONPATH for the CLI."""
     target = tmp_path_factory.mktemp("site")
-    for project in ("ttsfw-beep", "ttsfw-npu", "ttsfw-broken"):
+    for project in ("voxfit-beep", "voxfit-npu", "voxfit-broken"):
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
              "--target", str(target), str(EXAMPLES / project)],
             check=True, capture_output=True, timeout=300,
         )
     # A plugin built for hook API 1.0, installed as a distribution with an entry point.
-    (target / "ttsfw_old.py").write_text('TTSFW_HOOK_API = "1.0"\n')
-    info = target / "ttsfw_old-1.0.0.dist-info"
+    (target / "voxfit_old.py").write_text('VOXFIT_HOOK_API = "1.0"\n')
+    info = target / "voxfit_old-1.0.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ttsfw-old\nVersion: 1.0.0\n")
-    (info / "entry_points.txt").write_text("[ttsfw]\nold = ttsfw_old\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: voxfit-old\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text("[voxfit]\nold = voxfit_old\n")
     return target
 
 
@@ -50,7 +50,7 @@ def beep_file(tmp_path):
 
 
 def cli(site, *args, **env):
-    return ttsfw_cli(*args, env={"PYTHONPATH": str(site), **env})
+    return voxfit_cli(*args, env={"PYTHONPATH": str(site), **env})
 
 
 def one_line_error(result) -> str:
@@ -66,10 +66,10 @@ def test_installed_examples_are_listed_the_broken_one_isolated_the_old_one_refus
     infos = {i["name"]: i for i in json.loads(result.stdout)}
     beep, npu = infos["beep"], infos["npu"]
     assert (beep["status"], beep["distribution"], beep["version"], beep["api_version"]) == (
-        "ok", "ttsfw-beep", "0.2.0", "2.0")
+        "ok", "voxfit-beep", "0.2.0", "2.0")
     assert beep["hooks"] == ["default_model", "disable_training_artifacts", "load_engine", "register_engines",
                              "resolve_model", "score_config"]
-    assert (npu["status"], npu["distribution"]) == ("ok", "ttsfw-npu")
+    assert (npu["status"], npu["distribution"]) == ("ok", "voxfit-npu")
     assert npu["hooks"] == ["detect", "load_engine", "prepare_env", "register_device_families", "score_config"]
     broken = infos["broken"]
     assert broken["status"] == "broken" and "a_module_that_does_not_exist" in broken["error"]
@@ -178,7 +178,7 @@ def test_device_npu_without_an_npu_is_a_vetoed_plan(site, beep_file, tmp_path):
     assert plan.returncode == 3
     data = Plan.model_validate_json(plan.stdout)
     assert data.chosen is None and data.summary == "all 1 proposals for voice were vetoed (device locked to npu)"
-    assert any("no NPU found (this demo plugin fakes one when TTSFW_FAKE_NPU=1)" in n for n in data.hardware.notes)
+    assert any("no NPU found (this demo plugin fakes one when VOXFIT_FAKE_NPU=1)" in n for n in data.hardware.notes)
     run = cli(site, "run", "--device", "npu", "--model", str(beep_file), "Hello.", "-o", str(tmp_path / "x.wav"))
     assert one_line_error(run) == "error: all 1 proposals for voice were vetoed (device locked to npu)"
     # A family nobody registered is a usage error that lists the families, npu among them.
@@ -199,7 +199,7 @@ def test_a_corrupt_beep_file_is_a_one_line_model_error(site, tmp_path):
 def test_the_beep_default_model_never_beats_the_embedded_voice(site, tmp_path):
     plan = Plan.model_validate_json(cli(site, "plan", "--json").stdout)
     assert (plan.model.family, plan.model.resolved_by) == ("piper", "cpu_onnx")
-    # Without the Piper plugin the beep plugin's fallback answers, and `ttsfw run` works with no model.
+    # Without the Piper plugin the beep plugin's fallback answers, and `voxfit run` works with no model.
     out = tmp_path / "fallback.wav"
     result = cli(site, "-p", "no:cpu_onnx", "run", "one two three", "-o", str(out), "--json")
     assert result.returncode == 0, result.stderr
@@ -217,10 +217,10 @@ def test_strict_mode_refuses_to_run_with_the_broken_plugin(site):
 def test_the_examples_pass_the_conformance_kit_as_installed(site, beep_file):
     # What a plugin author's own test suite does: the whole test is one call.
     code = f"""
-import ttsfw_beep, ttsfw_npu
-from ttsfw.testing.conformance import assert_conformant
-assert_conformant(ttsfw_beep, model={str(beep_file)!r})
-assert_conformant(ttsfw_npu, model={str(beep_file)!r})
+import voxfit_beep, voxfit_npu
+from voxfit.testing.conformance import assert_conformant
+assert_conformant(voxfit_beep, model={str(beep_file)!r})
+assert_conformant(voxfit_npu, model={str(beep_file)!r})
 print("ok")
 """
     env = {**os.environ, "PYTHONPATH": str(site), **FAKE_NPU}
@@ -246,8 +246,8 @@ def _python_blocks(markdown: str) -> list[str]:
 
 GUIDE = REPO / "docs" / "writing-a-plugin.md"
 EXAMPLE_SOURCES = {
-    "ttsfw-beep": EXAMPLES / "ttsfw-beep" / "src" / "ttsfw_beep" / "__init__.py",
-    "ttsfw-npu": EXAMPLES / "ttsfw-npu" / "src" / "ttsfw_npu" / "__init__.py",
+    "voxfit-beep": EXAMPLES / "voxfit-beep" / "src" / "voxfit_beep" / "__init__.py",
+    "voxfit-npu": EXAMPLES / "voxfit-npu" / "src" / "voxfit_npu" / "__init__.py",
 }
 
 
@@ -271,10 +271,10 @@ def test_every_labelled_block_of_the_guide_is_the_examples_real_code():
 
 
 @pytest.mark.parametrize(("example", "hook"), [
-    ("ttsfw-beep", "register_engines"), ("ttsfw-beep", "resolve_model"), ("ttsfw-beep", "default_model"),
-    ("ttsfw-beep", "score_config"), ("ttsfw-beep", "load_engine"),
-    ("ttsfw-npu", "register_device_families"), ("ttsfw-npu", "detect"), ("ttsfw-npu", "score_config"),
-    ("ttsfw-npu", "prepare_env"), ("ttsfw-npu", "load_engine"),
+    ("voxfit-beep", "register_engines"), ("voxfit-beep", "resolve_model"), ("voxfit-beep", "default_model"),
+    ("voxfit-beep", "score_config"), ("voxfit-beep", "load_engine"),
+    ("voxfit-npu", "register_device_families"), ("voxfit-npu", "detect"), ("voxfit-npu", "score_config"),
+    ("voxfit-npu", "prepare_env"), ("voxfit-npu", "load_engine"),
 ])
 def test_the_walkthrough_shows_each_hook_of_the_examples(example, hook):
     # The guide must not drift from the examples the tests install.

@@ -1,4 +1,4 @@
-"""`ttsfw tune`'s decision logic with injected timings: a fake machine with a fake clock and bursts of load."""
+"""`voxfit tune`'s decision logic with injected timings: a fake machine with a fake clock and bursts of load."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
-from ttsfw.tune_rounds import MIN_MARGIN, Sample, rotated, tune
+from voxfit.tune_rounds import MIN_MARGIN, Sample, rotated, tune
 
 WORKLOADS = ("short", "paragraph")
 
@@ -157,8 +157,8 @@ def test_a_proposal_that_fails_to_load_is_reported_and_the_control_falls_to_the_
 
 
 def test_what_tune_caches_for_the_plugins_to_read() -> None:
-    from ttsfw.models import Proposal as Real
-    from ttsfw.tune_run import cache_entries
+    from voxfit.models import Proposal as Real
+    from voxfit.tune_run import cache_entries
 
     clear = dict(BASE, int8=Proposal(load=0.12, short=0.12, paragraph=0.55))
     machine = FakeMachine(clear, jitter=0.02)
@@ -168,7 +168,7 @@ def test_what_tune_caches_for_the_plugins_to_read() -> None:
     entries, summary = cache_entries(decision, proposals, lambda p: {"onnxruntime": "1.0"}, "today")
     assert summary == {"winner": "int8", "control": "default", "reason": decision.reason, "rounds": 3,
                        "measured_at": "today"}
-    assert entries["int8"]["verdict"].startswith("chosen by `ttsfw tune`: promoted over the control")
+    assert entries["int8"]["verdict"].startswith("chosen by `voxfit tune`: promoted over the control")
     assert "beaten by a measured margin" in entries["default"]["verdict"]
     assert "slower for short" in entries["ort-defaults"]["verdict"]
     assert entries["ort-defaults"]["load_seconds"] == pytest.approx(3.1, rel=0.05)

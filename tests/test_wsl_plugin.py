@@ -15,14 +15,14 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-import ttsfw_wsl.plugin
+import voxfit_wsl.plugin
 from helpers import make_host, resolve
 from test_fish_spec import write_checkpoint
-from ttsfw import hookimpl
-from ttsfw.hardware import load_profile
-from ttsfw.models import AcceleratorDevice, Estimate, Proposal
-from ttsfw.planner import make_plan
-from ttsfw_wsl import probe, wrapper
+from voxfit import hookimpl
+from voxfit.hardware import load_profile
+from voxfit.models import AcceleratorDevice, Estimate, Proposal
+from voxfit.planner import make_plan
+from voxfit_wsl import probe, wrapper
 
 DATA = Path(__file__).resolve().parent / "data" / "hardware"
 GiB = 2**30
@@ -64,7 +64,7 @@ TREES = {
     "plain-linux": dict(version="Linux version 6.8.0-45-generic (buildd@lcy02-amd64-075) #45-Ubuntu SMP",
                         release="6.8.0-45-generic", dxg=False, libcuda=False),
 }
-# The RTX 3060 as ttsfw-cuda's NVML detection reports it (issue 5); NVML is that plugin's boundary, not this one's.
+# The RTX 3060 as voxfit-cuda's NVML detection reports it (issue 5); NVML is that plugin's boundary, not this one's.
 RTX3060 = AcceleratorDevice(
     id="cuda:0", family="cuda", name="NVIDIA GeForce RTX 3060", memory_total_bytes=12 * GiB,
     memory_free_bytes=11 * GiB, utilization_percent=3.0, detected_by="cuda",
@@ -77,7 +77,7 @@ def fake_linux_host(monkeypatch):
     import platform
 
     import psutil
-    import ttsfw.hardware
+    import voxfit.hardware
 
     Mem = namedtuple("svmem", "total available")
     monkeypatch.setattr(platform, "system", lambda: "Linux")
@@ -87,21 +87,21 @@ def fake_linux_host(monkeypatch):
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(16 * GiB, 13 * GiB))
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 12 if logical else 6)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)  # all 12 usable
-    monkeypatch.setattr(ttsfw.hardware, "_cpuinfo",
+    monkeypatch.setattr(voxfit.hardware, "_cpuinfo",
                         lambda: ("AMD Ryzen 5 5600X 6-Core Processor", ["sse4_2", "avx", "avx2", "fma", "f16c"]))
 
 
 def detect_profile(monkeypatch, tmp_path: Path, name: str):
-    from ttsfw.planner import detect
+    from voxfit.planner import detect
 
     root = fake_root(tmp_path / name, **TREES[name])
     monkeypatch.setenv(probe.ROOT_ENV, str(root))
     monkeypatch.setenv("WSL_DISTRO_NAME", "Ubuntu-24.04")
     fake_linux_host(monkeypatch)
-    profile = detect(make_host(("wsl", ttsfw_wsl.plugin)))
+    profile = detect(make_host(("wsl", voxfit_wsl.plugin)))
     if name == "wsl2-rtx3060":
         profile.devices.append(RTX3060.model_copy(deep=True))
-        profile.flags["triton"] = True  # what ttsfw-cuda's detect records when Triton is importable
+        profile.flags["triton"] = True  # what voxfit-cuda's detect records when Triton is importable
     return profile
 
 
@@ -148,9 +148,9 @@ def test_missing_proc_is_not_an_error(tmp_path):
 
 
 def cuda_test_plugin(compile_reason: str, compiled: bool = False, blocked: str = ""):
-    """A plugin named "cuda" proposing what ttsfw-cuda proposes; the wrapper sees exactly this.
+    """A plugin named "cuda" proposing what voxfit-cuda proposes; the wrapper sees exactly this.
 
-    ``blocked`` is the field ttsfw-cuda sets when compile is off (``facts["compile_blocked"]``): the
+    ``blocked`` is the field voxfit-cuda sets when compile is off (``facts["compile_blocked"]``): the
     wrapper reads that field, never the reason text."""
     @hookimpl
     def score_config(model, hardware):
@@ -162,7 +162,7 @@ def cuda_test_plugin(compile_reason: str, compiled: bool = False, blocked: str =
                          estimate=Estimate(rtf=2.5, tokens_per_s=8.6, peak_memory_bytes=int(4.5 * GiB)),
                          reasons=["NVIDIA GeForce RTX 3060 (cuda:0): RTF ~2.50", compile_reason],
                          facts={"compile_blocked": blocked} if blocked else {})]
-    return types.SimpleNamespace(TTSFW_HOOK_API="2.0", score_config=score_config)
+    return types.SimpleNamespace(VOXFIT_HOOK_API="2.0", score_config=score_config)
 
 
 def cpu_test_plugin():
@@ -170,7 +170,7 @@ def cpu_test_plugin():
     def score_config(model):
         return [Proposal(device="cpu", device_family="cpu", engine="fish-torch", estimate=Estimate(rtf=15.0),
                          score=round(1 / 15, 4), reasons=["CPU: RTF ~15 (field notes)"])]
-    return types.SimpleNamespace(TTSFW_HOOK_API="2.0", score_config=score_config)
+    return types.SimpleNamespace(VOXFIT_HOOK_API="2.0", score_config=score_config)
 
 
 WINDOWS_REASON = ("no torch.compile: windows has no working Triton (field notes: 'Cannot find a working triton "
@@ -184,7 +184,7 @@ def s1(tmp_path_factory):
 
 
 def plan(fixture, model, cuda, **kw):
-    host = make_host(("cpu", cpu_test_plugin()), ("cuda", cuda), ("wsl", ttsfw_wsl.plugin), **kw)
+    host = make_host(("cpu", cpu_test_plugin()), ("cuda", cuda), ("wsl", voxfit_wsl.plugin), **kw)
     return make_plan(host, hardware=load_profile(DATA / f"{fixture}.json"), model=model)
 
 
@@ -193,7 +193,7 @@ def test_wsl2_rtx3060_gets_a_compiled_variant_when_cuda_thought_it_was_windows(s
     p = plan("wsl2-rtx3060", s1, cuda_test_plugin(WINDOWS_REASON, blocked="os"))
     c = p.chosen
     assert (c.plugin, c.device, c.compile) == ("cuda", "cuda:0", True)
-    assert any("WSL2 (ttsfw-wsl)" in r and "Triton works" in r for r in c.reasons)
+    assert any("WSL2 (voxfit-wsl)" in r and "Triton works" in r for r in c.reasons)
     assert c.score == pytest.approx(0.4 * wrapper.COMPILE_SPEEDUP) and "triton" in c.requires
     eager = p.alternatives[0]
     assert (eager.plugin, eager.compile, eager.score) == ("cuda", False, 0.4)
@@ -239,11 +239,11 @@ def test_wsl1_vetoes_a_cuda_proposal_whatever_the_profile_says(s1, tmp_path):
     data["flags"]["wsl"] = "wsl1"
     (tmp_path / "odd.json").write_text(json.dumps(data))
     host = make_host(("cpu", cpu_test_plugin()), ("cuda", cuda_test_plugin(WINDOWS_REASON, blocked="os")),
-                     ("wsl", ttsfw_wsl.plugin))
+                     ("wsl", voxfit_wsl.plugin))
     p = make_plan(host, hardware=load_profile(tmp_path / "odd.json"), model=s1)
     assert p.chosen.plugin == "cpu"
     [cuda] = [r for r in p.rejected if r.proposal.plugin == "cuda"]
-    assert any("WSL1 has no GPU access (ttsfw-wsl)" in v for v in cuda.reasons)
+    assert any("WSL1 has no GPU access (voxfit-wsl)" in v for v in cuda.reasons)
 
 
 def test_model_under_mnt_c_loads_over_the_bridge(s1):
@@ -281,22 +281,22 @@ def test_not_wsl_leaves_cuda_proposals_alone(s1, tmp_path):
     data = json.loads((DATA / "wsl2-rtx3060.json").read_text())
     data["flags"] = {"triton": True}
     (tmp_path / "linux.json").write_text(json.dumps(data))
-    host = make_host(("cuda", cuda_test_plugin(WINDOWS_REASON, blocked="os")), ("wsl", ttsfw_wsl.plugin))
+    host = make_host(("cuda", cuda_test_plugin(WINDOWS_REASON, blocked="os")), ("wsl", voxfit_wsl.plugin))
     p = make_plan(host, hardware=load_profile(tmp_path / "linux.json"), model=s1)
     assert [x.compile for x in p.ranked()] == [False] and own_env(p) == []
 
 
 def test_with_the_real_cuda_plugin_when_it_scores(s1, monkeypatch):
-    import ttsfw_cuda.plugin
+    import voxfit_cuda.plugin
 
-    if not hasattr(ttsfw_cuda.plugin, "score_config"):
-        pytest.skip("ttsfw-cuda has no score_config yet (issue 5 not merged): the wrapper is tested against a "
+    if not hasattr(voxfit_cuda.plugin, "score_config"):
+        pytest.skip("voxfit-cuda has no score_config yet (issue 5 not merged): the wrapper is tested against a "
                     "test plugin named 'cuda' above")
     monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
     on_c = s1.model_copy(update={"path": Path("/mnt/c/models/s1")})
-    p = plan("wsl2-rtx3060", on_c, ttsfw_cuda.plugin)
+    p = plan("wsl2-rtx3060", on_c, voxfit_cuda.plugin)
     cuda = [x for x in p.ranked() + [r.proposal for r in p.rejected] if x.plugin == "cuda"]
-    assert cuda and all(any("ttsfw-wsl" in r for r in x.reasons) for x in cuda)
+    assert cuda and all(any("voxfit-wsl" in r for r in x.reasons) for x in cuda)
 
 
 def regenerate() -> None:

@@ -1,4 +1,4 @@
-"""`ttsfw serve --wyoming`: Home Assistant's protocol, through the `wyoming` package's own client.
+"""`voxfit serve --wyoming`: Home Assistant's protocol, through the `wyoming` package's own client.
 
 A real server process with the embedded voice, HTTP and Wyoming at once on free
 loopback ports (Wyoming alone in the last test): describe, synthesize, streaming
@@ -19,7 +19,7 @@ import httpx
 import pytest
 from helpers import embedded_voice
 from serve_helpers import BIN, ServerProcess, clean_env
-from ttsfw_cpu_onnx.piper_spec import embedded_default
+from voxfit_cpu_onnx.piper_spec import embedded_default
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -35,10 +35,10 @@ LONG = " ".join(f"This is sentence number {i}, which keeps the worker busy for a
 
 
 class Served(ServerProcess):
-    """`ttsfw serve ARGS` with Wyoming on, until it printed the addresses it listens on."""
+    """`voxfit serve ARGS` with Wyoming on, until it printed the addresses it listens on."""
 
     def __init__(self, args: list[str], cwd, want_http: bool = True, timeout: float = 90) -> None:
-        super().__init__(args, clean_env(TTSFW_CACHE_DIR=str(cwd / "cache")), cwd, timeout,
+        super().__init__(args, clean_env(VOXFIT_CACHE_DIR=str(cwd / "cache")), cwd, timeout,
                          want_http=want_http, want_wyoming=True)
 
 
@@ -109,7 +109,7 @@ def test_describe_lists_every_voice_with_streaming(server):
     info = Info.from_event(event)
     assert len(info.tts) == 1
     program = info.tts[0]
-    assert program.name == "ttsfw" and program.installed and program.supports_synthesize_streaming
+    assert program.name == "voxfit" and program.installed and program.supports_synthesize_streaming
     assert program.version
     names = [v.name for v in program.voices]
     assert names == [v["voice"] for v in httpx.get(f"{server.url}/v1/audio/voices").json()["voices"]]
@@ -159,7 +159,7 @@ def test_synthesize_streams_audio_and_shares_the_metrics(server):
     assert len(records) == before + 1
     assert records[0]["status"] == "ok" and records[0]["audio_seconds"] == pytest.approx(seconds, abs=1e-3)
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
-    assert f'ttsfw_speech_requests_total{{outcome="ok",voice="{VOICE}"}}' in metrics
+    assert f'voxfit_speech_requests_total{{outcome="ok",voice="{VOICE}"}}' in metrics
 
 
 def test_streaming_synthesis_speaks_each_sentence_as_it_completes(server):
@@ -295,12 +295,12 @@ def test_wyoming_alone_and_the_drain(tmp_path):
 
 
 def test_no_http_without_wyoming_is_refused(tmp_path):
-    result = subprocess.run([str(BIN / "ttsfw"), "serve", "--no-http"], capture_output=True, text=True, timeout=60,
-                            env=clean_env(TTSFW_CACHE_DIR=str(tmp_path)), cwd=tmp_path)
+    result = subprocess.run([str(BIN / "voxfit"), "serve", "--no-http"], capture_output=True, text=True, timeout=60,
+                            env=clean_env(VOXFIT_CACHE_DIR=str(tmp_path)), cwd=tmp_path)
     assert result.returncode != 0 and "--no-http leaves nothing to serve" in result.stderr
     assert "Traceback" not in result.stderr
-    bad = subprocess.run([str(BIN / "ttsfw"), "serve", "--wyoming", "http://x:1"], capture_output=True, text=True,
-                         timeout=60, env=clean_env(TTSFW_CACHE_DIR=str(tmp_path)), cwd=tmp_path)
+    bad = subprocess.run([str(BIN / "voxfit"), "serve", "--wyoming", "http://x:1"], capture_output=True, text=True,
+                         timeout=60, env=clean_env(VOXFIT_CACHE_DIR=str(tmp_path)), cwd=tmp_path)
     assert bad.returncode != 0 and "--wyoming takes tcp://HOST:PORT" in bad.stderr
 
 
@@ -308,7 +308,7 @@ def test_no_http_without_wyoming_is_refused(tmp_path):
 
 
 def test_complete_sentences_waits_for_the_end_of_a_sentence_and_bounds_the_buffer():
-    from ttsfw.server.wyoming_tts import complete_sentences
+    from voxfit.server.wyoming_tts import complete_sentences
 
     assert complete_sentences("Hello there. How a", 100) == (["Hello there. "], "How a")
     assert complete_sentences("It costs 3.5 euros", 100) == ([], "It costs 3.5 euros")  # no space after the dot
@@ -330,7 +330,7 @@ def test_complete_sentences_waits_for_the_end_of_a_sentence_and_bounds_the_buffe
     (b"x" * 70_000 + b"\n", "header is over", True),
 ])
 def test_events_are_read_within_bounds(raw, message, fatal):
-    from ttsfw.server.wyoming_tts import LINE_LIMIT, BadEvent, read_event
+    from voxfit.server.wyoming_tts import LINE_LIMIT, BadEvent, read_event
 
     async def go():
         reader = asyncio.StreamReader(limit=LINE_LIMIT)
@@ -346,7 +346,7 @@ def test_events_are_read_within_bounds(raw, message, fatal):
 def test_languages_and_speakers_come_from_the_model_spec_then_the_name():
     from types import SimpleNamespace
 
-    from ttsfw.server.wyoming_tts import voice_languages, voice_speakers
+    from voxfit.server.wyoming_tts import voice_languages, voice_speakers
 
     def voice(name, **properties):
         return SimpleNamespace(name=name, plan=SimpleNamespace(model=SimpleNamespace(properties=properties)))
@@ -369,8 +369,8 @@ def test_the_readme_home_assistant_commands_work(tmp_path):
     start = readme.index("### Home Assistant (Wyoming)")
     block = re.search(r"```sh\n(.*?)```", readme[start:], flags=re.S).group(1)
     commands = [line.split("#", 1)[0].strip() for line in block.strip().splitlines()]
-    assert commands == ["ttsfw serve --wyoming tcp://0.0.0.0:10200",
-                        "ttsfw serve --no-http --wyoming tcp://0.0.0.0:10200"]
+    assert commands == ["voxfit serve --wyoming tcp://0.0.0.0:10200",
+                        "voxfit serve --no-http --wyoming tcp://0.0.0.0:10200"]
     for command in commands:
         args = [a.replace("tcp://0.0.0.0:10200", "tcp://127.0.0.1:0") for a in shlex.split(command)[2:]]
         proc = Served(args + ["--port", "0"], tmp_path, want_http="--no-http" not in args)

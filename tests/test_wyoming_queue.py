@@ -8,7 +8,7 @@ import time
 
 import pytest
 from serve_helpers import toy_voice
-from ttsfw.settings import Settings
+from voxfit.settings import Settings
 from wyoming.audio import AudioStart
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -21,9 +21,9 @@ class WyomingOnly:
     """ServerState + WyomingService on a loopback port, in a thread with its own event loop."""
 
     def __init__(self, voices: list, **settings) -> None:
-        from ttsfw.server.app import ServerState
-        from ttsfw.server.metrics import ServerMetrics
-        from ttsfw.server.wyoming_tts import WyomingService, bind
+        from voxfit.server.app import ServerState
+        from voxfit.server.metrics import ServerMetrics
+        from voxfit.server.wyoming_tts import WyomingService, bind
 
         self.lines: list[str] = []
         self.state = ServerState(voices, Settings(**settings), ServerMetrics(echo=self.lines.append))
@@ -89,7 +89,7 @@ def test_a_full_queue_and_a_failing_engine_are_error_events():
         full, refused, stopped, last = run(go())
         assert Error.is_type(full.type)
         error = Error.from_event(full)
-        assert error.code == "queue_full" and "TTSFW_MAX_QUEUE=0" in error.text
+        assert error.code == "queue_full" and "VOXFIT_MAX_QUEUE=0" in error.text
         assert Error.is_type(refused.type) and Error.from_event(refused).code == "queue_full"
         assert SynthesizeStopped.is_type(stopped.type)
         assert [e.type for e in last] == ["error", "synthesize-stopped"]
@@ -118,7 +118,7 @@ def test_a_full_queue_and_a_failing_engine_are_error_events():
 
 
 def test_connections_past_the_limit_are_told_and_closed(monkeypatch):
-    from ttsfw.server import wyoming_tts
+    from voxfit.server import wyoming_tts
 
     monkeypatch.setattr(wyoming_tts, "MAX_CONNECTIONS", 2)
     voice, _ = toy_voice("toy")

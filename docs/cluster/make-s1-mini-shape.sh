@@ -1,7 +1,7 @@
 #!/bin/sh
-# An openaudio-s1-mini-shaped checkpoint directory for planning only (`ttsfw plan`, `ttsfw cluster`):
+# An openaudio-s1-mini-shaped checkpoint directory for planning only (`voxfit plan`, `voxfit cluster`):
 # S1-mini's published config.json, sparse model.pth / codec.pth of the published sizes (no disk used,
-# no weights: it cannot speak), a placeholder tokenizer. ttsfw sizes a Fish model from config.json and
+# no weights: it cannot speak), a placeholder tokenizer. voxfit sizes a Fish model from config.json and
 # codec.pth's size alone, so this plans exactly as the real download does.
 set -eu
 dir=${1:?usage: make-s1-mini-shape.sh DIR}

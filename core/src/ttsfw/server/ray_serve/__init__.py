@@ -1,9 +1,0 @@
-"""``ttsfw serve`` on Ray Serve: replicas that each plan on their node, behind one HTTP ingress.
-
-Needs the ``ray`` extra (``pip install 'ttsfw[ray]'``); nothing in ``ttsfw``
-imports this package unless ``--ray`` is asked for. See the README, "Scaling out".
-"""
-
-from .launch import app_builder, serve_on_ray
-
-__all__ = ["app_builder", "serve_on_ray"]

@@ -1,8 +1,0 @@
-"""Helpers for ttsfw's own tests and benchmarks, and for plugin authors' tests: no heavy import at import time.
-
-* :mod:`ttsfw.testing.conformance`: the plugin conformance kit
-  (``assert_conformant(my_plugin)`` checks a plugin against the hook contracts);
-* :mod:`ttsfw.testing.fish_tiny`: Fish Speech checkpoints with random weights.
-
-Plugin code never imports from here: only its tests do.
-"""

@@ -1,0 +1,144 @@
+"""The plugin SDK: everything a voxfit plugin may import from the core, and nothing else.
+
+Plugins (first-party ones included) import from ``voxfit.sdk`` only; the rest
+of the core may change between minor versions without notice. A test parses
+every first-party plugin and the documented example and fails if one imports
+anything else from ``voxfit``. Plugins declare a compatible range of the core
+(``voxfit>=0.2,<0.3``), not an exact pin.
+
+Groups:
+
+* hooks:       :data:`hookimpl`, :data:`HOOK_API_VERSION`
+* data models: what hooks receive and return (profiles, specs, proposals...)
+* engines:     the engine contract, its optional capabilities and registration
+* errors:      the exceptions hooks may raise, each with a documented meaning
+* helpers:     estimates on one scale, the CPU load at plan time, memory formatting, bounded reads of
+               small files, cache files that prove they are whole
+               (``load_or_rebuild``), measurements from ``voxfit tune``, the
+               host's CPU facts
+"""
+
+from __future__ import annotations
+
+from .artifacts import RebuildFailed, load_or_rebuild, publish, recorded_target, sweep_stale
+from .cpu_load import CpuLoad
+from .cpu_load import snapshot as cpu_load_snapshot
+from .engine import (
+    AudioChunk,
+    ConcurrentSynthesis,
+    Configurable,
+    Engine,
+    EngineInfo,
+    HasNotes,
+    ReplaceableDecoder,
+    ReportsMetrics,
+    Wrapper,
+    innermost,
+)
+from .errors import EngineLoadError, ModelError, PluginUnavailable, VoxfitError, UsageError, one_line
+from .estimates import BACKENDS as ESTIMATE_CONSTANTS
+from .estimates import COMPILE_SPEEDUP, DecodeSpeed, decode_speed
+from .files import (
+    UnreadableFile,
+    atomic_target,
+    file_sha256,
+    load_small_json,
+    load_small_text,
+    read_json,
+    read_small_text,
+    write_atomic,
+)
+from .hardware import describe_memory, detect_host
+from .hookspecs import HOOK_API_VERSION, hookimpl
+from .models import (
+    KNOWN_PRECISIONS,
+    AcceleratorDevice,
+    Detection,
+    EnvChange,
+    Estimate,
+    HardwareProfile,
+    MemoryEstimate,
+    ModelSpec,
+    Proposal,
+    Scalar,
+)
+from .registry import DeviceFamilyInfo, Registry
+from .settings import Settings
+from .tuning import load as load_measurements
+from .tuning import load_decision as load_tune_decision
+from .tuning import lookup as lookup_measurement
+from .tuning import module_versions, proposal_key
+
+
+def tokens_per_audio_second(model: ModelSpec) -> float | None:
+    """Tokens a token-based model generates per second of audio (its spec's
+    ``tokens_per_audio_second`` property), or None for a model without tokens."""
+    value = model.properties.get("tokens_per_audio_second")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+__all__ = [
+    # hooks
+    "HOOK_API_VERSION",
+    "hookimpl",
+    # data models
+    "AcceleratorDevice",
+    "Detection",
+    "EnvChange",
+    "Estimate",
+    "HardwareProfile",
+    "KNOWN_PRECISIONS",
+    "MemoryEstimate",
+    "ModelSpec",
+    "Proposal",
+    "Scalar",
+    "Settings",
+    # engines
+    "AudioChunk",
+    "ConcurrentSynthesis",
+    "Configurable",
+    "DeviceFamilyInfo",
+    "Engine",
+    "EngineInfo",
+    "HasNotes",
+    "Registry",
+    "ReplaceableDecoder",
+    "ReportsMetrics",
+    "Wrapper",
+    "innermost",
+    # errors
+    "EngineLoadError",
+    "ModelError",
+    "PluginUnavailable",
+    "RebuildFailed",
+    "VoxfitError",
+    "UnreadableFile",
+    "UsageError",
+    "one_line",
+    # helpers
+    "COMPILE_SPEEDUP",
+    "CpuLoad",
+    "cpu_load_snapshot",
+    "DecodeSpeed",
+    "ESTIMATE_CONSTANTS",
+    "atomic_target",
+    "decode_speed",
+    "describe_memory",
+    "detect_host",
+    "file_sha256",
+    "load_or_rebuild",
+    "load_small_json",
+    "load_small_text",
+    "proposal_key",
+    "publish",
+    "recorded_target",
+    "sweep_stale",
+    "load_measurements",
+    "load_tune_decision",
+    "lookup_measurement",
+    "module_versions",
+    "read_json",
+    "read_small_text",
+    "tokens_per_audio_second",
+    "write_atomic",
+]

@@ -1,0 +1,9 @@
+"""``voxfit serve`` on Ray Serve: replicas that each plan on their node, behind one HTTP ingress.
+
+Needs the ``ray`` extra (``pip install 'voxfit[ray]'``); nothing in ``voxfit``
+imports this package unless ``--ray`` is asked for. See the README, "Scaling out".
+"""
+
+from .launch import app_builder, serve_on_ray
+
+__all__ = ["app_builder", "serve_on_ray"]

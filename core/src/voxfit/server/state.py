@@ -1,0 +1,116 @@
+"""What the routes share: the voices, their queues, the limits and the metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Optional
+
+from ..settings import Settings
+from ..text import controls_to_spaces, has_speakable
+from .encoding import FORMATS, NOT_OFFERED, unavailable
+from .errors import ApiError
+from .metrics import ServerMetrics
+from .pool import (
+    Job,
+    VoicePool,
+    Worker,
+)
+from .voices import Voice
+
+# -- server state -------------------------------------------------------------
+
+
+class ServerState:
+    """Everything the routes share: voices, their pools, limits, metrics."""
+
+    def __init__(self, voices: list[Voice], settings: Settings, metrics: ServerMetrics,
+                 system_host: Any = None) -> None:
+        self.voices = {v.name: v for v in voices}
+        self.order = [v.name for v in voices]
+        self.settings = settings
+        self.metrics = metrics
+        self.aliases = dict(settings.voice_aliases)
+        for voice in voices:
+            for alias in voice.aliases:
+                self.aliases.setdefault(alias, voice.name)
+        self.pools = {v.name: VoicePool(v.name, _workers(v), settings.max_queue) for v in voices}
+        for pool in self.pools.values():
+            metrics.watch_pool(pool)
+        self.draining = False
+        self.started = int(time.time())
+        self.formats_missing = {**NOT_OFFERED, **unavailable()}
+        self.measured: dict[str, list[float]] = {v.name: [0.0, 0.0, 0.0] for v in voices}  # chars, audio s, synth s
+        self.jobs: dict[str, Job] = {}  # admitted and not yet recorded, for the drain's bound
+        self.system_host = system_host if system_host is not None else voices[0].sessions[0].host
+        self._sampler: Any = None
+
+    def drain(self) -> None:
+        self.draining = True
+        for pool in self.pools.values():
+            pool.draining = True
+
+    def in_flight(self) -> int:
+        return sum(p.busy + p.waiting for p in self.pools.values())
+
+    def cancel_all(self) -> None:
+        """Stop every running job at its next sentence (the drain's bound has passed)."""
+        for job in list(self.jobs.values()):
+            job.stopped = True
+            job.cancel.set()
+            if job.gone is not None and job.loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(job.gone.set)
+
+    def close(self) -> None:
+        """Stop every job at its next sentence and wait for the workers, before the engines are closed."""
+        self.cancel_all()
+        for pool in self.pools.values():
+            for worker in pool.workers:
+                worker.executor.shutdown(wait=True, cancel_futures=True)
+
+    def voice(self, name: Optional[str]) -> Voice:
+        if name is None:
+            return self.voices[self.order[0]]
+        target = self.aliases.get(name, name)
+        if target in self.voices:
+            return self.voices[target]
+        aliases = f" (aliases: {', '.join(f'{a}={t}' for a, t in sorted(self.aliases.items()))})" if self.aliases else ""
+        raise ApiError(400, f"unknown voice {name!r}: this server offers {', '.join(self.order)}{aliases}",
+                       param="voice", code="voice_not_found")
+
+    def format(self, name: str, param: str) -> Any:
+        key = name.strip().lower()
+        if key in FORMATS and key not in self.formats_missing:
+            return FORMATS[key]
+        offered = ", ".join(f for f in FORMATS if f not in self.formats_missing)
+        why = self.formats_missing.get(key, f"unknown format {name!r}")
+        raise ApiError(400, f"{why}; formats offered: {offered}", param=param, code="unsupported_format")
+
+    def sampler(self) -> Any:
+        if self._sampler is None:
+            from .system import SystemSampler
+
+            self._sampler = SystemSampler(self.system_host)
+        return self._sampler
+
+    def check_text(self, text: str, param: str) -> str:
+        limit = self.settings.max_input_chars
+        if len(text) > limit:
+            raise ApiError(400, f"{param} is {len(text)} characters; this server takes at most {limit} per request "
+                           "(VOXFIT_MAX_INPUT_CHARS)", param=param, code="input_too_long")
+        if not text.strip():
+            raise ApiError(400, f"{param} is empty: nothing to say", param=param)
+        text = controls_to_spaces(text)
+        if not has_speakable(text):
+            raise ApiError(400, f"{param} has nothing speakable in it (no letters or digits)", param=param)
+        return text
+
+
+def _workers(voice: Voice) -> list[Worker]:
+    """One worker per session, or ``max_concurrent`` sharing it when its engine speaks concurrently."""
+    workers: list[Worker] = []
+    for session in voice.sessions:
+        for _ in range(voice.slots_per_engine):
+            workers.append(Worker(voice.name, len(workers), session))
+    return workers

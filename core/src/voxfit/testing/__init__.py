@@ -1,0 +1,8 @@
+"""Helpers for voxfit's own tests and benchmarks, and for plugin authors' tests: no heavy import at import time.
+
+* :mod:`voxfit.testing.conformance`: the plugin conformance kit
+  (``assert_conformant(my_plugin)`` checks a plugin against the hook contracts);
+* :mod:`voxfit.testing.fish_tiny`: Fish Speech checkpoints with random weights.
+
+Plugin code never imports from here: only its tests do.
+"""

@@ -1,0 +1,770 @@
+"""The plugin conformance kit: check a plugin module against the hook API's contracts.
+
+For a plugin author's own test suite (pytest or not: plain exceptions only)::
+
+    from voxfit.testing.conformance import assert_conformant
+    import my_plugin
+
+    def test_my_plugin_conforms():
+        assert_conformant(my_plugin)
+
+Every ``check_*`` function returns a list of problems, one readable line each
+(empty: conformant); :func:`assert_conformant` runs them all and raises one
+``AssertionError`` listing every problem. The checks:
+
+* :func:`check_api_version`     ``VOXFIT_HOOK_API`` is one the core accepts;
+* :func:`check_hook_signatures` every ``@hookimpl`` implements a known hook and
+  takes only argument names that hook passes (and none with a default, which
+  pluggy would never pass);
+* :func:`check_registrations`   ``register_engines`` / ``register_device_families``
+  register valid :class:`~voxfit.engine.EngineInfo` / :class:`~voxfit.registry.DeviceFamilyInfo`;
+* :func:`check_light_hooks`     in a fresh Python process (so that a framework
+  already imported by the test process hides nothing): importing the plugin,
+  ``detect`` (bounded time), the registration and model hooks, ``score_config``
+  and ``prepare_env`` import no heavy framework and leave ``os.environ`` alone,
+  and return the documented types; proposals carry reasons, a device of the
+  profile and a registered engine; environment changes carry reasons;
+* :func:`check_load`            the plugin's best feasible proposal, planned
+  and loaded through the real core (``prepare_env`` -> ``load_engine`` ->
+  ``disable_training_artifacts`` -> the invariant check), is an
+  :class:`~voxfit.engine.Engine` whose ``synthesize`` yields valid 16-bit PCM
+  at its sample rate, and that takes its registered options' defaults.
+
+Pass ``load=False`` for a plugin whose engine cannot run on this machine and
+check its proposals against a saved profile instead (``hardware=`` a
+``voxfit detect --json`` file). Importing this module is light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Union
+
+#: Frameworks a plugin must not import while the core plans (import them in ``load_engine``).
+HEAVY_MODULES = ("torch", "onnxruntime", "fish_speech", "tensorflow", "jax")
+DETECT_SECONDS = 2.0
+SAMPLE_TEXT = "Hello there."
+_IMPL_MARK = "voxfit_impl"
+_LIGHT_HOOKS = ("detect", "register_engines", "register_device_families", "resolve_model", "default_model",
+                "score_config", "prepare_env")
+_CHILD_TIMEOUT = 120.0
+
+ModelArg = Union[str, Path, Any, None]  # a reference, a ModelSpec, or None for the default model
+HardwareArg = Union[str, Path, Any, None]  # a profile file, a HardwareProfile, or None to detect here
+
+
+# -- the module's declarations --------------------------------------------------
+
+
+def plugin_name(module: Any) -> str:
+    """The plugin's name: its ``NAME``, else its entry point's name, else the module's last component."""
+    name = getattr(module, "NAME", None)
+    if isinstance(name, str) and name:
+        return name
+    from ..plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP
+
+    module_name = getattr(module, "__name__", "")
+    for ep_name, path in DEFAULT_PLUGINS:
+        if path == module_name:
+            return ep_name
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value == module_name:
+            return ep.name
+    return module_name.rsplit(".", 1)[-1] or "plugin"
+
+
+def hook_implementations(module: Any) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    """``(attribute, hook, function, hookimpl options)`` for every ``@hookimpl`` of the module."""
+    found = []
+    for attr in sorted(dir(module)):
+        fn = getattr(module, attr, None)
+        opts = getattr(fn, _IMPL_MARK, None) if callable(fn) else None
+        if isinstance(opts, dict):
+            found.append((attr, opts.get("specname") or attr, fn, opts))
+    return found
+
+
+def _spec_argnames(hook: str) -> list[str]:
+    from .. import hookspecs
+
+    return list(inspect.signature(getattr(hookspecs, hook)).parameters)
+
+
+def _known_hooks() -> tuple[str, ...]:
+    from ..plugins import HOOK_NAMES
+
+    return HOOK_NAMES
+
+
+def check_api_version(module: Any) -> list[str]:
+    """The declared ``VOXFIT_HOOK_API`` is one the core accepts."""
+    from ..plugins import API_ATTRIBUTE
+    from ..plugins import check_api_version as core_check
+
+    refused = core_check(getattr(module, API_ATTRIBUTE, None))
+    return [f"hook API: {refused}"] if refused else []
+
+
+def check_hook_signatures(module: Any) -> list[str]:
+    """Every ``@hookimpl`` implements a known hook and accepts only the arguments that hook passes."""
+    problems = []
+    impls = hook_implementations(module)
+    if not impls:
+        problems.append("no @hookimpl functions: the core would load the plugin and call nothing")
+    known = _known_hooks()
+    for attr, hook, fn, opts in impls:
+        where = attr if attr == hook else f"{attr} (specname {hook})"
+        if hook not in known:
+            problems.append(f"{where}: implements no known hook (known: {', '.join(known)})")
+            continue
+        documented = _spec_argnames(hook)
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{where}: signature cannot be read: {exc}")
+            continue
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                problems.append(f"{where}: takes *{p.name}: pluggy passes arguments by name only "
+                                f"(name them: {', '.join(documented)})")
+            elif p.name not in documented:
+                problems.append(f"{where}: accepts {p.name!r}, which the {hook} hook does not pass "
+                                f"(it passes: {', '.join(documented)})")
+            elif p.default is not p.empty:
+                problems.append(f"{where}: argument {p.name!r} has a default, so pluggy never passes it "
+                                "(drop the default)")
+        if (opts.get("wrapper") or opts.get("hookwrapper")) and not inspect.isgeneratorfunction(fn):
+            problems.append(f"{where}: a wrapper must be a generator function (yield once)")
+    return problems
+
+
+# -- registrations ------------------------------------------------------------------
+
+
+def _call(fn: Any, available: dict[str, Any]) -> Any:
+    """Call a hook implementation the way pluggy does: with the arguments it names."""
+    names = [p for p in inspect.signature(fn).parameters if p in available]
+    return fn(**{name: available[name] for name in names})
+
+
+def check_registrations(module: Any) -> list[str]:
+    """``register_engines`` and ``register_device_families`` register valid infos into a real Registry."""
+    from pydantic import BaseModel
+
+    from ..engine import EngineInfo
+    from ..registry import DeviceFamilyInfo, Registry
+
+    problems: list[str] = []
+    registry = Registry()
+    name = plugin_name(module)
+    for attr, hook, fn, _ in hook_implementations(module):
+        if hook not in ("register_engines", "register_device_families"):
+            continue
+        add = registry.add_engine if hook == "register_engines" else registry.add_family
+
+        def register(info: Any, add: Any = add, attr: str = attr) -> None:
+            try:
+                add(info, name)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{attr}: {exc}")
+
+        try:
+            result = _call(fn, {"register": register})
+        except Exception as exc:
+            problems.append(f"{attr}: raised {_one_line(exc)}")
+            continue
+        if result is not None:
+            problems.append(f"{attr}: returned {type(result).__name__}; registration hooks call register(...) "
+                            "and return None")
+    for info in registry.engines.values():
+        assert isinstance(info, EngineInfo)
+        where = f"engine {info.backend!r}"
+        if not info.families:
+            problems.append(f"{where}: runs no model family (families is empty)")
+        for family in info.families:
+            if not isinstance(family, str) or not family:
+                problems.append(f"{where}: family {family!r} is not a name")
+        if not info.description:
+            problems.append(f"{where}: no description (users read it in `voxfit engines`)")
+        if not isinstance(info.requires, tuple) or not all(isinstance(m, str) and m for m in info.requires):
+            problems.append(f"{where}: requires must be a tuple of module names, got {info.requires!r}")
+        module_path, sep, function = info.loader.partition(":")
+        if not sep or not module_path or not function:
+            problems.append(f"{where}: loader {info.loader!r} is not 'module:function' (other plugins load "
+                            "the engine through it)")
+        else:
+            try:
+                found = importlib.util.find_spec(module_path)
+            except (ImportError, ValueError):
+                found = None
+            if found is None:
+                problems.append(f"{where}: loader module {module_path!r} cannot be found")
+        if info.options is not None:
+            problems.extend(_options_problems(where, info.options, BaseModel))
+    for family in registry.families.values():
+        assert isinstance(family, DeviceFamilyInfo)
+        if not family.description:
+            problems.append(f"device family {family.name!r}: no description (users read it in `voxfit engines`)")
+    return problems
+
+
+def _options_problems(where: str, options: Any, base: type) -> list[str]:
+    if not (isinstance(options, type) and issubclass(options, base)):
+        return [f"{where}: options must be a pydantic model class, got {options!r}"]
+    problems = []
+    for field in options.model_fields:
+        if not field.isidentifier() or field != field.lower():
+            problems.append(f"{where}: option {field!r} is not a lowercase identifier (users type -O {field}=...)")
+    try:
+        options.model_validate({})
+    except Exception as exc:
+        problems.append(f"{where}: its options model cannot be built without options ({_one_line(exc)}); "
+                        "every option needs a default: a run with no -O validates {}")
+    return problems
+
+
+# -- the light hooks, in a fresh process -------------------------------------------------
+
+
+def check_light_hooks(
+    module: Any,
+    *,
+    model: ModelArg = None,
+    hardware: HardwareArg = None,
+    settings: Any = None,
+    with_plugins: Iterable[tuple[str, Any]] = (),
+    heavy: Iterable[str] = HEAVY_MODULES,
+    detect_seconds: float = DETECT_SECONDS,
+) -> list[str]:
+    """Import the plugin and call its planning hooks in a fresh process; check speed, imports, environ, types.
+
+    ``model`` / ``hardware`` are what ``score_config`` is called with (resolved
+    and detected through the real core when None). ``with_plugins`` are
+    ``(name, module)`` pairs of plugins this one depends on (an engine plugin
+    whose engine it places), besides the installed ones.
+    """
+    with _environ_kept():
+        ctx = _Context.build(module, model=model, hardware=hardware, settings=settings, with_plugins=with_plugins)
+        return ctx.problems + ctx.light_problems(list(heavy), detect_seconds)
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def check_load(
+    module: Any,
+    *,
+    model: ModelArg = None,
+    hardware: HardwareArg = None,
+    settings: Any = None,
+    with_plugins: Iterable[tuple[str, Any]] = (),
+    text: str = SAMPLE_TEXT,
+    options: Optional[dict[str, Any]] = None,
+) -> list[str]:
+    """Plan through the real core, load the plugin's best feasible proposal, speak ``text``, check the audio.
+
+    A :class:`~voxfit.engine.Configurable` engine is configured with its registered
+    options model's defaults, then with ``options`` (voice options, e.g. a seed
+    or a token cap that keeps a test short) if given, before it speaks.
+    """
+    with _environ_kept():
+        ctx = _Context.build(module, model=model, hardware=hardware, settings=settings, with_plugins=with_plugins)
+        return ctx.problems + ctx.load_problems(text, options)
+
+
+# -- everything -------------------------------------------------------------------------------
+
+
+def check_plugin(
+    module: Any,
+    *,
+    model: ModelArg = None,
+    hardware: HardwareArg = None,
+    settings: Any = None,
+    load: bool = True,
+    with_plugins: Iterable[tuple[str, Any]] = (),
+    heavy: Iterable[str] = HEAVY_MODULES,
+    detect_seconds: float = DETECT_SECONDS,
+    text: str = SAMPLE_TEXT,
+    options: Optional[dict[str, Any]] = None,
+) -> list[str]:
+    """Every check above; the problems, one line each (empty: the plugin conforms)."""
+    problems = check_api_version(module) + check_hook_signatures(module) + check_registrations(module)
+    with _environ_kept():  # the core applies prepare_env's changes while planning and loading: undo them after
+        ctx = _Context.build(module, model=model, hardware=hardware, settings=settings, with_plugins=with_plugins)
+        problems += ctx.problems
+        if ctx.ready:
+            problems += ctx.light_problems(list(heavy), detect_seconds)
+            problems += ctx.plan_problems()
+            if load:
+                problems += ctx.load_problems(text, options)
+    return _without_echoes(list(dict.fromkeys(problems)))
+
+
+def _without_echoes(problems: list[str]) -> list[str]:
+    """Drop what the core's guard recorded about a hook the kit already reported itself, in its own words."""
+    marker = ": the core recorded: "
+    own = [p for p in problems if marker not in p]
+
+    def echoed(problem: str) -> bool:
+        hook = problem.split(marker, 1)[0]
+        return any(p.startswith(hook) or f"({hook})" in p.split(":", 1)[0] for p in own)
+
+    return [p for p in problems if marker not in p or not echoed(p)]
+
+
+def assert_conformant(module: Any, **kwargs: Any) -> None:
+    """Raise ``AssertionError`` listing every problem :func:`check_plugin` finds (same keyword arguments)."""
+    problems = check_plugin(module, **kwargs)
+    if problems:
+        name = getattr(module, "__name__", repr(module))
+        raise AssertionError(f"plugin {name} does not conform ({len(problems)} problems):\n"
+                             + "\n".join(f"  - {p}" for p in problems))
+
+
+# -- internals ------------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class _Context:
+    """A plugin host with the plugin (and the installed ones), the model and the hardware to check against."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.ready = False
+        self.reference: Optional[str] = None  # what resolve_model is asked to recognise
+
+    @classmethod
+    def build(cls, module: Any, *, model: ModelArg, hardware: HardwareArg, settings: Any,
+              with_plugins: Iterable[tuple[str, Any]]) -> "_Context":
+        from .. import planner
+        from ..hardware import load_profile
+        from ..models import HardwareProfile, ModelSpec
+        from ..settings import Settings
+
+        ctx = cls()
+        ctx.module, ctx.name = module, plugin_name(module)
+        ctx.settings = settings if settings is not None else Settings()
+        ctx.with_plugins = list(with_plugins)
+        ctx.host = _host(module, ctx.name, ctx.settings, ctx.with_plugins)
+        info = next(i for i in ctx.host.infos if i.name == ctx.name)
+        if info.status != "ok":
+            ctx.problems.append(f"the core does not load it: {info.status}: {info.error}")
+            return ctx
+        try:
+            if isinstance(hardware, HardwareProfile):
+                ctx.hardware = hardware
+            elif hardware is not None:
+                ctx.hardware = load_profile(Path(hardware))
+            else:
+                ctx.hardware = planner.detect(ctx.host)
+            if isinstance(model, ModelSpec):
+                ctx.model = model
+            elif model is not None:
+                ctx.reference = str(model)
+                ctx.model = ctx.host.resolve_model(ctx.reference)
+            else:  # the plugin's own default model first: the one it is surely meant to run
+                own, _ = ctx.host.call_owner("default_model", ctx.name, settings=ctx.settings)
+                ctx.model = own if own is not None else ctx.host.resolve_model(None)
+        except Exception as exc:
+            ctx.problems.append(f"could not prepare the check: {_one_line(exc)}")
+            return ctx
+        ctx.problems.extend(ctx._recorded())
+        ctx.ready = True
+        return ctx
+
+    def _recorded(self, since: int = 0) -> list[str]:
+        return [f"{p.hook}: the core recorded: {p.error}" for p in self.host.problems[since:] if p.plugin == self.name]
+
+    # -- light hooks --
+
+    def light_problems(self, heavy: list[str], detect_seconds: float) -> list[str]:
+        if not self.ready:
+            return []
+        module_name = getattr(self.module, "__name__", "")
+        spec = None
+        try:
+            spec = importlib.util.find_spec(module_name) if module_name else None
+        except (ImportError, ValueError):
+            pass
+        if spec is None:
+            return [f"module {module_name!r} cannot be imported by name, so its hooks cannot be checked in a fresh "
+                    "process (write the plugin as a module file)"]
+        others = self._others_proposals()
+        payload = {
+            "module": module_name, "heavy": heavy,
+            "model": self.model.model_dump(mode="json"),
+            "hardware": self.hardware.model_dump(mode="json"),
+            "settings": self.settings.model_dump(mode="json"),
+            "others": [p.model_dump(mode="json") for p in others],
+            "reference": self.reference or (str(self.model.path) if self.model.path is not None else None),
+        }
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
+        code = "import sys; from voxfit.testing.conformance import _child_main; _child_main(sys.stdin.read())"
+        try:
+            done = subprocess.run([sys.executable, "-c", code], input=json.dumps(payload), capture_output=True,
+                                  text=True, env=env, timeout=_CHILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return [f"importing the plugin and calling its planning hooks took over {_CHILD_TIMEOUT:.0f} s"]
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return [f"the fresh process checking the hooks failed: {tail}"]
+        records = json.loads(done.stdout.strip().splitlines()[-1])
+        return self._judge(records, heavy, detect_seconds, others)
+
+    def _others_proposals(self) -> list[Any]:
+        """Every other plugin's proposals, for a score_config wrapper to work on."""
+        this = [plugin for n, plugin in self.host.pm.list_name_plugin() if n == self.name]
+        caller = self.host.pm.subset_hook_caller("score_config", remove_plugins=this)
+        try:
+            return list(caller(model=self.model, hardware=self.hardware, settings=self.settings))
+        except Exception:
+            return []
+
+    def _judge(self, records: dict[str, Any], heavy: list[str], detect_seconds: float, others: list[Any]) -> list[str]:
+        from ..models import EnvChange, Proposal
+
+        problems = []
+        if records.get("import_error"):
+            return [f"import failed in a fresh process: {records['import_error']}"]
+        if records.get("import_heavy"):
+            problems.append(f"importing the plugin imports {', '.join(records['import_heavy'])}: the core imports "
+                            "every plugin to plan; import frameworks in load_engine")
+        if records.get("import_env"):
+            problems.append(f"importing the plugin changes os.environ ({', '.join(records['import_env'])})")
+        own: list[Proposal] = []
+        for call in records["calls"]:
+            where = call["attr"] if call["attr"] == call["hook"] else f"{call['attr']} ({call['hook']})"
+            if call.get("error"):
+                problems.append(f"{where}: raised {call['error']}")
+            if call.get("heavy"):
+                problems.append(f"{where}: imports {', '.join(call['heavy'])} (never import a framework while the "
+                                "core plans; do it in load_engine)")
+            if call.get("env"):
+                problems.append(f"{where}: changes os.environ ({', '.join(call['env'])}); describe changes with "
+                                "prepare_env and let the core apply them")
+            if call.get("invalid"):
+                problems.append(f"{where}: returned the wrong type: {call['invalid']}")
+            if call["hook"] == "detect" and call["seconds"] > detect_seconds:
+                problems.append(f"{where}: took {call['seconds']:.2f} s (at most {detect_seconds:g} s: every "
+                                "`voxfit plan` and `voxfit run` waits for it)")
+            if call["hook"] == "score_config" and call.get("result") is not None:
+                proposals = [Proposal.model_validate(p) for p in call["result"]]
+                if call.get("wrapper"):
+                    problems.extend(self._wrapper_problems(where, proposals, others))
+                else:
+                    own.extend(proposals)
+            if call["hook"] == "prepare_env" and call.get("result") is not None:
+                for change in (EnvChange.model_validate(c) for c in call["result"]):
+                    if not change.reason.strip():
+                        problems.append(f"{where}: environment change {change.describe()} has no reason")
+        for proposal in own:
+            problems.extend(self._proposal_problems(proposal))
+        return problems
+
+    def _wrapper_problems(self, where: str, returned: list[Any], given: list[Any]) -> list[str]:
+        problems = []
+        if len(returned) < len(given):
+            problems.append(f"{where}: the wrapper dropped {len(given) - len(returned)} of the proposals it was "
+                            "given (veto them with a reason instead)")
+        owners = sorted({p.plugin for p in given})
+        for p in returned:
+            if p.plugin and p.plugin not in owners + [self.name]:
+                problems.append(f"{where}: the wrapper changed a proposal's plugin to {p.plugin!r}")
+        return problems
+
+    def _proposal_problems(self, p: Any) -> list[str]:
+        label = f"score_config proposal {p.engine} on {p.device or '?'}"
+        problems = []
+        if not any(r.strip() for r in p.reasons):
+            problems.append(f"{label}: no reason (say why, in words a user reads in `voxfit plan`)")
+        if not p.device:
+            problems.append(f"{label}: no device id")
+        if not p.device_family:
+            problems.append(f"{label}: no device family")
+        if not p.engine:
+            problems.append(f"{label}: no engine")
+        elif self.host.registry.engine(p.engine) is None:
+            problems.append(f"{label}: engine {p.engine!r} is registered by no plugin (register it with "
+                            "register_engines, or install the plugin that does)")
+        if not math.isfinite(p.score) or p.score < 0:
+            problems.append(f"{label}: score {p.score} is not a finite number >= 0")
+        device = self.hardware.device(p.device) if p.device else None
+        if p.device and p.device_family != "cpu" and device is None and not p.vetoes:
+            problems.append(f"{label}: device {p.device!r} is not in the hardware profile")
+        if device is not None and device.family != p.device_family:
+            problems.append(f"{label}: device {p.device} is a {device.family} device, not {p.device_family}")
+        return problems
+
+    # -- planning through the core --
+
+    def plan_problems(self) -> list[str]:
+        from ..planner import make_plan
+
+        before = len(self.host.problems)
+        try:
+            self.plan = make_plan(self.host, hardware=self.hardware, model=self.model)
+        except Exception as exc:
+            self.plan = None
+            return [f"planning through the core failed: {_one_line(exc)}"]
+        return self._recorded(before)
+
+    # -- loading --
+
+    def load_problems(self, text: str, options: Optional[dict[str, Any]] = None) -> list[str]:
+        from .. import invariants
+        from ..engine import AudioChunk, Configurable, Engine, HasNotes, ReportsMetrics
+        from ..runtime import load_proposal
+
+        if not self.ready:
+            return []
+        if getattr(self, "plan", None) is None:
+            problems = self.plan_problems()
+            if self.plan is None:
+                return problems
+        plan = self.plan
+        own_engines = {b for b, info in self.host.registry.engines.items() if info.plugin == self.name}
+        targets = [p for p in plan.ranked() if p.plugin == self.name or p.engine in own_engines]
+        loads = any(hook == "load_engine" for _, hook, _, _ in hook_implementations(self.module))
+        if not targets:
+            if not loads and not own_engines:
+                return []  # nothing of its own to load (a wrapper, a detector)
+            mine = [r for r in plan.rejected if r.proposal.plugin == self.name or r.proposal.engine in own_engines]
+            why = f" (vetoed: {'; '.join(mine[0].reasons)})" if mine else ""
+            return [f"load: no feasible proposal of its own for {plan.model.name} here{why}; pass load=False "
+                    "where its engine cannot run"]
+        proposal = targets[0]
+        saved = dict(os.environ)
+        problems: list[str] = []
+        before = len(self.host.problems)
+        engine = None
+        try:
+            try:
+                loaded = load_proposal(self.host, plan, proposal, [])
+            except Exception as exc:  # EngineLoadError, InvariantViolation, or the plugin's own
+                return [f"load {proposal.label()}: {_one_line(exc)}"] + self._recorded(before)
+            engine = loaded.engine
+            if not isinstance(engine, Engine):
+                return [f"load {proposal.label()}: returned {type(engine).__name__}, not an Engine"]
+            found = invariants.violations(engine.inference_modules())
+            problems += [f"load {proposal.label()}: training artifact left: {v}" for v in found]
+            rate = engine.sample_rate
+            if not isinstance(rate, int) or isinstance(rate, bool) or not 1000 <= rate <= 384000:
+                problems.append(f"engine {engine.backend}: sample_rate {rate!r} is not a rate in Hz")
+            schema = self.host.registry.options_for(proposal.engine)
+            if isinstance(engine, Configurable) and schema is not None:
+                for given in ({}, options) if options else ({},):
+                    try:
+                        engine.configure(schema.model_validate(given))
+                    except Exception as exc:
+                        problems.append(f"engine {engine.backend}: configure({given or 'its options defaults'}) "
+                                        f"raised {_one_line(exc)}")
+            elif options:
+                problems.append(f"options {options} given, but engine {engine.backend} takes none")
+            problems += _audio_problems(engine, text, AudioChunk)
+            if isinstance(engine, ReportsMetrics):
+                try:
+                    json.dumps(engine.metrics())
+                except Exception as exc:
+                    problems.append(f"engine {engine.backend}: metrics() is not JSON data: {_one_line(exc)}")
+            if isinstance(engine, HasNotes) and not all(isinstance(n, str) for n in engine.notes):
+                problems.append(f"engine {engine.backend}: notes must be strings")
+        finally:
+            if engine is not None:
+                try:
+                    engine.close()
+                except Exception as exc:
+                    problems.append(f"engine close() raised {_one_line(exc)}")
+            _restore_environ(saved)
+        return problems + self._recorded(before)
+
+
+def _audio_problems(engine: Any, text: str, chunk_type: type) -> list[str]:
+    where = f"engine {engine.backend}: synthesize({text!r})"
+    try:
+        chunks = list(itertools.islice(engine.synthesize(text), 10_000))
+    except Exception as exc:
+        return [f"{where} raised {_one_line(exc)}"]
+    problems = []
+    if not chunks:
+        return [f"{where} yielded no audio chunk"]
+    pcm = bytearray()
+    for i, chunk in enumerate(chunks):
+        if not isinstance(chunk, chunk_type):
+            problems.append(f"{where}: chunk {i} is a {type(chunk).__name__}, not an AudioChunk")
+            continue
+        if not isinstance(chunk.pcm, (bytes, bytearray)):
+            problems.append(f"{where}: chunk {i} pcm is {type(chunk.pcm).__name__}, not bytes")
+            continue
+        if len(chunk.pcm) % 2:
+            problems.append(f"{where}: chunk {i} has {len(chunk.pcm)} bytes, an odd length "
+                            "(16-bit PCM has 2 bytes per sample)")
+        if chunk.sample_rate != engine.sample_rate:
+            problems.append(f"{where}: chunk {i} is at {chunk.sample_rate} Hz, the engine says {engine.sample_rate}")
+        pcm += chunk.pcm
+    if not problems:
+        if not pcm:
+            problems.append(f"{where}: no samples")
+        elif not pcm.strip(b"\x00"):
+            problems.append(f"{where}: every sample is zero (silence)")
+    return problems
+
+
+@contextlib.contextmanager
+def _environ_kept() -> Iterator[None]:
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        _restore_environ(saved)
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    for key in [k for k in os.environ if k not in saved]:
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def _host(module: Any, name: str, settings: Any, with_plugins: list[tuple[str, Any]]) -> Any:
+    """The core's plugin host with every installed plugin, ``with_plugins`` and ``module`` (once, as ``name``)."""
+    from ..plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, PluginHost
+
+    module_name = getattr(module, "__name__", None)
+    extra = [(n, m) for n, m in with_plugins if n != name]
+    skip = {name, *(n for n, _ in extra)}
+    host = PluginHost(settings)
+    for ep_name, path in DEFAULT_PLUGINS:
+        if ep_name not in skip and path != module_name:
+            host.add_entry_point(ep_name, lambda path=path: importlib.import_module(path), "voxfit", None)
+    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in skip or ep.value == module_name:
+            continue
+        dist = getattr(ep, "dist", None)
+        host.add_entry_point(ep.name, ep.load, dist.name if dist else None, dist.version if dist else None)
+    for extra_name, obj in extra:
+        host.add_entry_point(extra_name, lambda obj=obj: obj, None, None)
+    host.add_entry_point(name, lambda: module, None, None)
+    return host
+
+
+# -- the fresh process -------------------------------------------------------------------------------
+
+
+def _child_main(raw: str) -> None:
+    """Run in a fresh interpreter: import the plugin and call its planning hooks, watching modules and environ."""
+    payload = json.loads(raw)
+    heavy = set(payload["heavy"])
+    from pydantic import TypeAdapter
+
+    from ..hardware import detect_host
+    from ..models import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal
+    from ..registry import Registry
+    from ..settings import Settings
+
+    def heavy_new(before: set[str]) -> list[str]:
+        return sorted({m.split(".")[0] for m in set(sys.modules) - before} & heavy)
+
+    def env_diff(before: dict[str, str]) -> list[str]:
+        after = dict(os.environ)
+        return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+    out: dict[str, Any] = {"calls": []}
+    modules, environ = set(sys.modules), dict(os.environ)
+    try:
+        module = importlib.import_module(payload["module"])
+    except BaseException as exc:
+        out["import_error"] = _one_line(exc)
+        print(json.dumps(out))
+        return
+    out["import_heavy"], out["import_env"] = heavy_new(modules), env_diff(environ)
+    settings = Settings(**payload["settings"])
+    model = ModelSpec.model_validate(payload["model"])
+    hardware = HardwareProfile.model_validate(payload["hardware"])
+    others = [Proposal.model_validate(p) for p in payload["others"]]
+    validators = {
+        "detect": TypeAdapter(Optional[Detection]),
+        "score_config": TypeAdapter(Optional[list[Proposal]]),
+        "prepare_env": TypeAdapter(Optional[list[EnvChange]]),
+        "resolve_model": TypeAdapter(Optional[ModelSpec]),
+        "default_model": TypeAdapter(Optional[ModelSpec]),
+    }
+    impls = [i for i in hook_implementations(module) if i[1] in _LIGHT_HOOKS]
+    own_proposals: list[Proposal] = []
+    # score_config before prepare_env: prepare_env is called with the plugin's own proposals too.
+    order = {hook: i for i, hook in enumerate(_LIGHT_HOOKS)}
+    for attr, hook, fn, opts in sorted(impls, key=lambda i: (order[i[1]], bool(i[3].get("wrapper") or i[3].get("hookwrapper")))):
+        wrapper = bool(opts.get("wrapper") or opts.get("hookwrapper"))
+        available: dict[str, Any] = {"settings": settings, "model": model, "hardware": hardware}
+        if hook == "detect":
+            available["host"] = detect_host()
+        calls: list[dict[str, Any]] = []
+        if hook in ("register_engines", "register_device_families"):
+            registry = Registry()
+            add = registry.add_engine if hook == "register_engines" else registry.add_family
+            available["register"] = lambda info, add=add: add(info, "conformance")
+            calls.append(dict(available))
+        elif hook == "resolve_model":
+            if payload["reference"] is None:
+                continue
+            calls.append({**available, "reference": payload["reference"]})
+        elif hook == "prepare_env":
+            for proposal in (own_proposals + others)[:40]:
+                calls.append({**available, "proposal": proposal})
+        else:
+            calls.append(available)
+        for kwargs in calls:
+            record: dict[str, Any] = {"attr": attr, "hook": hook, "wrapper": wrapper}
+            modules, environ = set(sys.modules), dict(os.environ)
+            started = time.perf_counter()
+            result = None
+            try:
+                if wrapper:
+                    gen = _call(fn, kwargs)
+                    next(gen)
+                    try:
+                        gen.send(list(others) + list(own_proposals))
+                    except StopIteration as stop:
+                        result = stop.value
+                    else:
+                        record["invalid"] = "the wrapper yielded more than once"
+                else:
+                    result = _call(fn, kwargs)
+            except BaseException as exc:
+                record["error"] = _one_line(exc)
+            record["seconds"] = time.perf_counter() - started
+            record["heavy"], record["env"] = heavy_new(modules), env_diff(environ)
+            _restore_environ(environ)
+            if hook in validators and "error" not in record:
+                try:
+                    checked = validators[hook].validate_python(result)
+                except Exception as exc:
+                    detail = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                    record["invalid"] = f"{type(result).__name__}: {detail}"
+                    checked = None
+                if checked is not None and hook in ("score_config", "prepare_env"):
+                    record["result"] = [item.model_dump(mode="json") for item in checked]
+                    if hook == "score_config" and not wrapper:
+                        own_proposals.extend(checked)
+            elif result is not None and hook in ("register_engines", "register_device_families"):
+                record["invalid"] = f"returned {type(result).__name__} (registration hooks return None)"
+            out["calls"].append(record)
+    print(json.dumps(out))

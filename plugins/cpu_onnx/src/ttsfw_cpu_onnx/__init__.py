@@ -1,1 +1,0 @@
-"""CPU plugin for ttsfw: ONNX Runtime proposals tuned to the processor."""

@@ -1,0 +1,1 @@
+"""CPU plugin for voxfit: ONNX Runtime proposals tuned to the processor."""

@@ -1,0 +1,262 @@
+"""Engine adapter: Piper voices (VITS exported to ONNX) on ONNX Runtime.
+
+Imported only when an engine is built (by a plugin's ``load_engine``):
+onnxruntime, numpy and piper are imported inside the functions below. Piper
+provides the phonemizer (espeak-ng) and the voice config; voxfit creates the
+ONNX Runtime session itself, so the session options a plugin chose (threads,
+graph optimisation, execution mode, memory planning) take effect.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+from voxfit.sdk import AudioChunk, EngineLoadError, RebuildFailed, UsageError, load_or_rebuild, recorded_target
+
+BACKEND = "piper-onnx"
+
+
+class UnloadableModel(EngineLoadError):
+    """The model file itself does not load (ONNX Runtime refuses it, or it is not a Piper graph)."""
+
+
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+_EXEC_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+# Proposal options the adapter understands; anything else is refused (a typo must not be silently ignored).
+SESSION_OPTIONS = (
+    "graph_optimization_level",  # disable | basic | extended | all
+    "execution_mode",  # sequential | parallel
+    "inter_op_threads",  # int, parallel mode only
+    "enable_mem_reuse",  # bool: plan buffer reuse at session start
+    "enable_cpu_mem_arena",  # bool
+    "enable_mem_pattern",  # bool
+    "allow_spinning",  # bool: intra-op worker threads spin while waiting
+)
+_INFORMATIONAL = ("variant", "model_variant_path", "cache_optimized_graph")
+
+
+def session_options(threads: Optional[int], options: dict[str, Any]) -> Any:
+    """Build onnxruntime.SessionOptions from a proposal's threads and options."""
+    import onnxruntime as ort
+
+    unknown = sorted(set(options) - set(SESSION_OPTIONS) - set(_INFORMATIONAL))
+    if unknown:
+        raise EngineLoadError(f"{BACKEND}: unknown session option(s) {', '.join(unknown)}")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: warnings would break the one-line error contract
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    level = str(options.get("graph_optimization_level", "all"))
+    if level not in _OPT_LEVELS:
+        raise EngineLoadError(f"{BACKEND}: graph_optimization_level must be one of {', '.join(_OPT_LEVELS)}")
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
+    mode = str(options.get("execution_mode", "sequential"))
+    if mode not in _EXEC_MODES:
+        raise EngineLoadError(f"{BACKEND}: execution_mode must be sequential or parallel")
+    so.execution_mode = getattr(ort.ExecutionMode, _EXEC_MODES[mode])
+    if options.get("inter_op_threads"):
+        so.inter_op_num_threads = int(options["inter_op_threads"])  # type: ignore[arg-type]
+    for key in ("enable_mem_reuse", "enable_cpu_mem_arena", "enable_mem_pattern"):
+        if key in options:
+            setattr(so, key, bool(options[key]))
+    if "allow_spinning" in options:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options["allow_spinning"] else "0")
+    return so
+
+
+class PiperOnnxEngine:
+    """A Piper voice on an ONNX Runtime CPU session."""
+
+    backend = BACKEND
+
+    def __init__(self, voice: Any, model_path: Path, config_path: Path, load_seconds: float) -> None:
+        self._voice = voice
+        self.model_path = model_path
+        self.config_path = config_path
+        self.sample_rate = int(voice.config.sample_rate)
+        self.load_seconds = load_seconds
+        self.num_speakers = int(voice.config.num_speakers)
+        self.speakers: dict[str, int] = dict(voice.config.speaker_id_map or {})
+        self.speaker_id: Optional[int] = None
+        self.length_scale: Optional[float] = None
+        self.noise_scale: Optional[float] = None
+        self.noise_w_scale: Optional[float] = None
+        self.sentence_silence = 0.0
+        self._spoken = False
+        # ONNX Runtime's run() is thread-safe and Piper locks its phonemizer, so several requests can
+        # share this engine (voxfit.engine.ConcurrentSynthesis); on a CPU, interleaving a few of them
+        # keeps the cores busier than one at a time (README, "Serving").
+        self.max_concurrent = max(2, min(8, 2 * (os.cpu_count() or 1)))
+        # What happened while loading that a user should hear of (a cache entry rebuilt, a cache
+        # that could not be written), kept for the run's report (`voxfit run` does not print them yet).
+        self.notes: list[str] = []
+
+    # -- voice parameters -------------------------------------------------
+
+    def configure(self, options: Any) -> None:
+        """Apply a complete set of voice options (a validated ``PiperOptions``); unset ones return to the
+        voice's defaults, so one request's options never leak into the next."""
+        given = options.model_dump(exclude_unset=True)
+        speaker = given.get("speaker")
+        self.speaker_id = self._speaker_id(speaker) if speaker is not None else None
+        self.length_scale = given.get("length_scale")
+        self.noise_scale = given.get("noise_scale")
+        self.noise_w_scale = given.get("noise_w_scale")
+        self.sentence_silence = float(given.get("sentence_silence") or 0.0)
+
+    def _speaker_id(self, speaker: Union[str, int]) -> int:
+        text = str(speaker).strip()
+        if self.num_speakers <= 1:
+            raise UsageError(f"voice {self.model_path.name} has a single speaker; --speaker does not apply")
+        if text in self.speakers:
+            return self.speakers[text]
+        if text.isdigit() and int(text) < self.num_speakers:
+            return int(text)
+        names = ", ".join(sorted(self.speakers)[:8]) or "none"
+        raise UsageError(
+            f"unknown speaker {text!r}: voice {self.model_path.name} has ids 0-{self.num_speakers - 1} (names: {names})"
+        )
+
+    # -- the Engine protocol ----------------------------------------------
+
+    def synthesize(self, text: str) -> Iterator[AudioChunk]:
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(
+            speaker_id=self.speaker_id,
+            length_scale=self.length_scale,
+            noise_scale=self.noise_scale,
+            noise_w_scale=self.noise_w_scale,
+        )
+        silence = bytes(int(self.sample_rate * self.sentence_silence) * 2)
+        for chunk in self._voice.synthesize(text, syn_config=config):
+            pcm = chunk.audio_int16_bytes
+            if not pcm:
+                continue
+            if self._spoken and silence:  # silence between sentences, never before the first
+                pcm = silence + pcm
+            self._spoken = True
+            yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text)
+
+    def synthesize_with(self, text: str, options: Any, *, first: bool = True) -> Iterator[AudioChunk]:
+        """``synthesize`` with one request's options, touching no engine state (safe from several threads)."""
+        from piper import SynthesisConfig
+
+        given = options.model_dump(exclude_unset=True) if options is not None else {}
+        speaker = given.get("speaker")
+        config = SynthesisConfig(
+            speaker_id=self._speaker_id(speaker) if speaker is not None else None,
+            length_scale=given.get("length_scale"),
+            noise_scale=given.get("noise_scale"),
+            noise_w_scale=given.get("noise_w_scale"),
+        )
+        silence = bytes(int(self.sample_rate * float(given.get("sentence_silence") or 0.0)) * 2)
+        voice = self._voice
+        if voice is None:
+            raise UsageError(f"{BACKEND}: the engine is closed")
+        spoken = not first
+        for chunk in voice.synthesize(text, syn_config=config):
+            pcm = chunk.audio_int16_bytes
+            if not pcm:
+                continue
+            if spoken and silence:
+                pcm = silence + pcm
+            spoken = True
+            yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text)
+
+    def inference_modules(self) -> tuple:
+        return ()  # no torch modules: an ONNX graph has no training mode, dropout or gradients
+
+    def close(self) -> None:
+        self._voice = None
+
+
+def _create_session(ort: Any, model_path: Path, so: Any, optimized: Optional[Path]) -> tuple[Any, list[str]]:
+    """A session, through the cached optimised graph when one is given, and notes for the user.
+
+    First use: optimise as usual and let ONNX Runtime save the result (to a
+    temporary name, recorded and moved into place only once complete). Later
+    uses: load the saved graph with optimisation off, which skips most of the
+    start-up. A saved graph that is corrupt is remade once, with a note.
+    """
+    providers = ["CPUExecutionProvider"]
+    if optimized is None:
+        return ort.InferenceSession(str(model_path), sess_options=so, providers=providers), []
+    level = so.graph_optimization_level
+
+    def load_saved(path: Path) -> Any:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        finally:
+            so.graph_optimization_level = level  # a rebuild after a failed load optimises again
+
+    def optimise_and_save(path: Path) -> Any:
+        session = None
+        try:
+            with recorded_target(path) as tmp:
+                so.optimized_model_filepath = str(tmp)
+                session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        except OSError as exc:  # a cache that cannot be written costs the start-up time, not the voice
+            notes.append(f"could not cache the optimised graph at {path} ({exc.strerror or exc}); optimised in memory")
+            if session is None:
+                so.optimized_model_filepath = ""
+                session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
+        return session
+
+    notes: list[str] = []
+    session, rebuilt = load_or_rebuild(optimized, "cached optimised graph", load_saved, optimise_and_save)
+    return session, rebuilt + notes
+
+
+def load(
+    model_path: Path,
+    config_path: Path,
+    threads: Optional[int] = None,
+    options: Optional[dict[str, Any]] = None,
+    optimized_graph: Optional[Path] = None,
+) -> PiperOnnxEngine:
+    """Create the ONNX Runtime session with the proposal's options and wrap it with Piper's phonemizer.
+
+    ``optimized_graph``: where the graph optimised for this CPU is cached
+    (made on first use); None optimises in memory at every start.
+    """
+    import time
+
+    options = dict(options or {})
+    t0 = time.perf_counter()
+    try:
+        import onnxruntime as ort
+        from piper import PiperConfig, PiperVoice
+    except ImportError as exc:
+        raise EngineLoadError(f"{BACKEND} needs onnxruntime and piper-tts: {exc} (pip install 'voxfit[cpu-onnx]')") from None
+    from voxfit.sdk import UnreadableFile, load_small_json
+
+    try:
+        config = PiperConfig.from_dict(load_small_json(Path(config_path)))
+    except UnreadableFile as exc:
+        raise EngineLoadError(f"voice config {config_path} {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise EngineLoadError(f"voice config {config_path} unusable: {type(exc).__name__}: {exc}") from None
+    so = session_options(threads, options)
+    try:
+        session, notes = _create_session(ort, Path(model_path), so, optimized_graph)
+    except RebuildFailed as exc:
+        raise EngineLoadError(str(exc)) from None
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnloadableModel(f"ONNX Runtime cannot load {model_path}: {first}") from None
+    inputs = {i.name for i in session.get_inputs()}
+    if not {"input", "input_lengths", "scales"} <= inputs:
+        raise UnloadableModel(f"{model_path} is not a Piper voice (inputs: {', '.join(sorted(inputs))})")
+    voice = PiperVoice(session=session, config=config)
+    engine = PiperOnnxEngine(voice, Path(model_path), Path(config_path), time.perf_counter() - t0)
+    engine.notes.extend(notes)
+    return engine

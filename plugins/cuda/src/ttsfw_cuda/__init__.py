@@ -1,1 +1,0 @@
-"""NVIDIA CUDA plugin for ttsfw: NVML detection, memory-fit proposals, GPU environment."""

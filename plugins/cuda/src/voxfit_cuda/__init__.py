@@ -1,0 +1,1 @@
+"""NVIDIA CUDA plugin for voxfit: NVML detection, memory-fit proposals, GPU environment."""

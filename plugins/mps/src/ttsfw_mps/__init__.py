@@ -1,1 +1,0 @@
-"""Apple Silicon (MPS) plugin for ttsfw."""

@@ -1,0 +1,1 @@
+"""Apple Silicon (MPS) plugin for voxfit."""

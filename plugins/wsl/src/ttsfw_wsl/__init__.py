@@ -1,1 +1,0 @@
-"""WSL2 plugin for ttsfw: adjusts CUDA proposals under Windows Subsystem for Linux."""

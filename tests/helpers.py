@@ -91,3 +91,17 @@ def voxfit_cli(*args: str, env: dict[str, str] | None = None, input: bytes | Non
     exe = Path(sys.executable).with_name("voxfit")
     return subprocess.run([str(exe), *args], capture_output=True, env=full_env, input=input,
                           cwd=cwd, timeout=timeout)
+
+
+def install_plugin_module(target: Path, module: str, source: str, entry_point: str | None = None) -> dict[str, str]:
+    """Install a one-file plugin into ``target`` as pip would (the module plus a .dist-info with its entry point);
+    return the environment that puts it on the path of a `voxfit` subprocess."""
+    name = entry_point or module
+    target.mkdir(parents=True, exist_ok=True)
+    (target / f"{module}.py").write_text(source)
+    info = target / f"{module.replace('_', '-')}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[voxfit]\n{name} = {module}\n")
+    path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path}

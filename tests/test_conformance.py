@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_both_examples_conform(examples, tmp_path, monkeypatch):
     model.write_text(json.dumps({"format": "beep", "pitch_hz": 660, "sample_rate": 16000}))
     assert_conformant(beep)  # its own default model
     assert_conformant(beep, model=str(model), options={"pitch_hz": 880})
-    monkeypatch.setenv("VOXFIT_FAKE_NPU", "1")
+    monkeypatch.setenv("DEMO_NPU_FAKE", "1")
     monkeypatch.delenv("DEMO_NPU_VISIBLE_DEVICES", raising=False)
     assert_conformant(npu, model=str(model), with_plugins=[("beep", beep)])
     # The core applied the npu plugin's prepare_env to load its engine; the kit put the environment back.
@@ -88,7 +89,7 @@ def test_the_npu_example_needs_the_engine_plugin_it_places(examples, tmp_path, m
     beep, npu = examples
     model = tmp_path / "x.beep"
     model.write_text(json.dumps({"format": "beep"}))
-    monkeypatch.setenv("VOXFIT_FAKE_NPU", "1")
+    monkeypatch.setenv("DEMO_NPU_FAKE", "1")
     # Without the beep plugin nothing resolves a .beep file: the kit says why it could not check.
     problems = check_plugin(npu, model=str(model), load=False)
     assert len(problems) == 1 and "x.beep is not a model voxfit knows" in problems[0]
@@ -97,10 +98,16 @@ def test_the_npu_example_needs_the_engine_plugin_it_places(examples, tmp_path, m
 # -- the kit catches real violations ------------------------------------------------------
 
 
-HEADER = '''
+BARE_HEADER = '''
+import os
 from typing import Callable, Iterator
-from voxfit.sdk import AudioChunk, EngineInfo, EnvChange, ModelSpec, Proposal, hookimpl
-VOXFIT_HOOK_API = "2.0"
+from voxfit.sdk import AudioChunk, EngineInfo, EnvChange, ModelSpec, PlanInputs, Proposal, hookimpl
+VOXFIT_HOOK_API = "2.1"
+'''
+HEADER = BARE_HEADER + '''
+@hookimpl
+def plan_inputs():
+    return PlanInputs(environ=["ACME_DECLARED"])
 '''
 
 ODD_ENGINE = '''
@@ -141,9 +148,9 @@ def load_engine():
 '''
 
 
-def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: str):
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: str, header: str = HEADER):
     """A plugin module written as a file (so the kit's fresh process can import it too)."""
-    (tmp_path / f"{name}.py").write_text(HEADER + textwrap.dedent(body))
+    (tmp_path / f"{name}.py").write_text(header + textwrap.dedent(body))
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop(name, None)
     return importlib.import_module(name)
@@ -162,6 +169,41 @@ def test_a_heavy_import_in_detect_is_caught_even_when_the_test_process_already_h
     assert problems == ["detect: imports fakeheavy (never import a framework while the core plans; "
                         "do it in load_engine)"]
     assert check_plugin(module, load=False) == []  # not heavy by the default list
+
+
+def test_a_detect_without_declared_inputs_is_caught(tmp_path, monkeypatch):
+    module = plugin(tmp_path, monkeypatch, "undeclared_detect", '''
+        @hookimpl
+        def detect():
+            return None
+    ''', header=BARE_HEADER)
+    problems = check_plugin(module, load=False)
+    assert len(problems) == 1 and problems[0].startswith("detect is implemented but plan_inputs is not")
+
+
+def test_planning_hooks_reading_what_plan_inputs_does_not_declare_are_caught(tmp_path, monkeypatch):
+    driver = Path(tempfile.mkdtemp()) / "driver-version"  # outside the plugin's directory, which is on sys.path
+    driver.write_text("1.0")
+    module = plugin(tmp_path, monkeypatch, "sneaky_reads", f'''
+        @hookimpl
+        def detect():
+            os.environ.get("ACME_DECLARED")
+            os.environ.get("ACME_VISIBLE_DEVICES")
+            with open({str(driver)!r}) as handle:
+                handle.read()
+            return None
+
+        @hookimpl
+        def prepare_env(proposal):
+            return [] if "ACME_MODE" in os.environ else None
+    ''')
+    problems = check_plugin(module, load=False)
+    suffix = ", which plan_inputs does not declare (a remembered plan would be reused after it changed)"
+    assert sorted(problems) == sorted(dict.fromkeys([
+        f"detect: reads environment variable ACME_VISIBLE_DEVICES{suffix}",
+        f"detect: reads {driver}{suffix}",
+        f"prepare_env: reads environment variable ACME_MODE{suffix}",
+    ]))
 
 
 def test_a_slow_detect_is_caught(tmp_path, monkeypatch):
@@ -315,7 +357,7 @@ def test_a_conformant_stand_in_passes_and_assert_conformant_lists_every_problem(
     message = str(raised.value)
     # Refused by the core, it is checked no further: the message says why and where to read on.
     assert message.startswith("plugin old_api does not conform (2 problems):")
-    assert "hook API: built for hook API 1.0, the core speaks 2.0" in message
+    assert "hook API: built for hook API 1.0, the core speaks 2.1" in message
     assert "the core does not load it: refused" in message
     assert "Upgrading from hook API 1.x" in message
 

@@ -11,6 +11,7 @@ EXPECTED = {
     "register_device_families": ["register"],
     "resolve_model": ["reference", "settings"],
     "default_model": ["settings"],
+    "plan_inputs": ["settings"],
     "detect": ["host", "settings"],
     "score_config": ["model", "hardware", "settings"],
     "prepare_env": ["proposal", "hardware", "settings"],

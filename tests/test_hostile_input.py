@@ -181,7 +181,7 @@ def test_only_control_characters_on_stdin_is_nothing_speakable(hostile: Path):
 @pytest.mark.parametrize(
     "content, expected",
     [
-        (b"VOXFIT_DEVICE=cpu\n\xff\xfe\x00garbage", "is not valid UTF-8 (byte 0xff at offset 17)"),
+        (b"VOXFIT_DEVICE=cpu\n\xff\xfe\x00garbage", "is not valid UTF-8 (byte 0xff at offset 18)"),
         (b"# padding\n" * (MiB - 1) + b"#" * 20, "is larger than 8 MiB"),
         (b'VOXFIT_MODEL="unterminated\n', "line 1, cannot be parsed: 'VOXFIT_MODEL=\"unterminated'"),
         (b"VOXFIT_DEVICE=tpu\n", "unknown device 'tpu' from VOXFIT_DEVICE in "),

@@ -54,8 +54,8 @@ def test_missing_optional_dependency_is_a_skip_not_a_break():
 
 @pytest.mark.parametrize("api,expected", [
     ("1.0", "upgrade the plugin (docs/writing-a-plugin.md, 'Upgrading from hook API 1.x')"),
-    ("3.0", "newer than the core's 2.0: upgrade voxfit"),
-    ("2.9", "newer than the core's 2.0: upgrade voxfit"),  # may rely on hooks this core lacks
+    ("3.0", "newer than the core's 2.1: upgrade voxfit"),
+    ("2.9", "newer than the core's 2.1: upgrade voxfit"),  # may rely on hooks this core lacks
     ("two", "not a MAJOR.MINOR version"),
     (None, "declares no VOXFIT_HOOK_API"),
 ])

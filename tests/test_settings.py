@@ -61,7 +61,7 @@ def test_other_bad_values_name_the_variable(monkeypatch):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"VOXFIT_DEVICE=\xff\xfe", r"\.env in .* is not valid UTF-8 \(byte 0xff at offset 13\)"),
+        (b"VOXFIT_DEVICE=\xff\xfe", r"\.env in .* is not valid UTF-8 \(byte 0xff at offset 14\)"),
         (b"#" * (9 * 2**20), r"\.env in .* is larger than 8 MiB"),
         (b'VOXFIT_DEVICE="cpu\n', r"\.env in .*, line 1, cannot be parsed: 'VOXFIT_DEVICE=\"cpu'"),
     ],

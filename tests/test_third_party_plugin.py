@@ -2,7 +2,7 @@
 
 ``voxfit-beep`` is an engine plugin (the .beep model format, the beep engine,
 its ``pitch_hz`` voice option); ``voxfit-npu`` a hardware plugin for a device
-family the core has never heard of (a demo NPU, faked with VOXFIT_FAKE_NPU=1),
+family the core has never heard of (a demo NPU, faked with DEMO_NPU_FAKE=1),
 which places the beep engine on its device. ``voxfit-broken`` fails on import,
 and a hook API 1.0 plugin must be refused with the upgrade message.
 """
@@ -19,7 +19,7 @@ from helpers import REPO, voxfit_cli
 from voxfit.models import Plan
 
 EXAMPLES = REPO / "docs" / "examples"
-FAKE_NPU = {"VOXFIT_FAKE_NPU": "1"}
+FAKE_NPU = {"DEMO_NPU_FAKE": "1"}
 pytestmark = pytest.mark.slow
 
 
@@ -66,16 +66,17 @@ def test_installed_examples_are_listed_the_broken_one_isolated_the_old_one_refus
     infos = {i["name"]: i for i in json.loads(result.stdout)}
     beep, npu = infos["beep"], infos["npu"]
     assert (beep["status"], beep["distribution"], beep["version"], beep["api_version"]) == (
-        "ok", "voxfit-beep", "0.2.0", "2.0")
+        "ok", "voxfit-beep", "0.2.0", "2.1")
     assert beep["hooks"] == ["default_model", "disable_training_artifacts", "load_engine", "register_engines",
                              "resolve_model", "score_config"]
     assert (npu["status"], npu["distribution"]) == ("ok", "voxfit-npu")
-    assert npu["hooks"] == ["detect", "load_engine", "prepare_env", "register_device_families", "score_config"]
+    assert npu["hooks"] == ["detect", "load_engine", "plan_inputs", "prepare_env", "register_device_families",
+                            "score_config"]
     broken = infos["broken"]
     assert broken["status"] == "broken" and "a_module_that_does_not_exist" in broken["error"]
     old = infos["old"]
     assert old["status"] == "refused" and old["api_version"] == "1.0"
-    assert "the core speaks 2.0" in old["error"] and "'Upgrading from hook API 1.x'" in old["error"]
+    assert "the core speaks 2.1" in old["error"] and "'Upgrading from hook API 1.x'" in old["error"]
     assert "Upgrading from hook API 1.x" in (REPO / "docs" / "writing-a-plugin.md").read_text()
     assert infos["cpu_onnx"]["status"] == "ok"
 
@@ -178,7 +179,7 @@ def test_device_npu_without_an_npu_is_a_vetoed_plan(site, beep_file, tmp_path):
     assert plan.returncode == 3
     data = Plan.model_validate_json(plan.stdout)
     assert data.chosen is None and data.summary == "all 1 proposals for voice were vetoed (device locked to npu)"
-    assert any("no NPU found (this demo plugin fakes one when VOXFIT_FAKE_NPU=1)" in n for n in data.hardware.notes)
+    assert any("no NPU found (this demo plugin fakes one when DEMO_NPU_FAKE=1)" in n for n in data.hardware.notes)
     run = cli(site, "run", "--device", "npu", "--model", str(beep_file), "Hello.", "-o", str(tmp_path / "x.wav"))
     assert one_line_error(run) == "error: all 1 proposals for voice were vetoed (device locked to npu)"
     # A family nobody registered is a usage error that lists the families, npu among them.

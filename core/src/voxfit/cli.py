@@ -18,14 +18,14 @@ cpu_load.mark()  # the CPU-load window starts with the process: the plan reads i
 import click  # noqa: E402
 
 from . import __version__  # noqa: E402
-from .errors import VoxfitError, UsageError  # noqa: E402
+from .errors import UsageError, VoxfitError  # noqa: E402
 from .signals import Terminated, terminate_on_signals  # noqa: E402
 from .stdio import guard_stdout, settle_stdout  # noqa: E402
 
-# pydantic models and settings are imported where they are used: a plan reused from the
-# plan cache needs neither (see voxfit.plan_cache).
+# pydantic models and settings are imported where they are used: `voxfit plan` printing a
+# remembered plan needs neither (see voxfit.plan_reuse).
 if TYPE_CHECKING:
-    from .models import HardwareProfile, Plan, Proposal
+    from .models import HardwareProfile, Plan
     from .settings import Settings
 
 
@@ -52,6 +52,13 @@ class Context:
             update["allow_plugins"] = sorted(set(base.allow_plugins or []) | set(self.allowed))
         return base.model_copy(update=update) if update else base
 
+    def request(self, model: Optional[str], device: Optional[str], hardware: Optional[Path] = None,
+                cpu_budget: Optional[int] = None, no_cache: bool = False):  # -> PlanRequest
+        from .plan_reuse import PlanRequest
+
+        return PlanRequest(model=model, device=device, hardware=hardware, blocked=self.blocked,
+                           allowed=self.allowed, strict=self.strict, cpu_budget=cpu_budget, no_cache=no_cache)
+
     def host(self, settings: Settings):  # -> PluginHost
         from .plugins import PluginHost
 
@@ -76,6 +83,11 @@ def _parse_plugin_options(values: tuple[str, ...]) -> list[str]:
 def main(ctx: click.Context, plugin_options: tuple[str, ...], allowed: tuple[str, ...], strict: Optional[bool]) -> None:
     """Hardware-aware runtime for neural text-to-speech."""
     ctx.obj = Context(_parse_plugin_options(plugin_options), list(allowed), strict)
+
+
+NO_CACHE = click.option(
+    "--no-cache", is_flag=True,
+    help="Plan afresh and remember nothing (VOXFIT_PLAN_CACHE=false does the same for every command).")
 
 
 def _emit_json(data: Any) -> None:
@@ -190,184 +202,51 @@ def detect_cmd(obj: Context, as_json: bool) -> None:
 # -- plan --------------------------------------------------------------------
 
 
-def _estimate(p: Proposal) -> str:
-    e = p.estimate
-    parts = []
-    if e.rtf is not None:
-        parts.append(f"RTF ~{e.rtf:.2f}")
-    if e.tokens_per_s is not None:
-        parts.append(f"~{e.tokens_per_s:.1f} tokens/s")
-    if e.peak_memory_bytes is not None:
-        parts.append(f"peak ~{describe_memory(e.peak_memory_bytes)}")
-    return ", ".join(parts) or "no estimate"
-
-
-def _print_entry(marker: str, headline: str, reasons: list[str]) -> None:
-    click.echo(f"  {marker} {headline}")
-    for reason in reasons:
-        click.echo(f"       - {reason}")
-
-
 def print_plan(plan: Plan) -> None:
-    m = plan.model
-    params = f", {m.parameter_count / 1e6:.1f} M parameters" if m.parameter_count else ""
-    rate = f", {m.sample_rate} Hz" if m.sample_rate else ""
-    click.echo(f"Model:    {m.family} {m.name} ({m.source}{params}{rate})")
-    hw = plan.hardware
-    devices = ", ".join(d.id for d in hw.devices) or "none"
-    click.echo(
-        f"Hardware: {hw.os} {hw.arch}, {hw.cpu_model}, {describe_memory(hw.memory_available_bytes)} RAM free;"
-        f" devices: {devices}" + ("" if hw.source == "detected" else f" (from {hw.source})")
-    )
-    click.echo(f"Device:   {plan.device_lock}" + (" (locked)" if plan.device_lock != "auto" else ""))
-    click.echo("")
-    if plan.chosen:
-        c = plan.chosen
-        click.echo(f"Chosen:   {c.label()}  score {c.score:.2f}  ({_estimate(c)})")
-        for reason in c.reasons:
-            click.echo(f"  - {reason}")
-    else:
-        click.echo("Chosen:   nothing")
-    if plan.alternatives:
-        click.echo("Alternatives:")
-        for i, p in enumerate(plan.alternatives, start=2):
-            _print_entry(f"{i}.", f"{p.label()}  score {p.score:.2f}  ({_estimate(p)})", p.reasons)
-    if plan.rejected:
-        click.echo("Vetoed:")
-        for r in plan.rejected:
-            _print_entry("x", f"{r.proposal.label()}  ({_estimate(r.proposal)})", r.reasons)
-    if plan.env_changes:
-        click.echo("Environment changes:")
-        for change in plan.env_changes:
-            click.echo(f"  - {change.describe()}")
-    for problem in plan.problems:
-        click.echo(f"Plugin problem: {problem.plugin}.{problem.hook}: {problem.error}")
-    click.echo("")
-    click.echo(f"Summary:  {plan.summary}")
+    from .plan_text import plan_lines
+
+    for line in plan_lines(plan):
+        click.echo(line)
 
 
 def build_plan(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path],
-               cpu_budget: Optional[int] = None):
-    """Settings -> plugins -> plan, or the plan cache's copy when nothing it depends on changed; shared by `plan`,
-    `run` and `cluster` (which passes each replica's share of a node as ``cpu_budget``)."""
-    from .planner import make_plan
+               cpu_budget: Optional[int] = None, no_cache: bool = False, found: Any = None):  # -> Planned
+    """Settings -> plugins -> plan, or the remembered plan when nothing it depends on changed; shared by `plan`,
+    `run`, `tune` and `cluster` (which passes each replica's share of a node as ``cpu_budget``)."""
+    from .plan_reuse import plan
 
-    cache_dir, key = _plan_cache_key(obj, model, device, hardware, cpu_budget)
     settings = obj.settings(model=model, device=device, cpu_budget=cpu_budget)
-    hit = _cached_plan(cache_dir, key)
-    if hit is not None and isinstance(hit.get("plugins"), list):
-        from .models import Plan
-        from .plugins import PluginHost
-
-        # Only the plugins this plan involves, from their recorded entry points: no scan of every
-        # installed distribution, no import of plugins that own nothing here.
-        host = PluginHost(settings)
-        host.add_default_plugins()  # the core's own (fish): cheap, and they register engines plans use
-        for name, value, dist, version in hit["plugins"]:
-            ep = importlib_metadata().EntryPoint(name=name, value=value, group="voxfit")
-            host.add_entry_point(name, ep.load, dist, version)
-        return host, Plan.model_validate_json(hit["plan"])
-    host = obj.host(settings)
-    plan = make_plan(host, hardware_file=hardware)
-    _remember_plan(cache_dir, key, plan, host)
-    return host, plan
-
-
-def importlib_metadata():
-    import importlib.metadata
-
-    return importlib.metadata
-
-
-def _plugins_involved(plan: Plan, host: Any) -> list[list[Optional[str]]]:
-    """[name, entry point, distribution, version] of each plugin the plan involves: owning a proposal or an
-    env change, having resolved the model, or having registered an engine a proposal uses."""
-    engines = [host.registry.engine(p.engine) for p in plan.ranked()]
-    involved = ({p.plugin for p in plan.ranked()} | {c.plugin for c in plan.env_changes}
-                | {plan.model.resolved_by} | {info.plugin for info in engines if info is not None})
-    return [[ep.name, ep.value, getattr(ep.dist, "name", None), getattr(ep.dist, "version", None)]
-            for ep in importlib_metadata().entry_points(group="voxfit") if ep.name in involved]
-
-
-def _plan_cache_key(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path],
-                    cpu_budget: Optional[int] = None):
-    """(cache dir, key) of the plan these inputs make; (None, None) when plans are not reused."""
-    import os
-
-    from . import plan_cache
-
-    if hardware is not None:
-        return None, None
-    options = {"model": model, "device": device, "blocked": obj.blocked, "allowed": obj.allowed,
-               "strict": obj.strict}
-    if cpu_budget is not None:  # only then, so that every other key stays as it was
-        options["cpu_budget"] = cpu_budget
-    environ = dict(os.environ)
-    key = plan_cache.key(options, environ, cpu_load.snapshot(), Path.cwd())
-    return (plan_cache.default_cache_dir(environ), key) if key else (None, None)
-
-
-def _cached_plan(cache_dir: Optional[Path], key: Optional[str]) -> Optional[dict[str, Any]]:
-    from . import plan_cache
-
-    return plan_cache.lookup(cache_dir, key) if cache_dir is not None and key else None
-
-
-def _remember_plan(cache_dir: Optional[Path], key: Optional[str], plan: Plan, host: Any) -> None:
-    """Store a plan worth reusing: something chosen, no GPU (its free memory changes), no plugin problem."""
-    import contextlib
-    import io
-
-    from . import plan_cache
-
-    if cache_dir is None or not key or plan.chosen is None or plan.problems:
-        return
-    if any(d.family != "cpu" for d in plan.hardware.devices):
-        return
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        print_plan(plan)
-    system = [r.proposal.estimate.peak_memory_bytes for r in plan.rejected
-              if r.proposal.memory_pool == "system" and r.proposal.estimate.peak_memory_bytes]
-    chosen = plan.chosen
-    sources = plan_cache.source_files(
-        m.__file__ for name, m in list(sys.modules.items())
-        if name.split(".")[0].startswith("voxfit") and name.count(".") == 0 and getattr(m, "__file__", None)
-    )
-    sources.update(plan_cache.file_stats(plan.model.files.values()))  # the default model's too
-    plan_cache.store(cache_dir, key, {
-        "format": plan_cache.FORMAT, "plan": plan.model_dump_json(), "text": text.getvalue(),
-        "sources": sources, "headroom": host.settings.memory_headroom, "plugins": _plugins_involved(plan, host),
-        "needs_bytes": chosen.estimate.peak_memory_bytes if chosen.memory_pool == "system" else 0,
-        "vetoed_needs_bytes": min(system) if system else None,
-    })
+    return plan(obj.request(model, device, hardware, cpu_budget, no_cache or not settings.plan_cache), settings,
+                found)
 
 
 @main.command("plan")
 @click.option("--model", "-m", default=None, help="Model path (default: the embedded voice).")
-@click.option("--device", "-d", default=None, help="auto, cpu, cuda or mps: a hard constraint.")
+@click.option("--device", "-d", default=None, help="auto or a device family an installed plugin registers.")
 @click.option("--hardware", type=click.Path(path_type=Path), default=None, help="Plan for a saved profile.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@NO_CACHE
 @click.pass_obj
-def plan_cmd(
-    obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path], as_json: bool
-) -> None:
+def plan_cmd(obj: Context, model: Optional[str], device: Optional[str], hardware: Optional[Path], as_json: bool,
+             no_cache: bool) -> None:
     """Show how the model would run here, and why."""
-    hit = _cached_plan(*_plan_cache_key(obj, model, device, hardware))
-    if hit is not None:  # nothing the plan depends on changed: no settings, plugins or models to load
+    from .plan_reuse import remembered
+
+    found = remembered(obj.request(model, device, hardware, no_cache=no_cache))
+    if found.entry is not None:  # nothing the plan depends on changed: no settings, plugins or models to load
         if as_json:
-            click.echo(json.dumps(json.loads(hit["plan"]), indent=2))
+            _emit_json({**json.loads(found.entry["plan"]), "plan_cache": found.decision.as_dict()})
         else:
-            click.echo(hit["text"], nl=False)
-            click.echo(f"(plan cache: made {hit.get('made_at', '?')} from the same inputs and CPU load class; "
-                       "free memory rechecked)")
+            click.echo(found.entry["text"], nl=False)
+            click.echo(f"(plan cache: {found.decision.reason})")
         return
-    _, plan = build_plan(obj, model, device, hardware)
+    planned = build_plan(obj, model, device, hardware, no_cache=no_cache, found=found)
+    planned.remember()
     if as_json:
-        _emit_json(plan.model_dump(mode="json"))
+        _emit_json({**planned.plan.model_dump(mode="json"), "plan_cache": planned.cache.as_dict()})
     else:
-        print_plan(plan)
-    if plan.chosen is None:
+        print_plan(planned.plan)
+    if planned.plan.chosen is None:
         sys.exit(3)
 
 
@@ -390,8 +269,8 @@ def cluster_cmd(obj: Context, profiles: tuple[str, ...], model: Optional[str], r
     nodes = cluster_sim.parse_nodes(profiles)
 
     def plan_for(path: Path, cpu_budget: Optional[int]):
-        host, plan = build_plan(obj, model, None, path, cpu_budget)  # exactly `voxfit plan --hardware PATH`
-        return plan, host.registry.families
+        planned = build_plan(obj, model, None, path, cpu_budget)  # exactly `voxfit plan --hardware PATH`
+        return planned.plan, planned.host.registry.families
 
     cluster_sim.simulate(nodes, plan_for, load_profile, replicas)
     if as_json:
@@ -477,11 +356,12 @@ def _summary(out: str, report: Any) -> list[str]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
 @click.option("--max-chars", type=click.IntRange(min=1), default=None,
               help="Longest input accepted (default 500,000 characters).")
+@NO_CACHE
 @click.pass_obj
 def run_cmd(
     obj: Context, text: Optional[str], file: Optional[str], output: Optional[Path], model: Optional[str],
     device: Optional[str], assignments: tuple[str, ...], stream: bool, as_json: bool, quiet: bool,
-    max_chars: Optional[int], **voice_flags: Any,
+    max_chars: Optional[int], no_cache: bool, **voice_flags: Any,
 ) -> None:
     """Speak TEXT (or -f FILE, or - for stdin) into a WAV file."""
     import time
@@ -509,8 +389,9 @@ def run_cmd(
     options = _voice_options(voice_flags, assignments)
     info = sys.stderr if stream else sys.stdout  # keep stdout clean for the audio stream
 
-    host, plan = build_plan(obj, model, device, None)  # the plan cache's copy when nothing changed
-    session = Session(settings=host.settings, host=host, plan=plan, options=options, started=started)
+    planned = build_plan(obj, model, device, None, no_cache=no_cache)  # the remembered plan when nothing changed
+    session = Session(settings=planned.host.settings, host=planned.host, plan=planned.plan, options=options,
+                      started=started)
     try:
         chunks = session.chunks(spoken)
         show_bar = not quiet and not as_json and sys.stderr.isatty() and len(chunks) > 2
@@ -531,10 +412,12 @@ def run_cmd(
                     writer.write(audio.pcm)
     finally:
         session.close()
+    planned.remember()  # only now: a run that failed leaves no plan behind for the next
     report = session.report(metrics)
     target = "stdout" if stream else str(out_path)
     if as_json:
-        data = {"output": target, **report.as_dict(), "plan": session.plan.model_dump(mode="json")}
+        data = {"output": target, **report.as_dict(), "plan": session.plan.model_dump(mode="json"),
+                "plan_cache": planned.cache.as_dict()}
         click.echo(json.dumps(data, indent=2, default=str), file=info)
     elif not quiet:
         for line in _summary(target, report):
@@ -556,10 +439,10 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
     from .errors import NoFeasiblePlan
     from .tune import tune_plan
 
-    host, plan = build_plan(obj, model, device, None)
-    if plan.chosen is None:
-        raise NoFeasiblePlan(plan.summary)
-    result = tune_plan(host, plan, rounds=rounds)
+    planned = build_plan(obj, model, device, None, no_cache=True)  # tuning measures what is here now
+    if planned.plan.chosen is None:
+        raise NoFeasiblePlan(planned.plan.summary)
+    result = tune_plan(planned.host, planned.plan, rounds=rounds)
     chosen = result.plan.chosen.label() if result.plan and result.plan.chosen else None
     if as_json:
         _emit_json({"measurements": result.entries, "failed": result.failed,

@@ -6,6 +6,7 @@ the ``@voxfit.sdk.hookimpl`` marker. Registration hooks run once, when the core
 builds its registries; then, for one run:
 
     register_engines, register_device_families        (once per process)
+    plan_inputs                                       (when a plan is remembered)
     detect -> resolve_model | default_model -> score_config -> (core ranks)
            -> prepare_env -> load_engine (owner only)
            -> disable_training_artifacts -> (core checks invariants)
@@ -34,7 +35,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .models import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal
+    from .models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
     from .registry import DeviceFamilyInfo, EngineInfo, Registry
     from .settings import Settings
 
@@ -51,7 +52,11 @@ PROJECT = "voxfit"
 #: through ``register_engines``, ``register_device_families``, ``resolve_model``
 #: and ``default_model``; ``load_engine`` is called on the proposal's owner only;
 #: an engine's voice options are a typed model (``EngineInfo.options``).
-HOOK_API_VERSION = "2.0"
+#:
+#: 2.1: the optional ``plan_inputs`` hook names what ``detect``, ``score_config``
+#: and ``prepare_env`` read beyond their arguments; a remembered plan is reused
+#: only while those read the same.
+HOOK_API_VERSION = "2.1"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -149,6 +154,38 @@ def detect(host: HardwareProfile, settings: Settings) -> Optional[Detection]:
     rather than torch, ``sysctl`` rather than a framework). Absent hardware,
     missing drivers or a failing probe are not errors: return ``None`` or a
     note. Never change the environment here.
+    """
+
+
+@hookspec
+def plan_inputs(settings: Settings) -> Optional[PlanInputs]:
+    """Name everything your ``detect``, ``score_config`` and ``prepare_env`` read beyond their arguments.
+
+    voxfit remembers a plan (``<cache dir>/plans``) and reuses it while nothing
+    it depends on changed. The core knows its own inputs: every ``VOXFIT_*``
+    setting and option, the installed packages and the source files of every
+    loaded plugin, the model's files, the CPU, memory and CPU load, the tune
+    measurements. It cannot know what your hooks look at: the environment
+    variables, device nodes and driver files. Declare them here, and a plan
+    made while they read one way is never reused once they read another (a
+    GPU hidden by ``CUDA_VISIBLE_DEVICES=`` and shown again, a device node
+    that appears when a container starts with the device).
+
+    Called when a plan is stored, on every loaded plugin. Reading an input is
+    the core's job: at store time and again before every reuse it compares,
+    for each environment variable, its value; for each path, whether it
+    exists, its type, owner and permissions, what device a device node is, a
+    directory's entries and a small file's content; for each glob, the paths
+    that match. A declared input that cannot be read (permission denied) means
+    the plan is made afresh.
+
+    :return: a :class:`~voxfit.models.PlanInputs`, empty when your hooks read
+        nothing but their arguments; ``None`` means "not declared".
+
+    A plugin that implements ``detect`` and declares nothing here makes every
+    plan unrememberable while it is loaded: the core cannot tell when its
+    hardware changed. Never read the inputs here, and never import a
+    framework: only name them.
     """
 
 

@@ -7,10 +7,10 @@ Everything here is plain pydantic and round-trips through JSON, so a
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Values a plugin may put into free-form property bags. Kept to JSON scalars so
 # that every model survives a JSON round trip unchanged.
@@ -78,6 +78,42 @@ class Detection(_Model):
     devices: list[AcceleratorDevice] = Field(default_factory=list)
     flags: dict[str, Scalar] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+
+
+class PlanInputs(_Model):
+    """What a plugin's ``detect``, ``score_config`` and ``prepare_env`` read beyond their arguments.
+
+    A remembered plan is reused only while every declared input reads as it did
+    when the plan was made (see the ``plan_inputs`` hook). Paths are absolute.
+    """
+
+    environ: list[str] = Field(
+        default_factory=list, description='Environment variables read, e.g. "CUDA_VISIBLE_DEVICES".'
+    )
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Files, directories and device nodes read or checked for: their presence, type, permissions "
+        'and (for a small file) content are compared, e.g. "/proc/driver/nvidia/version".',
+    )
+    globs: list[str] = Field(
+        default_factory=list, description='Patterns whose matches are compared, e.g. "/dev/nvidia*".'
+    )
+
+    @field_validator("environ")
+    @classmethod
+    def _variable_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or "=" in name or "\x00" in name:
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return names
+
+    @field_validator("paths", "globs")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not (PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()) or "\x00" in path:
+                raise ValueError(f"{path!r} is not an absolute path")
+        return paths
 
 
 class MemoryEstimate(_Model):
@@ -211,6 +247,15 @@ class PluginProblem(_Model):
     error: str
 
 
+class PlanCacheInfo(_Model):
+    """Whether a plan was remembered from an earlier command, when it was made, and why (not) reused."""
+
+    reused: bool
+    made_at: Optional[str] = None
+    reason: str = ""
+    stored: bool = Field(default=False, description="Remembered for the next command with the same inputs.")
+
+
 class Plan(_Model):
     """What the core decided, with everything a person needs to check it."""
 
@@ -223,6 +268,9 @@ class Plan(_Model):
     env_changes: list[EnvChange] = Field(default_factory=list)
     problems: list[PluginProblem] = Field(default_factory=list)
     summary: str = ""
+    plan_cache: Optional[PlanCacheInfo] = Field(
+        default=None, description="Set by the commands that print a plan: whether it was reused, and why."
+    )
 
     def ranked(self) -> list[Proposal]:
         """The chosen proposal followed by the alternatives, in order of preference."""
@@ -237,3 +285,6 @@ class PluginInfo(_Model):
     hooks: list[str] = Field(default_factory=list)
     status: Literal["ok", "broken", "skipped", "blocked", "refused"]
     error: Optional[str] = None
+    module: Optional[str] = Field(
+        default=None, description="The module the entry point loaded: its package's files key the plan cache."
+    )

@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from . import builtin, hookspecs
 from .engine import Engine
 from .errors import EngineLoadError, ModelError, PluginError, PluginUnavailable, one_line
-from .models import Detection, EnvChange, ModelSpec, PluginInfo, PluginProblem, Proposal
+from .models import Detection, EnvChange, ModelSpec, PlanInputs, PluginInfo, PluginProblem, Proposal
 from .registry import Registry
 from .settings import Settings
 
@@ -64,6 +64,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "disable_training_artifacts": _str_list.validate_python,
     "resolve_model": TypeAdapter(ModelSpec).validate_python,
     "default_model": TypeAdapter(ModelSpec).validate_python,
+    "plan_inputs": TypeAdapter(PlanInputs).validate_python,
     "register_engines": _returns_nothing,
     "register_device_families": _returns_nothing,
 }
@@ -165,6 +166,7 @@ class PluginHost:
         except Exception as exc:
             return self._fail(info, "broken", f"invalid hook implementations: {one_line(exc)}")
         info.hooks = hooks
+        info.module = getattr(obj, "__name__", None) if inspect.ismodule(obj) else type(obj).__module__
         return info
 
     def _blocked_reason(self, name: str) -> Optional[str]:
@@ -320,6 +322,24 @@ class PluginHost:
         for name in self.unknown_allowed():
             phrases.append(f"{name!r} is not an installed plugin (installed: {installed})")
         return phrases
+
+    def plan_inputs(self) -> tuple[dict[str, PlanInputs], list[str]]:
+        """What each loaded plugin declares its planning hooks read, and the plugins that read hardware in
+        ``detect`` without declaring anything (a plan cannot be remembered while one of those is loaded)."""
+        declared: dict[str, PlanInputs] = {}
+        for info in self.infos:
+            if info.status != "ok":
+                continue
+            answers, _ = self.call_owner("plan_inputs", info.name, settings=self.settings)
+            if answers:
+                declared[info.name] = answers[0]
+        undeclared = [info.name for info in self.infos
+                      if info.status == "ok" and "detect" in info.hooks and info.name not in declared]
+        return declared, undeclared
+
+    def modules(self) -> list[str]:
+        """The modules the loaded plugins came from (the core's own default plugins included)."""
+        return [info.module for info in self.infos if info.status == "ok" and info.module]
 
     # -- registries --------------------------------------------------------
 

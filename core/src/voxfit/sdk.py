@@ -35,7 +35,7 @@ from .engine import (
     Wrapper,
     innermost,
 )
-from .errors import EngineLoadError, ModelError, PluginUnavailable, VoxfitError, UsageError, one_line
+from .errors import EngineLoadError, ModelError, PluginUnavailable, UsageError, VoxfitError, one_line
 from .estimates import BACKENDS as ESTIMATE_CONSTANTS
 from .estimates import COMPILE_SPEEDUP, DecodeSpeed, decode_speed
 from .files import (
@@ -59,6 +59,7 @@ from .models import (
     HardwareProfile,
     MemoryEstimate,
     ModelSpec,
+    PlanInputs,
     Proposal,
     Scalar,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "KNOWN_PRECISIONS",
     "MemoryEstimate",
     "ModelSpec",
+    "PlanInputs",
     "Proposal",
     "Scalar",
     "Settings",

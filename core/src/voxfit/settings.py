@@ -13,6 +13,7 @@ from pydantic_settings.sources import DotEnvSettingsSource
 
 from .errors import UsageError
 from .files import UnreadableFile, load_small_text
+from .plan_cache import PROJECT, cache_base
 
 # Device families are whatever the installed plugins register (cpu, cuda, mps,
 # a third party's rocm or npu); the plan checks the name against them. Here only
@@ -21,16 +22,8 @@ DEVICE_PATTERN = r"^(auto|[a-z][a-z0-9_+.-]{0,63})$"
 DOTENV = ".env"
 
 
-def _absolute_env_dir(name: str) -> Optional[str]:
-    # The XDG base directory spec: an empty or relative value is to be ignored,
-    # else an empty XDG_CACHE_HOME would put the caches in whatever directory voxfit runs from.
-    value = os.environ.get(name, "")
-    return value if os.path.isabs(value) else None
-
-
 def _default_cache_dir() -> Path:
-    base = _absolute_env_dir("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "voxfit"
+    return cache_base(os.environ) / PROJECT
 
 
 def _split_names(value: Any) -> Any:
@@ -100,6 +93,10 @@ class Settings(BaseSettings):
     )
     strict: bool = Field(default=False, description="Plugin failures become errors.")
     cache_dir: Path = Field(default_factory=_default_cache_dir)
+    plan_cache: bool = Field(
+        default=True, description="Reuse a remembered plan while nothing it depends on changed (false: plan afresh "
+        "every time, as --no-cache)."
+    )
     memory_headroom: float = Field(
         default=0.15, ge=0.0, lt=1.0, description="Share of free memory a plan leaves unused."
     )

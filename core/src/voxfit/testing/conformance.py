@@ -16,13 +16,17 @@ Every ``check_*`` function returns a list of problems, one readable line each
 * :func:`check_hook_signatures` every ``@hookimpl`` implements a known hook and
   takes only argument names that hook passes (and none with a default, which
   pluggy would never pass);
+* :func:`check_plan_inputs`     a plugin that implements ``detect`` declares its
+  ``plan_inputs`` (else no plan is remembered while it is loaded);
 * :func:`check_registrations`   ``register_engines`` / ``register_device_families``
   register valid :class:`~voxfit.engine.EngineInfo` / :class:`~voxfit.registry.DeviceFamilyInfo`;
 * :func:`check_light_hooks`     in a fresh Python process (so that a framework
   already imported by the test process hides nothing): importing the plugin,
   ``detect`` (bounded time), the registration and model hooks, ``score_config``
   and ``prepare_env`` import no heavy framework and leave ``os.environ`` alone,
-  and return the documented types; proposals carry reasons, a device of the
+  and return the documented types; ``detect``, ``score_config`` and
+  ``prepare_env`` read no environment variable and open no file that
+  ``plan_inputs`` does not declare (the core's own inputs aside); proposals carry reasons, a device of the
   profile and a registered engine; environment changes carry reasons;
 * :func:`check_load`            the plugin's best feasible proposal, planned
   and loaded through the real core (``prepare_env`` -> ``load_engine`` ->
@@ -57,8 +61,18 @@ HEAVY_MODULES = ("torch", "onnxruntime", "fish_speech", "tensorflow", "jax")
 DETECT_SECONDS = 2.0
 SAMPLE_TEXT = "Hello there."
 _IMPL_MARK = "voxfit_impl"
-_LIGHT_HOOKS = ("detect", "register_engines", "register_device_families", "resolve_model", "default_model",
-                "score_config", "prepare_env")
+_LIGHT_HOOKS = ("plan_inputs", "detect", "register_engines", "register_device_families", "resolve_model",
+                "default_model", "score_config", "prepare_env")
+#: The hooks whose reads a remembered plan stands on: what they read must be declared in plan_inputs.
+_PLANNING_HOOKS = ("detect", "score_config", "prepare_env")
+#: Reads that are not a plugin's inputs: voxfit's settings (in the plan's key), the standard locations and
+#: locale variables every library consults, and the files the core reads for the CPU, its load and budget.
+_UNDECLARED_VARIABLES = ("VOXFIT_", "PYTHON", "LC_", "XDG_")
+_UNDECLARED_VARIABLE_NAMES = ("HOME", "PATH", "TMPDIR", "TEMP", "TMP", "LANG", "LANGUAGE", "TERM", "USER", "LOGNAME",
+                              "SHELL", "PWD", "COLUMNS", "LINES", "NO_COLOR", "TZ")
+_CORE_PATHS = ("/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/loadavg", "/proc/pressure/", "/proc/self/",
+               "/sys/fs/cgroup",
+               "/sys/devices/system/cpu", "/dev/null", "/dev/urandom", "/etc/localtime", "/usr/share/zoneinfo")
 _CHILD_TIMEOUT = 120.0
 
 ModelArg = Union[str, Path, Any, None]  # a reference, a ModelSpec, or None for the default model
@@ -148,6 +162,65 @@ def check_hook_signatures(module: Any) -> list[str]:
         if (opts.get("wrapper") or opts.get("hookwrapper")) and not inspect.isgeneratorfunction(fn):
             problems.append(f"{where}: a wrapper must be a generator function (yield once)")
     return problems
+
+
+# -- plan inputs -----------------------------------------------------------------------
+
+
+def check_plan_inputs(module: Any) -> list[str]:
+    """A plugin that detects hardware names what its planning hooks read (``plan_inputs``), validly."""
+    from ..models import PlanInputs
+
+    impls = {hook: fn for _, hook, fn, _ in hook_implementations(module)}
+    if "plan_inputs" not in impls:
+        if "detect" in impls:
+            return ["detect is implemented but plan_inputs is not: no plan is remembered while this plugin is "
+                    "loaded, since a change of its hardware could not be told (return PlanInputs(...) naming the "
+                    "environment variables, device nodes and files detect reads; PlanInputs() if none)"]
+        return []
+    try:
+        declared = _call(impls["plan_inputs"], {"settings": _default_settings()})
+        if declared is None and "detect" in impls:
+            return ["plan_inputs returned None: declare what detect reads (PlanInputs() if nothing)"]
+        if declared is not None:
+            PlanInputs.model_validate(declared)
+    except Exception as exc:
+        return [f"plan_inputs: {_one_line(exc)}"]
+    return []
+
+
+def _default_settings() -> Any:
+    from ..settings import Settings
+
+    return Settings()
+
+
+def _undeclared_reads(reads: dict[str, list[str]], declared: Any, cache_dir: str) -> list[str]:
+    """The environment variables and paths a planning hook read that ``declared`` (PlanInputs as a dict) lacks.
+
+    voxfit's cache directory is the core's (tune measurements key the plan; an atomic write also opens the
+    directories above a file to sync them)."""
+    import fnmatch
+
+    environ = set(declared.get("environ", []))
+    paths = [p.rstrip("/") for p in declared.get("paths", [])]
+    globs = declared.get("globs", [])
+    missing = []
+    for name in reads.get("environ", []):
+        if name in environ or name in _UNDECLARED_VARIABLE_NAMES or name.startswith(_UNDECLARED_VARIABLES):
+            continue
+        missing.append(f"environment variable {name}")
+    roots = [str(Path(p).resolve()) for p in sys.path if isinstance(p, str) and p]
+    roots += [sys.prefix, sys.base_prefix, cache_dir]
+    above_cache = {str(parent) for parent in Path(cache_dir).parents}
+    for path in reads.get("paths", []):
+        if (path.startswith(_CORE_PATHS) or path in above_cache or path == cache_dir
+                or any(path == p or path.startswith(p + "/") for p in paths)
+                or any(fnmatch.fnmatch(path, g) for g in globs)
+                or any(path.startswith(root.rstrip("/") + "/") for root in roots if root)):
+            continue
+        missing.append(path)
+    return missing
 
 
 # -- registrations ------------------------------------------------------------------
@@ -301,7 +374,8 @@ def check_plugin(
     options: Optional[dict[str, Any]] = None,
 ) -> list[str]:
     """Every check above; the problems, one line each (empty: the plugin conforms)."""
-    problems = check_api_version(module) + check_hook_signatures(module) + check_registrations(module)
+    problems = (check_api_version(module) + check_hook_signatures(module) + check_plan_inputs(module)
+                + check_registrations(module))
     with _environ_kept():  # the core applies prepare_env's changes while planning and loading: undo them after
         ctx = _Context.build(module, model=model, hardware=hardware, settings=settings, with_plugins=with_plugins)
         problems += ctx.problems
@@ -462,6 +536,10 @@ class _Context:
                                 "prepare_env and let the core apply them")
             if call.get("invalid"):
                 problems.append(f"{where}: returned the wrong type: {call['invalid']}")
+            if call["hook"] in _PLANNING_HOOKS and records.get("declared") is not None:
+                for read in _undeclared_reads(call.get("reads", {}), records["declared"], records["cache_dir"]):
+                    problems.append(f"{where}: reads {read}, which plan_inputs does not declare (a remembered plan "
+                                    "would be reused after it changed)")
             if call["hook"] == "detect" and call["seconds"] > detect_seconds:
                 problems.append(f"{where}: took {call['seconds']:.2f} s (at most {detect_seconds:g} s: every "
                                 "`voxfit plan` and `voxfit run` waits for it)")
@@ -676,7 +754,7 @@ def _child_main(raw: str) -> None:
     from pydantic import TypeAdapter
 
     from ..hardware import detect_host
-    from ..models import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal
+    from ..models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
     from ..registry import Registry
     from ..settings import Settings
 
@@ -697,6 +775,7 @@ def _child_main(raw: str) -> None:
         return
     out["import_heavy"], out["import_env"] = heavy_new(modules), env_diff(environ)
     settings = Settings(**payload["settings"])
+    out["cache_dir"] = str(Path(settings.cache_dir).absolute())
     model = ModelSpec.model_validate(payload["model"])
     hardware = HardwareProfile.model_validate(payload["hardware"])
     others = [Proposal.model_validate(p) for p in payload["others"]]
@@ -706,6 +785,7 @@ def _child_main(raw: str) -> None:
         "prepare_env": TypeAdapter(Optional[list[EnvChange]]),
         "resolve_model": TypeAdapter(Optional[ModelSpec]),
         "default_model": TypeAdapter(Optional[ModelSpec]),
+        "plan_inputs": TypeAdapter(Optional[PlanInputs]),
     }
     impls = [i for i in hook_implementations(module) if i[1] in _LIGHT_HOOKS]
     own_proposals: list[Proposal] = []
@@ -736,20 +816,14 @@ def _child_main(raw: str) -> None:
             modules, environ = set(sys.modules), dict(os.environ)
             started = time.perf_counter()
             result = None
+            tracer = _ReadTracer() if hook in _PLANNING_HOOKS else contextlib.nullcontext()
             try:
-                if wrapper:
-                    gen = _call(fn, kwargs)
-                    next(gen)
-                    try:
-                        gen.send(list(others) + list(own_proposals))
-                    except StopIteration as stop:
-                        result = stop.value
-                    else:
-                        record["invalid"] = "the wrapper yielded more than once"
-                else:
-                    result = _call(fn, kwargs)
+                with tracer:
+                    result = _call_hook(fn, kwargs, wrapper, list(others) + list(own_proposals), record)
             except BaseException as exc:
                 record["error"] = _one_line(exc)
+            if isinstance(tracer, _ReadTracer):
+                record["reads"] = tracer.reads()
             record["seconds"] = time.perf_counter() - started
             record["heavy"], record["env"] = heavy_new(modules), env_diff(environ)
             _restore_environ(environ)
@@ -760,6 +834,8 @@ def _child_main(raw: str) -> None:
                     detail = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
                     record["invalid"] = f"{type(result).__name__}: {detail}"
                     checked = None
+                if hook == "plan_inputs" and checked is not None:
+                    out["declared"] = checked.model_dump(mode="json")
                 if checked is not None and hook in ("score_config", "prepare_env"):
                     record["result"] = [item.model_dump(mode="json") for item in checked]
                     if hook == "score_config" and not wrapper:
@@ -768,3 +844,66 @@ def _child_main(raw: str) -> None:
                 record["invalid"] = f"returned {type(result).__name__} (registration hooks return None)"
             out["calls"].append(record)
     print(json.dumps(out))
+
+
+def _call_hook(fn: Any, kwargs: dict[str, Any], wrapper: bool, proposals: list[Any], record: dict[str, Any]) -> Any:
+    """Call one implementation as pluggy would: a wrapper gets ``proposals`` as what the inner hooks returned."""
+    if not wrapper:
+        return _call(fn, kwargs)
+    gen = _call(fn, kwargs)
+    next(gen)
+    try:
+        gen.send(proposals)
+    except StopIteration as stop:
+        return stop.value
+    record["invalid"] = "the wrapper yielded more than once"
+    return None
+
+
+class _ReadTracer:
+    """Records the environment variables read (``os.environ[...]``, ``.get``, ``in``) and the files and
+    directories opened (Python's audit events) while a planning hook runs in the fresh process."""
+
+    _hooked = False
+    _active: Optional["_ReadTracer"] = None
+
+    def __init__(self) -> None:
+        self._environ: list[str] = []
+        self._paths: list[str] = []
+
+    def __enter__(self) -> "_ReadTracer":
+        cls = type(self)
+        if not cls._hooked:
+            sys.addaudithook(cls._audit)  # audit hooks cannot be removed: one for the process, routed to _active
+            original = type(os.environ).__getitem__
+
+            def getitem(environ: Any, key: Any) -> Any:
+                if cls._active is not None and environ is os.environ:
+                    cls._active._environ.append(str(key))
+                return original(environ, key)
+
+            type(os.environ).__getitem__ = getitem  # type: ignore[method-assign]
+            cls._hooked = True
+        cls._active = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        type(self)._active = None
+
+    @classmethod
+    def _audit(cls, event: str, args: tuple[Any, ...]) -> None:
+        tracer = cls._active
+        if tracer is None or event not in ("open", "os.listdir", "os.scandir", "glob.glob"):
+            return
+        path = args[0] if args else None
+        if isinstance(path, (str, bytes, os.PathLike)) and not isinstance(path, int):
+            name = os.fsdecode(path)
+            if name and not name.endswith((".py", ".pyc", ".so", ".pth")):
+                tracer._paths.append(os.path.abspath(name))
+
+    def reads(self) -> dict[str, list[str]]:
+        # Reading every variable is copying the environment (a subprocess call), not depending on each one.
+        environ = sorted(set(self._environ))
+        if len(environ) > len(os.environ) // 2 + 5:
+            environ = []
+        return {"environ": environ, "paths": sorted(set(self._paths))}

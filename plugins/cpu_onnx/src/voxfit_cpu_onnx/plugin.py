@@ -27,6 +27,7 @@ from voxfit.sdk import (
     Estimate,
     HardwareProfile,
     ModelSpec,
+    PlanInputs,
     Proposal,
     RebuildFailed,
     Registry,
@@ -46,7 +47,7 @@ from . import piper_spec
 from .load_threads import fit_to_load
 from .piper_options import PiperOptions
 
-VOXFIT_HOOK_API = "2.0"
+VOXFIT_HOOK_API = "2.1"
 NAME = "cpu_onnx"
 ENGINE = "piper-onnx"
 
@@ -90,6 +91,13 @@ _PROMOTION_MARGIN = 0.10
 # (interpreter, phonemizer, ORT arena, activations of the longest sentence).
 _PEAK_FACTOR = 5.5
 _RUNTIME_DISTS = ("onnxruntime", "piper-tts")
+
+
+@hookimpl
+def plan_inputs() -> PlanInputs:
+    # detect reads the host profile and the CPU load, score_config the tune measurements: the core keys plans
+    # on all three already. Nothing else to compare.
+    return PlanInputs()
 
 
 @hookimpl

@@ -2,6 +2,7 @@
 
 Each hook is a thin door into its module:
 
+* plan_inputs   -> what detect and prepare_env read (visible GPUs, device nodes, driver)
 * detect        -> :mod:`voxfit_cuda.nvml_probe` (NVML only, never torch)
 * score_config  -> :mod:`voxfit_cuda.scoring`    (memory fit, precision, int8, compile, speed, load)
 * prepare_env   -> :mod:`voxfit_cuda.env`        (narrow or hide GPUs, allocator settings)
@@ -19,6 +20,7 @@ from voxfit.sdk import (
     EnvChange,
     HardwareProfile,
     ModelSpec,
+    PlanInputs,
     Proposal,
     Registry,
     Settings,
@@ -27,7 +29,7 @@ from voxfit.sdk import (
 
 from . import env, nvml_probe, scoring
 
-VOXFIT_HOOK_API = "2.0"
+VOXFIT_HOOK_API = "2.1"
 NAME = "cuda"  # the entry-point name; the core stamps proposals with it
 
 
@@ -36,6 +38,17 @@ def register_device_families(register: Callable[[DeviceFamilyInfo], None]) -> No
     # A replica running on one NVIDIA GPU holds one of the scheduler's "GPU" resources (Ray counts them so).
     register(DeviceFamilyInfo(name="cuda", description="NVIDIA GPUs through CUDA (found with NVML)",
                               cluster_resource="GPU"))
+
+
+@hookimpl
+def plan_inputs() -> PlanInputs:
+    # What NVML and the container runtime decide from: which GPUs are visible, which device nodes exist, which
+    # driver answers; and the allocator setting prepare_env keeps. A GPU hidden or shown again means a new plan.
+    return PlanInputs(
+        environ=["CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", env.ALLOC_CONF],
+        paths=["/proc/driver/nvidia/version", "/dev/dxg"],
+        globs=["/dev/nvidia*"],
+    )
 
 
 @hookimpl

@@ -10,6 +10,7 @@ from voxfit.sdk import EnvChange, Proposal
 # working set (so it may allocate well past it, into swap), low watermark 1.4
 # on unified memory; it refuses a low watermark above the high one.
 HIGH_WATERMARK = "1.0"
+WATERMARK_VARIABLES = ("PYTORCH_MPS_HIGH_WATERMARK_RATIO", "PYTORCH_MPS_LOW_WATERMARK_RATIO")
 LOW_WATERMARK = "0.8"
 
 
@@ -22,7 +23,7 @@ def env_changes(proposal: Proposal, environ: Mapping[str, str]) -> list[EnvChang
         EnvChange(kind="set_env", key="PYTORCH_ENABLE_MPS_FALLBACK", value="1",
                   reason="an op MPS does not implement runs on the CPU instead of raising NotImplementedError"),
     ]
-    if "PYTORCH_MPS_HIGH_WATERMARK_RATIO" not in environ and "PYTORCH_MPS_LOW_WATERMARK_RATIO" not in environ:
+    if not any(name in environ for name in WATERMARK_VARIABLES):
         changes += [
             EnvChange(kind="set_env", key="PYTORCH_MPS_HIGH_WATERMARK_RATIO", value=HIGH_WATERMARK,
                       reason="cap MPS allocations at Metal's recommended working set (default 1.7x lets them "

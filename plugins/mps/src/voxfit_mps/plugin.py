@@ -1,5 +1,6 @@
 """voxfit hooks for Apple Silicon GPUs (Metal Performance Shaders).
 
+* plan_inputs   -> the macOS version file and the watermark variables prepare_env keeps
 * detect        -> :mod:`voxfit_mps.sysinfo` (platform, sysctl, ioreg, vm_stat; torch only in a child process)
 * score_config  -> :mod:`voxfit_mps.scoring` (fp16, unified-memory fit, bandwidth-based speed)
 * prepare_env   -> :mod:`voxfit_mps.env`     (spawn, MPS fallback, allocator watermarks)
@@ -20,6 +21,7 @@ from voxfit.sdk import (
     EnvChange,
     HardwareProfile,
     ModelSpec,
+    PlanInputs,
     Proposal,
     Registry,
     ReplaceableDecoder,
@@ -30,7 +32,7 @@ from voxfit.sdk import (
 
 from . import env, scoring, sysinfo
 
-VOXFIT_HOOK_API = "2.0"
+VOXFIT_HOOK_API = "2.1"
 NAME = "mps"
 
 
@@ -52,6 +54,14 @@ def register_engines(register: Callable[[EngineInfo], None]) -> None:
         variant_of="fish-torch",  # the same voice options: only the decoder differs
         loader="voxfit_mps.plugin:load_with_coreml_codec",
     ))
+
+
+@hookimpl
+def plan_inputs() -> PlanInputs:
+    # The chip, its cores and memory are the machine's own (the core keys plans on those); what can change is
+    # the macOS version (MPS needs 12.3+; platform.mac_ver reads this file) and the watermarks a user sets.
+    return PlanInputs(environ=list(env.WATERMARK_VARIABLES),
+                      paths=["/System/Library/CoreServices/SystemVersion.plist"])
 
 
 @hookimpl

@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 from typing import Generator, Optional
 
-from voxfit.sdk import Detection, EnvChange, HardwareProfile, ModelSpec, Proposal, hookimpl
+from voxfit.sdk import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal, hookimpl
 
 from . import probe, wrapper
 
-VOXFIT_HOOK_API = "2.0"
+VOXFIT_HOOK_API = "2.1"
+
+
+@hookimpl
+def plan_inputs() -> PlanInputs:
+    return PlanInputs(environ=["WSL_DISTRO_NAME", "LD_LIBRARY_PATH"], paths=probe.paths_read())
 
 
 @hookimpl

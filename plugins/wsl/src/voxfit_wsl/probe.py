@@ -30,6 +30,15 @@ def default_root(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(environ.get(ROOT_ENV) or "/")
 
 
+#: Everything probe() reads under the root (plan_inputs declares them).
+READS = ("proc/version", "proc/sys/kernel/osrelease", "proc/mounts", "dev/dxg", WSL_LIB.lstrip("/") + "/libcuda.so")
+
+
+def paths_read(environ: Mapping[str, str] = os.environ) -> list[str]:
+    root = default_root(environ).absolute()
+    return [str(root / relative) for relative in READS]
+
+
 def _read(root: Path, relative: str) -> str:
     try:
         return (root / relative).read_text(errors="replace").strip()

@@ -15,7 +15,7 @@ import socket
 import threading
 from typing import Any, Callable, Optional
 
-from ...errors import VoxfitError, UsageError
+from ...errors import UsageError, VoxfitError
 from ...settings import Settings
 from .nodes import NodeClass, parse_autoscale, plan_here, probe_cluster, share_settings
 

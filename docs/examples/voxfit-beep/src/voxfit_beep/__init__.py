@@ -32,7 +32,7 @@ from voxfit.sdk import (
     read_small_text,
 )
 
-VOXFIT_HOOK_API = "2.0"  # the hook API this plugin was built against
+VOXFIT_HOOK_API = "2.1"  # the hook API this plugin was built against
 NAME = "beep"  # must match the entry-point name
 ENGINE = "beep"  # the backend name proposals use
 FAMILY = "beep"  # the model family the engine runs

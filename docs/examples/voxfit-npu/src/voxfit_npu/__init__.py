@@ -1,7 +1,7 @@
 """A hardware plugin for a device family voxfit has never heard of: "npu".
 
 This is a DEMO: there is no NPU driver behind it. ``detect`` reports a fake
-device ``npu:0`` when the environment variable ``VOXFIT_FAKE_NPU=1`` is set,
+device ``npu:0`` when the environment variable ``DEMO_NPU_FAKE=1`` is set,
 and nothing otherwise. It shows every step a real hardware plugin takes:
 register the family, detect the devices cheaply, propose how to run a model
 on them (with reasons), describe the process changes, and load an engine
@@ -23,21 +23,29 @@ from voxfit.sdk import (
     Estimate,
     HardwareProfile,
     ModelSpec,
+    PlanInputs,
     Proposal,
     Registry,
     hookimpl,
 )
 
-VOXFIT_HOOK_API = "2.0"
+VOXFIT_HOOK_API = "2.1"
 NAME = "npu"  # must match the entry-point name
 FAMILY = "npu"
-FAKE_ENV = "VOXFIT_FAKE_NPU"  # demo only: pretend an NPU is present
+FAKE_ENV = "DEMO_NPU_FAKE"  # demo only: pretend an NPU is present
 RUNS = {"beep": "beep"}  # model family -> the engine this NPU runs it with
 
 
 @hookimpl
 def register_device_families(register: Callable[[DeviceFamilyInfo], None]) -> None:
     register(DeviceFamilyInfo(name=FAMILY, description=f"neural processing units (a demo: {FAKE_ENV}=1 fakes one)"))
+
+
+@hookimpl
+def plan_inputs() -> PlanInputs:
+    # Everything detect and prepare_env read besides their arguments: a plan made while these read one way is
+    # never reused once they read another (an NPU that appears, a driver update).
+    return PlanInputs(environ=[FAKE_ENV], paths=["/sys/class/npu"], globs=["/dev/npu*"])
 
 
 @hookimpl

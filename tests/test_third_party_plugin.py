@@ -108,6 +108,16 @@ def test_plan_for_the_npu_chooses_it_and_locks_it(site, beep_file):
     assert auto.chosen.device == "npu:0" and auto.alternatives[0].device == "cpu"
 
 
+def test_an_npu_that_appears_after_a_remembered_plan_gets_its_own_plan(site, beep_file, tmp_path):
+    cache = {"VOXFIT_CACHE_DIR": str(tmp_path / "cache")}
+    without = Plan.model_validate_json(cli(site, "plan", "--model", str(beep_file), "--json", **cache).stdout)
+    assert without.chosen.device == "cpu" and without.plan_cache.stored  # remembered: a CPU-only plan
+    appeared = cli(site, "plan", "--model", str(beep_file), "--json", **cache, **FAKE_NPU)
+    plan = Plan.model_validate_json(appeared.stdout)
+    assert plan.chosen.device == "npu:0" and not plan.plan_cache.reused
+    assert "DEMO_NPU_FAKE changed since" in plan.plan_cache.reason  # the input the plugin declared
+
+
 def test_a_saved_profile_with_a_busy_npu_plans_elsewhere_and_says_why(site, beep_file, tmp_path):
     detected = cli(site, "detect", "--json", **FAKE_NPU)
     assert detected.returncode == 0, detected.stderr

@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # (running the converted model needs macOS; that test skips and says so).
 PLUGIN_REQS := $(patsubst plugins/mps,plugins/mps[coreml],$(patsubst plugins/cpu_onnx,plugins/cpu_onnx[fish-onnx],$(PLUGINS)))
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint dist clean
 
 setup: $(STAMP)
 
@@ -34,9 +34,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# An sdist and a wheel of the core and of each plugin in dist/, metadata checked (twine check --strict).
+dist: setup
+	$(BIN)/python tools/build_dist.py dist
+
 lint: setup
 	$(BIN)/python -m pip install --quiet --group dev
-	$(BIN)/ruff check core plugins tests benchmarks docs
+	$(BIN)/ruff check core plugins tests benchmarks docs tools
 
 bench: setup
 	$(BIN)/python benchmarks/plan_cold_start.py

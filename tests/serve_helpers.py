@@ -37,11 +37,11 @@ class ServerProcess:
     ``url`` (HTTP) and, with ``want_wyoming``, ``host`` and ``port`` (Wyoming)."""
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path, timeout: float = 90,
-                 want_http: bool = True, want_wyoming: bool = False) -> None:
+                 want_http: bool = True, want_wyoming: bool = False, command: Optional[Path] = None) -> None:
         self.log_path = cwd / f"serve-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([str(BIN / "voxfit"), "serve", *args], stdout=subprocess.PIPE, stderr=self._log,
-                                     env=env, cwd=cwd)
+        self.proc = subprocess.Popen([str(command or BIN / "voxfit"), "serve", *args], stdout=subprocess.PIPE,
+                                     stderr=self._log, env=env, cwd=cwd)
         self.stdout: list[str] = []
         self.url, self.host, self.port = "", "", 0
         deadline = time.monotonic() + timeout

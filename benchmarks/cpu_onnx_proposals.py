@@ -35,11 +35,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--fresh", type=int, default=5)
     args = parser.parse_args()
-    from voxfit.planner import make_plan
+    from voxfit.planning.planner import make_plan
     from voxfit.plugins import PluginHost
     from voxfit.settings import load_settings
-    from voxfit.synthesis import synthesize
-    from voxfit.text import split_sentences
+    from voxfit.speaking.synthesis import synthesize
+    from voxfit.speaking.text import split_sentences
 
     cache = tempfile.mkdtemp(prefix="voxfit-bench-cache-")
     host = PluginHost.from_entry_points(load_settings(cache_dir=cache, allow_plugins=["cpu_onnx"]))

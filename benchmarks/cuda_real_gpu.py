@@ -38,16 +38,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from voxfit.testing.fish_tiny import s1_mini_llm_config
+from voxfit.engines.fish.tiny import s1_mini_llm_config
 
 # The shape published for openaudio-s1-mini (no gradient checkpointing: this is inference).
 S1_MINI = {**s1_mini_llm_config(), "use_gradient_checkpointing": False}
 
 LOCK_CHECK = r"""
 import json, os, sys
-from voxfit.planner import make_plan
+from voxfit.planning.planner import make_plan
 from voxfit.plugins import PluginHost
-from voxfit.runtime import apply_env
+from voxfit.speaking.load import apply_env
 from voxfit.settings import load_settings
 settings = load_settings()
 plan = make_plan(PluginHost.from_entry_points(settings))
@@ -59,7 +59,7 @@ print("LOCK=" + json.dumps({"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "coun
 
 
 def detect_and_show():
-    from voxfit.planner import detect
+    from voxfit.planning.planner import detect
     from voxfit.plugins import PluginHost
     from voxfit.settings import load_settings
 
@@ -93,10 +93,10 @@ def device_lock_check() -> dict:
 
 
 def run_tiny(checkpoint: Path) -> dict:
-    from voxfit import runtime
-    from voxfit.planner import make_plan
+    from voxfit.planning.planner import make_plan
     from voxfit.plugins import PluginHost
     from voxfit.settings import load_settings
+    from voxfit.speaking import load as runtime
 
     host = PluginHost.from_entry_points(load_settings(model=str(checkpoint)))
     plan = make_plan(host)
@@ -135,7 +135,7 @@ def build_random_s1_mini(directory: Path):
 def run_s1_mini(plan_proposal, bandwidth_gbps: float, tokens: int) -> dict:
     import torch
     from fish_speech.models.text2semantic.inference import decode_one_token_ar
-    from voxfit.modelspecs.fish import parameters_read_per_token
+    from voxfit.engines.fish.spec import parameters_read_per_token
     from voxfit_cuda.scoring import COMPILE_SPEEDUP, EAGER_EFFICIENCY
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[plan_proposal.precision]
@@ -202,12 +202,12 @@ def main() -> int:
             report["tiny"] = {"error": f"{type(exc).__name__}: {exc}"}
             print("tiny run failed:", report["tiny"]["error"])
     if args.s1_mini:
+        from voxfit.engines.fish.spec import memory_estimates, parameters_read_per_token
         from voxfit.models import ModelSpec
-        from voxfit.modelspecs.fish import memory_estimates, parameters_read_per_token
-        from voxfit.planner import make_plan
+        from voxfit.planning.planner import make_plan
         from voxfit.plugins import PluginHost
-        from voxfit.runtime import apply_env
         from voxfit.settings import load_settings
+        from voxfit.speaking.load import apply_env
 
         spec = ModelSpec(family="fish", name="s1-mini-random", memory=memory_estimates(S1_MINI, 0),
                          properties={"parameters_read_per_token": parameters_read_per_token(S1_MINI)})

@@ -44,11 +44,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from voxfit.engines import fish_torch
-    from voxfit.engines.fish_codec import load_codec
-    from voxfit.engines.fish_onnx_codec import probe_codes
-    from voxfit.modelspecs.fish import read as read_fish_spec
-    from voxfit.testing.fish_tiny import build_tiny_checkpoint
+    from voxfit.engines.fish import engine as fish_torch
+    from voxfit.engines.fish.codec import load_codec
+    from voxfit.engines.fish.onnx_codec import probe_codes
+    from voxfit.engines.fish.spec import read as read_fish_spec
+    from voxfit.engines.fish.tiny import build_tiny_checkpoint
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="voxfit-fish-bench-"))

@@ -32,12 +32,12 @@ class Null:
 
 
 def measure(rounds: int, texts: dict[str, str]) -> None:
-    from voxfit import runtime
-    from voxfit.planner import make_plan
+    from voxfit.planning.planner import make_plan
     from voxfit.plugins import PluginHost
     from voxfit.settings import load_settings
-    from voxfit.synthesis import synthesize
-    from voxfit.text import split_sentences
+    from voxfit.speaking import load as runtime
+    from voxfit.speaking.synthesis import synthesize
+    from voxfit.speaking.text import split_sentences
 
     host = PluginHost.from_entry_points(load_settings(allow_plugins=["cpu_onnx"]))
     aware = make_plan(host)

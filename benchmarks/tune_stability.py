@@ -37,12 +37,12 @@ def main() -> None:
     parser.add_argument("--tune-rounds", type=int, default=3)
     parser.add_argument("--ref-rounds", type=int, default=3, help="reference rounds after each tune run")
     args = parser.parse_args()
-    from voxfit import tuning
-    from voxfit.planner import make_plan
+    from voxfit.planning import measurements as tuning
+    from voxfit.planning.planner import make_plan
     from voxfit.plugins import PluginHost
     from voxfit.settings import load_settings
-    from voxfit.tune_rounds import measure_round_robin
-    from voxfit.tune_run import engine_measurer
+    from voxfit.tuning.round_robin import measure_round_robin
+    from voxfit.tuning.trials import engine_measurer
 
     work = Path(tempfile.mkdtemp(prefix="voxfit-bench-tune-"))
     shared = work / "shared-cache"

@@ -25,7 +25,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def fish_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight S1-layout checkpoint (config.json, model.pth, tokenizer, codec.pth); read-only."""
     import torch
-    from voxfit.testing.fish_tiny import build_tiny_checkpoint
+    from voxfit.engines.fish.tiny import build_tiny_checkpoint
 
     torch.set_num_threads(1)  # CI has 2 cores; 1 thread is steady when another process is busy
     return build_tiny_checkpoint(tmp_path_factory.mktemp("fish") / "tiny-s1", seed=0)

@@ -280,8 +280,8 @@ def install(monkeypatch: Any, machine: dict[str, Any] | str) -> FakeNvml:
 
 def profile_for(name: str, environ: Optional[dict[str, str]] = None):
     """The HardwareProfile `voxfit detect` would give on MACHINES[name]: host facts + the plugin's real probe."""
-    from voxfit.hardware import merge
     from voxfit.models import AcceleratorDevice, HardwareProfile
+    from voxfit.planning.hardware import merge
     from voxfit_cuda.nvml_probe import probe
 
     machine = MACHINES[name]

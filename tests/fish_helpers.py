@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import resolve
-from voxfit.engines import fish_torch
+from voxfit.engines.fish import engine as fish_torch
 
 
 def load(checkpoint: Path, clean: bool = True, **kw: Any) -> fish_torch.FishEngine:

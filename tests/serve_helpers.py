@@ -178,7 +178,7 @@ def toy_plugin(name: str, delay: float, engines: list, concurrent: bool = False)
 def toy_voice(name: str, delay: float = 0.0, workers: int = 1, concurrent: bool = False) -> tuple[Any, list]:
     """A served voice whose engines are :class:`ToyEngine` (returned too, to look into)."""
     from voxfit.server.voices import Voice
-    from voxfit.session import Session
+    from voxfit.speaking.session import Session
 
     engines: list = []
     host = make_host(("toy", toy_plugin(name, delay, engines, concurrent)), defaults=False,

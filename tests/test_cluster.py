@@ -9,10 +9,10 @@ from fake_pynvml import HARDWARE_DIR
 from helpers import make_host, make_settings, voxfit_cli
 from test_cuda_plan import cpu_stand_in
 from test_fish_spec import write_checkpoint
-from voxfit.cluster import cpu_share, replica_capacity, replica_request
+from voxfit.cluster.requests import cpu_share, replica_capacity, replica_request
 from voxfit.errors import NoFeasiblePlan
 from voxfit.models import Estimate, HardwareProfile, ModelSpec, Plan, Proposal
-from voxfit.planner import make_plan
+from voxfit.planning.planner import make_plan
 from voxfit.plugins import PluginHost
 from voxfit.registry import DeviceFamilyInfo, Registry
 from voxfit_cuda import plugin as cuda_plugin

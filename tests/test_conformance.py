@@ -11,14 +11,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import voxfit.engines.fish_plugin
+import voxfit.engines.fish.plugin
 import voxfit_cpu_onnx.plugin
 import voxfit_cuda.plugin
 import voxfit_mps.plugin
 import voxfit_wsl.plugin
 from helpers import REPO
+from voxfit.engines.fish.tiny import s1_mini_llm_config
 from voxfit.testing.conformance import assert_conformant, check_plugin
-from voxfit.testing.fish_tiny import s1_mini_llm_config
 
 HARDWARE = REPO / "tests" / "data" / "hardware"
 EXAMPLES = REPO / "docs" / "examples"
@@ -58,7 +58,7 @@ def test_cpu_onnx_conforms_and_speaks_with_the_embedded_voice():
     (voxfit_mps.plugin, "m1-air-8gb"),
     (voxfit_mps.plugin, "m3-max-64gb"),
     (voxfit_wsl.plugin, "wsl2-rtx3060"),
-    (voxfit.engines.fish_plugin, "rtx3060"),
+    (voxfit.engines.fish.plugin, "rtx3060"),
 ], ids=lambda v: v if isinstance(v, str) else v.__name__)
 def test_hardware_plugins_conform_on_saved_profiles(module, profile, s1_mini):
     # Their engines cannot run on this CPU-only machine: their proposals are checked against the profile.
@@ -68,7 +68,7 @@ def test_hardware_plugins_conform_on_saved_profiles(module, profile, s1_mini):
 @pytest.mark.slow
 def test_the_cores_fish_plugin_conforms_with_a_real_tiny_checkpoint(fish_checkpoint, tmp_path):
     # Loaded through the cpu_onnx plugin's CPU proposal, the fish engine speaks (noise: random weights).
-    assert_conformant(voxfit.engines.fish_plugin, model=str(fish_checkpoint),
+    assert_conformant(voxfit.engines.fish.plugin, model=str(fish_checkpoint),
                       options={"max_new_tokens": 16, "seed": 0})
 
 

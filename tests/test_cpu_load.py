@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from voxfit import cpu_load, tuning
-from voxfit.cpu_load import CpuLoad
 from voxfit.models import HardwareProfile
-from voxfit.planner import make_plan
+from voxfit.planning import cpu_load
+from voxfit.planning import measurements as tuning
+from voxfit.planning.cpu_load import CpuLoad
+from voxfit.planning.planner import make_plan
 from voxfit.plugins import PluginHost
 from voxfit.settings import load_settings
 from voxfit_cpu_onnx.load_threads import fit_to_load

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from voxfit import tuning
-from voxfit.files import file_sha256
 from voxfit.models import HardwareProfile, ModelSpec
-from voxfit.planner import make_plan
+from voxfit.planning import measurements as tuning
+from voxfit.planning.planner import make_plan
 from voxfit.plugins import PluginHost
 from voxfit.settings import load_settings
+from voxfit.util.files import file_sha256
 from voxfit_cpu_onnx.piper_spec import embedded_default
 
 VOXFIT = str(Path(sys.executable).with_name("voxfit"))

@@ -10,8 +10,8 @@ import pytest
 from fake_pynvml import HARDWARE_DIR
 from helpers import make_settings
 from test_fish_spec import write_checkpoint
-from voxfit.hardware import load_profile
 from voxfit.models import Proposal
+from voxfit.planning.hardware import load_profile
 from voxfit_cuda.env import env_changes
 
 TESTS = Path(__file__).resolve().parent
@@ -97,9 +97,9 @@ sys.meta_path.insert(0, TorchImportSpy())
 
 from voxfit import hookimpl
 from voxfit.models import Estimate, Proposal
-from voxfit.planner import make_plan
+from voxfit.planning.planner import make_plan
 from voxfit.plugins import PluginHost
-from voxfit.runtime import apply_env
+from voxfit.speaking.load import apply_env
 from voxfit.settings import load_settings
 
 cpu = types.ModuleType("testcpu")
@@ -115,7 +115,7 @@ settings = load_settings(model=sys.argv[1])  # VOXFIT_DEVICE comes from the envi
 host = PluginHost.from_entry_points(settings, extra=[("testcpu", cpu)])
 plan = make_plan(host)  # real detect (fake NVML underneath), real scoring, ranking and prepare_env
 torch_before = "torch" in sys.modules
-apply_env(plan.env_changes)  # what voxfit.runtime.load does before load_engine
+apply_env(plan.env_changes)  # what voxfit.speaking.load.load does before load_engine
 
 import torch
 

@@ -14,9 +14,9 @@ from fake_pynvml import HARDWARE_DIR, MACHINES, install, profile_json
 from helpers import make_host, resolve, voxfit_cli
 from test_fish_spec import write_checkpoint
 from voxfit import hookimpl
-from voxfit.hardware import load_profile
 from voxfit.models import Estimate, Proposal
-from voxfit.planner import make_plan
+from voxfit.planning.hardware import load_profile
+from voxfit.planning.planner import make_plan
 from voxfit_cuda import plugin as cuda_plugin
 from voxfit_cuda import scoring
 
@@ -210,7 +210,7 @@ def test_virtual_gpu_is_scored_down(monkeypatch, s1_mini):
 
 
 def test_mig_parent_is_vetoed_and_its_instance_is_planned(monkeypatch, s1_mini):
-    from voxfit.planner import detect
+    from voxfit.planning.planner import detect
 
     a100 = MACHINES["a100-80gb"]["gpus"][0]
     migs = [{"name": "A100 MIG 1g.10gb", "uuid": "MIG-cccc-3333", "total": 10 * 2**30, "free": 9 * 2**30,

@@ -168,7 +168,7 @@ def test_load_engine_refuses_other_model_families(monkeypatch):
 
 
 def test_the_runs_metrics_carry_what_the_gpu_did_during_synthesis(monkeypatch):
-    from voxfit.synthesis import synthesize
+    from voxfit.speaking.synthesis import synthesize
 
     fake = install(monkeypatch, "two-gpu-one-busy")
     engine = SampledEngine(BusyEngine(fake), GpuSampler(fake, uuid=UUID, interval=0.01))

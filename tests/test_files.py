@@ -4,7 +4,7 @@ import hashlib
 import os
 
 import pytest
-from voxfit.files import HASH_INDEX, atomic_target, file_sha256, read_json
+from voxfit.util.files import HASH_INDEX, atomic_target, file_sha256, read_json
 
 
 def test_atomic_target_moves_into_place_only_on_success(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from voxfit.engine import AudioChunk
-from voxfit.first_clause import SEAM_PAD_SECONDS, split_first_clause
-from voxfit.synthesis import synthesize
-from voxfit.text import split_sentences
+from voxfit.speaking.clauses import SEAM_PAD_SECONDS, split_first_clause
+from voxfit.speaking.synthesis import synthesize
+from voxfit.speaking.text import split_sentences
 
 LONG_FIRST = ("When the morning train finally pulled into the station after a long delay, the passengers "
               "who had waited for hours on the cold platform cheered. Then they boarded.")

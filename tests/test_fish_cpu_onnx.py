@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from helpers import GiB, cpu_profile, resolve
 from test_fish_spec import write_checkpoint
-from voxfit import ranking
-from voxfit.engines.fish_torch import FishEngine
-from voxfit.planner import make_plan
+from voxfit.engines.fish.engine import FishEngine
+from voxfit.planning import ranking
+from voxfit.planning.planner import make_plan
 from voxfit.plugins import PluginHost
-from voxfit.runtime import load
 from voxfit.settings import Settings
+from voxfit.speaking.load import load
 
 
 def host(**settings):
@@ -34,7 +34,7 @@ def test_two_fp32_cpu_proposals_with_physical_cores_less_one_threads(fish_checkp
 
 def test_an_intel_mac_profile_vetoes_the_torch_stack_with_the_reason(fish_checkpoint):
     from helpers import REPO
-    from voxfit.hardware import load_profile
+    from voxfit.planning.hardware import load_profile
 
     profile = load_profile(REPO / "tests" / "data" / "hardware" / "intel-mac.json")  # a saved profile, too
     _, plan = plan_for(fish_checkpoint, profile)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from fish_helpers import load
 from voxfit.engine import Engine
-from voxfit.engines import fish_torch
-from voxfit.engines.fish_plugin import FishOptions
+from voxfit.engines.fish import engine as fish_torch
+from voxfit.engines.fish.plugin import FishOptions
+from voxfit.engines.fish.tiny import write_reference_wav
 from voxfit.errors import EngineLoadError, ModelError, UsageError
 from voxfit.options import validate_options
-from voxfit.testing.fish_tiny import write_reference_wav
 
 
 @pytest.fixture(scope="module")

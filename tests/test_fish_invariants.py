@@ -7,9 +7,9 @@ import torch
 from fish_helpers import load
 from torch import nn
 from torch.nn.utils import parametrize
-from voxfit import invariants
-from voxfit.engines import fish_torch
+from voxfit.engines.fish import engine as fish_torch
 from voxfit.errors import InvariantViolation
+from voxfit.speaking import invariants
 
 
 @pytest.fixture()
@@ -155,8 +155,8 @@ def test_the_cores_own_hook_cleans_a_fish_engine_whichever_plugin_wrapped_it(fis
     from helpers import make_host
     from voxfit import hookimpl
     from voxfit.models import HardwareProfile, Proposal
-    from voxfit.planner import make_plan
-    from voxfit.runtime import load as runtime_load
+    from voxfit.planning.planner import make_plan
+    from voxfit.speaking.load import load as runtime_load
 
     class Wrapper:
         def __init__(self, inner):

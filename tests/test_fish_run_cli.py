@@ -5,7 +5,7 @@ import wave
 
 import pytest
 from helpers import embedded_voice, voxfit_cli
-from voxfit.testing.fish_tiny import write_reference_wav
+from voxfit.engines.fish.tiny import write_reference_wav
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ import os
 
 import pytest
 from helpers import resolve
+from voxfit.engines.fish.spec import kv_cache_bytes, llm_parameter_count, parameters_read_per_token
+from voxfit.engines.fish.tiny import s1_mini_llm_config
 from voxfit.errors import ModelError
-from voxfit.modelspecs.fish import kv_cache_bytes, llm_parameter_count, parameters_read_per_token
-from voxfit.testing.fish_tiny import s1_mini_llm_config
 
 # The shape published for openaudio-s1-mini (dual AR, 28 + 4 layers, dim 1024).
 S1_MINI = s1_mini_llm_config()

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 from helpers import resolve
-from voxfit.modelspecs.fish import kv_cache_bytes, llm_parameter_count
-from voxfit.testing.fish_tiny import s1_mini_llm_config
+from voxfit.engines.fish.spec import kv_cache_bytes, llm_parameter_count
+from voxfit.engines.fish.tiny import s1_mini_llm_config
 
 
 def _cache_bytes(model):
@@ -19,7 +19,7 @@ def _cache_bytes(model):
 
 @pytest.mark.parametrize("dtype,nbytes", [(torch.float32, 4), (torch.bfloat16, 2)])
 def test_tiny_checkpoint_spec_equals_the_loaded_model(fish_checkpoint, dtype, nbytes):
-    from voxfit.engines.fish_torch import import_fish_stack
+    from voxfit.engines.fish.engine import import_fish_stack
 
     llama = import_fish_stack()["llama"]
     spec = resolve(str(fish_checkpoint))
@@ -39,7 +39,7 @@ def test_s1_mini_shape_matches_fish_speech_on_the_meta_device():
     import tempfile
     from pathlib import Path
 
-    from voxfit.engines.fish_torch import import_fish_stack
+    from voxfit.engines.fish.engine import import_fish_stack
 
     llama = import_fish_stack()["llama"]
     from fish_speech.tokenizer import FishTokenizer
@@ -57,7 +57,7 @@ def test_s1_mini_shape_matches_fish_speech_on_the_meta_device():
 
 
 def test_codec_size_from_the_file_covers_the_real_codec(fish_checkpoint):
-    from voxfit.engines.fish_codec import load_codec
+    from voxfit.engines.fish.codec import load_codec
 
     spec = resolve(str(fish_checkpoint))
     codec = load_codec(fish_checkpoint, "cpu", torch.float32)

@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from voxfit import artifacts, runtime, tuning
-from voxfit.cpu_load import without_load
 from voxfit.errors import EngineLoadError
-from voxfit.files import file_sha256
-from voxfit.planner import make_plan
+from voxfit.planning import measurements as tuning
+from voxfit.planning.cpu_load import without_load
+from voxfit.planning.planner import make_plan
 from voxfit.plugins import PluginHost
 from voxfit.settings import load_settings
+from voxfit.speaking import load as runtime
+from voxfit.util import artifacts
+from voxfit.util.files import file_sha256
 from voxfit_cpu_onnx import cache
 from voxfit_cpu_onnx import piper_spec as piper
 

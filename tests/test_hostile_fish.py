@@ -18,7 +18,7 @@ import pytest
 import torch
 from fish_helpers import load
 from helpers import resolve, voxfit_cli
-from voxfit.engines import fish_codec
+from voxfit.engines.fish import codec as fish_codec
 from voxfit.errors import ModelError
 
 PAYLOAD = "PAYLOAD"  # replaced by the payload file's path in each yaml below

@@ -304,8 +304,8 @@ def test_empty_cache_dir_writes_nothing_into_the_working_directory(tmp_path: Pat
 
 
 def _measurements_path(cache: Path) -> Path:
-    from voxfit import tuning
-    from voxfit.hardware import detect_host
+    from voxfit.planning import measurements as tuning
+    from voxfit.planning.hardware import detect_host
     from voxfit_cpu_onnx.piper_spec import embedded_default
 
     path = tuning._path(cache, detect_host(), embedded_default())

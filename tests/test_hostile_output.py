@@ -21,10 +21,10 @@ import wave
 from pathlib import Path
 
 import pytest
-from voxfit.audio_io import AtomicWavWriter, DeviceWavWriter, check_output_path, open_wav_output
 from voxfit.errors import UsageError
-from voxfit.files import NotAFile, atomic_target, write_atomic
-from voxfit.signals import Terminated, terminate_on_signals
+from voxfit.speaking.audio_io import AtomicWavWriter, DeviceWavWriter, check_output_path, open_wav_output
+from voxfit.util.files import NotAFile, atomic_target, write_atomic
+from voxfit.util.signals import Terminated, terminate_on_signals
 
 VOXFIT = str(Path(sys.executable).with_name("voxfit"))
 PCM = struct.pack("<4h", 0, 1000, -1000, 0) * 250  # 2000 bytes

@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 
 import pytest
-from voxfit.files import file_sha256
+from voxfit.util.files import file_sha256
 from voxfit_mps import coreml_codec
 
 
@@ -32,7 +32,7 @@ def _heavy():
                                          "torch, fish-speech and coremltools (pip install 'voxfit-mps[coreml]')")
     # descript-audiotools imports torchaudio at top level; the core's guard provides the same
     # placeholder the fish engine uses when the real one cannot load (FISH_SPEECH_NOTES).
-    from voxfit.engines._torchaudio_guard import ensure_torchaudio_importable
+    from voxfit.engines.fish.torchaudio_guard import ensure_torchaudio_importable
 
     ensure_torchaudio_importable()
 

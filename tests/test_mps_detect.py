@@ -101,7 +101,7 @@ def fake_mac(monkeypatch, name: str, **kw) -> FakeMac:
     import platform
 
     import psutil
-    import voxfit.hardware
+    import voxfit.planning.hardware
     from voxfit_mps import sysinfo
 
     mac = MACS[name]
@@ -117,7 +117,7 @@ def fake_mac(monkeypatch, name: str, **kw) -> FakeMac:
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(mac["memsize"], mac["available"]))
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: mac["cores"][1] if logical else mac["cores"][0])
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS has no affinity masks
-    monkeypatch.setattr(voxfit.hardware, "_cpuinfo", lambda: ("", []))  # macOS has no /proc/cpuinfo
+    monkeypatch.setattr(voxfit.planning.hardware, "_cpuinfo", lambda: ("", []))  # macOS has no /proc/cpuinfo
     monkeypatch.setattr(sysinfo, "_find_spec", lambda name: SimpleNamespace(name=name) if mac["torch"] else None)
     return fake
 
@@ -125,7 +125,7 @@ def fake_mac(monkeypatch, name: str, **kw) -> FakeMac:
 def detect_profile(monkeypatch, name: str, **kw):
     import voxfit_mps.plugin
     from helpers import make_host
-    from voxfit.planner import detect
+    from voxfit.planning.planner import detect
 
     fake_mac(monkeypatch, name, **kw)
     return detect(make_host(("mps", voxfit_mps.plugin)))
@@ -207,7 +207,7 @@ def test_failing_tools_are_not_errors(monkeypatch):
 def test_not_a_mac_detects_nothing():
     import voxfit_mps.plugin
     from helpers import make_host
-    from voxfit.planner import detect
+    from voxfit.planning.planner import detect
 
     assert detect(make_host(("mps", voxfit_mps.plugin))).devices == []  # this Linux machine
 

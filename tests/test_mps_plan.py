@@ -11,11 +11,11 @@ import voxfit_mps.plugin
 from helpers import make_host, resolve, voxfit_cli
 from test_fish_spec import S1_MINI, write_checkpoint
 from voxfit import hookimpl
-from voxfit.hardware import load_profile
 from voxfit.models import Estimate, Proposal
-from voxfit.planner import make_plan
-from voxfit.runtime import apply_env
+from voxfit.planning.hardware import load_profile
+from voxfit.planning.planner import make_plan
 from voxfit.sdk import ESTIMATE_CONSTANTS
+from voxfit.speaking.load import apply_env
 from voxfit_mps import scoring
 
 DATA = Path(__file__).resolve().parent / "data" / "hardware"

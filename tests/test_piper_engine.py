@@ -39,7 +39,7 @@ def test_import_and_plan_stay_light() -> None:
         "import sys, voxfit\n"
         "from voxfit.settings import load_settings\n"
         "from voxfit.plugins import PluginHost\n"
-        "from voxfit.planner import make_plan\n"
+        "from voxfit.planning.planner import make_plan\n"
         "host = PluginHost.from_entry_points(load_settings())\n"
         "plan = make_plan(host)\n"
         "assert plan.chosen is not None and plan.chosen.engine == 'piper-onnx', plan.summary\n"

@@ -7,7 +7,7 @@ from helpers import cpu_profile, make_host, piper_spec
 from voxfit import hookimpl
 from voxfit.errors import PluginError, PluginUnavailable
 from voxfit.models import Detection, Proposal
-from voxfit.planner import make_plan
+from voxfit.planning.planner import make_plan
 
 
 def plugin(**hooks):
@@ -104,7 +104,7 @@ def test_core_stamps_the_owner_whatever_the_plugin_claims():
 def test_detect_failure_is_isolated():
     host = make_host(("bad", plugin(detect=raiser)),
                      ("good", plugin(detect=lambda: Detection(flags={"seen": True}), score_config=proposing(1.0))))
-    from voxfit.planner import detect
+    from voxfit.planning.planner import detect
     profile = detect(host)
     assert profile.flags["seen"] is True
     assert host.problems[0].hook == "detect"

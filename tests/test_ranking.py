@@ -3,7 +3,7 @@
 from helpers import GiB, cpu_profile, make_settings, piper_spec
 from voxfit.engine import EngineInfo
 from voxfit.models import AcceleratorDevice, Estimate, Proposal
-from voxfit.ranking import rank as core_rank
+from voxfit.planning.ranking import rank as core_rank
 from voxfit.registry import Registry
 
 

@@ -10,7 +10,7 @@ pytest.importorskip("ray")  # the ray extra; `make setup` installs it
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import StreamingResponse  # noqa: E402
-from voxfit.cluster import ReplicaRequest  # noqa: E402
+from voxfit.cluster.requests import ReplicaRequest  # noqa: E402
 from voxfit.errors import UsageError  # noqa: E402
 from voxfit.server.ray_serve.asgi_call import ForwardedRequest, ResponseStart, call_app  # noqa: E402
 from voxfit.server.ray_serve.nodes import group, parse_autoscale  # noqa: E402
@@ -215,7 +215,7 @@ def test_without_the_ray_extra_serve_ray_says_what_to_install():
     import sys
 
     code = ("import sys; sys.modules['ray'] = None; sys.argv = ['voxfit', 'serve', '--ray']\n"
-            "from voxfit.cli import run; run()")
+            "from voxfit.cli.main import run; run()")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [

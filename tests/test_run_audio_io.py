@@ -8,8 +8,8 @@ import struct
 import wave
 
 import pytest
-from voxfit.audio_io import AtomicWavWriter, StreamWavWriter, check_output_path
 from voxfit.errors import UsageError
+from voxfit.speaking.audio_io import AtomicWavWriter, StreamWavWriter, check_output_path
 
 PCM = struct.pack("<4h", 0, 1000, -1000, 0) * 1000
 

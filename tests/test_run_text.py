@@ -6,7 +6,7 @@ import io
 
 import pytest
 from voxfit.errors import UsageError
-from voxfit.text import controls_to_spaces, has_speakable, read_input, split_sentences
+from voxfit.speaking.text import controls_to_spaces, has_speakable, read_input, split_sentences
 
 
 def _letters(text: str) -> str:

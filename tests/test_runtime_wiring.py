@@ -9,8 +9,8 @@ from voxfit import hookimpl
 from voxfit.engine import AudioChunk
 from voxfit.errors import EngineLoadError, InvariantViolation, NoFeasiblePlan
 from voxfit.models import EnvChange, Proposal
-from voxfit.planner import make_plan
-from voxfit.runtime import apply_env, load
+from voxfit.planning.planner import make_plan
+from voxfit.speaking.load import apply_env, load
 
 
 class Param:

@@ -245,4 +245,4 @@ def test_the_page_ships_in_the_wheel(tmp_path):
     names = set(zipfile.ZipFile(built[0]).namelist())
     for name in ASSETS:
         assert f"voxfit/server/static/{name}" in names
-    assert "voxfit/server/page.py" in names and "voxfit/server/wyoming_tts.py" in names
+    assert "voxfit/server/page.py" in names and "voxfit/server/wyoming.py" in names

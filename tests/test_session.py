@@ -11,7 +11,7 @@ from voxfit import hookimpl
 from voxfit.engine import AudioChunk, EngineInfo
 from voxfit.errors import UsageError
 from voxfit.models import ModelSpec, Proposal
-from voxfit.session import Session
+from voxfit.speaking.session import Session
 
 
 class ToyOptions(BaseModel):

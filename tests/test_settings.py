@@ -4,7 +4,7 @@
 import pytest
 from helpers import cpu_profile
 from voxfit.errors import UsageError
-from voxfit.planner import make_plan
+from voxfit.planning.planner import make_plan
 from voxfit.plugins import PluginHost
 from voxfit.settings import load_settings
 

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
-from voxfit.tune_rounds import MIN_MARGIN, Sample, rotated, tune
+from voxfit.tuning.round_robin import MIN_MARGIN, Sample, rotated, tune
 
 WORKLOADS = ("short", "paragraph")
 
@@ -158,7 +158,7 @@ def test_a_proposal_that_fails_to_load_is_reported_and_the_control_falls_to_the_
 
 def test_what_tune_caches_for_the_plugins_to_read() -> None:
     from voxfit.models import Proposal as Real
-    from voxfit.tune_run import cache_entries
+    from voxfit.tuning.trials import cache_entries
 
     clear = dict(BASE, int8=Proposal(load=0.12, short=0.12, paragraph=0.55))
     machine = FakeMachine(clear, jitter=0.02)

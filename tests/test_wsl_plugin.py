@@ -19,9 +19,9 @@ import voxfit_wsl.plugin
 from helpers import make_host, resolve
 from test_fish_spec import write_checkpoint
 from voxfit import hookimpl
-from voxfit.hardware import load_profile
 from voxfit.models import AcceleratorDevice, Estimate, Proposal
-from voxfit.planner import make_plan
+from voxfit.planning.hardware import load_profile
+from voxfit.planning.planner import make_plan
 from voxfit_wsl import probe, wrapper
 
 DATA = Path(__file__).resolve().parent / "data" / "hardware"
@@ -77,7 +77,7 @@ def fake_linux_host(monkeypatch):
     import platform
 
     import psutil
-    import voxfit.hardware
+    import voxfit.planning.hardware
 
     Mem = namedtuple("svmem", "total available")
     monkeypatch.setattr(platform, "system", lambda: "Linux")
@@ -87,12 +87,12 @@ def fake_linux_host(monkeypatch):
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(16 * GiB, 13 * GiB))
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 12 if logical else 6)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)  # all 12 usable
-    monkeypatch.setattr(voxfit.hardware, "_cpuinfo",
+    monkeypatch.setattr(voxfit.planning.hardware, "_cpuinfo",
                         lambda: ("AMD Ryzen 5 5600X 6-Core Processor", ["sse4_2", "avx", "avx2", "fma", "f16c"]))
 
 
 def detect_profile(monkeypatch, tmp_path: Path, name: str):
-    from voxfit.planner import detect
+    from voxfit.planning.planner import detect
 
     root = fake_root(tmp_path / name, **TREES[name])
     monkeypatch.setenv(probe.ROOT_ENV, str(root))

@@ -308,7 +308,7 @@ def test_no_http_without_wyoming_is_refused(tmp_path):
 
 
 def test_complete_sentences_waits_for_the_end_of_a_sentence_and_bounds_the_buffer():
-    from voxfit.server.wyoming_tts import complete_sentences
+    from voxfit.server.wyoming import complete_sentences
 
     assert complete_sentences("Hello there. How a", 100) == (["Hello there. "], "How a")
     assert complete_sentences("It costs 3.5 euros", 100) == ([], "It costs 3.5 euros")  # no space after the dot
@@ -330,7 +330,7 @@ def test_complete_sentences_waits_for_the_end_of_a_sentence_and_bounds_the_buffe
     (b"x" * 70_000 + b"\n", "header is over", True),
 ])
 def test_events_are_read_within_bounds(raw, message, fatal):
-    from voxfit.server.wyoming_tts import LINE_LIMIT, BadEvent, read_event
+    from voxfit.server.wyoming import LINE_LIMIT, BadEvent, read_event
 
     async def go():
         reader = asyncio.StreamReader(limit=LINE_LIMIT)
@@ -346,7 +346,7 @@ def test_events_are_read_within_bounds(raw, message, fatal):
 def test_languages_and_speakers_come_from_the_model_spec_then_the_name():
     from types import SimpleNamespace
 
-    from voxfit.server.wyoming_tts import voice_languages, voice_speakers
+    from voxfit.server.wyoming import voice_languages, voice_speakers
 
     def voice(name, **properties):
         return SimpleNamespace(name=name, plan=SimpleNamespace(model=SimpleNamespace(properties=properties)))

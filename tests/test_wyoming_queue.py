@@ -23,7 +23,7 @@ class WyomingOnly:
     def __init__(self, voices: list, **settings) -> None:
         from voxfit.server.app import ServerState
         from voxfit.server.metrics import ServerMetrics
-        from voxfit.server.wyoming_tts import WyomingService, bind
+        from voxfit.server.wyoming import WyomingService, bind
 
         self.lines: list[str] = []
         self.state = ServerState(voices, Settings(**settings), ServerMetrics(echo=self.lines.append))
@@ -118,7 +118,7 @@ def test_a_full_queue_and_a_failing_engine_are_error_events():
 
 
 def test_connections_past_the_limit_are_told_and_closed(monkeypatch):
-    from voxfit.server import wyoming_tts
+    from voxfit.server import wyoming as wyoming_tts
 
     monkeypatch.setattr(wyoming_tts, "MAX_CONNECTIONS", 2)
     voice, _ = toy_voice("toy")

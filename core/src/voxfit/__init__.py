@@ -13,7 +13,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .hookspecs import HOOK_API_VERSION, hookimpl
+from voxfit.hookspecs import HOOK_API_VERSION, hookimpl
 
 __version__ = "0.2.0"
 
@@ -28,9 +28,9 @@ _LAZY = {
     "Plan": "models",
     "Proposal": "models",
     "Settings": "settings",
-    "Session": "session",
-    "Speech": "session",
-    "Report": "session",
+    "Session": "speaking.session",
+    "Speech": "speaking.session",
+    "Report": "speaking.session",
     "AudioChunk": "engine",
     "Engine": "engine",
     "EngineLoadError": "errors",

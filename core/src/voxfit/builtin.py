@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Callable, Generator
 
-from .hookspecs import hookimpl
-from .models import Proposal
-from .registry import DeviceFamilyInfo
+from voxfit.hookspecs import hookimpl
+from voxfit.models import Proposal
+from voxfit.registry import DeviceFamilyInfo
 
 
 @hookimpl(wrapper=True, trylast=True)

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Callable, Optional
 import pluggy
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
-    from .registry import DeviceFamilyInfo, EngineInfo, Registry
-    from .settings import Settings
+    from voxfit.engine import Engine
+    from voxfit.models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
+    from voxfit.registry import DeviceFamilyInfo, EngineInfo, Registry
+    from voxfit.settings import Settings
 
 PROJECT = "voxfit"
 

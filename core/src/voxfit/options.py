@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import UsageError
+from voxfit.errors import UsageError
 
 
 def parse_assignments(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterable, Optional
 import pluggy
 from pydantic import TypeAdapter, ValidationError
 
-from . import builtin, hookspecs
-from .engine import Engine
-from .errors import EngineLoadError, ModelError, PluginError, PluginUnavailable, one_line
-from .models import Detection, EnvChange, ModelSpec, PlanInputs, PluginInfo, PluginProblem, Proposal
-from .registry import Registry
-from .settings import Settings
+from voxfit import builtin, hookspecs
+from voxfit.engine import Engine
+from voxfit.errors import EngineLoadError, ModelError, PluginError, PluginUnavailable, one_line
+from voxfit.models import Detection, EnvChange, ModelSpec, PlanInputs, PluginInfo, PluginProblem, Proposal
+from voxfit.registry import Registry
+from voxfit.settings import Settings
 
 ENTRY_POINT_GROUP = "voxfit"
 API_ATTRIBUTE = "VOXFIT_HOOK_API"
@@ -42,7 +42,7 @@ REGISTRATION_HOOKS = ("register_engines", "register_device_families")
 #: Plugins that ship inside the core and load like any entry point (listed by
 #: ``voxfit plugins``, blockable with ``-p no:NAME``): the core's own engines
 #: travel the same road as a stranger's.
-DEFAULT_PLUGINS = (("fish", "voxfit.engines.fish_plugin"),)
+DEFAULT_PLUGINS = (("fish", "voxfit.engines.fish.plugin"),)
 
 
 def _returns_nothing(value: Any) -> Any:
@@ -393,6 +393,6 @@ def _stamp_register(fn: Callable[..., Any], plugin: str, args: tuple, kwargs: di
 
 
 def _core_version() -> str:
-    from . import __version__
+    from voxfit import __version__
 
     return __version__

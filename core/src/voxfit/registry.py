@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .engine import EngineInfo
+from voxfit.engine import EngineInfo
 
 _NAME = re.compile(r"^[a-z][a-z0-9_+.-]{0,63}$")
 
@@ -27,7 +27,7 @@ class DeviceFamilyInfo:
     plugin: str = ""  # stamped by the core
     #: The cluster scheduler's resource (Ray's vocabulary: "GPU", or a custom one such as "NPU") that a
     #: replica using one device of this family must hold, e.g. "GPU" for CUDA. None: the family needs only
-    #: CPUs. The core never maps family names to resources itself; it reads this (voxfit.cluster).
+    #: CPUs. The core never maps family names to resources itself; it reads this (voxfit.cluster.requests).
     cluster_resource: Optional[str] = None
 
 

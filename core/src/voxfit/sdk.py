@@ -20,10 +20,7 @@ Groups:
 
 from __future__ import annotations
 
-from .artifacts import RebuildFailed, load_or_rebuild, publish, recorded_target, sweep_stale
-from .cpu_load import CpuLoad
-from .cpu_load import snapshot as cpu_load_snapshot
-from .engine import (
+from voxfit.engine import (
     AudioChunk,
     ConcurrentSynthesis,
     Configurable,
@@ -35,22 +32,9 @@ from .engine import (
     Wrapper,
     innermost,
 )
-from .errors import EngineLoadError, ModelError, PluginUnavailable, UsageError, VoxfitError, one_line
-from .estimates import BACKENDS as ESTIMATE_CONSTANTS
-from .estimates import COMPILE_SPEEDUP, DecodeSpeed, decode_speed
-from .files import (
-    UnreadableFile,
-    atomic_target,
-    file_sha256,
-    load_small_json,
-    load_small_text,
-    read_json,
-    read_small_text,
-    write_atomic,
-)
-from .hardware import describe_memory, detect_host
-from .hookspecs import HOOK_API_VERSION, hookimpl
-from .models import (
+from voxfit.errors import EngineLoadError, ModelError, PluginUnavailable, UsageError, VoxfitError, one_line
+from voxfit.hookspecs import HOOK_API_VERSION, hookimpl
+from voxfit.models import (
     KNOWN_PRECISIONS,
     AcceleratorDevice,
     Detection,
@@ -63,12 +47,28 @@ from .models import (
     Proposal,
     Scalar,
 )
-from .registry import DeviceFamilyInfo, Registry
-from .settings import Settings
-from .tuning import load as load_measurements
-from .tuning import load_decision as load_tune_decision
-from .tuning import lookup as lookup_measurement
-from .tuning import module_versions, proposal_key
+from voxfit.planning.cpu_load import CpuLoad
+from voxfit.planning.cpu_load import snapshot as cpu_load_snapshot
+from voxfit.planning.estimates import BACKENDS as ESTIMATE_CONSTANTS
+from voxfit.planning.estimates import COMPILE_SPEEDUP, DecodeSpeed, decode_speed
+from voxfit.planning.hardware import describe_memory, detect_host
+from voxfit.planning.measurements import load as load_measurements
+from voxfit.planning.measurements import load_decision as load_tune_decision
+from voxfit.planning.measurements import lookup as lookup_measurement
+from voxfit.planning.measurements import module_versions, proposal_key
+from voxfit.registry import DeviceFamilyInfo, Registry
+from voxfit.settings import Settings
+from voxfit.util.artifacts import RebuildFailed, load_or_rebuild, publish, recorded_target, sweep_stale
+from voxfit.util.files import (
+    UnreadableFile,
+    atomic_target,
+    file_sha256,
+    load_small_json,
+    load_small_text,
+    read_json,
+    read_small_text,
+    write_atomic,
+)
 
 
 def tokens_per_audio_second(model: ModelSpec) -> float | None:

@@ -11,9 +11,9 @@ from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import DotEnvSettingsSource
 
-from .errors import UsageError
-from .files import UnreadableFile, load_small_text
-from .plan_cache import PROJECT, cache_base
+from voxfit.errors import UsageError
+from voxfit.planning.cache import PROJECT, cache_base
+from voxfit.util.files import UnreadableFile, load_small_text
 
 # Device families are whatever the installed plugins register (cpu, cuda, mps,
 # a third party's rocm or npu); the plan checks the name against them. Here only

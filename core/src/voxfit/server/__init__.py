@@ -3,7 +3,7 @@
 One module per job:
 
 * :mod:`.voices`   plans every ``--model``, checks that the plans fit the memory
-  together, and loads one :class:`~voxfit.session.Session` per worker;
+  together, and loads one :class:`~voxfit.speaking.session.Session` per worker;
 * :mod:`.pool`     admission: one bounded queue per voice, workers that each own
   a session, deadlines that count the queue, cancellation at a sentence boundary;
 * :mod:`.encoding` audio formats (WAV, raw PCM, FLAC, MP3, Ogg/Opus) through

@@ -21,8 +21,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import one_line
-from .bodies import (
+from voxfit.errors import one_line
+from voxfit.server.bodies import (
     _NAMED_OPTIONS,
     EstimateBody,
     SpeechBody,
@@ -32,11 +32,11 @@ from .bodies import (
     _save_upload,
     voice_options,
 )
-from .encoding import FORMATS
-from .errors import ApiError, error_body
-from .page import PUBLIC, add_page
-from .speech import StreamAborted, speak
-from .state import ServerState
+from voxfit.server.encoding import FORMATS
+from voxfit.server.errors import ApiError, error_body
+from voxfit.server.page import PUBLIC, add_page
+from voxfit.server.speech import StreamAborted, speak
+from voxfit.server.state import ServerState
 
 __all__ = ["ServerState", "StreamAborted", "create_app", "voice_options"]
 

@@ -18,11 +18,11 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import UsageError, one_line
-from ..options import validate_options
-from .errors import ApiError
-from .state import ServerState
-from .voices import Voice
+from voxfit.errors import UsageError, one_line
+from voxfit.options import validate_options
+from voxfit.server.errors import ApiError
+from voxfit.server.state import ServerState
+from voxfit.server.voices import Voice
 
 # -- request bodies -----------------------------------------------------------
 

@@ -29,7 +29,7 @@ import wave
 from dataclasses import dataclass
 from typing import Optional
 
-from ..audio_io import wav_stream_header
+from voxfit.speaking.audio_io import wav_stream_header
 
 #: OpenAI's raw ``pcm``: 24 kHz, 16-bit little-endian, mono.
 PCM_RATE = 24_000

@@ -1,6 +1,6 @@
 """What the server measured: Prometheus metrics (``/metrics``) and one JSON line per request (``--metrics-log``).
 
-The numbers come from the session's :class:`~voxfit.synthesis.Metrics` (audio
+The numbers come from the session's :class:`~voxfit.speaking.synthesis.Metrics` (audio
 seconds, time to first audio, RTF, peak RSS, what the engine measured itself
 such as GPU use during synthesis); the server adds only what is its own:
 queue wait, status, and the time the whole request took.
@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .pool import Job
+from voxfit.server.pool import Job
 
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _RTF = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)

@@ -25,7 +25,7 @@ from typing import Any, Optional
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from .errors import ApiError
+from voxfit.server.errors import ApiError
 
 #: Files the page is made of: name -> media type. Nothing else under /static/ is served.
 ASSETS = {

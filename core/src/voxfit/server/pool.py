@@ -1,7 +1,7 @@
 """Admission and execution: one bounded queue per voice, workers that each own a session.
 
 Engines are not assumed thread-safe, so each worker owns one loaded
-:class:`~voxfit.session.Session` and one thread, and runs one request at a time.
+:class:`~voxfit.speaking.session.Session` and one thread, and runs one request at a time.
 A request is admitted if a worker is idle or fewer than ``max_queue`` requests
 wait; otherwise it is turned away at once (:class:`Overloaded`, answered 503
 with Retry-After). Nothing waits unboundedly: a request's deadline starts when
@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Optional
 
-from ..engine import AudioChunk
-from ..errors import UsageError, one_line
-from ..synthesis import Metrics
+from voxfit.engine import AudioChunk
+from voxfit.errors import UsageError, one_line
+from voxfit.speaking.synthesis import Metrics
 
 _ids = itertools.count(1)
 

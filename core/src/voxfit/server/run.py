@@ -5,7 +5,7 @@ The listening socket is bound before uvicorn starts, so the address printed
 and connections made as soon as it is printed wait in the backlog instead of
 being refused.
 
-Drain: the first SIGTERM, SIGHUP or SIGINT (the signals ``voxfit.signals``
+Drain: the first SIGTERM, SIGHUP or SIGINT (the signals ``voxfit.util.signals``
 treats as "stop") makes new speech requests and ``/ready`` answer 503, lets
 admitted requests finish for up to ``drain_timeout`` seconds, stops the rest at
 their next sentence, and exits 0. A second signal stops at once.
@@ -22,9 +22,9 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
-from ..errors import UsageError
-from ..settings import Settings
-from ..signals import TERMINATING
+from voxfit.errors import UsageError
+from voxfit.settings import Settings
+from voxfit.util.signals import TERMINATING
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -54,7 +54,7 @@ class _QuietAborts(logging.Filter):
     """uvicorn logs an exception out of a response as a crash; a deliberately aborted stream is not one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from .app import StreamAborted
+        from voxfit.server.app import StreamAborted
 
         exc = record.exc_info[1] if record.exc_info else None
         for _ in range(8):  # through exception groups (anyio's task group) and chained exceptions
@@ -140,9 +140,9 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
     """Plan every model, check they fit together, load, listen until drained."""
     import uvicorn
 
-    from .app import ServerState, create_app
-    from .metrics import ServerMetrics
-    from .voices import check_memory, close_voices, load_voices, plan_voices
+    from voxfit.server.app import ServerState, create_app
+    from voxfit.server.metrics import ServerMetrics
+    from voxfit.server.voices import check_memory, close_voices, load_voices, plan_voices
 
     if not settings.http and not settings.wyoming:
         raise UsageError("--no-http leaves nothing to serve: add --wyoming tcp://HOST:PORT (VOXFIT_WYOMING)")
@@ -159,7 +159,7 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
     if settings.wyoming:
         try:
             try:
-                from .wyoming_tts import bind as bind_wyoming
+                from voxfit.server.wyoming import bind as bind_wyoming
             except ImportError as exc:
                 raise UsageError(f"--wyoming needs the wyoming package ({exc.name} is missing): "
                                  "pip install 'voxfit[serve]'") from None
@@ -199,7 +199,7 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
             (ready or echo)(f"listening on {url} (voices: {', '.join(state.order)}; queue {settings.max_queue} "
                             f"per voice, {workers} engine(s) each{auth})")
         if wyoming_sock is not None:
-            from .wyoming_tts import uri_of
+            from voxfit.server.wyoming import uri_of
 
             (ready or echo)(f"wyoming listening on {uri_of(wyoming_sock)} (voices: {', '.join(state.order)}; "
                             "the same queues as HTTP)")
@@ -207,7 +207,7 @@ def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Call
         if wyoming_sock is None:
             server.run(sockets=[sock])
         else:
-            from .wyoming_tts import run_services
+            from voxfit.server.wyoming import run_services
 
             run_services(server, [sock] if sock is not None else [], wyoming_sock, state)
         echo("stopped")

@@ -15,20 +15,12 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import one_line
-from .encoding import Encoder, encode_whole
-from .errors import ApiError, error_body
-from .pool import (
-    BadInput,
-    ClientGone,
-    DeadlineExceeded,
-    EngineFailed,
-    Interrupted,
-    Job,
-    Rejected,
-)
-from .state import ServerState
-from .voices import Voice
+from voxfit.errors import one_line
+from voxfit.server.encoding import Encoder, encode_whole
+from voxfit.server.errors import ApiError, error_body
+from voxfit.server.pool import BadInput, ClientGone, DeadlineExceeded, EngineFailed, Interrupted, Job, Rejected
+from voxfit.server.state import ServerState
+from voxfit.server.voices import Voice
 
 # -- speaking -----------------------------------------------------------------
 

@@ -6,17 +6,13 @@ import contextlib
 import time
 from typing import Any, Optional
 
-from ..settings import Settings
-from ..text import controls_to_spaces, has_speakable
-from .encoding import FORMATS, NOT_OFFERED, unavailable
-from .errors import ApiError
-from .metrics import ServerMetrics
-from .pool import (
-    Job,
-    VoicePool,
-    Worker,
-)
-from .voices import Voice
+from voxfit.server.encoding import FORMATS, NOT_OFFERED, unavailable
+from voxfit.server.errors import ApiError
+from voxfit.server.metrics import ServerMetrics
+from voxfit.server.pool import Job, VoicePool, Worker
+from voxfit.server.voices import Voice
+from voxfit.settings import Settings
+from voxfit.speaking.text import controls_to_spaces, has_speakable
 
 # -- server state -------------------------------------------------------------
 
@@ -89,7 +85,7 @@ class ServerState:
 
     def sampler(self) -> Any:
         if self._sampler is None:
-            from .system import SystemSampler
+            from voxfit.server.system import SystemSampler
 
             self._sampler = SystemSampler(self.system_host)
         return self._sampler

@@ -28,7 +28,7 @@ class SystemSampler:
         psutil.cpu_percent(percpu=True)  # the first call only sets the baseline
 
     def _refresh_devices(self) -> None:
-        from ..planner import detect
+        from voxfit.planning.planner import detect
 
         profile = detect(self.host)
         self._devices = [
@@ -51,7 +51,7 @@ class SystemSampler:
                 try:
                     self._refresh_devices()
                 except Exception as exc:  # noqa: BLE001 - the CPU and RAM figures are still worth giving
-                    from ..errors import one_line
+                    from voxfit.errors import one_line
 
                     error = one_line(exc)
             age = time.monotonic() - self._taken if self._taken else None

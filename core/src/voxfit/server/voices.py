@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..errors import NoFeasiblePlan, UsageError
-from ..hardware import describe_memory
-from ..models import HardwareProfile, Plan
-from ..settings import Settings
+from voxfit.errors import NoFeasiblePlan, UsageError
+from voxfit.models import HardwareProfile, Plan
+from voxfit.planning.hardware import describe_memory
+from voxfit.settings import Settings
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Voice:
     @property
     def slots_per_engine(self) -> int:
         """Requests one loaded engine runs at once: its ``max_concurrent`` if it declares ConcurrentSynthesis."""
-        from ..engine import ConcurrentSynthesis
+        from voxfit.engine import ConcurrentSynthesis
 
         engine = self.sessions[0].engine
         return max(1, int(engine.max_concurrent)) if isinstance(engine, ConcurrentSynthesis) else 1
@@ -109,7 +109,7 @@ def check_memory(plans: list[tuple[str, Plan]], workers: int, headroom: float) -
 def plan_voices(settings: Settings, models: list[Optional[str]], host_for: Callable[[Settings], Any],
                 hardware: Optional[HardwareProfile] = None) -> list[tuple[str, Optional[str], Any, Plan]]:
     """(name, reference, host, plan) for each model, detected once; refuses a model nothing can run."""
-    from ..planner import detect, make_plan
+    from voxfit.planning.planner import detect, make_plan
 
     out: list[tuple[str, Optional[str], Any, Plan]] = []
     for reference in models:
@@ -133,7 +133,7 @@ def plan_voices(settings: Settings, models: list[Optional[str]], host_for: Calla
 def load_voices(planned: list[tuple[str, Optional[str], Any, Plan]], workers: int,
                 aliases: dict[str, str], on_loaded: Optional[Callable[[Voice], None]] = None) -> list[Voice]:
     """Load ``workers`` sessions per voice (closing everything already loaded if one fails)."""
-    from ..session import Session
+    from voxfit.speaking.session import Session
 
     names = {name for name, _, _, _ in planned}
     for alias, target in aliases.items():

@@ -2,7 +2,7 @@
 
 * :mod:`voxfit.testing.conformance`: the plugin conformance kit
   (``assert_conformant(my_plugin)`` checks a plugin against the hook contracts);
-* :mod:`voxfit.testing.fish_tiny`: Fish Speech checkpoints with random weights.
+* :mod:`voxfit.engines.fish.tiny`: Fish Speech checkpoints with random weights.
 
 Plugin code never imports from here: only its tests do.
 """

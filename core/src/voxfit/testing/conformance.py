@@ -87,7 +87,7 @@ def plugin_name(module: Any) -> str:
     name = getattr(module, "NAME", None)
     if isinstance(name, str) and name:
         return name
-    from ..plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP
+    from voxfit.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP
 
     module_name = getattr(module, "__name__", "")
     for ep_name, path in DEFAULT_PLUGINS:
@@ -111,21 +111,21 @@ def hook_implementations(module: Any) -> list[tuple[str, str, Any, dict[str, Any
 
 
 def _spec_argnames(hook: str) -> list[str]:
-    from .. import hookspecs
+    from voxfit import hookspecs
 
     return list(inspect.signature(getattr(hookspecs, hook)).parameters)
 
 
 def _known_hooks() -> tuple[str, ...]:
-    from ..plugins import HOOK_NAMES
+    from voxfit.plugins import HOOK_NAMES
 
     return HOOK_NAMES
 
 
 def check_api_version(module: Any) -> list[str]:
     """The declared ``VOXFIT_HOOK_API`` is one the core accepts."""
-    from ..plugins import API_ATTRIBUTE
-    from ..plugins import check_api_version as core_check
+    from voxfit.plugins import API_ATTRIBUTE
+    from voxfit.plugins import check_api_version as core_check
 
     refused = core_check(getattr(module, API_ATTRIBUTE, None))
     return [f"hook API: {refused}"] if refused else []
@@ -169,7 +169,7 @@ def check_hook_signatures(module: Any) -> list[str]:
 
 def check_plan_inputs(module: Any) -> list[str]:
     """A plugin that detects hardware names what its planning hooks read (``plan_inputs``), validly."""
-    from ..models import PlanInputs
+    from voxfit.models import PlanInputs
 
     impls = {hook: fn for _, hook, fn, _ in hook_implementations(module)}
     if "plan_inputs" not in impls:
@@ -190,7 +190,7 @@ def check_plan_inputs(module: Any) -> list[str]:
 
 
 def _default_settings() -> Any:
-    from ..settings import Settings
+    from voxfit.settings import Settings
 
     return Settings()
 
@@ -236,8 +236,8 @@ def check_registrations(module: Any) -> list[str]:
     """``register_engines`` and ``register_device_families`` register valid infos into a real Registry."""
     from pydantic import BaseModel
 
-    from ..engine import EngineInfo
-    from ..registry import DeviceFamilyInfo, Registry
+    from voxfit.engine import EngineInfo
+    from voxfit.registry import DeviceFamilyInfo, Registry
 
     problems: list[str] = []
     registry = Registry()
@@ -427,10 +427,10 @@ class _Context:
     @classmethod
     def build(cls, module: Any, *, model: ModelArg, hardware: HardwareArg, settings: Any,
               with_plugins: Iterable[tuple[str, Any]]) -> "_Context":
-        from .. import planner
-        from ..hardware import load_profile
-        from ..models import HardwareProfile, ModelSpec
-        from ..settings import Settings
+        from voxfit.models import HardwareProfile, ModelSpec
+        from voxfit.planning import planner
+        from voxfit.planning.hardware import load_profile
+        from voxfit.settings import Settings
 
         ctx = cls()
         ctx.module, ctx.name = module, plugin_name(module)
@@ -513,7 +513,7 @@ class _Context:
             return []
 
     def _judge(self, records: dict[str, Any], heavy: list[str], detect_seconds: float, others: list[Any]) -> list[str]:
-        from ..models import EnvChange, Proposal
+        from voxfit.models import EnvChange, Proposal
 
         problems = []
         if records.get("import_error"):
@@ -594,7 +594,7 @@ class _Context:
     # -- planning through the core --
 
     def plan_problems(self) -> list[str]:
-        from ..planner import make_plan
+        from voxfit.planning.planner import make_plan
 
         before = len(self.host.problems)
         try:
@@ -607,9 +607,9 @@ class _Context:
     # -- loading --
 
     def load_problems(self, text: str, options: Optional[dict[str, Any]] = None) -> list[str]:
-        from .. import invariants
-        from ..engine import AudioChunk, Configurable, Engine, HasNotes, ReportsMetrics
-        from ..runtime import load_proposal
+        from voxfit.engine import AudioChunk, Configurable, Engine, HasNotes, ReportsMetrics
+        from voxfit.speaking import invariants
+        from voxfit.speaking.load import load_proposal
 
         if not self.ready:
             return []
@@ -724,7 +724,7 @@ def _restore_environ(saved: dict[str, str]) -> None:
 
 def _host(module: Any, name: str, settings: Any, with_plugins: list[tuple[str, Any]]) -> Any:
     """The core's plugin host with every installed plugin, ``with_plugins`` and ``module`` (once, as ``name``)."""
-    from ..plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, PluginHost
+    from voxfit.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, PluginHost
 
     module_name = getattr(module, "__name__", None)
     extra = [(n, m) for n, m in with_plugins if n != name]
@@ -753,10 +753,10 @@ def _child_main(raw: str) -> None:
     heavy = set(payload["heavy"])
     from pydantic import TypeAdapter
 
-    from ..hardware import detect_host
-    from ..models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
-    from ..registry import Registry
-    from ..settings import Settings
+    from voxfit.models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
+    from voxfit.planning.hardware import detect_host
+    from voxfit.registry import Registry
+    from voxfit.settings import Settings
 
     def heavy_new(before: set[str]) -> list[str]:
         return sorted({m.split(".")[0] for m in set(sys.modules) - before} & heavy)

@@ -2,7 +2,7 @@
 
 ``<sha256 of the fp32 model>-<qint8|quint8>.onnx``: made once with
 onnxruntime.quantization.quantize_dynamic, recorded (size and sha256, see
-voxfit.artifacts) and reused from then on; remade only when it fails its
+voxfit.util.artifacts) and reused from then on; remade only when it fails its
 record or cannot be loaded, with a note that says so.
 Also the graph ONNX Runtime optimised for this CPU, saved once so later
 sessions skip optimisation: ``optimized/<sha256>-<cpu and runtime key>.onnx``.

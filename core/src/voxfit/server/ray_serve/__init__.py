@@ -4,6 +4,6 @@ Needs the ``ray`` extra (``pip install 'voxfit[ray]'``); nothing in ``voxfit``
 imports this package unless ``--ray`` is asked for. See the README, "Scaling out".
 """
 
-from .launch import app_builder, serve_on_ray
+from voxfit.server.ray_serve.launch import app_builder, serve_on_ray
 
 __all__ = ["app_builder", "serve_on_ray"]

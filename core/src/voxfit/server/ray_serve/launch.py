@@ -15,9 +15,9 @@ import socket
 import threading
 from typing import Any, Callable, Optional
 
-from ...errors import UsageError, VoxfitError
-from ...settings import Settings
-from .nodes import NodeClass, parse_autoscale, plan_here, probe_cluster, share_settings
+from voxfit.errors import UsageError, VoxfitError
+from voxfit.server.ray_serve.nodes import NodeClass, parse_autoscale, plan_here, probe_cluster, share_settings
+from voxfit.settings import Settings
 
 APP_NAME = "voxfit"
 #: Serve checks each replica this often; the directory counts a replica gone after a few missed checks.
@@ -28,8 +28,8 @@ def deployments(settings: Settings, classes: list[NodeClass]) -> Any:
     """The Serve application: a VoiceReplica deployment per node class, the router bound to them."""
     from ray import serve
 
-    from .replica import VoiceReplica
-    from .router import Router
+    from voxfit.server.ray_serve.replica import VoiceReplica
+    from voxfit.server.ray_serve.router import Router
 
     voices = len(settings.models) or 1
     ongoing = settings.workers_per_engine * voices  # what a replica runs at once; more wait in Ray's queue
@@ -70,7 +70,7 @@ def app_builder(args: dict[str, str]) -> Any:
     """For ``serve run voxfit.server.ray_serve:app_builder model=... replicas=2``: VOXFIT_* settings, then args."""
     import ray
 
-    from ...settings import load_settings
+    from voxfit.settings import load_settings
 
     settings = load_settings(**{k.replace("-", "_"): v for k, v in args.items()})
     if not ray.is_initialized():  # `serve run` builds the app before it connects; the nodes must be probed first
@@ -111,7 +111,7 @@ def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class:
             show_class(c)
         _deploy_until_signalled(serve, settings, classes, echo, ready or echo)
     finally:
-        from . import directory
+        from voxfit.server.ray_serve import directory
 
         directory.remove_actor()
         if started_here:

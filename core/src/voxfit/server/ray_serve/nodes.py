@@ -6,7 +6,7 @@ each alive node (``NodeAffinitySchedulingStrategy``, zero CPUs, no engine
 loaded) and runs detect + plan there, for the CPU share each replica will get
 on that node. Nodes whose plans agree form a *node class*; each class becomes
 one deployment whose resource request comes from that plan
-(:func:`voxfit.cluster.replica_request`) and whose replicas may only land on the
+(:func:`voxfit.cluster.requests.replica_request`) and whose replicas may only land on the
 class's nodes (a ``label_selector`` on Ray's ``ray.io/node-id`` label). A
 replica still plans again when it starts, on the node and with the resources
 it was given: the probe only sizes the request.
@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ...cluster import ReplicaRequest
-from ...errors import UsageError
-from ...settings import Settings
+from voxfit.cluster.requests import ReplicaRequest
+from voxfit.errors import UsageError
+from voxfit.settings import Settings
 
 
 @dataclass
@@ -84,9 +84,9 @@ def plan_here(settings: Settings) -> dict[str, Any]:
     """Detect and plan every voice on this node (runs as a Ray task on the node it probes)."""
     import socket
 
-    from ...cluster import replica_capacity, replica_request
-    from ...plugins import PluginHost
-    from ..voices import plan_voices
+    from voxfit.cluster.requests import replica_capacity, replica_request
+    from voxfit.plugins import PluginHost
+    from voxfit.server.voices import plan_voices
 
     models: list[Optional[str]] = list(settings.models) or [settings.model]
     planned = plan_voices(settings, models, PluginHost.from_entry_points)
@@ -151,7 +151,7 @@ def probe_cluster(settings: Settings, replicas_per_node: int,
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from ...cluster import cpu_share
+    from voxfit.cluster.requests import cpu_share
 
     per_node = autoscale[1] if autoscale else replicas_per_node
     task = ray.remote(num_cpus=0, max_retries=0)(plan_here)
@@ -178,7 +178,7 @@ def probe_cluster(settings: Settings, replicas_per_node: int,
 
 
 def _cause(exc: BaseException) -> str:
-    from ...errors import one_line
+    from voxfit.errors import one_line
 
     cause = getattr(exc, "cause", None)
     return one_line(cause if isinstance(cause, BaseException) else exc)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Optional
 
-from ...settings import Settings
-from . import directory
-from .asgi_call import ForwardedRequest, Piece, ResponseStart, call_app
-from .nodes import share_settings
+from voxfit.server.ray_serve import directory
+from voxfit.server.ray_serve.asgi_call import ForwardedRequest, Piece, ResponseStart, call_app
+from voxfit.server.ray_serve.nodes import share_settings
+from voxfit.settings import Settings
 
 
 def replica_settings(settings: Settings, assigned: dict[str, float], device_family: str, ongoing: int) -> Settings:
@@ -40,10 +40,10 @@ class VoiceReplica:
         import ray
         from ray import serve
 
-        from ...plugins import PluginHost
-        from ..app import ServerState, create_app
-        from ..metrics import ServerMetrics
-        from ..voices import check_memory, load_voices, plan_voices
+        from voxfit.plugins import PluginHost
+        from voxfit.server.app import ServerState, create_app
+        from voxfit.server.metrics import ServerMetrics
+        from voxfit.server.voices import check_memory, load_voices, plan_voices
 
         context = ray.get_runtime_context()
         self.settings = replica_settings(settings, context.get_assigned_resources(), device_family, ongoing)
@@ -90,7 +90,7 @@ class VoiceReplica:
         state: Any = getattr(self, "state", None)
         if state is not None:
             state.close()
-        from ..voices import close_voices
+        from voxfit.server.voices import close_voices
 
         close_voices(getattr(self, "voices", []))
         metrics = getattr(self, "metrics", None)

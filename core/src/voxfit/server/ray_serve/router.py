@@ -27,11 +27,11 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, RayServeException
 
-from ...errors import one_line
-from ..app import ROUTES, key_matches, needs_key, unauthorized
-from ..errors import error_body
-from . import directory
-from .asgi_call import ForwardedRequest, ResponseStart
+from voxfit.errors import one_line
+from voxfit.server.app import ROUTES, key_matches, needs_key, unauthorized
+from voxfit.server.errors import error_body
+from voxfit.server.ray_serve import directory
+from voxfit.server.ray_serve.asgi_call import ForwardedRequest, ResponseStart
 
 app = FastAPI(title="voxfit on Ray", docs_url=None, redoc_url=None, openapi_url=None)
 

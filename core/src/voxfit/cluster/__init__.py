@@ -1,0 +1,1 @@
+"""Sizing replicas for a cluster scheduler from their plans, and simulating a cluster of saved profiles."""

@@ -1,0 +1,639 @@
+"""Fish Speech (OpenAudio S1) on torch, through fish-speech's own model classes.
+
+Plugins load it with :func:`load_fish_engine` on the device they chose and
+then call :func:`disable_training_artifacts` from their
+``disable_training_artifacts`` hook. Importing this module is free: torch,
+fish_speech and onnxruntime are imported when an engine is built.
+
+Pipeline per text chunk: fish-speech's ``generate_long`` (text -> semantic
+tokens, under ``torch.inference_mode``) -> the codec's decoder (torch, or the
+ONNX export on ONNX Runtime) -> 16-bit PCM at the codec's sample rate.
+
+What the loader does NOT do: put anything in eval mode, turn off gradients
+or gradient checkpointing, or remove weight norm. It returns the model as
+fish-speech's loader leaves it; the ``disable_training_artifacts`` hook
+cleans it and the core verifies. An engine that is still dirty refuses to
+synthesize.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from voxfit.engine import AudioChunk, innermost
+from voxfit.engines.fish.plugin import INSTALL_HINT
+from voxfit.errors import EngineLoadError, InvariantViolation, ModelError, UsageError
+from voxfit.models import ModelSpec
+
+BACKEND = "fish-torch"
+BACKEND_ONNX_CODEC = "fish-torch+onnx-codec"
+PRECISIONS = ("fp32", "fp16", "bf16")
+QUANTIZATIONS = ("none", "int8-weight-only")
+CODEC_BACKENDS = ("torch", "onnx")
+# fish-speech's generate_long defaults.
+DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.8, "repetition_penalty": 1.1}
+
+
+def import_fish_stack() -> dict[str, Any]:
+    """Import torch and fish-speech (with the torchaudio placeholder where needed); one-line error if absent."""
+    from voxfit.engines.fish.torchaudio_guard import ensure_torchaudio_importable
+
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise EngineLoadError(f"torch is not installed ({exc}); {INSTALL_HINT}") from None
+    torchaudio_state = ensure_torchaudio_importable()
+    try:
+        from fish_speech.models.text2semantic import inference, llama
+        from loguru import logger
+    except ImportError as exc:
+        raise EngineLoadError(f"fish-speech cannot be imported ({exc}); {INSTALL_HINT}") from None
+    logger.disable("fish_speech")  # its INFO lines per sentence; voxfit reports what matters
+    return {"inference": inference, "llama": llama, "torchaudio": torchaudio_state}
+
+
+def _dtype(precision: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+# -- int8 weight-only --------------------------------------------------------
+# fish-speech 0.1.0's loader imports tools.llama.quantize for int8, which the
+# wheel does not ship. This is the same scheme (gpt-fast's): int8 weights with
+# one scale per output row, dequantised on the fly in the compute dtype.
+
+
+def _int8_linear_class() -> type:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Int8WeightOnlyLinear(nn.Module):
+        def __init__(self, linear: nn.Linear) -> None:
+            super().__init__()
+            w = linear.weight.detach()
+            scales = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+            q = torch.round(w / scales[:, None]).clamp(-128, 127).to(torch.int8)
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            self.register_buffer("weight", q)
+            self.register_buffer("scales", scales.to(w.dtype))
+            self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = F.linear(x, self.weight.to(x.dtype)) * self.scales
+            return out if self.bias is None else out + self.bias
+
+    return Int8WeightOnlyLinear
+
+
+def quantize_int8_weight_only(model: Any) -> int:
+    """Replace every nn.Linear of the LLM by an int8 weight-only one; return how many."""
+    from torch import nn
+
+    cls = _int8_linear_class()
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, cls(child))
+                count += 1
+    return count
+
+
+# -- the engine --------------------------------------------------------------
+
+
+@dataclass
+class ChunkMetrics:
+    text: str
+    tokens: int
+    generate_s: float
+    decode_s: float
+    audio_s: float
+    first_audio_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.generate_s if self.generate_s > 0 else 0.0
+
+    @property
+    def rtf(self) -> float:
+        return (self.generate_s + self.decode_s) / self.audio_s if self.audio_s > 0 else float("inf")
+
+
+@dataclass
+class FishEngine:
+    """A loaded Fish Speech model and codec; satisfies :class:`voxfit.engine.Engine`."""
+
+    llm: Any
+    codec: Any
+    decode_one_token: Any
+    checkpoint: Path
+    device: str
+    precision: str
+    quantization: str
+    compiled: Optional[str]
+    threads: Optional[int]
+    codec_backend_requested: str
+    cache_dir: Optional[Path]
+    max_new_tokens: Optional[int]
+    seed: Optional[int]
+    sampling: dict[str, float]
+    prompt_tokens: Any = None
+    prompt_text: Optional[str] = None
+    reference_encode_s: Optional[float] = None
+    load_s: float = 0.0
+    backend: str = BACKEND
+    sample_rate: int = 0
+    notes: list[str] = field(default_factory=list)
+    history: list[ChunkMetrics] = field(default_factory=list)
+    codec_backend: str = "torch"
+    onnx_codec: Any = None
+    external_decoder: Any = None  # set by replace_codec_decoder (e.g. the MPS plugin's Core ML decoder)
+    _pending_reference: Any = None
+    _reference_key: Any = None  # (clip path, transcript) of the voice configure() cloned, to encode it once
+    _loaded_voice: Any = None  # the voice state at load, restored when a configure() leaves options unset
+    _prepared: bool = False
+    _closed: bool = False
+    _modules: dict[str, Any] = field(default_factory=dict)
+
+    # -- Engine protocol ------------------------------------------------
+
+    def inference_modules(self) -> list[Any]:
+        return [m for m in (self.llm, self.codec) if m is not None]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        device = self.device
+        self.llm = self.codec = self.decode_one_token = self.onnx_codec = self.external_decoder = None
+        import gc
+
+        gc.collect()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def synthesize(self, text: str) -> Iterator[AudioChunk]:
+        """Speak one sentence-sized chunk: one AudioChunk with the semantic-token count."""
+        if self._closed:
+            raise EngineLoadError("this Fish Speech engine was closed")
+        if not text.strip():
+            return
+        self.prepare()
+        import numpy as np
+        import torch
+
+        start = time.perf_counter()
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        codes = self.generate_codes(text)
+        generated = time.perf_counter()
+        wave = self.decode(codes)
+        decoded = time.perf_counter()
+        pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        metrics = ChunkMetrics(
+            text=text,
+            tokens=int(codes.shape[1]),
+            generate_s=generated - start,
+            decode_s=decoded - generated,
+            audio_s=len(wave) / self.sample_rate,
+            first_audio_s=decoded - start,
+        )
+        self.history.append(metrics)
+        yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text, tokens=metrics.tokens)
+
+    def configure(self, options: Any) -> None:
+        """Apply a complete, validated ``FishOptions`` (``voxfit.engines.fish.plugin``): what is unset returns
+        to the state the engine was loaded with, so one request's voice never leaks into the next.
+        ``reference_audio`` + ``reference_text`` clone a voice (encoded before the next synthesis; the same
+        clip and transcript are not encoded twice)."""
+        given = options.model_dump(exclude_unset=True)
+        if self._loaded_voice is None:
+            self._loaded_voice = (self.seed, self.max_new_tokens, dict(self.sampling),
+                                  self.prompt_text, self.prompt_tokens, self._pending_reference)
+        seed, max_new_tokens, sampling, prompt_text, prompt_tokens, pending = self._loaded_voice
+        self.seed, self.max_new_tokens, self.sampling = seed, max_new_tokens, dict(sampling)
+        key = (str(given.get("reference_audio")), given.get("reference_text")) if "reference_audio" in given else None
+        if key is not None and key == self._reference_key:
+            given.pop("reference_audio"), given.pop("reference_text", None)  # already encoded: keep it
+        elif key is None:
+            self.prompt_text, self.prompt_tokens, self._pending_reference = prompt_text, prompt_tokens, pending
+            self._reference_key = None
+        self._configure(**given)
+        if key is not None:
+            self._reference_key = key
+
+    def _configure(self, **options: Any) -> None:
+        known = {"reference_audio", "reference_text", "seed", "max_new_tokens", *DEFAULT_SAMPLING}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+            raise UsageError(f"engine {self.backend} does not take {flags}")
+        if "reference_audio" in options or "reference_text" in options:
+            audio, text = options.get("reference_audio"), options.get("reference_text")
+            if audio is None:
+                raise UsageError("--reference-text needs --reference-audio (the clip it transcribes)")
+            self._pending_reference = _read_reference(audio, text, self.sample_rate)
+            self.prompt_text, self.prompt_tokens = str(text).strip(), None
+            if self._prepared:
+                _encode_pending_reference(self)
+        if options.get("seed") is not None:
+            self.seed = int(options["seed"])
+        if options.get("max_new_tokens") is not None:
+            if int(options["max_new_tokens"]) < 1:
+                raise UsageError("--max-new-tokens must be at least 1")
+            self.max_new_tokens = int(options["max_new_tokens"])
+        for name in DEFAULT_SAMPLING:
+            if options.get(name) is not None:
+                value = float(options[name])
+                upper = 2.0 if name != "top_p" else 1.0
+                if not 0.0 < value <= upper or (name != "top_p" and value == upper):
+                    raise UsageError(f"--{name.replace('_', '-')} {value} is out of range (0, {upper:g})")
+                self.sampling[name] = value
+
+    # -- pieces, public for benchmarks and tests ------------------------
+
+    def prepare(self) -> None:
+        """Before the first synthesis: verify the invariants, then set up the ONNX codec if asked."""
+        if self._prepared:
+            return
+        from voxfit.speaking import invariants
+
+        found = invariants.violations(self.inference_modules())
+        if found:
+            raise InvariantViolation(
+                "refusing to synthesize: the Fish Speech engine still carries training artifacts "
+                "(call voxfit.engines.fish.engine.disable_training_artifacts first): " + "; ".join(found)
+            )
+        _encode_pending_reference(self)  # only now: a codec in training mode encodes at random
+        if self.codec_backend_requested == "onnx":
+            from voxfit.engines.fish.onnx_codec import prepare_onnx_codec
+
+            self.onnx_codec, notes = prepare_onnx_codec(
+                self.codec, self.checkpoint, self.cache_dir, threads=self.threads or 1
+            )
+            self.notes.extend(notes)
+            self.codec_backend = "onnx" if self.onnx_codec is not None else "torch"
+            self.backend = BACKEND_ONNX_CODEC if self.onnx_codec is not None else BACKEND
+        self._prepared = True
+
+    def max_tokens_for(self, text: str) -> int:
+        """Upper bound of semantic tokens for a text: never 0 (0 means "up to max_seq_len" to fish-speech).
+
+        S1 speaks about 21.5 codec frames per second and people about 15
+        characters per second, so ~1.5 frames per character; 4 per character
+        plus a margin leaves room for slow speech and never runs away.
+        """
+        if self.max_new_tokens:
+            return int(self.max_new_tokens)
+        return max(64, 4 * len(text) + 32)
+
+    def generate_codes(self, text: str) -> Any:
+        """Semantic + residual codes [num_codebooks, T] for one chunk, through fish-speech's generate_long."""
+        import torch
+
+        inference = self._modules["inference"]
+        prompt = (
+            {"prompt_text": self.prompt_text, "prompt_tokens": self.prompt_tokens}
+            if self.prompt_tokens is not None
+            else {"prompt_tokens": []}  # None crashes in 0.1.0
+        )
+        codes = []
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                # fish-speech copies its sampling tensors with torch.tensor(tensor) on every chunk
+                warnings.filterwarnings("ignore", message="To copy construct from a tensor")
+                for response in inference.generate_long(
+                    model=self.llm,
+                    device=self.device,
+                    decode_one_token=self.decode_one_token,
+                    text=text,
+                    max_new_tokens=self.max_tokens_for(text),
+                    **self.sampling,
+                    **prompt,
+                ):
+                    if response.action == "sample":
+                        codes.append(response.codes)
+                    elif response.action == "next":
+                        break
+        except ValueError as exc:
+            if "Prompt is too long" in str(exc):
+                raise UsageError(
+                    f"text chunk plus voice reference is too long for this model ({exc}); "
+                    "use a shorter reference clip"
+                ) from None
+            raise
+        finally:
+            # fish-speech's DualARTransformer.setup_caches builds new fast-layer KV-cache modules on
+            # every generate, and a new module starts in training mode: keep the engine in the state
+            # the invariant check verified (the caches hold no dropout, so generation is unaffected).
+            self.llm.eval()
+        if not codes:
+            return torch.zeros((self.llm.config.num_codebooks, 0), dtype=torch.long)
+        return torch.cat(codes, dim=1)
+
+    def replace_codec_decoder(self, decoder: Any, backend: Optional[str] = None) -> None:
+        """Decode with ``decoder`` instead of the torch codec: a callable taking codes
+        [num_codebooks, T] as a CPU integer array and returning a float32 waveform at
+        the codec's rate. Encoding (voice cloning) stays on the torch codec."""
+        self.external_decoder = decoder
+        self.codec_backend = "external"
+        if backend:
+            self.backend = backend
+
+    def decode(self, codes: Any) -> Any:
+        """Codes [num_codebooks, T] -> float32 waveform (numpy) at the codec's sample rate."""
+        import numpy as np
+        import torch
+
+        if codes.shape[1] == 0:
+            return np.zeros(0, dtype=np.float32)
+        if self.external_decoder is not None:
+            return np.asarray(self.external_decoder(codes.detach().cpu().numpy()), dtype=np.float32).reshape(-1)
+        if self.onnx_codec is not None:
+            return self.onnx_codec.decode(codes)
+        with torch.inference_mode():
+            indices = codes[None].to(device=self.device, dtype=torch.long)
+            audio, _ = self.codec.decode(indices, torch.tensor([codes.shape[1]], device=self.device))
+        return audio[0, 0].float().cpu().numpy()
+
+    def encode_reference(self, wave: Any) -> Any:
+        """Float waveform at the codec's rate -> reference codes [num_codebooks, T] on the model's device."""
+        import torch
+
+        dtype = next(self.codec.parameters()).dtype
+        with torch.inference_mode():
+            x = torch.as_tensor(wave, dtype=dtype, device=self.device)[None, None]
+            indices, _ = self.codec.encode(x)
+        return indices[0].to(self.device)
+
+    def summary(self) -> dict[str, float]:
+        """Totals over every chunk spoken so far: tokens/s, RTF, time to first audio."""
+        if not self.history:
+            return {}
+        gen = sum(m.generate_s for m in self.history)
+        dec = sum(m.decode_s for m in self.history)
+        audio = sum(m.audio_s for m in self.history)
+        tokens = sum(m.tokens for m in self.history)
+        return {
+            "chunks": len(self.history),
+            "tokens": tokens,
+            "tokens_per_s": tokens / gen if gen else 0.0,
+            "audio_s": audio,
+            "rtf": (gen + dec) / audio if audio else float("inf"),
+            "time_to_first_audio_s": self.history[0].first_audio_s,
+            "decode_share": dec / (gen + dec) if gen + dec else 0.0,
+        }
+
+
+# -- loading -----------------------------------------------------------------
+
+
+def _checkpoint_dir(model: ModelSpec) -> Path:
+    from voxfit.engines.fish import spec as fish_spec
+
+    if model.family != "fish" or model.path is None:
+        raise EngineLoadError(f"{BACKEND} runs Fish Speech checkpoints, not {model.family} model {model.name}")
+    path = Path(model.path)
+    if not path.is_dir():
+        raise ModelError(f"Fish Speech checkpoint directory not found: {path}")
+    if fish_spec.read(path) is None:  # re-checks the layout and config: files may have changed since the plan
+        raise ModelError(f"{path} is not a Fish Speech checkpoint directory")
+    return path
+
+
+def _read_reference(path: Any, text: Optional[str], sample_rate: int) -> Any:
+    import numpy as np
+    import soundfile as sf
+
+    ref = Path(path).expanduser()
+    if not ref.is_file():
+        raise ModelError(f"reference audio not found: {ref}")
+    if not text or not text.strip():
+        raise UsageError(f"reference audio {ref.name} needs its transcript (--reference-text) for voice cloning")
+    try:
+        wave, rate = sf.read(str(ref), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise ModelError(f"reference audio {ref} is not a readable audio file ({_first_line(exc)})") from None
+    wave = wave.mean(axis=1)
+    if wave.size == 0:
+        raise ModelError(f"reference audio {ref} is empty")
+    if rate != sample_rate:
+        import julius
+        import torch
+
+        wave = julius.resample_frac(torch.from_numpy(np.ascontiguousarray(wave)), rate, sample_rate).numpy()
+    return wave
+
+
+def _load_llm(checkpoint: Path, llama: Any) -> Any:
+    import torch
+
+    from voxfit.engines.fish.codec import check_weights_match, read_state_dict
+
+    weights = read_state_dict(checkpoint / "model.pth")  # memory-mapped; a corrupt file is a ModelError here
+    # fish-speech's own fix-ups: a LightningModule's "model." prefix, and audio weights it drops
+    weights = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in weights.items()}
+    weights = {k: v for k, v in weights.items() if "audio_" not in k}
+    with tempfile.TemporaryDirectory(prefix="voxfit-fish-") as tmp:
+        path = checkpoint
+        if re.search(r"int[48]", str(checkpoint)):
+            # fish-speech 0.1.0 takes a quantized-loading branch (absent from its wheel) for any path
+            # containing "int8"/"int4"; load through a neutral symlink instead.
+            path = Path(tmp) / "checkpoint"
+            path.symlink_to(checkpoint.resolve(), target_is_directory=True)
+        try:
+            # the model config.json describes, on the meta device (names and shapes, nothing allocated):
+            # fish-speech loads with strict=False and only logs what is missing or mis-shaped
+            with torch.device("meta"):
+                shape = llama.BaseTransformer.from_pretrained(str(path), load_weights=False)
+        except Exception as exc:
+            raise ModelError(f"cannot load the Fish Speech model from {checkpoint} ({_first_line(exc)})") from None
+        check_weights_match(weights, shape.state_dict(), checkpoint / "model.pth", "config.json")
+        del shape
+        try:
+            # load_weights=True: the default (False) silently returns RANDOM weights
+            llm = llama.BaseTransformer.from_pretrained(str(path), load_weights=True)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"cannot load the Fish Speech model from {checkpoint} ({_first_line(exc)})") from None
+    return llm
+
+
+def load_fish_engine(
+    model: ModelSpec,
+    *,
+    device: str,
+    precision: str,
+    quantization: str,
+    compile: bool,
+    threads: Optional[int],
+    codec_backend: str = "torch",
+    reference_audio: Optional[Any] = None,
+    reference_text: Optional[str] = None,
+    cache_dir: Optional[Path] = None,
+    max_new_tokens: Optional[int] = None,
+    seed: Optional[int] = None,
+    sampling: Optional[dict[str, float]] = None,
+) -> FishEngine:
+    """Load a Fish Speech checkpoint on ``device`` with real weights.
+
+    :param device: ``"cpu"``, ``"cuda"``/``"cuda:N"`` or ``"mps"``; chosen once, never moved.
+    :param precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` for the LLM and the codec.
+    :param quantization: ``"none"`` or ``"int8-weight-only"`` (the LLM's linear layers; any device,
+        but only worth it where a fused kernel exists, i.e. compiled on CUDA).
+    :param compile: torch.compile fish-speech's per-token decode step (inductor with CUDA graphs on
+        CUDA, aot_eager elsewhere, as fish-speech itself chooses).
+    :param threads: torch intra-op threads (and ONNX Runtime's); None leaves torch's default.
+    :param codec_backend: ``"torch"``, or ``"onnx"``: the codec decoder exported to ONNX (cached by
+        checkpoint hash, verified against torch) and run on ONNX Runtime; falls back to torch with a note.
+    :param reference_audio: a clip of the voice to clone, with ``reference_text`` its transcript.
+    :param max_new_tokens: cap of semantic tokens per chunk; default scales with the chunk's length.
+    :param seed: re-seed torch before every chunk (reproducible output).
+
+    Errors: :class:`ModelError` for missing/corrupt files or reference audio,
+    :class:`EngineLoadError` when the runtime is missing or an option is unsupported.
+    """
+    started = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise EngineLoadError(f"unknown precision {precision!r} for {BACKEND} (choose {', '.join(PRECISIONS)})")
+    if quantization not in QUANTIZATIONS:
+        raise EngineLoadError(f"quantization {quantization!r} is not supported by {BACKEND} "
+                              f"(supported: {', '.join(QUANTIZATIONS)})")
+    if codec_backend not in CODEC_BACKENDS:
+        raise EngineLoadError(f"unknown codec backend {codec_backend!r} (choose {', '.join(CODEC_BACKENDS)})")
+    if codec_backend == "onnx" and (not device.startswith("cpu") or precision != "fp32"):
+        raise EngineLoadError("the ONNX codec path runs on the CPU in fp32 only")
+    checkpoint = _checkpoint_dir(model)
+    if reference_audio is not None and not Path(reference_audio).expanduser().is_file():
+        raise ModelError(f"reference audio not found: {Path(reference_audio).expanduser()}")
+
+    modules = import_fish_stack()
+    import torch
+
+    from voxfit.engines.fish import codec as fish_codec
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineLoadError("CUDA is not available to torch in this process")
+    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise EngineLoadError("MPS is not available to torch in this process")
+    dtype = _dtype(precision)
+    notes = [f"torchaudio: {modules['torchaudio']}"]
+
+    llm = _load_llm(checkpoint, modules["llama"])
+    llm = llm.to(device=device, dtype=dtype)
+    if quantization == "int8-weight-only":
+        n = quantize_int8_weight_only(llm)
+        notes.append(f"int8 weight-only: {n} linear layers quantized (one scale per output row)")
+    with torch.device(device):  # the caches for the configured length, allocated once up front
+        llm.setup_caches(max_batch_size=1, max_seq_len=llm.config.max_seq_len, dtype=dtype)
+    decode_one_token = modules["inference"].decode_one_token_ar
+    compiled = None
+    if compile:
+        on_cuda = device.startswith("cuda")
+        compiled = "inductor" if on_cuda else "aot_eager"
+        decode_one_token = torch.compile(
+            decode_one_token, backend=compiled, mode="reduce-overhead" if on_cuda else None, fullgraph=True
+        )
+    codec = fish_codec.load_codec(checkpoint, device, dtype)
+
+    engine = FishEngine(
+        llm=llm,
+        codec=codec,
+        decode_one_token=decode_one_token,
+        checkpoint=checkpoint,
+        device=device,
+        precision=precision,
+        quantization=quantization,
+        compiled=compiled,
+        threads=threads,
+        codec_backend_requested=codec_backend,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        sampling={**DEFAULT_SAMPLING, **(sampling or {})},
+        sample_rate=int(codec.sample_rate),
+        notes=notes,
+        _modules=modules,
+    )
+    if reference_audio is not None:
+        wave = _read_reference(reference_audio, reference_text, engine.sample_rate)
+        engine.prompt_text = reference_text.strip() if reference_text else None
+        engine._pending_reference = wave  # encoded in prepare(), once the codec is in eval mode
+    engine.load_s = time.perf_counter() - started
+    return engine
+
+
+def _encode_pending_reference(engine: FishEngine) -> None:
+    wave = getattr(engine, "_pending_reference", None)
+    if wave is None:
+        return
+    start = time.perf_counter()
+    engine.prompt_tokens = engine.encode_reference(wave)
+    engine.reference_encode_s = time.perf_counter() - start
+    engine._pending_reference = None
+
+
+# -- training artifacts ------------------------------------------------------
+
+
+def disable_training_artifacts(engine: Any) -> list[str]:
+    """Switch off everything only training needs on a fish engine; one line per action taken.
+
+    Called by the fish default plugin's ``disable_training_artifacts`` hook (it
+    ignores engines that are not fish engines and returns []). Idempotent.
+    """
+    engine = innermost(engine)  # a plugin's wrapper (e.g. the CUDA plugin's GPU sampler) around the fish engine
+    if not isinstance(engine, FishEngine) or engine._closed:
+        return []
+    from voxfit.engines.fish.codec import strip_weight_norm
+
+    actions = []
+    # Weight norm first: removing a legacy hook re-creates `weight` as a new parameter that tracks gradients.
+    new, old = strip_weight_norm(engine.codec)
+    if new or old:
+        actions.append(
+            f"fish codec: weight norm folded into {new + old} convolutions "
+            f"({new} parametrizations, {old} legacy hooks); output unchanged"
+        )
+    for label, module in (("LLM", engine.llm), ("codec", engine.codec)):
+        training = sum(1 for m in module.modules() if m.training)
+        if training:
+            module.eval()
+            actions.append(f"fish {label}: eval mode, dropout inactive ({training} modules were in training mode)")
+        grads = sum(1 for p in module.parameters() if p.requires_grad)
+        if grads:
+            module.requires_grad_(False)
+            actions.append(f"fish {label}: gradient tracking off for {grads} parameter tensors")
+    # The flag lives on config objects: the model's, and a copy the fast layers' attention modules hold.
+    configs = {id(c): c for m in engine.llm.modules() if (c := getattr(m, "config", None)) is not None}
+    switched = 0
+    for config in configs.values():
+        if getattr(config, "use_gradient_checkpointing", False):
+            config.use_gradient_checkpointing = False
+            switched += 1
+    if switched:
+        actions.append(
+            f"fish LLM: gradient checkpointing off in {switched} configs (the checkpoint's config.json ships it on)"
+        )
+    return actions

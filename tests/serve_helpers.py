@@ -194,7 +194,7 @@ class InProcessServer:
         import uvicorn
         from voxfit.server.app import ServerState, create_app
         from voxfit.server.metrics import ServerMetrics
-        from voxfit.server.run import bind, url_of
+        from voxfit.server.sockets import bind, url_of
 
         self.lines: list[str] = []
         self.state = ServerState(voices, Settings(**settings), ServerMetrics(echo=self.lines.append))

@@ -32,7 +32,15 @@ from voxfit.engine import (
     Wrapper,
     innermost,
 )
-from voxfit.errors import EngineLoadError, ModelError, PluginUnavailable, UsageError, VoxfitError, one_line
+from voxfit.errors import (
+    EngineLoadError,
+    InvariantViolation,
+    ModelError,
+    PluginUnavailable,
+    UsageError,
+    VoxfitError,
+    one_line,
+)
 from voxfit.hookspecs import HOOK_API_VERSION, hookimpl
 from voxfit.models import (
     KNOWN_PRECISIONS,
@@ -58,6 +66,7 @@ from voxfit.planning.measurements import lookup as lookup_measurement
 from voxfit.planning.measurements import module_versions, proposal_key
 from voxfit.registry import DeviceFamilyInfo, Registry
 from voxfit.settings import Settings
+from voxfit.speaking.invariants import violations as training_artifacts
 from voxfit.util.artifacts import RebuildFailed, load_or_rebuild, publish, recorded_target, sweep_stale
 from voxfit.util.files import (
     UnreadableFile,
@@ -66,6 +75,7 @@ from voxfit.util.files import (
     load_small_json,
     load_small_text,
     read_json,
+    read_small_bytes,
     read_small_text,
     write_atomic,
 )
@@ -110,6 +120,7 @@ __all__ = [
     "innermost",
     # errors
     "EngineLoadError",
+    "InvariantViolation",
     "ModelError",
     "PluginUnavailable",
     "RebuildFailed",
@@ -140,7 +151,9 @@ __all__ = [
     "lookup_measurement",
     "module_versions",
     "read_json",
+    "read_small_bytes",
     "read_small_text",
     "tokens_per_audio_second",
+    "training_artifacts",
     "write_atomic",
 ]

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pydantic_settings.sources import DotEnvSettingsSource
 
 from voxfit.errors import UsageError
-from voxfit.planning.cache import PROJECT, cache_base
+from voxfit.util.cache_dir import PROJECT, cache_base
 from voxfit.util.files import UnreadableFile, load_small_text
 
 # Device families are whatever the installed plugins register (cpu, cuda, mps,

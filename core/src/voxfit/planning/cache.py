@@ -50,28 +50,12 @@ from typing import Any, Iterable, Mapping, Optional
 
 from voxfit.planning.cpu_affinity import usable_count
 from voxfit.planning.cpu_load import CpuLoad
+from voxfit.util.cache_dir import PREFIX, PROJECT, default_cache_dir
 
 #: Entries of another format (an older voxfit, another program's cache) are never read as plans.
 FORMAT = 3
-PROJECT = "voxfit"
-PREFIX = "VOXFIT_"
 _SMALL_FILE = 1 << 20  # content of a declared file is compared up to this size (driver version files are tiny)
 _FALSE = {"0", "false", "f", "no", "n", "off"}
-
-
-def default_cache_dir(environ: Mapping[str, str]) -> Path:
-    """Where the settings put the caches: VOXFIT_CACHE_DIR, else $XDG_CACHE_HOME/voxfit, else ~/.cache/voxfit."""
-    given = environ.get(f"{PREFIX}CACHE_DIR", "")
-    if given.strip():
-        return Path(given).expanduser()
-    return cache_base(environ) / PROJECT
-
-
-def cache_base(environ: Mapping[str, str]) -> Path:
-    # The XDG base directory spec: an empty or relative value is to be ignored,
-    # else an empty XDG_CACHE_HOME would put the caches in whatever directory voxfit runs from.
-    xdg = environ.get("XDG_CACHE_HOME", "")
-    return Path(xdg) if os.path.isabs(xdg) else Path(os.path.expanduser("~")) / ".cache"
 
 
 def disabled_by(environ: Mapping[str, str]) -> Optional[str]:

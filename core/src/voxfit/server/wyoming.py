@@ -82,7 +82,7 @@ def parse_uri(uri: str) -> tuple[str, int]:
 
 
 def bind(uri: str) -> socket.socket:
-    from voxfit.server.run import bind as bind_tcp
+    from voxfit.server.sockets import bind as bind_tcp
 
     host, port = parse_uri(uri)
     return bind_tcp(host, port)

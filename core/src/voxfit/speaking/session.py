@@ -283,13 +283,6 @@ class Session:
         chosen = self._options_for(options)
         return Speech(pcm=pcm, sample_rate=self.sample_rate, report=self.report(metrics, chosen))
 
-    def tune(self, rounds: int = 3) -> Any:
-        """Measure this plan's proposals here round robin against the current choice and cache what wins
-        (see ``voxfit tune``); a later session plans with the result."""
-        from voxfit.tuning.tune import tune_plan
-
-        return tune_plan(self.host, self.plan, rounds=rounds)
-
     # -- lifetime ----------------------------------------------------------
 
     def close(self) -> None:

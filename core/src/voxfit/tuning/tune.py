@@ -1,4 +1,4 @@
-"""``voxfit tune`` (and ``Session.tune``): measure a plan's proposals round robin against the current choice.
+"""``voxfit tune`` (``tune_plan(session.host, session.plan)`` from Python): measure a plan's proposals round robin against the current choice.
 
 The decision is :mod:`voxfit.tuning.round_robin`' (pure, tested with a fake machine);
 the measurements are :mod:`voxfit.tuning.trials`'s (each visit loads a proposal

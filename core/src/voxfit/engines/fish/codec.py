@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from voxfit.engines.fish.codec_config import CODEC_YAML, merged_codec_tree, packaged_codec_yaml
-from voxfit.errors import ModelError
+from voxfit.sdk import ModelError
 
 _NAMED = 3  # offenders named in a mismatch message
 

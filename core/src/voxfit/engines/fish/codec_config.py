@@ -26,8 +26,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from voxfit.errors import ModelError
-from voxfit.util.files import read_small_text
+from voxfit.sdk import ModelError, read_small_text
 
 CODEC_YAML = "codec.yaml"
 PACKAGED_YAML = ("configs", "modded_dac_vq.yaml")

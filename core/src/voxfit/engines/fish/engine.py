@@ -26,10 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from voxfit.engine import AudioChunk, innermost
-from voxfit.engines.fish.plugin import INSTALL_HINT
-from voxfit.errors import EngineLoadError, InvariantViolation, ModelError, UsageError
-from voxfit.models import ModelSpec
+from voxfit.engines.fish.info import INSTALL_HINT
+from voxfit.sdk import (
+    AudioChunk,
+    EngineLoadError,
+    InvariantViolation,
+    ModelError,
+    ModelSpec,
+    UsageError,
+    innermost,
+    training_artifacts,
+)
 
 BACKEND = "fish-torch"
 BACKEND_ONNX_CODEC = "fish-torch+onnx-codec"
@@ -274,9 +281,7 @@ class FishEngine:
         """Before the first synthesis: verify the invariants, then set up the ONNX codec if asked."""
         if self._prepared:
             return
-        from voxfit.speaking import invariants
-
-        found = invariants.violations(self.inference_modules())
+        found = training_artifacts(self.inference_modules())
         if found:
             raise InvariantViolation(
                 "refusing to synthesize: the Fish Speech engine still carries training artifacts "

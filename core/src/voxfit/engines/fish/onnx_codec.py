@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from voxfit.util.files import file_sha256, read_small_bytes
+from voxfit.sdk import file_sha256, read_small_bytes
 
 TOLERANCE = 1e-3
 PROBE_FRAMES = (7, 19)  # verification lengths, both different from the export's example length
@@ -154,7 +154,7 @@ def prepare_onnx_codec(
 ) -> tuple[Optional[OnnxCodecDecoder], list[str]]:
     """The verified ONNX decoder, or None with the reason the torch decoder stays."""
     if cache_dir is None:
-        from voxfit.settings import Settings
+        from voxfit.sdk import Settings
 
         cache_dir = Settings().cache_dir
     cache = Path(cache_dir) / "fish-codec-onnx"

@@ -14,9 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from voxfit.errors import ModelError
-from voxfit.models import MemoryEstimate, ModelSpec
-from voxfit.util.files import read_small_text
+from voxfit.sdk import MemoryEstimate, ModelError, ModelSpec, read_small_text
 
 REQUIRED_FILES = ("config.json", "model.pth", "tokenizer.tiktoken", "special_tokens.json", "codec.pth")
 CODEC_SAMPLE_RATE = 44100  # modded_dac_vq.yaml, the codec every S1 checkpoint ships

@@ -136,7 +136,6 @@ def run_s1_mini(plan_proposal, bandwidth_gbps: float, tokens: int) -> dict:
     import torch
     from fish_speech.models.text2semantic.inference import decode_one_token_ar
     from voxfit.engines.fish.spec import parameters_read_per_token
-    from voxfit_cuda.scoring import COMPILE_SPEEDUP, EAGER_EFFICIENCY
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[plan_proposal.precision]
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +172,7 @@ def run_s1_mini(plan_proposal, bandwidth_gbps: float, tokens: int) -> dict:
     bytes_per_token = parameters_read_per_token(S1_MINI) * torch.finfo(dtype).bits // 8
     tps = tokens / wall
     roofline = bandwidth_gbps * 1e9 / bytes_per_token
-    estimate = EAGER_EFFICIENCY * roofline * (COMPILE_SPEEDUP if plan_proposal.compile else 1.0)
+    estimate = plan_proposal.estimate.tokens_per_s  # the plan's own estimate, from the engine's calibration
     result = {"precision": plan_proposal.precision, "compile": plan_proposal.compile, "warmup_s": warm,
               "tokens_per_s": tps, "achieved_gbps": tps * bytes_per_token / 1e9, "roofline_tokens_per_s": roofline,
               "share_of_roofline": tps / roofline, "plugin_estimate_tokens_per_s": estimate,

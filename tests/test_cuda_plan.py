@@ -229,7 +229,8 @@ def test_piper_voices_get_no_cuda_proposal(monkeypatch):
     from helpers import piper_spec
 
     profile = load_profile(HARDWARE_DIR / "h100.json")
-    assert scoring.propose_all(piper_spec(), profile, make_host().settings) == []
+    host = make_host()
+    assert scoring.propose_all(piper_spec(), profile, host.settings, host.registry) == []
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

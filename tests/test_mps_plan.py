@@ -11,10 +11,10 @@ import voxfit_mps.plugin
 from helpers import make_host, resolve, voxfit_cli
 from test_fish_spec import S1_MINI, write_checkpoint
 from voxfit import hookimpl
+from voxfit.engines.fish.info import DECODE
 from voxfit.models import Estimate, Proposal
 from voxfit.planning.hardware import load_profile
 from voxfit.planning.planner import make_plan
-from voxfit.sdk import ESTIMATE_CONSTANTS
 from voxfit.speaking.load import apply_env
 from voxfit_mps import scoring
 
@@ -116,7 +116,7 @@ def test_larger_macs_fit_comfortably_and_run_faster(s1, fixture, bandwidth, rese
 def test_speed_grows_with_bandwidth_but_is_capped_by_the_per_token_overhead(s1):
     rates = [plan_for(f, s1).chosen.estimate.tokens_per_s for f in ("m1-air-8gb", "m1-pro-16gb", "m2-max-32gb")]
     assert rates == sorted(rates)
-    assert rates[-1] < 1 / ESTIMATE_CONSTANTS["mps-eager"].overhead_s
+    assert rates[-1] < 1 / DECODE["mps"].overhead_s
 
 
 def test_intel_mac_plans_cpu_with_the_reason_in_the_profile(s1):

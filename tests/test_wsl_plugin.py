@@ -19,6 +19,7 @@ import voxfit_wsl.plugin
 from helpers import make_host, resolve
 from test_fish_spec import write_checkpoint
 from voxfit import hookimpl
+from voxfit.engines.fish.info import DECODE
 from voxfit.models import AcceleratorDevice, Estimate, Proposal
 from voxfit.planning.hardware import load_profile
 from voxfit.planning.planner import make_plan
@@ -194,7 +195,7 @@ def test_wsl2_rtx3060_gets_a_compiled_variant_when_cuda_thought_it_was_windows(s
     c = p.chosen
     assert (c.plugin, c.device, c.compile) == ("cuda", "cuda:0", True)
     assert any("WSL2 (voxfit-wsl)" in r and "Triton works" in r for r in c.reasons)
-    assert c.score == pytest.approx(0.4 * wrapper.COMPILE_SPEEDUP) and "triton" in c.requires
+    assert c.score == pytest.approx(0.4 * DECODE["cuda"].compile_speedup) and "triton" in c.requires
     eager = p.alternatives[0]
     assert (eager.plugin, eager.compile, eager.score) == ("cuda", False, 0.4)
     [change] = own_env(p)
@@ -271,7 +272,7 @@ def test_existing_load_estimate_grows_by_the_bridge_cost(s1):
     proposal = Proposal(device="cuda:0", device_family="cuda", engine="fish-torch", plugin="cuda",
                         estimate=Estimate(load_seconds=10.0))
     hardware = load_profile(DATA / "wsl2-rtx3060.json")
-    [adjusted] = wrapper.adjust([proposal], on_d, hardware)
+    [adjusted] = wrapper.adjust([proposal], on_d, hardware, make_host().registry)
     size = wrapper.model_bytes(on_d)
     grew = size / wrapper.BRIDGE_BYTES_PER_S - size / wrapper.LINUX_FS_BYTES_PER_S
     assert adjusted.estimate.load_seconds == pytest.approx(10.0 + grew, abs=0.1) and adjusted.plugin == "cuda"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -151,6 +151,68 @@ def engine_notes(engine: Any) -> list[str]:
     return notes
 
 
+#: ``EngineInfo.families`` holding this runs models of every family (an engine that reads any text file, say).
+ANY_FAMILY = "*"
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How an engine's voice options set the pace of speech.
+
+    The parts of voxfit that speak of pace without knowing the engine read
+    this: OpenAI's ``speed`` (2.0 = twice as fast) sets ``length_option`` to
+    ``1 / speed``; a pause voxfit inserts itself (between a first clause cut
+    off for an early start and the rest) is stretched by that option's value;
+    and where the user set ``pause_option`` (the engine's own silence between
+    sentences), voxfit inserts none.
+
+    :param length_option: an option of the engine's options model that
+        stretches time: 1.0 as the voice speaks, 2.0 twice as long.
+    :param pause_option: an option that sets the silence between sentences,
+        or "" when the engine has none.
+    """
+
+    length_option: str
+    pause_option: str = ""
+
+    def for_speed(self, speed: float) -> dict[str, float]:
+        """The option values that make speech ``speed`` times as fast."""
+        return {self.length_option: 1.0 / speed}
+
+    def time_scale(self, options: Optional[BaseModel]) -> float:
+        """How much the options stretch time (1.0 when the length option is unset)."""
+        value = _option_value(options, self.length_option)
+        return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
+
+    def sets_pauses(self, options: Optional[BaseModel]) -> bool:
+        """Whether the user set the engine's own silence between sentences."""
+        return bool(self.pause_option) and _option_value(options, self.pause_option) is not None
+
+
+def _option_value(options: Optional[BaseModel], name: str) -> Any:
+    return options.model_dump().get(name) if options is not None else None
+
+
+@dataclass(frozen=True)
+class DecodeCalibration:
+    """An autoregressive engine's decoding speed on one device family, for the shared roofline.
+
+    Decoding one token reads every weight once, so it costs the time to stream
+    those bytes at ``efficiency`` of the device's bandwidth plus ``overhead_s``
+    that does not shrink with bandwidth (Python, kernel launches, syncs); see
+    ``voxfit.sdk.decode_speed``. ``source`` says where the numbers come from
+    in words a user can check; ``measured`` whether they were measured on
+    real hardware. ``compile_speedup`` is what ``torch.compile`` (or the
+    engine's own compiler) buys on this family, 1.0 when nothing.
+    """
+
+    efficiency: float
+    overhead_s: float
+    source: str
+    measured: bool
+    compile_speedup: float = 1.0
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """What the core knows about an engine backend before loading it.
@@ -159,9 +221,20 @@ class EngineInfo:
     :param families: model families it runs (``ModelSpec.family``).
     :param requires: modules that must be importable to run it; a missing
         one vetoes the proposal with ``install_hint``.
+    :param families: model families it runs (``ModelSpec.family``);
+        :data:`ANY_FAMILY` for every family.
+    :param requires: Python modules that must be importable to run it.
+    :param programs: executables that must be on ``PATH`` to run it (an
+        engine that drives a program rather than a library).
     :param options: a pydantic model of the voice options the engine takes
-        (``None``: it takes none). The CLI, the server and the Python API
-        validate the user's options against it before loading.
+        (``None``: it takes none). The CLI, the server, the page and the Python
+        API build their inputs from it (its fields' types, ranges, defaults and
+        descriptions) and validate the user's options against it before loading.
+    :param pacing: which options set the pace of speech (:class:`Pacing`), or
+        ``None`` when none does: ``speed`` is then refused for this engine.
+    :param decode: per device family, the engine's decoding speed for the
+        shared roofline (:class:`DecodeCalibration`); hardware plugins that
+        place the engine estimate with it.
     :param loader: ``"module:function"`` building the engine; imported only
         by :meth:`load`, so planning never imports the framework.
     """
@@ -169,14 +242,21 @@ class EngineInfo:
     backend: str
     families: frozenset[str]
     requires: tuple[str, ...] = ()
+    programs: tuple[str, ...] = ()
     description: str = ""
     extra: str = ""  # the pip extra that brings its requirements
     install_hint: str = ""
     options: Optional[type[BaseModel]] = None
-    variant_of: str = ""  # another backend whose voice options this one shares (e.g. a swapped decoder)
+    pacing: Optional[Pacing] = None
+    decode: Mapping[str, DecodeCalibration] = field(default_factory=dict)
+    variant_of: str = ""  # another backend whose options, pacing and calibrations this one shares
     loader: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     plugin: str = ""  # stamped by the core: who registered it
+
+    def runs(self, family: str) -> bool:
+        """Whether the engine runs models of ``family``."""
+        return family in self.families or ANY_FAMILY in self.families
 
     def load(self) -> Callable[..., Any]:
         """The loader function (imports its module now)."""

@@ -55,7 +55,8 @@ PROJECT = "voxfit"
 #:
 #: 2.1: the optional ``plan_inputs`` hook names what ``detect``, ``score_config``
 #: and ``prepare_env`` read beyond their arguments; a remembered plan is reused
-#: only while those read the same.
+#: only while those read the same. ``score_config`` also receives ``engines``
+#: (engines declare their decoding speed per device family and their pacing).
 HOOK_API_VERSION = "2.1"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -190,11 +191,14 @@ def plan_inputs(settings: Settings) -> Optional[PlanInputs]:
 
 
 @hookspec
-def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> Optional[list[Proposal]]:
+def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings,
+                 engines: Registry) -> Optional[list[Proposal]]:
     """Propose ways to run ``model`` on the devices of your family.
 
     Called once per plan, after detection, with the merged profile of all
-    plugins (or a saved one).
+    plugins (or a saved one) and the engine registry: an engine's decoding
+    speed on your family is ``engines.calibration_for(backend, family)``
+    (registered with the engine, for :func:`voxfit.sdk.decode_speed`).
 
     :return: zero or more :class:`~voxfit.models.Proposal`. Each names the
         device id, engine backend, precision, quantization, compile, threads,

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from voxfit.engine import EngineInfo
+from voxfit.engine import DecodeCalibration, EngineInfo, Pacing
 
 _NAME = re.compile(r"^[a-z][a-z0-9_+.-]{0,63}$")
 
@@ -43,11 +43,23 @@ class Registry:
 
     def options_for(self, backend: str) -> Optional[type]:
         """The voice options model of a backend (a variant's comes from the backend it varies)."""
+        return self._inherited(backend, "options")
+
+    def pacing_for(self, backend: str) -> Optional[Pacing]:
+        """Which options set a backend's pace (a variant's comes from the backend it varies)."""
+        return self._inherited(backend, "pacing")
+
+    def calibration_for(self, backend: str, family: str) -> Optional[DecodeCalibration]:
+        """A backend's decoding speed on a device family (a variant's comes from the backend it varies)."""
+        decode = self._inherited(backend, "decode") or {}
+        return decode.get(family)
+
+    def _inherited(self, backend: str, attribute: str) -> Any:
         info = self.engines.get(backend)
         seen = 0
-        while info is not None and info.options is None and info.variant_of and seen < 8:
+        while info is not None and not getattr(info, attribute) and info.variant_of and seen < 8:
             info, seen = self.engines.get(info.variant_of), seen + 1
-        return info.options if info is not None else None
+        return getattr(info, attribute) if info is not None else None
 
     def family_names(self, hardware: Any = None) -> list[str]:
         """Families registered, plus those of devices in a profile (a saved one may name others)."""

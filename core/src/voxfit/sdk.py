@@ -21,12 +21,15 @@ Groups:
 from __future__ import annotations
 
 from voxfit.engine import (
+    ANY_FAMILY,
     AudioChunk,
     ConcurrentSynthesis,
     Configurable,
+    DecodeCalibration,
     Engine,
     EngineInfo,
     HasNotes,
+    Pacing,
     ReplaceableDecoder,
     ReportsMetrics,
     Wrapper,
@@ -57,8 +60,7 @@ from voxfit.models import (
 )
 from voxfit.planning.cpu_load import CpuLoad
 from voxfit.planning.cpu_load import snapshot as cpu_load_snapshot
-from voxfit.planning.estimates import BACKENDS as ESTIMATE_CONSTANTS
-from voxfit.planning.estimates import COMPILE_SPEEDUP, DecodeSpeed, decode_speed
+from voxfit.planning.estimates import DecodeSpeed, decode_speed
 from voxfit.planning.hardware import describe_memory, detect_host
 from voxfit.planning.measurements import load as load_measurements
 from voxfit.planning.measurements import load_decision as load_tune_decision
@@ -106,13 +108,16 @@ __all__ = [
     "Scalar",
     "Settings",
     # engines
+    "ANY_FAMILY",
     "AudioChunk",
     "ConcurrentSynthesis",
     "Configurable",
+    "DecodeCalibration",
     "DeviceFamilyInfo",
     "Engine",
     "EngineInfo",
     "HasNotes",
+    "Pacing",
     "Registry",
     "ReplaceableDecoder",
     "ReportsMetrics",
@@ -129,11 +134,9 @@ __all__ = [
     "UsageError",
     "one_line",
     # helpers
-    "COMPILE_SPEEDUP",
     "CpuLoad",
     "cpu_load_snapshot",
     "DecodeSpeed",
-    "ESTIMATE_CONSTANTS",
     "atomic_target",
     "decode_speed",
     "describe_memory",

@@ -46,7 +46,8 @@ def make_plan(
     check_device_lock(host, hardware)
     if model is None:
         model = host.resolve_model(host.settings.model)
-    proposals, _ = host.call("score_config", model=model, hardware=hardware, settings=host.settings)
+    proposals, _ = host.call("score_config", model=model, hardware=hardware, settings=host.settings,
+                             engines=host.registry)
     feasible, rejected = rank(proposals, model, hardware, host.settings, host.registry)
     chosen = feasible[0] if feasible else None
     env = env_changes_for(host, chosen, hardware) if chosen else []

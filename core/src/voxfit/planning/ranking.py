@@ -7,6 +7,7 @@ model spec, the hardware profile and the settings.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from typing import Optional
 
 from voxfit.models import HardwareProfile, ModelSpec, Proposal, RejectedProposal
@@ -59,15 +60,17 @@ def vetoes(
     info = registry.engine(proposal.engine)
     if info is None:
         reasons.append(f"engine {proposal.engine!r} is not registered by any installed plugin")
-    elif model.family not in info.families:
+    elif not info.runs(model.family):
         reasons.append(f"engine {proposal.engine} does not run {model.family} models")
     if hardware.source == "detected":
         # For a saved profile of another machine, what is installed here says nothing.
         required = list(proposal.requires) + (list(info.requires) if info else [])
         missing = sorted({m for m in required if _module_missing(m)})
-        if missing:
+        programs = sorted({p for p in (info.programs if info else ()) if shutil.which(p) is None})
+        if missing or programs:
             hint = f" ({info.hint()})" if info and info.hint() else ""
-            reasons.append(f"runtime missing: {', '.join(missing)} not installed{hint}")
+            what = ", ".join([*missing, *(f"the program {p}" for p in programs)])
+            reasons.append(f"runtime missing: {what} not installed{hint}")
     memory = _memory_veto(proposal, hardware, settings.memory_headroom)
     if memory:
         reasons.append(memory)

@@ -488,6 +488,7 @@ class _Context:
             "settings": self.settings.model_dump(mode="json"),
             "others": [p.model_dump(mode="json") for p in others],
             "reference": self.reference or (str(self.model.path) if self.model.path is not None else None),
+            "with_plugins": [(n, m.__name__) for n, m in self.with_plugins if getattr(m, "__name__", None)],
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
@@ -508,7 +509,8 @@ class _Context:
         this = [plugin for n, plugin in self.host.pm.list_name_plugin() if n == self.name]
         caller = self.host.pm.subset_hook_caller("score_config", remove_plugins=this)
         try:
-            return list(caller(model=self.model, hardware=self.hardware, settings=self.settings))
+            return list(caller(model=self.model, hardware=self.hardware, settings=self.settings,
+                               engines=self.host.registry))
         except Exception:
             return []
 
@@ -750,100 +752,128 @@ def _host(module: Any, name: str, settings: Any, with_plugins: list[tuple[str, A
 def _child_main(raw: str) -> None:
     """Run in a fresh interpreter: import the plugin and call its planning hooks, watching modules and environ."""
     payload = json.loads(raw)
-    heavy = set(payload["heavy"])
-    from pydantic import TypeAdapter
-
-    from voxfit.models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
-    from voxfit.planning.hardware import detect_host
-    from voxfit.registry import Registry
-    from voxfit.settings import Settings
-
-    def heavy_new(before: set[str]) -> list[str]:
-        return sorted({m.split(".")[0] for m in set(sys.modules) - before} & heavy)
-
-    def env_diff(before: dict[str, str]) -> list[str]:
-        after = dict(os.environ)
-        return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-
-    out: dict[str, Any] = {"calls": []}
     modules, environ = set(sys.modules), dict(os.environ)
     try:
         module = importlib.import_module(payload["module"])
     except BaseException as exc:
-        out["import_error"] = _one_line(exc)
-        print(json.dumps(out))
+        print(json.dumps({"calls": [], "import_error": _one_line(exc)}))
         return
-    out["import_heavy"], out["import_env"] = heavy_new(modules), env_diff(environ)
-    settings = Settings(**payload["settings"])
-    out["cache_dir"] = str(Path(settings.cache_dir).absolute())
-    model = ModelSpec.model_validate(payload["model"])
-    hardware = HardwareProfile.model_validate(payload["hardware"])
-    others = [Proposal.model_validate(p) for p in payload["others"]]
-    validators = {
-        "detect": TypeAdapter(Optional[Detection]),
-        "score_config": TypeAdapter(Optional[list[Proposal]]),
-        "prepare_env": TypeAdapter(Optional[list[EnvChange]]),
-        "resolve_model": TypeAdapter(Optional[ModelSpec]),
-        "default_model": TypeAdapter(Optional[ModelSpec]),
-        "plan_inputs": TypeAdapter(Optional[PlanInputs]),
-    }
-    impls = [i for i in hook_implementations(module) if i[1] in _LIGHT_HOOKS]
-    own_proposals: list[Proposal] = []
-    # score_config before prepare_env: prepare_env is called with the plugin's own proposals too.
-    order = {hook: i for i, hook in enumerate(_LIGHT_HOOKS)}
-    for attr, hook, fn, opts in sorted(impls, key=lambda i: (order[i[1]], bool(i[3].get("wrapper") or i[3].get("hookwrapper")))):
-        wrapper = bool(opts.get("wrapper") or opts.get("hookwrapper"))
-        available: dict[str, Any] = {"settings": settings, "model": model, "hardware": hardware}
+    child = _ChildCheck(payload, module)
+    child.out["import_heavy"], child.out["import_env"] = child.heavy_new(modules), _env_diff(environ)
+    child.run()
+    print(json.dumps(child.out))
+
+
+def _env_diff(before: dict[str, str]) -> list[str]:
+    after = dict(os.environ)
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+class _ChildCheck:
+    """The fresh process's side of :func:`check_light_hooks`: each light hook called as the core would."""
+
+    def __init__(self, payload: dict[str, Any], module: Any) -> None:
+        from pydantic import TypeAdapter
+
+        from voxfit.models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
+        from voxfit.settings import Settings
+
+        self.payload, self.module, self.heavy = payload, module, set(payload["heavy"])
+        self.settings = Settings(**payload["settings"])
+        self.model = ModelSpec.model_validate(payload["model"])
+        self.hardware = HardwareProfile.model_validate(payload["hardware"])
+        self.others = [Proposal.model_validate(p) for p in payload["others"]]
+        self.own: list[Any] = []
+        self.out: dict[str, Any] = {"calls": [], "cache_dir": str(Path(self.settings.cache_dir).absolute())}
+        self.validators = {
+            "detect": TypeAdapter(Optional[Detection]),
+            "score_config": TypeAdapter(Optional[list[Proposal]]),
+            "prepare_env": TypeAdapter(Optional[list[EnvChange]]),
+            "resolve_model": TypeAdapter(Optional[ModelSpec]),
+            "default_model": TypeAdapter(Optional[ModelSpec]),
+            "plan_inputs": TypeAdapter(Optional[PlanInputs]),
+        }
+
+    def heavy_new(self, before: set[str]) -> list[str]:
+        return sorted({m.split(".")[0] for m in set(sys.modules) - before} & self.heavy)
+
+    def run(self) -> None:
+        impls = [i for i in hook_implementations(self.module) if i[1] in _LIGHT_HOOKS]
+        # score_config before prepare_env: prepare_env is called with the plugin's own proposals too.
+        order = {hook: i for i, hook in enumerate(_LIGHT_HOOKS)}
+        for attr, hook, fn, opts in sorted(impls, key=lambda i: (order[i[1]], _is_wrapper(i[3]))):
+            for kwargs in self._calls(hook):
+                self.out["calls"].append(self._record(attr, hook, fn, _is_wrapper(opts), kwargs))
+
+    def _engines(self) -> Any:
+        """The engines every installed plugin registers, as score_config receives them from the core."""
+        name = plugin_name(self.module)
+        extra = [(n, importlib.import_module(m)) for n, m in self.payload.get("with_plugins", [])]
+        return _host(self.module, name, self.settings, extra).registry
+
+    def _calls(self, hook: str) -> list[dict[str, Any]]:
+        from voxfit.planning.hardware import detect_host
+        from voxfit.registry import Registry
+
+        available: dict[str, Any] = {"settings": self.settings, "model": self.model, "hardware": self.hardware}
         if hook == "detect":
-            available["host"] = detect_host()
-        calls: list[dict[str, Any]] = []
+            return [{**available, "host": detect_host()}]
+        if hook == "score_config":
+            return [{**available, "engines": self._engines()}]
         if hook in ("register_engines", "register_device_families"):
             registry = Registry()
             add = registry.add_engine if hook == "register_engines" else registry.add_family
-            available["register"] = lambda info, add=add: add(info, "conformance")
-            calls.append(dict(available))
-        elif hook == "resolve_model":
-            if payload["reference"] is None:
-                continue
-            calls.append({**available, "reference": payload["reference"]})
-        elif hook == "prepare_env":
-            for proposal in (own_proposals + others)[:40]:
-                calls.append({**available, "proposal": proposal})
-        else:
-            calls.append(available)
-        for kwargs in calls:
-            record: dict[str, Any] = {"attr": attr, "hook": hook, "wrapper": wrapper}
-            modules, environ = set(sys.modules), dict(os.environ)
-            started = time.perf_counter()
-            result = None
-            tracer = _ReadTracer() if hook in _PLANNING_HOOKS else contextlib.nullcontext()
-            try:
-                with tracer:
-                    result = _call_hook(fn, kwargs, wrapper, list(others) + list(own_proposals), record)
-            except BaseException as exc:
-                record["error"] = _one_line(exc)
-            if isinstance(tracer, _ReadTracer):
-                record["reads"] = tracer.reads()
-            record["seconds"] = time.perf_counter() - started
-            record["heavy"], record["env"] = heavy_new(modules), env_diff(environ)
-            _restore_environ(environ)
-            if hook in validators and "error" not in record:
-                try:
-                    checked = validators[hook].validate_python(result)
-                except Exception as exc:
-                    detail = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-                    record["invalid"] = f"{type(result).__name__}: {detail}"
-                    checked = None
-                if hook == "plan_inputs" and checked is not None:
-                    out["declared"] = checked.model_dump(mode="json")
-                if checked is not None and hook in ("score_config", "prepare_env"):
-                    record["result"] = [item.model_dump(mode="json") for item in checked]
-                    if hook == "score_config" and not wrapper:
-                        own_proposals.extend(checked)
-            elif result is not None and hook in ("register_engines", "register_device_families"):
+            return [{**available, "register": lambda info: add(info, "conformance")}]
+        if hook == "resolve_model":
+            reference = self.payload["reference"]
+            return [] if reference is None else [{**available, "reference": reference}]
+        if hook == "prepare_env":
+            return [{**available, "proposal": proposal} for proposal in (self.own + self.others)[:40]]
+        return [available]
+
+    def _record(self, attr: str, hook: str, fn: Any, wrapper: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+        record: dict[str, Any] = {"attr": attr, "hook": hook, "wrapper": wrapper}
+        modules, environ = set(sys.modules), dict(os.environ)
+        started = time.perf_counter()
+        result = None
+        tracer = _ReadTracer() if hook in _PLANNING_HOOKS else contextlib.nullcontext()
+        try:
+            with tracer:
+                result = _call_hook(fn, kwargs, wrapper, list(self.others) + list(self.own), record)
+        except BaseException as exc:
+            record["error"] = _one_line(exc)
+        if isinstance(tracer, _ReadTracer):
+            record["reads"] = tracer.reads()
+        record["seconds"] = time.perf_counter() - started
+        record["heavy"], record["env"] = self.heavy_new(modules), _env_diff(environ)
+        _restore_environ(environ)
+        if "error" not in record:
+            self._check_result(hook, wrapper, result, record)
+        return record
+
+    def _check_result(self, hook: str, wrapper: bool, result: Any, record: dict[str, Any]) -> None:
+        if hook in ("register_engines", "register_device_families"):
+            if result is not None:
                 record["invalid"] = f"returned {type(result).__name__} (registration hooks return None)"
-            out["calls"].append(record)
-    print(json.dumps(out))
+            return
+        if hook not in self.validators:
+            return
+        try:
+            checked = self.validators[hook].validate_python(result)
+        except Exception as exc:
+            detail = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+            record["invalid"] = f"{type(result).__name__}: {detail}"
+            return
+        if hook == "plan_inputs" and checked is not None:
+            self.out["declared"] = checked.model_dump(mode="json")
+        if checked is not None and hook in ("score_config", "prepare_env"):
+            record["result"] = [item.model_dump(mode="json") for item in checked]
+            if hook == "score_config" and not wrapper:
+                self.own.extend(checked)
+
+
+def _is_wrapper(opts: dict[str, Any]) -> bool:
+    return bool(opts.get("wrapper") or opts.get("hookwrapper"))
 
 
 def _call_hook(fn: Any, kwargs: dict[str, Any], wrapper: bool, proposals: list[Any], record: dict[str, Any]) -> Any:

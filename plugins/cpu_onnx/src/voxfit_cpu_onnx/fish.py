@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from voxfit.sdk import (
+    DecodeCalibration,
     EngineLoadError,
     Estimate,
     HardwareProfile,
@@ -77,13 +78,14 @@ def threads_for(hardware: HardwareProfile) -> int:
     return max(1, physical - 1)
 
 
-def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str) -> tuple[Estimate, list[str]]:
+def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str,
+             calibration: DecodeCalibration) -> tuple[Estimate, list[str]]:
     threads = threads_for(hardware)
     props = model.properties
     per_token_bytes = int(props.get("parameters_read_per_token") or model.parameter_count or 0) * 4
     codebooks = int(props.get("num_codebooks") or 10)
     bandwidth = min(BANDWIDTH_ONE_CORE + BANDWIDTH_PER_EXTRA_CORE * (threads - 1), BANDWIDTH_CAP)
-    decode = decode_speed("cpu-torch", per_token_bytes, bandwidth, tokens_per_audio_second(model),
+    decode = decode_speed(calibration, per_token_bytes, bandwidth, tokens_per_audio_second(model),
                           overhead_s=OVERHEAD_PER_CODEBOOK_S * codebooks)
     tokens_per_s = decode.tokens_per_s
     llm_rtf = decode.rtf or 0.0
@@ -113,14 +115,15 @@ def _platform_vetoes(hardware: HardwareProfile) -> list[str]:
     return []
 
 
-def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
-    if model.family != "fish":
-        return []
+def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings, engines: Registry) -> list[Proposal]:
     threads = threads_for(hardware)
     platform_vetoes = _platform_vetoes(hardware)
     out = []
     for backend in BACKENDS:
-        est, reasons = estimate(model, hardware, backend)
+        info, calibration = engines.engine(backend), engines.calibration_for(backend, "cpu")
+        if info is None or calibration is None or not info.runs(model.family):
+            continue  # this plugin places these engines on the CPU; other models are other plugins' to run
+        est, reasons = estimate(model, hardware, backend, calibration)
         reasons.append(
             f"{threads} thread{'s' if threads != 1 else ''} for torch and ONNX Runtime: physical cores less one "
             f"({hardware.cores_physical} physical, {hardware.cores_logical} logical): on a 2-core server a second "

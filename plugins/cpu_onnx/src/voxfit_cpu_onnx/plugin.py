@@ -443,5 +443,6 @@ def load_engine(proposal: Proposal, model: ModelSpec, settings: Settings, engine
 # placed them; this plugin proposes how to run them on the CPU.
 
 @hookimpl(specname="score_config")
-def score_config_fish(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
-    return _fish.proposals(model, hardware, settings)
+def score_config_fish(model: ModelSpec, hardware: HardwareProfile, settings: Settings,
+                      engines: Registry) -> list[Proposal]:
+    return _fish.proposals(model, hardware, settings, engines)

@@ -61,8 +61,8 @@ def detect() -> Optional[Detection]:
 
 
 @hookimpl
-def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
-    return scoring.propose_all(model, hardware, settings)
+def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings, engines: Registry) -> list[Proposal]:
+    return scoring.propose_all(model, hardware, settings, engines)
 
 
 @hookimpl

@@ -4,9 +4,10 @@ Every number below is either read from the model spec / hardware profile or
 is a named constant with the evidence it rests on; each proposal's reasons
 repeat the ones that decided it, so a plan can be checked by a person.
 
-Speed model: the core's shared decode roofline (``voxfit.sdk.decode_speed``,
-constants "cuda-eager" with their source), the same scale the MPS and CPU
-plugins use:
+Speed model: the core's shared decode roofline (``voxfit.sdk.decode_speed``)
+with the engine's own calibration for CUDA (``EngineInfo.decode["cuda"]``,
+registered by the engine's plugin, with its source), the same scale the MPS
+and CPU plugins use:
 
     seconds per token = bytes read per token / (efficiency x bandwidth) + overhead per token
     RTF               = tokens per audio second (from the model spec) / tokens/s
@@ -19,12 +20,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from voxfit.sdk import (
-    COMPILE_SPEEDUP,
     AcceleratorDevice,
+    DecodeCalibration,
     Estimate,
     HardwareProfile,
     ModelSpec,
     Proposal,
+    Registry,
     Settings,
     decode_speed,
     describe_memory,
@@ -45,11 +47,10 @@ CUDA_CONTEXT_BYTES = int(0.4 * GiB)
 # about 0.5 GiB unexplained, which this allowance covers.
 ALLOCATOR_AND_DECODE_BYTES = int(0.5 * GiB)
 
-# Decoding speed comes from the core's shared roofline (voxfit.sdk.decode_speed,
-# "cuda-eager": calibrated on the field notes' RTX 3060, RTF 2-3 in fp16);
-# benchmarks/cuda_real_gpu.py measures it on a real card. torch.compile's
-# speed-up (COMPILE_SPEEDUP, 1.2: the field notes' 20-30% on Linux/WSL2) is
-# the SDK's too, so the WSL plugin's compiled twin uses the same figure.
+# Decoding speed comes from the core's shared roofline (voxfit.sdk.decode_speed) with the engine's CUDA
+# calibration (fish-speech's: calibrated on the field notes' RTX 3060, RTF 2-3 in fp16);
+# benchmarks/cuda_real_gpu.py measures it on a real card. torch.compile's speed-up is the calibration's too,
+# so the WSL plugin's compiled twin uses the same figure.
 COMPILE_STARTUP = "minutes of compilation at start-up (docs/field-notes.md), paid again in every new process"
 INT8_RISK = 0.9  # weight-only int8 changes the voice slightly; taken only when 16-bit does not fit
 VGPU_RISK = 0.5  # the field notes' V100 vGPU reached 3.89 GB/s: a virtual GPU may be far below its card
@@ -86,7 +87,8 @@ class CompileDecision:
     blocked: str = ""
 
 
-def compile_decision(hardware: HardwareProfile, device: AcceleratorDevice) -> CompileDecision:
+def compile_decision(hardware: HardwareProfile, device: AcceleratorDevice,
+                     speedup: float = 1.0) -> CompileDecision:
     """torch.compile needs Linux (native or WSL2), Triton, and a GPU Triton supports (compute capability 7.0+).
 
     Whether Triton is installed is taken from the profile's ``triton`` flag,
@@ -112,7 +114,7 @@ def compile_decision(hardware: HardwareProfile, device: AcceleratorDevice) -> Co
     if _cc(device) < (7, 0):
         return CompileDecision(False, f"no torch.compile: Triton needs compute capability 7.0+, "
                                       f"{device.name} has {'.'.join(map(str, _cc(device)))}", blocked="old-gpu")
-    return CompileDecision(True, f"torch.compile with Triton: ~{COMPILE_SPEEDUP - 1:.0%} faster decoding "
+    return CompileDecision(True, f"torch.compile with Triton: ~{speedup - 1:.0%} faster decoding "
                                  f"(docs/field-notes.md: 20-30% on Linux) at the cost of {COMPILE_STARTUP}")
 
 
@@ -150,7 +152,7 @@ def _veto_memory(device: AcceleratorDevice, model: ModelSpec, need16: int, need8
 
 
 def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfile,
-            settings: Settings) -> Proposal:
+            settings: Settings, calibration: DecodeCalibration) -> Proposal:
     """One proposal for ``model`` on ``device``, vetoed (never dropped) when it cannot work."""
     precision, precision_reason = _precision(device)
     free = device.memory_free_bytes or 0
@@ -189,7 +191,7 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
     if "unreadable" in device.flags:
         vetoes.append(f"{device.id} could not be read through NVML: {device.name}")
 
-    decision = compile_decision(hardware, device)
+    decision = compile_decision(hardware, device, calibration.compile_speedup)
     per_weight, weight_reason = _bytes_per_weight(precision, quantization, decision.compile)
 
     bandwidth = device.capabilities.get("bandwidth_gbps")
@@ -208,8 +210,8 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
     speed_reason = ""
     if isinstance(params, int) and params > 0:
         speed = decode_speed(
-            "cuda-eager", params * per_weight, bandwidth * 1e9, tokens_per_audio_second(model),
-            speedup=COMPILE_SPEEDUP if decision.compile else 1.0, speedup_reason="compiled",
+            calibration, params * per_weight, bandwidth * 1e9, tokens_per_audio_second(model),
+            speedup=calibration.compile_speedup if decision.compile else 1.0, speedup_reason="compiled",
         )
         tokens_per_s, rtf, speed_reason = speed.tokens_per_s, speed.rtf, speed.reason
     memory_vetoed = need16 is not None and quantization == "none" and need16 > usable
@@ -282,9 +284,11 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
     )
 
 
-def propose_all(model: ModelSpec, hardware: HardwareProfile, settings: Settings) -> list[Proposal]:
-    if model.family != "fish":
-        return []  # Piper voices run on the CPU through ONNX Runtime; the cpu_onnx plugin proposes them
+def propose_all(model: ModelSpec, hardware: HardwareProfile, settings: Settings, engines: Registry) -> list[Proposal]:
+    calibration = engines.calibration_for(ENGINE, "cuda")
+    info = engines.engine(ENGINE)
+    if calibration is None or info is None or not info.runs(model.family):
+        return []  # this plugin places one engine on NVIDIA GPUs; other models run elsewhere
     gpus = [d for d in hardware.devices if d.family == "cuda"]
     failed = str(hardware.flags.get("nvml", ""))
     if not gpus and failed.startswith("failed"):
@@ -296,4 +300,4 @@ def propose_all(model: ModelSpec, hardware: HardwareProfile, settings: Settings)
                     "checked; fix the driver (after a driver update, a reboot clears a version mismatch) and "
                     "run `voxfit detect` again"],
         )]
-    return [propose(d, model, hardware, settings) for d in gpus]
+    return [propose(d, model, hardware, settings, calibration) for d in gpus]

@@ -94,8 +94,8 @@ def detect() -> Optional[Detection]:
 
 
 @hookimpl
-def score_config(model: ModelSpec, hardware: HardwareProfile) -> list[Proposal]:
-    return scoring.propose_all(model, hardware)
+def score_config(model: ModelSpec, hardware: HardwareProfile, engines: Registry) -> list[Proposal]:
+    return scoring.propose_all(model, hardware, engines)
 
 
 @hookimpl

@@ -20,10 +20,12 @@ from typing import Optional
 
 from voxfit.sdk import (
     AcceleratorDevice,
+    DecodeCalibration,
     Estimate,
     HardwareProfile,
     ModelSpec,
     Proposal,
+    Registry,
     decode_speed,
     describe_memory,
     tokens_per_audio_second,
@@ -62,7 +64,8 @@ def need_bytes(model: ModelSpec, key: str) -> Optional[int]:
     return None if estimate is None else estimate.total_bytes + MPS_RUNTIME_BYTES
 
 
-def speed(model: ModelSpec, device: AcceleratorDevice) -> tuple[Optional[float], Optional[float], list[str]]:
+def speed(model: ModelSpec, device: AcceleratorDevice,
+          calibration: DecodeCalibration) -> tuple[Optional[float], Optional[float], list[str]]:
     """(tokens/s, RTF, reasons) for fp16 weights on this chip; (None, None, why) when it cannot be estimated."""
     params = model.properties.get("parameters_read_per_token") or model.properties.get("llm_parameters")
     bandwidth = device.capabilities.get("bandwidth_gbps")
@@ -74,7 +77,7 @@ def speed(model: ModelSpec, device: AcceleratorDevice) -> tuple[Optional[float],
     if not isinstance(bandwidth, (int, float)) or bandwidth <= 0:
         bandwidth = 68.25
         reasons.append("bandwidth: chip unknown, assumed the lowest Apple Silicon figure (M1, 68 GB/s)")
-    decode = decode_speed("mps-eager", params * 2, bandwidth * 1e9, tokens_per_audio_second(model))
+    decode = decode_speed(calibration, params * 2, bandwidth * 1e9, tokens_per_audio_second(model))
     reasons.append(decode.reason)
     tokens_per_s, rtf = decode.tokens_per_s, decode.rtf
     return tokens_per_s, rtf, reasons
@@ -106,9 +109,10 @@ def _fit(model: ModelSpec, device: AcceleratorDevice, hardware: HardwareProfile,
     return need, [f"memory: fits: {where}"], [], 1.0
 
 
-def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevice) -> list[Proposal]:
+def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevice,
+            calibration: DecodeCalibration) -> list[Proposal]:
     need, fit_reasons, fit_vetoes, fit_factor = _fit(model, device, hardware, "fp16")
-    tokens_per_s, rtf, speed_reasons = speed(model, device)
+    tokens_per_s, rtf, speed_reasons = speed(model, device, calibration)
     unavailable: list[str] = []
     mps = device.capabilities.get("mps_available")
     if mps is False:
@@ -172,7 +176,10 @@ def _major(version: str) -> Optional[int]:
         return None
 
 
-def propose_all(model: ModelSpec, hardware: HardwareProfile) -> list[Proposal]:
-    if model.family != "fish":
-        return []  # Piper voices run through ONNX Runtime on the CPU (the cpu_onnx plugin)
-    return [p for device in hardware.devices if device.family == "mps" for p in propose(model, hardware, device)]
+def propose_all(model: ModelSpec, hardware: HardwareProfile, engines: Registry) -> list[Proposal]:
+    calibration = engines.calibration_for(ENGINE, "mps")
+    info = engines.engine(ENGINE)
+    if calibration is None or info is None or not info.runs(model.family):
+        return []  # this plugin places one engine on Apple GPUs; other models run elsewhere
+    return [p for device in hardware.devices if device.family == "mps"
+            for p in propose(model, hardware, device, calibration)]

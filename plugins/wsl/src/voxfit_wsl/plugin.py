@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Generator, Optional
 
-from voxfit.sdk import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal, hookimpl
+from voxfit.sdk import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal, Registry, hookimpl
 
 from . import probe, wrapper
 
@@ -35,9 +35,10 @@ def detect() -> Optional[Detection]:
 
 
 @hookimpl(wrapper=True)
-def score_config(model: ModelSpec, hardware: HardwareProfile) -> Generator[None, list[Proposal], list[Proposal]]:
+def score_config(model: ModelSpec, hardware: HardwareProfile,
+                 engines: Registry) -> Generator[None, list[Proposal], list[Proposal]]:
     proposals = yield
-    return wrapper.adjust(proposals, model, hardware)
+    return wrapper.adjust(proposals, model, hardware, engines)
 
 
 @hookimpl

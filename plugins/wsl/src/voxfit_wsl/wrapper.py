@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from voxfit.sdk import COMPILE_SPEEDUP, HardwareProfile, ModelSpec, Proposal
+from voxfit.sdk import HardwareProfile, ModelSpec, Proposal, Registry
 
 # Assumed read throughput. Linux ext4 in WSL2's virtual disk: ~1 GB/s on an SSD.
 # Windows drives through 9P: Microsoft's WSL docs advise keeping files in the Linux
@@ -53,7 +53,7 @@ def _is_cuda(p: Proposal) -> bool:
     return p.device_family == "cuda"
 
 
-def adjust(proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfile) -> list[Proposal]:
+def adjust(proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfile, engines: Registry) -> list[Proposal]:
     kind = hardware.flags.get("wsl")
     if kind not in ("wsl1", "wsl2"):
         return proposals
@@ -73,26 +73,27 @@ def adjust(proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfil
             p.reasons.append("WSL2 (voxfit-wsl): torch.compile works here, Triton runs under WSL2 unlike native "
                              "Windows (docs/field-notes.md: 20-30% faster on WSL2 + NVIDIA)")
         elif p.facts.get("compile_blocked") == "os":
-            out.append(_compiled_sibling(p))
+            calibration = engines.calibration_for(p.engine, "cuda")
+            out.append(_compiled_sibling(p, calibration.compile_speedup if calibration else 1.0))
     if drive:
         for p in filter(_is_cuda, out):
             _slow_bridge(p, model, drive)
     return out
 
 
-def _compiled_sibling(p: Proposal) -> Proposal:
+def _compiled_sibling(p: Proposal, speedup: float) -> Proposal:
     twin = p.model_copy(deep=True)
     twin.compile = True
     twin.facts.pop("compile_blocked", None)
     if twin.estimate.tokens_per_s:
-        twin.estimate.tokens_per_s *= COMPILE_SPEEDUP
+        twin.estimate.tokens_per_s *= speedup
     if twin.estimate.rtf:
-        twin.estimate.rtf /= COMPILE_SPEEDUP
-    twin.score = round(twin.score * COMPILE_SPEEDUP, 4)
+        twin.estimate.rtf /= speedup
+    twin.score = round(twin.score * speedup, 4)
     if "triton" not in twin.requires:
         twin.requires.append("triton")
     twin.reasons.append(f"WSL2 (voxfit-wsl): this is Linux, not native Windows: Triton works, so torch.compile is "
-                        f"allowed (docs/field-notes.md: 20-30% faster on WSL2 + NVIDIA; score x {COMPILE_SPEEDUP}) at the "
+                        f"allowed (docs/field-notes.md: 20-30% faster on WSL2 + NVIDIA; score x {speedup:g}) at the "
                         "cost of minutes of compilation at start-up")
     return twin
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from voxfit.engines.fish.info import INSTALL_HINT, LOADER, FishOptions
+from voxfit.engines.fish.info import DECODE, INSTALL_HINT, LOADER, FishOptions
 from voxfit.sdk import EngineInfo, EnvChange, ModelSpec, Proposal, hookimpl, innermost
 
 VOXFIT_HOOK_API = "2.0"
@@ -29,6 +29,7 @@ def register_engines(register: Callable[[EngineInfo], None]) -> None:
         install_hint=INSTALL_HINT,
         description="Fish Speech checkpoints (config.json, model.pth, codec.pth) on torch",
         options=FishOptions,
+        decode=DECODE,
         loader=LOADER,
     ))
     # The same, with the codec decoder exported to ONNX (dynamo exporter, cached by
@@ -41,6 +42,7 @@ def register_engines(register: Callable[[EngineInfo], None]) -> None:
         install_hint=INSTALL_HINT + " && pip install 'voxfit-cpu-onnx[fish-onnx]'",
         description="Fish Speech on torch with the codec decoder on ONNX Runtime",
         options=FishOptions,
+        decode=DECODE,  # the same decoding loop; only the codec differs
         loader=LOADER,
     ))
 

@@ -132,7 +132,7 @@ def test_configure_sets_the_reference_after_loading(fish_checkpoint, tmp_path):
         assert e.prompt_tokens is encoded
         e.configure(FishOptions())  # options unset: back to the voice the engine was loaded with
         assert e.prompt_tokens is None
-        with pytest.raises(UsageError, match="--speaker does not apply to the fish-torch engine"):
+        with pytest.raises(UsageError, match="option speaker does not apply to the fish-torch engine"):
             validate_options("fish-torch", FishOptions, {"speaker": "x"})
         with pytest.raises(UsageError, match="option temperature=5 for the fish-torch engine"):
             validate_options("fish-torch", FishOptions, {"temperature": 5})

@@ -1,6 +1,7 @@
 """`voxfit run --model DIR` on a Fish Speech checkpoint, as a user runs it."""
 
 import json
+import re
 import wave
 
 import pytest
@@ -57,14 +58,18 @@ def test_run_clones_a_reference_voice(fish_checkpoint, tmp_path, shared_cache):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--reference-audio", "missing.wav"], "reference audio not found: missing.wav"),
-        (["--reference-text", "words"], "--reference-text needs --reference-audio (the clip it transcribes)"),
+        (["--reference-audio", "missing.wav"], r"option reference_audio for the fish-torch\S* engine: "
+                                               r"reference audio not found: missing\.wav"),
+        (["--reference-text", "words"], r"options for the fish-torch\S* engine: reference_text needs reference_audio "
+                                        r"\(the clip it transcribes\)"),
     ],
 )
-def test_reference_mistakes_are_caught_before_loading(tmp_path, args, message):
-    result = voxfit_cli("run", "Hello.", "-o", str(tmp_path / "x.wav"), *args, cwd=tmp_path)
+def test_reference_mistakes_are_caught_before_loading(tmp_path, fish_checkpoint, args, message):
+    result = voxfit_cli("run", "Hello.", "-o", str(tmp_path / "x.wav"), "--model", str(fish_checkpoint), *args,
+                       cwd=tmp_path)
     err = result.stderr.decode().strip()
-    assert result.returncode != 0 and err == f"error: {message}" and not (tmp_path / "x.wav").exists()
+    assert result.returncode != 0 and re.fullmatch(f"error: {message}", err), err
+    assert not (tmp_path / "x.wav").exists()
 
 
 def test_fish_options_do_not_apply_to_a_piper_voice(tmp_path):
@@ -73,5 +78,5 @@ def test_fish_options_do_not_apply_to_a_piper_voice(tmp_path):
                        "--reference-audio", str(reference))
     err = result.stderr.decode().strip()
     assert result.returncode != 0 and not (tmp_path / "x.wav").exists()
-    assert err == ("error: --reference-audio does not apply to the piper-onnx engine (it takes: speaker, length_scale, "
+    assert err == ("error: option reference_audio does not apply to the piper-onnx engine (it takes: speaker, length_scale, "
                    "noise_scale, noise_w_scale, sentence_silence)")

@@ -289,7 +289,7 @@ def test_seed_outside_what_torch_takes_is_one_line(tmp_path: Path, seed: str) ->
 @pytest.mark.slow
 def test_seed_at_the_limits_passes_the_option_check(tmp_path: Path) -> None:
     result = voxfit_run(tmp_path, "Hello.", "--seed", str(2**64 - 1), "-o", "x.wav")
-    assert "--seed does not apply to the piper-onnx engine" in one_error_line(result)  # reached the engine
+    assert "option seed does not apply to the piper-onnx engine" in one_error_line(result)  # reached the engine
 
 
 # -- signals -------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_session_defaults_apply_to_every_request_and_a_request_overrides_them():
 
 def test_bad_options_are_one_line_before_anything_is_loaded():
     loads: list = []
-    with pytest.raises(UsageError, match=r"--pitch does not apply to the toy-voice engine \(it takes: loudness\)"):
+    with pytest.raises(UsageError, match=r"option pitch does not apply to the toy-voice engine \(it takes: loudness\)"):
         session(loads, options={"pitch": 3})
     with pytest.raises(UsageError, match="option loudness='loud' for the toy-voice engine"):
         session(loads, options={"loudness": "loud"})

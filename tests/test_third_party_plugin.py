@@ -170,7 +170,7 @@ def test_run_on_the_npu_with_a_voice_option(site, beep_file, tmp_path):
 
 @pytest.mark.parametrize(("option", "expected"), [
     ("pitch_hz=abc", "error: option pitch_hz='abc' for the beep engine: Input should be a valid number"),
-    ("nosuch=1", "error: --nosuch does not apply to the beep engine (it takes: pitch_hz)"),
+    ("nosuch=1", "error: option nosuch does not apply to the beep engine (it takes: pitch_hz)"),
     ("pitch_hz=10", "error: option pitch_hz='10' for the beep engine: Input should be greater than or equal to 20"),
     ("pitch_hz=9000", "error: pitch_hz=9000 is too high for a 16000 Hz voice (below 8000)"),
 ])

@@ -154,6 +154,11 @@ class Estimate(_Model):
     load_seconds: Optional[float] = None
 
 
+def format_score(score: float) -> str:
+    """A score as people read it: two decimals, or two significant digits below 0.1 (0.005, not 0.01)."""
+    return f"{score:.2f}" if score >= 0.1 or score == 0 else f"{score:.2g}"
+
+
 class Proposal(_Model):
     """One way to run the model, proposed by a plugin's `score_config`.
 
@@ -195,6 +200,9 @@ class Proposal(_Model):
         description="Named multipliers that shaped the score (e.g. a busy-GPU load penalty), "
         "so a plan summary can say when one decided.",
     )
+
+    def shown_score(self) -> str:
+        return format_score(self.score)
 
     def label(self) -> str:
         parts = [self.engine, self.device, self.precision]

@@ -55,16 +55,36 @@ def _check_engine(value: Any) -> Any:
     return value
 
 
-_str_list = TypeAdapter(list[str])
+def _instance_of(kind: type) -> Callable[[Any], Any]:
+    """A hook result must be the documented model itself: a dict that looks like one is a mistake, not a model
+    (a ``default_model`` answering a dict would otherwise become a model nobody described)."""
+    def check(value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise TypeError(f"expected a {kind.__name__}, got {type(value).__name__}")
+        return TypeAdapter(kind).validate_python(value)
+    return check
+
+
+def _list_of(kind: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list of {kind.__name__}, got {type(value).__name__}")
+        wrong = next((item for item in value if not isinstance(item, kind)), None)
+        if wrong is not None:
+            raise TypeError(f"expected a list of {kind.__name__}, got a {type(wrong).__name__} in it")
+        return TypeAdapter(list[kind]).validate_python(value)  # type: ignore[valid-type]
+    return check
+
+
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
-    "detect": TypeAdapter(Detection).validate_python,
-    "score_config": TypeAdapter(list[Proposal]).validate_python,
-    "prepare_env": TypeAdapter(list[EnvChange]).validate_python,
+    "detect": _instance_of(Detection),
+    "score_config": _list_of(Proposal),
+    "prepare_env": _list_of(EnvChange),
     "load_engine": _check_engine,
-    "disable_training_artifacts": _str_list.validate_python,
-    "resolve_model": TypeAdapter(ModelSpec).validate_python,
-    "default_model": TypeAdapter(ModelSpec).validate_python,
-    "plan_inputs": TypeAdapter(PlanInputs).validate_python,
+    "disable_training_artifacts": TypeAdapter(list[str]).validate_python,
+    "resolve_model": _instance_of(ModelSpec),
+    "default_model": _instance_of(ModelSpec),
+    "plan_inputs": _instance_of(PlanInputs),
     "register_engines": _returns_nothing,
     "register_device_families": _returns_nothing,
 }

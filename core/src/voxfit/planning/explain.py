@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from voxfit.planning.hardware import describe_memory
 
@@ -41,14 +41,14 @@ def plan_lines(plan: Plan) -> list[str]:
     ]
     if plan.chosen:
         c = plan.chosen
-        lines.append(f"Chosen:   {c.label()}  score {c.score:.2f}  ({estimate_text(c)})")
+        lines.append(f"Chosen:   {c.label()}  score {c.shown_score()}  ({estimate_text(c)})")
         lines += [f"  - {reason}" for reason in c.reasons]
     else:
         lines.append("Chosen:   nothing")
     if plan.alternatives:
         lines.append("Alternatives:")
         for i, p in enumerate(plan.alternatives, start=2):
-            lines += _entry(f"{i}.", f"{p.label()}  score {p.score:.2f}  ({estimate_text(p)})", p.reasons)
+            lines += _entry(f"{i}.", f"{p.label()}  score {p.shown_score()}  ({estimate_text(p)})", p.reasons)
     if plan.rejected:
         lines.append("Vetoed:")
         for r in plan.rejected:
@@ -56,5 +56,15 @@ def plan_lines(plan: Plan) -> list[str]:
     if plan.env_changes:
         lines.append("Environment changes:")
         lines += [f"  - {change.describe()}" for change in plan.env_changes]
-    lines += [f"Plugin problem: {problem.plugin}.{problem.hook}: {problem.error}" for problem in plan.problems]
+    lines += problem_lines(plan.problems)
     return [*lines, "", f"Summary:  {plan.summary}"]
+
+
+def problem_lines(problems: list[Any]) -> list[str]:
+    """One line per distinct plugin problem, with how often it happened (a hook called per proposal repeats)."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for p in problems:
+        key = (p.plugin, p.hook, p.error)
+        counts[key] = counts.get(key, 0) + 1
+    return [f"Plugin problem: {plugin}.{hook}: {error}" + (f" (x{n})" if n > 1 else "")
+            for (plugin, hook, error), n in counts.items()]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from voxfit.errors import UsageError
-from voxfit.models import EnvChange, HardwareProfile, ModelSpec, Plan, Proposal
+from voxfit.models import EnvChange, HardwareProfile, ModelSpec, Plan, Proposal, format_score
 from voxfit.planning import hardware as hw
 from voxfit.planning.ranking import rank
 from voxfit.plugins import PluginHost
@@ -85,20 +85,33 @@ def summarize(plan: Plan, host: Optional[PluginHost] = None) -> str:
     if plan.chosen is None:
         considered = len(plan.rejected)
         if not considered:
-            return _nothing_proposed(plan, host, lock)
-        return f"all {considered} proposals for {plan.model.name} were vetoed{lock}"
+            return _nothing_proposed(plan, host, lock) + _absent_device(plan, host)
+        return f"all {considered} proposals for {plan.model.name} were vetoed{lock}" + _absent_device(plan, host)
     c = plan.chosen
     runner_up = plan.alternatives[0] if plan.alternatives else None
     why = c.reasons[0] if c.reasons else "highest score"
-    text = f"chose {c.label()} (score {c.score:.2f}){lock}: {why}"
+    text = f"chose {c.label()} (score {c.shown_score()}){lock}: {why}"
     if runner_up is not None:
-        text += f"; next best {runner_up.label()} (score {runner_up.score:.2f})"
+        text += f"; next best {runner_up.label()} (score {runner_up.shown_score()})"
     decided = _decided_by_penalty(c, plan.alternatives)
     if decided:
         text += f"; {decided}"
     for name in host.unknown_allowed() if host else []:
         text += f"; note: {name!r} in the allow-list is not an installed plugin"
     return text
+
+
+def _absent_device(plan: Plan, host: Optional[PluginHost]) -> str:
+    """When the device lock names a family no device of this machine has: which plugin looked, what it found."""
+    lock = plan.device_lock
+    if lock in ("auto", "cpu") or any(d.family == lock for d in plan.hardware.devices):
+        return ""
+    family = host.registry.families.get(lock) if host is not None else None
+    if family is None:
+        return f"; no {lock} device in the hardware profile"
+    said = [note.split(": ", 1)[1] for note in plan.hardware.notes if note.startswith(f"{family.plugin}: ")]
+    found = f"; it says: {'; '.join(said)}" if said else " and reported nothing"
+    return f"; no {lock} device was found: plugin {family.plugin} looked for one{found}"
 
 
 def _decided_by_penalty(chosen: Proposal, alternatives: list[Proposal]) -> str:
@@ -112,7 +125,7 @@ def _decided_by_penalty(chosen: Proposal, alternatives: list[Proposal]) -> str:
             unpenalised /= value
         if unpenalised > chosen.score:
             named = ", ".join(f"{k} (x{v:.2f})" for k, v in factors.items())
-            return (f"{alt.label()} would have scored {unpenalised:.2f} and won but for {named}: "
+            return (f"{alt.label()} would have scored {format_score(unpenalised)} and won but for {named}: "
                     "the load decided")
     return ""
 

@@ -57,7 +57,7 @@ class Report:
     def lines(self) -> list[str]:
         """What happened after the plan, one readable line each (the CLI prints these)."""
         out = [
-            f"with {self.chosen.label()} (score {self.chosen.score:.2f})"
+            f"with {self.chosen.label()} (score {self.chosen.shown_score()})"
             + (f", after falling back from {len(self.attempts) - 1} proposal(s)" if self.fell_back else "")
         ]
         out += [f"  fell back: {a['proposal']}: {a['reason']}" for a in self.attempts if not a["ok"]]
@@ -198,6 +198,11 @@ class Session:
             return self.default_options
         return self._validate(self.loaded.proposal, {**self._given, **request})
 
+    def voice_options(self, request: dict[str, Any]) -> Any:
+        """Validate a request's voice options once, on the way in (the session's defaults underneath); pass the
+        result to :meth:`stream` as ``options``. A one-line ``UsageError`` names a wrong option."""
+        return self._options_for(request)
+
     # -- speaking ----------------------------------------------------------
 
     def report(self, metrics: Optional[Metrics] = None, options: Any = None) -> Report:
@@ -230,9 +235,13 @@ class Session:
         on_chunk: Optional[Callable[[str], None]] = None,
         started: Optional[float] = None,
         clause_first: bool = False,
+        validated: Any = None,
         **options: Any,
     ) -> Iterator[AudioChunk]:
         """Yield audio sentence by sentence as it is made; ``metrics`` (if given) is filled as it goes.
+
+        Voice options come as keywords (validated here), or already validated by
+        :meth:`voice_options` as ``validated`` (a server validates each request once, as it arrives).
 
         ``clause_first``: cut a long first sentence at a clause mark so that the
         first audio comes sooner (:mod:`voxfit.speaking.clauses`), for a listener who
@@ -243,7 +252,7 @@ class Session:
         """
         if self._closed:
             raise UsageError("this session is closed")
-        chosen = self._options_for(options)
+        chosen = validated if validated is not None else self._options_for(options)
         metrics = metrics if metrics is not None else Metrics()
         chunks, pauses = self._chunks_for_stream(text, chosen, clause_first)
         if isinstance(self.engine, ConcurrentSynthesis):  # options per call: safe from several threads at once
@@ -265,15 +274,16 @@ class Session:
 
     def _chunks_for_stream(self, text: str, options: Any, clause_first: bool) -> tuple[list[str], Any]:
         chunks = self.chunks(text)
-        # Engines that take these conventional options (Piper's) pause between calls for a set
-        # sentence silence, and stretch pauses with the length scale: a cut inside a sentence must
-        # get neither the former, and its seam pad scales with the latter.
-        if not clause_first or getattr(options, "sentence_silence", None) is not None:
+        # The engine's pacing (EngineInfo.pacing) says which options set its pauses and its pace: where the
+        # user set the engine's own sentence pauses, a cut inside a sentence would get one; the seam pad
+        # voxfit puts there stretches with the pace.
+        pacing = self.host.registry.pacing_for(self.loaded.proposal.engine)
+        if not clause_first or (pacing is not None and pacing.sets_pauses(options)):
             return chunks, None
         from voxfit.speaking.clauses import SEAM_PAD_SECONDS, split_first_clause
 
         chunks, cut = split_first_clause(chunks)
-        scale = getattr(options, "length_scale", None) or 1.0
+        scale = pacing.time_scale(options) if pacing is not None else 1.0
         return chunks, ({0: SEAM_PAD_SECONDS * scale} if cut else None)
 
     def speak(self, text: str, **options: Any) -> Speech:

@@ -27,6 +27,7 @@ from voxfit.sdk import (
     Estimate,
     HardwareProfile,
     ModelSpec,
+    Pacing,
     PlanInputs,
     Proposal,
     RebuildFailed,
@@ -61,6 +62,8 @@ def register_engines(register: Callable[[EngineInfo], None]) -> None:
         extra="cpu-onnx",
         description="Piper (VITS) voices (.onnx + .onnx.json) on ONNX Runtime, phonemized by piper-tts/espeak-ng",
         options=PiperOptions,
+        # speed = 1 / length_scale; a sentence_silence the user sets replaces voxfit's own pauses
+        pacing=Pacing(length_option="length_scale", pause_option="sentence_silence"),
         loader="voxfit_cpu_onnx.piper_engine:load",
     ))
 

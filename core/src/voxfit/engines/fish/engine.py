@@ -251,12 +251,12 @@ class FishEngine:
         known = {"reference_audio", "reference_text", "seed", "max_new_tokens", *DEFAULT_SAMPLING}
         unknown = sorted(set(options) - known)
         if unknown:
-            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-            raise UsageError(f"engine {self.backend} does not take {flags}")
+            raise UsageError(f"engine {self.backend} does not take option{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(unknown)}")
         if "reference_audio" in options or "reference_text" in options:
             audio, text = options.get("reference_audio"), options.get("reference_text")
             if audio is None:
-                raise UsageError("--reference-text needs --reference-audio (the clip it transcribes)")
+                raise UsageError("reference_text needs reference_audio (the clip it transcribes)")
             self._pending_reference = _read_reference(audio, text, self.sample_rate)
             self.prompt_text, self.prompt_tokens = str(text).strip(), None
             if self._prepared:
@@ -265,14 +265,14 @@ class FishEngine:
             self.seed = int(options["seed"])
         if options.get("max_new_tokens") is not None:
             if int(options["max_new_tokens"]) < 1:
-                raise UsageError("--max-new-tokens must be at least 1")
+                raise UsageError("max_new_tokens must be at least 1")
             self.max_new_tokens = int(options["max_new_tokens"])
         for name in DEFAULT_SAMPLING:
             if options.get(name) is not None:
                 value = float(options[name])
                 upper = 2.0 if name != "top_p" else 1.0
                 if not 0.0 < value <= upper or (name != "top_p" and value == upper):
-                    raise UsageError(f"--{name.replace('_', '-')} {value} is out of range (0, {upper:g})")
+                    raise UsageError(f"{name}={value} is out of range (0, {upper:g})")
                 self.sampling[name] = value
 
     # -- pieces, public for benchmarks and tests ------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from voxfit.sdk import DecodeCalibration
 
@@ -32,6 +32,20 @@ class FishOptions(BaseModel):
     temperature: Optional[float] = Field(default=None, gt=0.0, le=2.0, description="Sampling temperature.")
     top_p: Optional[float] = Field(default=None, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     repetition_penalty: Optional[float] = Field(default=None, ge=1.0, le=2.0, description="Penalty for repeats.")
+
+    @field_validator("reference_audio")
+    @classmethod
+    def _clip_exists(cls, path: Optional[Path]) -> Optional[Path]:
+        # Checked here, before anything is loaded: a typo is one line, not a failure minutes later.
+        if path is not None and not path.expanduser().is_file():
+            raise ValueError(f"reference audio not found: {path}")
+        return path
+
+    @model_validator(mode="after")
+    def _text_needs_its_clip(self) -> "FishOptions":
+        if self.reference_text is not None and self.reference_audio is None:
+            raise ValueError("reference_text needs reference_audio (the clip it transcribes)")
+        return self
 
 
 #: fish-speech's decoding speed per device family, for the shared roofline (``voxfit.sdk.decode_speed``).

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from fake_pynvml import HARDWARE_DIR
 from helpers import voxfit_cli
-from voxfit.cli.main import main
+from voxfit.cli import main
 from voxfit.planning import cpu_affinity, hardware
 
 AFFINITY = hasattr(os, "sched_getaffinity")

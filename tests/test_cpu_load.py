@@ -116,7 +116,7 @@ def test_a_busy_machine_gets_one_thread_without_spinning_and_keeps_its_measureme
     host = PluginHost.from_entry_points(settings)
     model = embedded_default()
     quiet = make_plan(host, model=model, hardware=_hardware(CpuLoad(0.05, 0.2, 0.1, 0, 0.0).as_flags()))
-    assert quiet.chosen.threads == 2 and "allow_spinning" not in quiet.chosen.options
+    assert quiet.chosen.threads == 2 and quiet.chosen.options.allow_spinning is None
     assert any("CPU quiet at plan time" in r for r in quiet.chosen.reasons)
     # `voxfit tune` measured the machine as built (2 threads); a busy plan still finds that measurement.
     versions = tuning.module_versions(["onnxruntime", "piper-tts"])
@@ -124,21 +124,21 @@ def test_a_busy_machine_gets_one_thread_without_spinning_and_keeps_its_measureme
                 {tuning.proposal_key(quiet.chosen): {"rtf": 0.05, "load_seconds": 0.1, "versions": versions}})
     busy = make_plan(host, model=model, hardware=_hardware(CpuLoad(1.0, 0.2, 1.1, 1, 20.0).as_flags()))
     chosen = busy.chosen
-    assert chosen.options["variant"] == "fp32-fast-start"
-    assert chosen.threads == 1 and chosen.options["allow_spinning"] is False
+    assert chosen.options.variant == "fp32-fast-start"
+    assert chosen.threads == 1 and chosen.options.allow_spinning is False
     assert any("other processes used 1.0 CPUs" in r and "1 intra-op thread instead of 2" in r for r in chosen.reasons)
     assert any("measured here by `voxfit tune`" in r for r in chosen.reasons)
-    assert "fp32-1-thread" not in [p.options["variant"] for p in busy.ranked()]  # no duplicate of the default
+    assert "fp32-1-thread" not in [p.options.variant for p in busy.ranked()]  # no duplicate of the default
     # A saved profile without a snapshot plans for the machine as built.
     plain = make_plan(host, model=model, hardware=_hardware({}))
     assert plain.chosen.threads == 2
     # Tune chose the one-thread variant: under load it is kept (not its duplicate, the default cut to one thread).
-    one = next(p for p in quiet.ranked() if p.options["variant"] == "fp32-1-thread")
+    one = next(p for p in quiet.ranked() if p.options.variant == "fp32-1-thread")
     tuning.save(settings.cache_dir, quiet.hardware, model,
                 {tuning.proposal_key(one): {"rtf": 0.04, "load_seconds": 0.1, "versions": versions,
                                             "verdict": "chosen by `voxfit tune`: promoted"}},
                 {"winner": tuning.proposal_key(one), "control": tuning.proposal_key(quiet.chosen), "reason": "x"})
     tuned = make_plan(host, model=model, hardware=_hardware(CpuLoad(1.0, 0.2, 1.1, 1, 20.0).as_flags()))
-    assert tuned.chosen.options["variant"] == "fp32-1-thread"
+    assert tuned.chosen.options.variant == "fp32-1-thread"
     assert any("chosen by `voxfit tune`" in r for r in tuned.chosen.reasons)
-    assert [p.options["variant"] for p in tuned.ranked()].count("fp32-fast-start") == 0
+    assert [p.options.variant for p in tuned.ranked()].count("fp32-fast-start") == 0

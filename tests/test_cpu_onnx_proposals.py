@@ -35,7 +35,7 @@ def _plan(tmp_path: Path, hardware: HardwareProfile, model: ModelSpec | None = N
 
 
 def _by_variant(plan) -> dict:
-    return {p.options["variant"]: p for p in plan.ranked()}
+    return {p.options.variant: p for p in plan.ranked()}
 
 
 def test_proposals_differ_where_it_matters_and_explain_themselves(tmp_path: Path) -> None:
@@ -44,11 +44,11 @@ def test_proposals_differ_where_it_matters_and_explain_themselves(tmp_path: Path
     assert set(variants) >= {"fp32-fast-start", "fp32-ort-defaults", "fp32-1-thread", "fp32-parallel",
                              "int8-quint8", "int8-qint8"}
     chosen = plan.chosen
-    assert chosen.options["variant"] == "fp32-fast-start"
+    assert chosen.options.variant == "fp32-fast-start"
     assert chosen.threads == 4  # physical cores, not the 8 logical ones
     assert any("physical core" in r for r in chosen.reasons)
-    assert chosen.options["enable_mem_reuse"] is False
-    assert variants["fp32-parallel"].options["execution_mode"] == "parallel"
+    assert chosen.options.enable_mem_reuse is False
+    assert variants["fp32-parallel"].options.execution_mode == "parallel"
     assert variants["fp32-1-thread"].threads == 1
     assert variants["int8-quint8"].quantization == "int8-dynamic-quint8"
     assert "onnx" in variants["int8-quint8"].requires
@@ -81,17 +81,17 @@ def test_a_cached_measurement_promotes_a_variant_only_for_this_machine_and_runti
     }
     tuning.save(settings.cache_dir, hardware, plan.model, entries)
     tuned, _ = _plan(tmp_path, hardware)
-    assert tuned.chosen.options["variant"] == "int8-quint8"
+    assert tuned.chosen.options.variant == "int8-quint8"
     assert tuned.chosen.estimate.rtf == pytest.approx(0.02)
     assert any("measured here" in r for r in tuned.chosen.reasons)
     # Another machine (different core count) does not inherit the measurement.
     other, _ = _plan(tmp_path, _hardware(physical=2, logical=2))
-    assert other.chosen.options["variant"] == "fp32-fast-start"
+    assert other.chosen.options.variant == "fp32-fast-start"
     # A measurement taken with another runtime version no longer counts.
     stale = {k: {**v, "versions": {"onnxruntime": "0.0.1"}} for k, v in entries.items()}
     tuning.save(settings.cache_dir, hardware, plan.model, stale)
     again, _ = _plan(tmp_path, hardware)
-    assert again.chosen.options["variant"] == "fp32-fast-start"
+    assert again.chosen.options.variant == "fp32-fast-start"
 
 
 @pytest.mark.slow
@@ -137,12 +137,12 @@ def test_a_measured_win_within_the_noise_keeps_the_safe_default(tmp_path: Path) 
 
     measure(0.038)  # 5% faster: noise
     close, _ = _plan(tmp_path, hardware)
-    assert close.chosen.options["variant"] == "fp32-fast-start"
+    assert close.chosen.options.variant == "fp32-fast-start"
     quint8 = _by_variant(close)["int8-quint8"]
     assert quint8.score < close.chosen.score and any("within 10%" in r for r in quint8.reasons)
     measure(0.030)  # 25% faster: a real win
     clear, _ = _plan(tmp_path, hardware)
-    assert clear.chosen.options["variant"] == "int8-quint8"
+    assert clear.chosen.options.variant == "int8-quint8"
 
 
 def test_tune_measures_every_proposal_and_the_ranker_follows(tmp_path: Path) -> None:
@@ -184,11 +184,11 @@ def test_tunes_decision_outranks_a_faster_rtf_with_a_slow_session_start(tmp_path
               "verdict": "end to end 9.8x for short sentence: slower by more than the 4% spread"},
     }, {"winner": default, "control": default, "reason": "kept"})
     tuned, _ = _plan(tmp_path, hardware)
-    assert tuned.chosen.options["variant"] == "fp32-fast-start"
+    assert tuned.chosen.options.variant == "fp32-fast-start"
     ort_p = _by_variant(tuned)["fp32-ort-defaults"]
     assert ort_p.score < tuned.chosen.score
     assert any("ranked below `voxfit tune`'s choice: end to end 9.8x" in r for r in ort_p.reasons)
     # Without the decision the old rule (1 / RTF, a >10% win) would have promoted it.
     tuning.save(settings.cache_dir, hardware, plan.model, {}, {"winner": "gone", "control": "gone", "reason": ""})
     legacy, _ = _plan(tmp_path, hardware)
-    assert legacy.chosen.options["variant"] == "fp32-ort-defaults"
+    assert legacy.chosen.options.variant == "fp32-ort-defaults"

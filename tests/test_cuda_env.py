@@ -13,13 +13,14 @@ from test_fish_spec import write_checkpoint
 from voxfit.models import Proposal
 from voxfit.planning.hardware import load_profile
 from voxfit_cuda.env import env_changes
+from voxfit_cuda.proposal_options import CudaOptions
 
 TESTS = Path(__file__).resolve().parent
 
 
 def cuda_proposal(device="cuda:1", uuid="GPU-2a1b3c4d-1111-4000-8000-4090bbbb0001", index=1):
     return Proposal(plugin="cuda", device=device, device_family="cuda", engine="fish-torch",
-                    options={"uuid": uuid, "nvml_index": index})
+                    options=CudaOptions(uuid=uuid, nvml_index=index))
 
 
 def cpu_proposal():

@@ -13,6 +13,7 @@ from voxfit.registry import Registry
 from voxfit.settings import Settings
 from voxfit_cuda import plugin
 from voxfit_cuda.loader import torch_device
+from voxfit_cuda.proposal_options import CudaOptions
 from voxfit_cuda.sampler import GpuSampler, SampledEngine
 
 UUID = "GPU-2a1b3c4d-1111-4000-8000-4090bbbb0001"
@@ -112,7 +113,7 @@ def test_abandoned_synthesis_stops_the_sampler(monkeypatch):
 
 def proposal(device="cuda:1", uuid=UUID, index=1):
     return Proposal(plugin="cuda", device=device, device_family="cuda", engine="fish-torch", precision="bf16",
-                    quantization="int8-weight-only", compile=True, options={"uuid": uuid, "nvml_index": index})
+                    quantization="int8-weight-only", compile=True, options=CudaOptions(uuid=uuid, nvml_index=index))
 
 
 @pytest.mark.parametrize("environ, expected", [

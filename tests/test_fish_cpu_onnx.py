@@ -5,6 +5,7 @@ import pytest
 from helpers import GiB, cpu_profile, resolve
 from test_fish_spec import write_checkpoint
 from voxfit.engines.fish.engine import FishEngine
+from voxfit.engines.fish.info import FishOptions
 from voxfit.planning import ranking
 from voxfit.planning.planner import make_plan
 from voxfit.plugins import PluginHost
@@ -74,9 +75,9 @@ def _load(checkpoint, cache, engine_name):
     h, plan = plan_for(checkpoint, cpu_profile(cores_physical=2), cache_dir=cache)
     plan.chosen = next(p for p in plan.ranked() if p.engine == engine_name)
     plan.alternatives = []
-    plan.chosen.options["max_new_tokens"] = 12  # what `voxfit run` does with per-run options
-    plan.chosen.options["seed"] = 0
-    return load(h, plan)
+    loaded = load(h, plan)
+    loaded.engine.configure(FishOptions(max_new_tokens=12, seed=0))  # voice options, as `voxfit run -O ...` sets
+    return loaded
 
 
 def test_plan_load_clean_verify_and_speak_with_the_torch_codec(fish_checkpoint, onnx_cache):

@@ -57,18 +57,18 @@ def _plan(cache_dir: Path, model, prefer: str | None = None):
     settings = load_settings(cache_dir=str(cache_dir), allow_plugins=["cpu_onnx"])
     host = PluginHost.from_entry_points(settings)
     plan = make_plan(host, model=model)
-    if prefer and plan.chosen.options["variant"] != prefer:
+    if prefer and plan.chosen.options.variant != prefer:
         # Measurements are keyed by the proposals for the quiet machine (threads are fitted to the
         # current load afterwards), as `voxfit tune` records them.
         quiet = make_plan(host, model=model, hardware=plan.hardware.model_copy(
             update={"flags": without_load(plan.hardware.flags)}))
         versions = tuning.module_versions(["onnxruntime", "piper-tts"])
-        entries = {tuning.proposal_key(p): {"rtf": 0.01 if p.options.get("variant") == prefer else 0.05,
+        entries = {tuning.proposal_key(p): {"rtf": 0.01 if p.options.variant == prefer else 0.05,
                                             "versions": versions}
                    for p in quiet.ranked() if p.engine == "piper-onnx"}
         tuning.save(settings.cache_dir, plan.hardware, plan.model, entries)
         plan = make_plan(host, model=model)
-    assert plan.chosen.options["variant"] == (prefer or "fp32-fast-start")
+    assert plan.chosen.options.variant == (prefer or "fp32-fast-start")
     return host, plan
 
 
@@ -78,7 +78,7 @@ def _run(cache_dir: Path, model, variant: str) -> list[str]:
     loaded = runtime.load(host, plan)
     try:
         assert not loaded.fell_back, [a.reason for a in loaded.attempts]
-        assert loaded.proposal.options["variant"] == variant
+        assert loaded.proposal.options.variant == variant
         pcm = b"".join(chunk.pcm for chunk in loaded.engine.synthesize("A cache can go bad."))
         assert len(pcm) > 22050  # more than half a second of audio
         return list(loaded.engine.notes)

@@ -100,3 +100,30 @@ def test_no_import_circles():
         if module not in state:
             visit(module, [module])
     assert circles == []
+
+
+def test_no_engine_is_named_outside_the_engines():
+    # The core knows engines only through what they register: their names live under voxfit/engines/.
+    named = []
+    for path in sorted(PACKAGE.rglob("*")):
+        if not path.is_file() or "engines" in path.relative_to(PACKAGE).parts or path.suffix in (".pyc", ".png"):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if any(name in line.lower() for name in ("piper", "fish")):
+                named.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
+    assert named == []
+
+
+SHORT_FUNCTIONS = [REPO / "core" / "src", REPO / "plugins", REPO / "docs" / "examples", REPO / "benchmarks"]
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    long = []
+    for root in SHORT_FUNCTIONS:
+        for path in sorted(root.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if lines > 60:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []

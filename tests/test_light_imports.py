@@ -34,7 +34,7 @@ class ImportSpy:
 sys.meta_path.insert(0, ImportSpy())
 args = json.loads(sys.argv[1])
 if args:
-    from voxfit.cli.main import main
+    from voxfit.cli import main
     try:
         main.main(args=args, standalone_mode=False)
     except SystemExit:

@@ -173,7 +173,7 @@ def test_cpu_choice_gets_no_mps_env(s1):
 def test_coreml_codec_proposal_is_offered_with_its_requirements(s1):
     plan = plan_for("m2-max-32gb", s1)
     coreml = next(p for p in plan.alternatives if p.engine == scoring.COREML_ENGINE)
-    assert coreml.options["codec_backend"] == "coreml" and "coremltools" in coreml.requires
+    assert coreml.options.codec_backend == "coreml" and "coremltools" in coreml.requires
     assert coreml.score < plan.chosen.score
     assert any("cached by the hash of codec.pth" in r for r in coreml.reasons)
 

@@ -122,12 +122,14 @@ def test_voice_options(engine) -> None:
 
 def test_unknown_session_option_is_refused() -> None:
     pytest.importorskip("onnxruntime")
-    from voxfit_cpu_onnx.piper_engine import session_options
+    from voxfit_cpu_onnx.piper_engine import cpu_options, session_options
 
-    with pytest.raises(EngineLoadError, match="unknown session option"):
-        session_options(2, {"graph_optimisation_level": "all"})
-    so = session_options(3, {"graph_optimization_level": "basic", "execution_mode": "parallel",
-                             "enable_mem_reuse": False})
+    with pytest.raises(EngineLoadError, match="session option graph_optimisation_level: Extra inputs are not permitted"):
+        cpu_options({"graph_optimisation_level": "all"})  # a typo is refused, not silently ignored
+    with pytest.raises(EngineLoadError, match="session option execution_mode"):
+        cpu_options({"execution_mode": "sideways"})
+    so = session_options(3, cpu_options({"graph_optimization_level": "basic", "execution_mode": "parallel",
+                                         "enable_mem_reuse": False}))
     assert so.intra_op_num_threads == 3 and so.enable_mem_reuse is False
     assert "BASIC" in str(so.graph_optimization_level) and "PARALLEL" in str(so.execution_mode)
 

@@ -93,7 +93,7 @@ def test_plan_reuses_its_plan_without_importing_pydantic_or_plugins(tmp_path: Pa
     first = subprocess.run([VOXFIT, "plan"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert first.returncode == 0, first.stderr
     assert list((tmp_path / "cache" / "plans").glob("*.json"))
-    probe = ("import sys\nfrom voxfit.cli.main import main\nmain(['plan', '--json'], standalone_mode=False)\n"
+    probe = ("import sys\nfrom voxfit.cli import main\nmain(['plan', '--json'], standalone_mode=False)\n"
              "print('HEAVY', sorted(m for m in ('pydantic', 'pydantic_settings', 'psutil', 'voxfit_cpu_onnx', "
              "'voxfit_cuda', 'pynvml') if m in sys.modules))\n")
     # The load class may change between the two runs on a shared machine: try a few times for a hit.

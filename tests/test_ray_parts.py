@@ -215,7 +215,7 @@ def test_without_the_ray_extra_serve_ray_says_what_to_install():
     import sys
 
     code = ("import sys; sys.modules['ray'] = None; sys.argv = ['voxfit', 'serve', '--ray']\n"
-            "from voxfit.cli.main import run; run()")
+            "from voxfit.cli import run; run()")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [

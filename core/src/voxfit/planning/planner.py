@@ -48,6 +48,7 @@ def make_plan(
         model = host.resolve_model(host.settings.model)
     proposals, _ = host.call("score_config", model=model, hardware=hardware, settings=host.settings,
                              engines=host.registry)
+    proposals = host.typed(proposals)
     feasible, rejected = rank(proposals, model, hardware, host.settings, host.registry)
     chosen = feasible[0] if feasible else None
     env = env_changes_for(host, chosen, hardware) if chosen else []

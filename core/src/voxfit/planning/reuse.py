@@ -123,13 +123,22 @@ def plan(request: PlanRequest, settings: Settings, found: Optional[Remembered] =
     found = found or remembered(request, environ)
     host = PluginHost.from_entry_points(settings)
     if found.entry is not None:
-        return Planned(host, Plan.model_validate_json(found.entry["plan"]), found.decision)
+        return Planned(host, _typed(host, Plan.model_validate_json(found.entry["plan"])), found.decision)
     fresh = make_plan(host, hardware_file=request.hardware)
     decision = CacheDecision(False, found.decision.reason, made_at=_now())
     store, not_stored = _storer(found, fresh, host, environ, decision.made_at)
     if not_stored:
         decision.reason += f"; not remembered: {not_stored}"
     return Planned(host, fresh, decision, store)
+
+
+def _typed(host: PluginHost, plan: Plan) -> Plan:
+    """A plan read back from JSON with each proposal's options and facts as its owner's models again."""
+    ranked = host.typed(plan.ranked())
+    plan.chosen, plan.alternatives = (ranked[0], ranked[1:]) if ranked else (None, [])
+    kept = {id(p) for p in host.typed([r.proposal for r in plan.rejected])}
+    plan.rejected = [r for r in plan.rejected if id(r.proposal) in kept]
+    return plan
 
 
 def _storer(found: Remembered, plan: Plan, host: PluginHost, environ: dict[str, str], made_at: Optional[str]

@@ -14,7 +14,9 @@ from voxfit.planning.planner import env_changes_for
 from voxfit.plugins import PluginHost, one_line
 from voxfit.speaking import invariants
 
-_HEAVY = ("torch", "onnxruntime", "fish_speech")
+#: Frameworks whose device choice is made at import (CUDA_VISIBLE_DEVICES and the like are read then); the
+#: registered engines' own requirements count too (``heavy``).
+FRAMEWORKS = ("torch", "onnxruntime", "tensorflow", "jax")
 
 
 @dataclass
@@ -39,8 +41,9 @@ class LoadedEngine:
         return len(self.attempts) > 1
 
 
-def apply_env(changes: list[EnvChange], environ: Optional[Any] = None) -> list[str]:
-    """Apply environment changes; return notes about changes that may come too late."""
+def apply_env(changes: list[EnvChange], environ: Optional[Any] = None, heavy: tuple[str, ...] = ()) -> list[str]:
+    """Apply environment changes; return notes about changes that may come too late (a framework among
+    :data:`FRAMEWORKS` or ``heavy`` already imported)."""
     environ = os.environ if environ is None else environ
     notes = []
     for change in changes:
@@ -57,7 +60,7 @@ def apply_env(changes: list[EnvChange], environ: Optional[Any] = None) -> list[s
             import multiprocessing  # only here: importing it costs a short run ~15 ms
 
             multiprocessing.set_start_method(change.value, force=True)
-    late = [m for m in _HEAVY if m in sys.modules]
+    late = [m for m in dict.fromkeys((*FRAMEWORKS, *heavy)) if m in sys.modules]
     if changes and late:
         notes.append(
             f"{', '.join(late)} already imported before the environment was prepared; "
@@ -75,7 +78,7 @@ def load_proposal(host: PluginHost, plan: Plan, proposal: Proposal, applied: lis
     """
     changes = plan.env_changes if proposal is plan.chosen else env_changes_for(host, proposal, plan.hardware)
     fresh = [c for c in changes if c not in applied]
-    notes = apply_env(fresh)
+    notes = apply_env(fresh, heavy=tuple(m for info in host.registry.engines.values() for m in info.requires))
     applied.extend(fresh)
     engine, problems = host.call_owner(
         "load_engine", proposal.plugin,

@@ -2,7 +2,7 @@
 
 * :mod:`voxfit.testing.conformance`: the plugin conformance kit
   (``assert_conformant(my_plugin)`` checks a plugin against the hook contracts);
-* :mod:`voxfit.engines.fish.tiny`: Fish Speech checkpoints with random weights.
+* each engine's own helpers live with it (e.g. tiny checkpoints with random weights under ``voxfit.engines``).
 
 Plugin code never imports from here: only its tests do.
 """

@@ -56,8 +56,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
-#: Frameworks a plugin must not import while the core plans (import them in ``load_engine``).
-HEAVY_MODULES = ("torch", "onnxruntime", "fish_speech", "tensorflow", "jax")
+#: Frameworks a plugin must not import while the core plans (import them in ``load_engine``); every module a
+#: registered engine requires counts too.
+HEAVY_MODULES = ("torch", "onnxruntime", "tensorflow", "jax")
 DETECT_SECONDS = 2.0
 SAMPLE_TEXT = "Hello there."
 _IMPL_MARK = "voxfit_impl"
@@ -87,13 +88,10 @@ def plugin_name(module: Any) -> str:
     name = getattr(module, "NAME", None)
     if isinstance(name, str) and name:
         return name
-    from voxfit.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP
+    from voxfit.plugins import entry_points
 
     module_name = getattr(module, "__name__", "")
-    for ep_name, path in DEFAULT_PLUGINS:
-        if path == module_name:
-            return ep_name
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in entry_points():
         if ep.value == module_name:
             return ep.name
     return module_name.rsplit(".", 1)[-1] or "plugin"
@@ -471,6 +469,9 @@ class _Context:
     def light_problems(self, heavy: list[str], detect_seconds: float) -> list[str]:
         if not self.ready:
             return []
+        if tuple(heavy) == HEAVY_MODULES:  # the default list: and whatever a registered engine needs
+            required = (m.split(".")[0] for info in self.host.registry.engines.values() for m in info.requires)
+            heavy = list(dict.fromkeys([*heavy, *required]))
         module_name = getattr(self.module, "__name__", "")
         spec = None
         try:
@@ -726,20 +727,13 @@ def _restore_environ(saved: dict[str, str]) -> None:
 
 def _host(module: Any, name: str, settings: Any, with_plugins: list[tuple[str, Any]]) -> Any:
     """The core's plugin host with every installed plugin, ``with_plugins`` and ``module`` (once, as ``name``)."""
-    from voxfit.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, PluginHost
+    from voxfit.plugins import PluginHost, entry_points
 
     module_name = getattr(module, "__name__", None)
     extra = [(n, m) for n, m in with_plugins if n != name]
     skip = {name, *(n for n, _ in extra)}
     host = PluginHost(settings)
-    for ep_name, path in DEFAULT_PLUGINS:
-        if ep_name not in skip and path != module_name:
-            host.add_entry_point(ep_name, lambda path=path: importlib.import_module(path), "voxfit", None)
-    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name in skip or ep.value == module_name:
-            continue
-        dist = getattr(ep, "dist", None)
-        host.add_entry_point(ep.name, ep.load, dist.name if dist else None, dist.version if dist else None)
+    host.add_entry_points(ep for ep in entry_points() if ep.name not in skip and ep.value != module_name)
     for extra_name, obj in extra:
         host.add_entry_point(extra_name, lambda obj=obj: obj, None, None)
     host.add_entry_point(name, lambda: module, None, None)

@@ -2,7 +2,7 @@
 
 Each visit loads the proposal fresh, as a new ``voxfit run`` process would,
 speaks a short sentence (the first call after loading, as in a short run),
-then a paragraph, and closes the engine. One engine at a time: a fish model
+then a paragraph, and closes the engine. One engine at a time: a large model
 loaded in every variant at once would not fit in memory.
 """
 

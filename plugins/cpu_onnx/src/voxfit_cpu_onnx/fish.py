@@ -17,7 +17,7 @@ thread barrier, see :func:`threads_for`). Nothing heavy is imported here until `
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from voxfit.sdk import (
     DecodeCalibration,
@@ -31,6 +31,8 @@ from voxfit.sdk import (
     decode_speed,
     tokens_per_audio_second,
 )
+
+from .proposal_options import CpuOptions
 
 TORCH = "fish-torch"
 ONNX_CODEC = "fish-torch+onnx-codec"
@@ -133,7 +135,7 @@ def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings, e
         if backend == TORCH:
             reasons.insert(0, "fish-speech end to end on torch in fp32: nothing to export, the reference path")
             requires = ["torch", "fish_speech"]
-            options: dict[str, Any] = {"codec_backend": "torch"}
+            options = CpuOptions(codec_backend="torch")
         else:
             reasons.insert(
                 0,
@@ -147,7 +149,7 @@ def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings, e
                 "codec is used and the reason shown"
             )
             requires = ["torch", "fish_speech", "onnxruntime", "onnxscript"]
-            options = {"codec_backend": "onnx"}
+            options = CpuOptions(codec_backend="onnx")
         out.append(
             Proposal(
                 device="cpu",
@@ -176,10 +178,6 @@ def load(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Regi
         raise EngineLoadError(f"the {proposal.engine} engine cannot be loaded: {exc}") from None
     opts = proposal.options
 
-    def opt_int(name: str) -> Optional[int]:
-        value = opts.get(name)
-        return int(value) if value is not None else None
-
     return load_fish_engine(
         model,
         device="cpu",
@@ -187,8 +185,6 @@ def load(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Regi
         quantization=proposal.quantization,
         compile=proposal.compile,
         threads=proposal.threads,
-        codec_backend=str(opts.get("codec_backend", "torch")),
+        codec_backend=(opts.codec_backend if isinstance(opts, CpuOptions) else None) or "torch",
         cache_dir=settings.cache_dir,
-        max_new_tokens=opt_int("max_new_tokens"),
-        seed=opt_int("seed"),
     )

@@ -13,7 +13,18 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from voxfit.sdk import AudioChunk, EngineLoadError, RebuildFailed, UsageError, load_or_rebuild, recorded_target
+from pydantic import ValidationError
+from voxfit.sdk import (
+    AudioChunk,
+    EngineLoadError,
+    ProposalOptions,
+    RebuildFailed,
+    UsageError,
+    load_or_rebuild,
+    recorded_target,
+)
+
+from .proposal_options import CpuOptions
 
 BACKEND = "piper-onnx"
 
@@ -29,45 +40,39 @@ _OPT_LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 _EXEC_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
-# Proposal options the adapter understands; anything else is refused (a typo must not be silently ignored).
-SESSION_OPTIONS = (
-    "graph_optimization_level",  # disable | basic | extended | all
-    "execution_mode",  # sequential | parallel
-    "inter_op_threads",  # int, parallel mode only
-    "enable_mem_reuse",  # bool: plan buffer reuse at session start
-    "enable_cpu_mem_arena",  # bool
-    "enable_mem_pattern",  # bool
-    "allow_spinning",  # bool: intra-op worker threads spin while waiting
-)
-_INFORMATIONAL = ("variant", "model_variant_path", "cache_optimized_graph")
+def cpu_options(options: Any) -> CpuOptions:
+    """The session options as this plugin's typed model (from a proposal, or a mapping another plugin passes);
+    a wrong name or value is refused: a typo must not be silently ignored."""
+    if isinstance(options, CpuOptions):
+        return options
+    given = options.model_dump() if isinstance(options, ProposalOptions) else dict(options or {})
+    try:
+        return CpuOptions.model_validate(given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise EngineLoadError(f"{BACKEND}: session option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
-def session_options(threads: Optional[int], options: dict[str, Any]) -> Any:
+def session_options(threads: Optional[int], options: CpuOptions) -> Any:
     """Build onnxruntime.SessionOptions from a proposal's threads and options."""
     import onnxruntime as ort
 
-    unknown = sorted(set(options) - set(SESSION_OPTIONS) - set(_INFORMATIONAL))
-    if unknown:
-        raise EngineLoadError(f"{BACKEND}: unknown session option(s) {', '.join(unknown)}")
     so = ort.SessionOptions()
     so.log_severity_level = 3  # errors only: warnings would break the one-line error contract
     if threads:
         so.intra_op_num_threads = int(threads)
-    level = str(options.get("graph_optimization_level", "all"))
-    if level not in _OPT_LEVELS:
-        raise EngineLoadError(f"{BACKEND}: graph_optimization_level must be one of {', '.join(_OPT_LEVELS)}")
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
-    mode = str(options.get("execution_mode", "sequential"))
-    if mode not in _EXEC_MODES:
-        raise EngineLoadError(f"{BACKEND}: execution_mode must be sequential or parallel")
-    so.execution_mode = getattr(ort.ExecutionMode, _EXEC_MODES[mode])
-    if options.get("inter_op_threads"):
-        so.inter_op_num_threads = int(options["inter_op_threads"])  # type: ignore[arg-type]
-    for key in ("enable_mem_reuse", "enable_cpu_mem_arena", "enable_mem_pattern"):
-        if key in options:
-            setattr(so, key, bool(options[key]))
-    if "allow_spinning" in options:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options["allow_spinning"] else "0")
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[options.graph_optimization_level])
+    so.execution_mode = getattr(ort.ExecutionMode, _EXEC_MODES[options.execution_mode])
+    if options.inter_op_threads:
+        so.inter_op_num_threads = options.inter_op_threads
+    if options.enable_mem_reuse is not None:
+        so.enable_mem_reuse = options.enable_mem_reuse
+    if options.enable_cpu_mem_arena is not None:
+        so.enable_cpu_mem_arena = options.enable_cpu_mem_arena
+    if options.enable_mem_pattern is not None:
+        so.enable_mem_pattern = options.enable_mem_pattern
+    if options.allow_spinning is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
     return so
 
 
@@ -220,7 +225,7 @@ def load(
     model_path: Path,
     config_path: Path,
     threads: Optional[int] = None,
-    options: Optional[dict[str, Any]] = None,
+    options: Any = None,
     optimized_graph: Optional[Path] = None,
 ) -> PiperOnnxEngine:
     """Create the ONNX Runtime session with the proposal's options and wrap it with Piper's phonemizer.
@@ -230,7 +235,7 @@ def load(
     """
     import time
 
-    options = dict(options or {})
+    chosen = cpu_options(options)
     t0 = time.perf_counter()
     try:
         import onnxruntime as ort
@@ -245,7 +250,7 @@ def load(
         raise EngineLoadError(f"voice config {config_path} {exc}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EngineLoadError(f"voice config {config_path} unusable: {type(exc).__name__}: {exc}") from None
-    so = session_options(threads, options)
+    so = session_options(threads, chosen)
     try:
         session, notes = _create_session(ort, Path(model_path), so, optimized_graph)
     except RebuildFailed as exc:

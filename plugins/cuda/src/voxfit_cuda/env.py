@@ -14,6 +14,8 @@ from typing import Mapping
 
 from voxfit.sdk import EnvChange, HardwareProfile, Proposal, Settings
 
+from .proposal_options import CudaOptions, cuda_options
+
 PLUGIN = "cuda"
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
 EXPANDABLE = "expandable_segments:True"
@@ -48,8 +50,9 @@ def env_changes(proposal: Proposal, hardware: HardwareProfile, settings: Setting
     if proposal.plugin != PLUGIN:
         return []  # another plugin's CUDA proposal: its owner prepares it
     device = hardware.device(proposal.device)
-    uuid = str(proposal.options.get("uuid") or (device.capabilities.get("uuid", "") if device else ""))
-    index = proposal.options.get("nvml_index", device.index if device else 0)
+    gpu = cuda_options(proposal)
+    uuid = gpu.uuid or (str(device.capabilities.get("uuid", "")) if device else "")
+    index = gpu.nvml_index if isinstance(proposal.options, CudaOptions) or device is None else device.index
     target = uuid or str(index)
     how = f"by UUID {uuid}" if uuid else f"by nvidia-smi index {index}"
     return [

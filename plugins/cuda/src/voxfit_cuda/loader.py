@@ -8,6 +8,8 @@ from typing import Any, Mapping, Optional
 
 from voxfit.sdk import EngineLoadError, ModelSpec, Proposal, Registry
 
+from .proposal_options import cuda_options
+
 
 def torch_device(proposal: Proposal, environ: Mapping[str, str]) -> str:
     """The ``cuda:N`` ordinal torch must use for the proposal's GPU inside this process.
@@ -19,8 +21,8 @@ def torch_device(proposal: Proposal, environ: Mapping[str, str]) -> str:
     would address a GPU that no longer exists in this process (or, with the
     variable unset, possibly another card, since CUDA orders fastest-first).
     """
-    uuid = str(proposal.options.get("uuid") or "")
-    index = str(proposal.options.get("nvml_index", ""))
+    gpu = cuda_options(proposal)
+    uuid, index = gpu.uuid, str(gpu.nvml_index)
     raw = environ.get("CUDA_VISIBLE_DEVICES")
     if raw is None:
         if environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID" and index:
@@ -75,6 +77,6 @@ def load(
     if nvml is None:
         return engine  # cannot sample without NVML; the engine itself still runs
     # NVML ignores CUDA_VISIBLE_DEVICES: the sampler addresses the GPU by UUID (or nvidia-smi index), not cuda:0.
-    sampler = GpuSampler(nvml, uuid=str(proposal.options.get("uuid") or ""),
-                         nvml_index=int(proposal.options.get("nvml_index", 0)))
+    gpu = cuda_options(proposal)
+    sampler = GpuSampler(nvml, uuid=gpu.uuid, nvml_index=gpu.nvml_index)
     return SampledEngine(engine, sampler)

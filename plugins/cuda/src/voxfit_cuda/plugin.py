@@ -28,9 +28,11 @@ from voxfit.sdk import (
 )
 
 from . import env, nvml_probe, scoring
+from .proposal_options import CudaOptions
 
 VOXFIT_HOOK_API = "2.1"
 NAME = "cuda"  # the entry-point name; the core stamps proposals with it
+PROPOSAL_OPTIONS = CudaOptions  # which GPU each proposal runs on, as load_engine and prepare_env read it
 
 
 @hookimpl

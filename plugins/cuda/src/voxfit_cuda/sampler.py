@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable, Iterator, Optional
 
-from voxfit.sdk import AudioChunk, ReportsMetrics
+from voxfit.sdk import AudioChunk, Configurable, HasNotes, ReportsMetrics, UsageError
 
 
 class GpuSampler:
@@ -120,5 +120,14 @@ class SampledEngine:
         self.sampler.stop()
         self.inner.close()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)  # anything else the adapter offers (model, tokenizer, ...)
+    # Exactly the capabilities it forwards, declared: an engine that configures voice options and keeps notes.
+    # Nothing else of the inner engine shows through, so no capability check passes that it does not meet.
+
+    def configure(self, options: Any) -> None:
+        if not isinstance(self.inner, Configurable):
+            raise UsageError(f"engine {self.backend} takes no voice options")
+        self.inner.configure(options)
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.inner.notes) if isinstance(self.inner, HasNotes) else []

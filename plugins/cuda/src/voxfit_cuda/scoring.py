@@ -26,6 +26,7 @@ from voxfit.sdk import (
     HardwareProfile,
     ModelSpec,
     Proposal,
+    ProposalFacts,
     Registry,
     Settings,
     decode_speed,
@@ -34,6 +35,7 @@ from voxfit.sdk import (
 )
 
 from .nvml_probe import BUSY_MEMORY_SHARE, BUSY_UTILIZATION_PERCENT, triton_importable
+from .proposal_options import CudaOptions
 
 GiB = 2**30
 ENGINE = "fish-torch"
@@ -271,15 +273,15 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
         compile=decision.compile,
         threads=None,
         chunk_chars=400,
-        options={"uuid": str(device.capabilities.get("uuid", "")),
-                 "nvml_index": int(device.capabilities.get("nvml_index", device.index))},
+        options=CudaOptions(uuid=str(device.capabilities.get("uuid", "")),
+                            nvml_index=int(device.capabilities.get("nvml_index", device.index) or 0)),
         requires=["torch", "fish_speech"] + (["triton"] if decision.compile else []),
         memory_pool="device",
         estimate=Estimate(rtf=rtf, peak_memory_bytes=need, tokens_per_s=tokens_per_s),
         score=round(score, 4),
         reasons=reasons,
         vetoes=vetoes,
-        facts={"compile_blocked": decision.blocked} if decision.blocked else {},
+        facts=ProposalFacts(compile_blocked=decision.blocked),
         score_factors=factors,
     )
 

@@ -31,9 +31,11 @@ from voxfit.sdk import (
 )
 
 from . import env, scoring, sysinfo
+from .proposal_options import MpsOptions
 
 VOXFIT_HOOK_API = "2.1"
 NAME = "mps"
+PROPOSAL_OPTIONS = MpsOptions
 
 
 @hookimpl
@@ -130,7 +132,7 @@ def load_with_coreml_codec(proposal: Proposal, model: ModelSpec, settings: Setti
         engine.close()
         raise EngineLoadError("the fish engine exposes no codec or decoder replacement, so the Core ML decoder "
                               "cannot be attached; the all-torch MPS proposal runs instead")
-    compute_units = str(proposal.options.get("coreml_compute_units", "ALL"))
+    compute_units = proposal.options.coreml_compute_units if isinstance(proposal.options, MpsOptions) else "ALL"
     converted = coreml_codec.load_or_convert(codec, model.files["codec"], settings.cache_dir)
     engine.replace_codec_decoder(coreml_codec.CoreMLDecoder(converted, compute_units), backend=scoring.COREML_ENGINE)
     return engine

@@ -31,6 +31,8 @@ from voxfit.sdk import (
     tokens_per_audio_second,
 )
 
+from .proposal_options import MpsOptions
+
 GiB = 2**30
 ENGINE = "fish-torch"
 COREML_ENGINE = "fish-torch+coreml-codec"
@@ -142,7 +144,7 @@ def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevi
         coreml_vetoes.append(f"the converted codec is an ML program for macOS 13+; this Mac runs {device.capabilities['macos']}")
     proposals.append(Proposal(
         engine=COREML_ENGINE, estimate=estimate, score=round(score * COREML_RISK, 4), vetoes=coreml_vetoes,
-        options={"codec_backend": "coreml", "coreml_compute_units": "ALL"},
+        options=MpsOptions(codec_backend="coreml", coreml_compute_units="ALL"),
         reasons=[
             f"{device.name}: language model on MPS in fp16, codec decoder as a Core ML ML program (fp16)",
             "the codec decoder is converted once with coremltools and cached by the hash of codec.pth "

@@ -72,7 +72,7 @@ def adjust(proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfil
         if p.compile:
             p.reasons.append("WSL2 (voxfit-wsl): torch.compile works here, Triton runs under WSL2 unlike native "
                              "Windows (docs/field-notes.md: 20-30% faster on WSL2 + NVIDIA)")
-        elif p.facts.get("compile_blocked") == "os":
+        elif p.facts.compile_blocked == "os":
             calibration = engines.calibration_for(p.engine, "cuda")
             out.append(_compiled_sibling(p, calibration.compile_speedup if calibration else 1.0))
     if drive:
@@ -84,7 +84,7 @@ def adjust(proposals: list[Proposal], model: ModelSpec, hardware: HardwareProfil
 def _compiled_sibling(p: Proposal, speedup: float) -> Proposal:
     twin = p.model_copy(deep=True)
     twin.compile = True
-    twin.facts.pop("compile_blocked", None)
+    twin.facts = twin.facts.model_copy(update={"compile_blocked": None})
     if twin.estimate.tokens_per_s:
         twin.estimate.tokens_per_s *= speedup
     if twin.estimate.rtf:

@@ -610,8 +610,6 @@ class _Context:
     # -- loading --
 
     def load_problems(self, text: str, options: Optional[dict[str, Any]] = None) -> list[str]:
-        from voxfit.engine import AudioChunk, Configurable, Engine, HasNotes, ReportsMetrics
-        from voxfit.speaking import invariants
         from voxfit.speaking.load import load_proposal
 
         if not self.ready:
@@ -620,45 +618,49 @@ class _Context:
             problems = self.plan_problems()
             if self.plan is None:
                 return problems
+        proposal, why_not = self._own_proposal()
+        if proposal is None:
+            return why_not
+        saved = dict(os.environ)
+        before = len(self.host.problems)
+        try:
+            try:
+                loaded = load_proposal(self.host, self.plan, proposal, [])
+            except Exception as exc:  # EngineLoadError, InvariantViolation, or the plugin's own
+                return [f"load {proposal.label()}: {_one_line(exc)}"] + self._recorded(before)
+            return self._engine_problems(loaded.engine, proposal, text, options) + self._recorded(before)
+        finally:
+            _restore_environ(saved)
+
+    def _own_proposal(self) -> tuple[Optional[Any], list[str]]:
+        """The plugin's best feasible proposal (its own, or one running its engine); else why none is loaded."""
         plan = self.plan
         own_engines = {b for b, info in self.host.registry.engines.items() if info.plugin == self.name}
         targets = [p for p in plan.ranked() if p.plugin == self.name or p.engine in own_engines]
+        if targets:
+            return targets[0], []
         loads = any(hook == "load_engine" for _, hook, _, _ in hook_implementations(self.module))
-        if not targets:
-            if not loads and not own_engines:
-                return []  # nothing of its own to load (a wrapper, a detector)
-            mine = [r for r in plan.rejected if r.proposal.plugin == self.name or r.proposal.engine in own_engines]
-            why = f" (vetoed: {'; '.join(mine[0].reasons)})" if mine else ""
-            return [f"load: no feasible proposal of its own for {plan.model.name} here{why}; pass load=False "
-                    "where its engine cannot run"]
-        proposal = targets[0]
-        saved = dict(os.environ)
-        problems: list[str] = []
-        before = len(self.host.problems)
-        engine = None
+        if not loads and not own_engines:
+            return None, []  # nothing of its own to load (a wrapper, a detector)
+        mine = [r for r in plan.rejected if r.proposal.plugin == self.name or r.proposal.engine in own_engines]
+        why = f" (vetoed: {'; '.join(mine[0].reasons)})" if mine else ""
+        return None, [f"load: no feasible proposal of its own for {plan.model.name} here{why}; pass load=False "
+                      "where its engine cannot run"]
+
+    def _engine_problems(self, engine: Any, proposal: Any, text: str, options: Optional[dict[str, Any]]) -> list[str]:
+        """What is wrong with a loaded engine: its type, invariants, rate, options, audio, metrics and notes."""
+        from voxfit.engine import AudioChunk, Engine, HasNotes, ReportsMetrics
+        from voxfit.speaking import invariants
+
+        if not isinstance(engine, Engine):
+            return [f"load {proposal.label()}: returned {type(engine).__name__}, not an Engine"]
+        problems = [f"load {proposal.label()}: training artifact left: {v}"
+                    for v in invariants.violations(engine.inference_modules())]
         try:
-            try:
-                loaded = load_proposal(self.host, plan, proposal, [])
-            except Exception as exc:  # EngineLoadError, InvariantViolation, or the plugin's own
-                return [f"load {proposal.label()}: {_one_line(exc)}"] + self._recorded(before)
-            engine = loaded.engine
-            if not isinstance(engine, Engine):
-                return [f"load {proposal.label()}: returned {type(engine).__name__}, not an Engine"]
-            found = invariants.violations(engine.inference_modules())
-            problems += [f"load {proposal.label()}: training artifact left: {v}" for v in found]
             rate = engine.sample_rate
             if not isinstance(rate, int) or isinstance(rate, bool) or not 1000 <= rate <= 384000:
                 problems.append(f"engine {engine.backend}: sample_rate {rate!r} is not a rate in Hz")
-            schema = self.host.registry.options_for(proposal.engine)
-            if isinstance(engine, Configurable) and schema is not None:
-                for given in ({}, options) if options else ({},):
-                    try:
-                        engine.configure(schema.model_validate(given))
-                    except Exception as exc:
-                        problems.append(f"engine {engine.backend}: configure({given or 'its options defaults'}) "
-                                        f"raised {_one_line(exc)}")
-            elif options:
-                problems.append(f"options {options} given, but engine {engine.backend} takes none")
+            problems += self._option_problems(engine, proposal, options)
             problems += _audio_problems(engine, text, AudioChunk)
             if isinstance(engine, ReportsMetrics):
                 try:
@@ -668,13 +670,26 @@ class _Context:
             if isinstance(engine, HasNotes) and not all(isinstance(n, str) for n in engine.notes):
                 problems.append(f"engine {engine.backend}: notes must be strings")
         finally:
-            if engine is not None:
-                try:
-                    engine.close()
-                except Exception as exc:
-                    problems.append(f"engine close() raised {_one_line(exc)}")
-            _restore_environ(saved)
-        return problems + self._recorded(before)
+            try:
+                engine.close()
+            except Exception as exc:
+                problems.append(f"engine close() raised {_one_line(exc)}")
+        return problems
+
+    def _option_problems(self, engine: Any, proposal: Any, options: Optional[dict[str, Any]]) -> list[str]:
+        from voxfit.engine import Configurable
+
+        schema = self.host.registry.options_for(proposal.engine)
+        if not (isinstance(engine, Configurable) and schema is not None):
+            return [f"options {options} given, but engine {engine.backend} takes none"] if options else []
+        problems = []
+        for given in ({}, options) if options else ({},):
+            try:
+                engine.configure(schema.model_validate(given))
+            except Exception as exc:
+                problems.append(f"engine {engine.backend}: configure({given or 'its options defaults'}) "
+                                f"raised {_one_line(exc)}")
+        return problems
 
 
 def _audio_problems(engine: Any, text: str, chunk_type: type) -> list[str]:

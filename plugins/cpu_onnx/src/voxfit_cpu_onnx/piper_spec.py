@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import Any, BinaryIO, Optional
 
 from voxfit.sdk import MemoryEstimate, ModelError, ModelSpec, UnreadableFile, load_small_json
 
@@ -109,28 +109,40 @@ def read(path: Path) -> Optional[ModelSpec]:
     except UnreadableFile as exc:
         raise ModelError(f"voice config {config_path} {exc}") from None
     try:
-        sample_rate = int(config["audio"]["sample_rate"])
-        num_speakers = int(config.get("num_speakers", 1))
-        phoneme_type = str(config.get("phoneme_type", "espeak"))
-        espeak_voice = str(config.get("espeak", {}).get("voice", ""))
-        if not isinstance(config.get("phoneme_id_map"), dict):
-            raise KeyError("phoneme_id_map")
-        # A WAV header and the audio devices take these; nonsense here would fail far from its cause.
-        if not 1000 <= sample_rate <= 768_000:
-            raise ValueError(f"sample_rate {sample_rate} is not an audio rate")
-        if num_speakers < 1:
-            raise ValueError(f"num_speakers {num_speakers} is less than 1")
-        # What a voice list (Wyoming's info) shows: languages, speaker names, the voice's version.
-        language = config.get("language")
-        language_code = str(language.get("code") or "") if isinstance(language, dict) else ""
-        speaker_map = config.get("speaker_id_map")
-        speakers = (",".join(str(n) for n, _ in sorted(speaker_map.items(), key=lambda kv: kv[1]))
-                    if isinstance(speaker_map, dict) and num_speakers > 1 else "")
-        voice_version = str(config.get("piper_version") or "")
+        facts = _config_facts(config)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ModelError(
             f"voice config {config_path} is corrupt or not a Piper config ({type(exc).__name__}: {exc})"
         ) from None
+    return _spec(onnx_path, config_path, facts)
+
+
+def _config_facts(config: dict[str, Any]) -> dict[str, Any]:
+    """What a voice's config says that a plan and a voice list need, checked (KeyError, ValueError...)."""
+    sample_rate = int(config["audio"]["sample_rate"])
+    num_speakers = int(config.get("num_speakers", 1))
+    if not isinstance(config.get("phoneme_id_map"), dict):
+        raise KeyError("phoneme_id_map")
+    # A WAV header and the audio devices take these; nonsense here would fail far from its cause.
+    if not 1000 <= sample_rate <= 768_000:
+        raise ValueError(f"sample_rate {sample_rate} is not an audio rate")
+    if num_speakers < 1:
+        raise ValueError(f"num_speakers {num_speakers} is less than 1")
+    # What a voice list (Wyoming's info) shows: languages, speaker names, the voice's version.
+    language = config.get("language")
+    speaker_map = config.get("speaker_id_map")
+    return {
+        "sample_rate": sample_rate, "num_speakers": num_speakers,
+        "phoneme_type": str(config.get("phoneme_type", "espeak")),
+        "espeak_voice": str(config.get("espeak", {}).get("voice", "")),
+        "language": str(language.get("code") or "") if isinstance(language, dict) else "",
+        "speakers": (",".join(str(n) for n, _ in sorted(speaker_map.items(), key=lambda kv: kv[1]))
+                     if isinstance(speaker_map, dict) and num_speakers > 1 else ""),
+        "version": str(config.get("piper_version") or ""),
+    }
+
+
+def _spec(onnx_path: Path, config_path: Path, facts: dict[str, Any]) -> ModelSpec:
     size = onnx_path.stat().st_size
     if size < 1024:
         raise ModelError(f"voice model {onnx_path} is truncated ({size} bytes)")
@@ -144,16 +156,16 @@ def read(path: Path) -> Optional[ModelSpec]:
         path=onnx_path,
         files={"model": onnx_path, "config": config_path},
         parameter_count=size // 4,  # fp32 weights dominate the file
-        sample_rate=sample_rate,
+        sample_rate=facts["sample_rate"],
         memory={"fp32": weights},
-        needs=[f"phonemizer:{phoneme_type}"],
+        needs=[f"phonemizer:{facts['phoneme_type']}"],
         properties={
-            "num_speakers": num_speakers,
-            "espeak_voice": espeak_voice,
-            "phoneme_type": phoneme_type,
+            "num_speakers": facts["num_speakers"],
+            "espeak_voice": facts["espeak_voice"],
+            "phoneme_type": facts["phoneme_type"],
             "file_bytes": size,
-            **({"languages": language_code} if language_code else {}),
-            **({"speakers": speakers} if speakers else {}),
-            **({"version": voice_version} if voice_version else {}),
+            **({"languages": facts["language"]} if facts["language"] else {}),
+            **({"speakers": facts["speakers"]} if facts["speakers"] else {}),
+            **({"version": facts["version"]} if facts["version"] else {}),
         },
     )

@@ -225,33 +225,49 @@ def probe(nvml: Any, environ: Mapping[str, str]) -> Optional[Detection]:
         driver = text(_try(nvml.nvmlSystemGetDriverVersion, default="unknown"))
         cuda_int = _try(nvml.nvmlSystemGetCudaDriverVersion)
         cuda = cuda_version_text(int(cuda_int)) if cuda_int else "unknown"
-        found: list[AcceleratorDevice] = []
-        migs: list[tuple[AcceleratorDevice, int, Any]] = []
-        for index in range(nvml.nvmlDeviceGetCount()):
-            try:
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                device, mig_handles = _gpu(nvml, index, handle, driver, cuda)
-            except Exception as exc:  # one broken GPU (e.g. "GPU is lost") must not hide the others
-                found.append(AcceleratorDevice(id=f"cuda:{index}", family="cuda", index=index,
-                                               name=f"unreadable GPU ({text(exc)})", flags=["unreadable"]))
-                continue
-            found.append(device)
-            migs.extend((device, slot, h) for slot, h in mig_handles)
-        mig_devices = [_mig(nvml, parent, slot, h) for parent, slot, h in migs]
+        found, mig_devices = _all_devices(nvml, driver, cuda)
     finally:
         _try(nvml.nvmlShutdown)
+    devices = _visible(found, mig_devices, VisibleDevices.from_environ(environ))
+    flags: dict[str, Any] = {"triton": triton_importable()}
+    if devices:
+        flags["nvidia_driver"] = driver
+        flags["cuda_driver"] = cuda
+    return Detection(devices=devices, flags=flags, notes=_notes(found, mig_devices, devices, environ))
 
-    visible = VisibleDevices.from_environ(environ)
+
+def _all_devices(nvml: Any, driver: str, cuda: str) -> tuple[list[AcceleratorDevice], list[AcceleratorDevice]]:
+    """Every GPU NVML sees (one it cannot read is listed as such) and every MIG instance."""
+    found: list[AcceleratorDevice] = []
+    migs: list[tuple[AcceleratorDevice, int, Any]] = []
+    for index in range(nvml.nvmlDeviceGetCount()):
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            device, mig_handles = _gpu(nvml, index, handle, driver, cuda)
+        except Exception as exc:  # one broken GPU (e.g. "GPU is lost") must not hide the others
+            found.append(AcceleratorDevice(id=f"cuda:{index}", family="cuda", index=index,
+                                           name=f"unreadable GPU ({text(exc)})", flags=["unreadable"]))
+            continue
+        found.append(device)
+        migs.extend((device, slot, h) for slot, h in mig_handles)
+    return found, [_mig(nvml, parent, slot, h) for parent, slot, h in migs]
+
+
+def _visible(found: list[AcceleratorDevice], mig_devices: list[AcceleratorDevice],
+             visible: VisibleDevices) -> list[AcceleratorDevice]:
     known = tuple(str(d.capabilities.get("uuid", "")) for d in found + mig_devices)
-    devices = []
-    for device in found:
-        if visible.admits(device.index, str(device.capabilities.get("uuid", "")), known_uuids=known):
-            devices.append(device)
+    devices = [d for d in found if visible.admits(d.index, str(d.capabilities.get("uuid", "")), known_uuids=known)]
     for mig in mig_devices:
         parent = next(d for d in found if d.id == mig.capabilities["mig_parent"])
         if visible.admits(parent.index, str(parent.capabilities.get("uuid", "")),
                           mig_uuid=str(mig.capabilities["uuid"]), known_uuids=known):
             devices.append(mig)
+    return devices
+
+
+def _notes(found: list[AcceleratorDevice], mig_devices: list[AcceleratorDevice], devices: list[AcceleratorDevice],
+           environ: Mapping[str, str]) -> list[str]:
+    visible = VisibleDevices.from_environ(environ)
     notes = []
     hidden = len(found) + len(mig_devices) - len(devices)
     if visible.entries is not None and hidden:
@@ -262,11 +278,5 @@ def probe(nvml: Any, environ: Mapping[str, str]) -> Optional[Detection]:
             and environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" and len({d.name for d in found}) > 1):
         notes.append("CUDA_VISIBLE_DEVICES uses indices without CUDA_DEVICE_ORDER=PCI_BUS_ID: CUDA may order "
                      "these different GPUs fastest-first, unlike nvidia-smi; indices were read in nvidia-smi order")
-    for device in devices:
-        if "mig" in device.flags:
-            notes.append(f"{device.id} has MIG enabled: CUDA work runs only on its MIG instances")
-    flags: dict[str, Any] = {"triton": triton_importable()}
-    if devices:
-        flags["nvidia_driver"] = driver
-        flags["cuda_driver"] = cuda
-    return Detection(devices=devices, flags=flags, notes=notes)
+    notes += [f"{d.id} has MIG enabled: CUDA work runs only on its MIG instances" for d in devices if "mig" in d.flags]
+    return notes

@@ -153,87 +153,87 @@ def _veto_memory(device: AcceleratorDevice, model: ModelSpec, need16: int, need8
             f"{describe_memory(device.memory_free_bytes)} free (other processes hold the rest)")
 
 
-def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfile,
-            settings: Settings, calibration: DecodeCalibration) -> Proposal:
-    """One proposal for ``model`` on ``device``, vetoed (never dropped) when it cannot work."""
-    precision, precision_reason = _precision(device)
-    free = device.memory_free_bytes or 0
-    total = device.memory_total_bytes or free
-    usable = int(free * (1.0 - settings.memory_headroom))
-    need16 = need_bytes(model, precision)
-    need8 = need_bytes(model, "int8")
-    vetoes: list[str] = []
-    reasons: list[str] = []
+@dataclass
+class _Fit:
+    """How the model fits this GPU's free memory: what it needs, at which quantization, and why."""
 
-    quantization = "none"
-    need = need16
+    need: Optional[int]
+    need16: Optional[int]
+    quantization: str
+    usable: int
+    reason: str
+    vetoes: list[str]
+
+    @property
+    def overflows(self) -> bool:
+        return self.need16 is not None and self.quantization == "none" and self.need16 > self.usable
+
+
+def _fit(device: AcceleratorDevice, model: ModelSpec, precision: str, settings: Settings) -> _Fit:
+    free = device.memory_free_bytes or 0
+    usable = int(free * (1.0 - settings.memory_headroom))
+    need16, need8 = need_bytes(model, precision), need_bytes(model, "int8")
+    quantization, need = "none", need16
     if need16 is not None and need16 > usable and need8 is not None and need8 <= usable:
         quantization, need = "int8-weight-only", need8
-    fit_reason = ""
-    if need is not None:
-        spec_est = model.memory[precision if quantization == "none" else "int8"]
-        fit_reason = (
-            f"memory: ~{describe_memory(need)} = weights {describe_memory(spec_est.weights_bytes)} + KV cache "
-            f"{describe_memory(spec_est.kv_cache_bytes)} + codec {describe_memory(spec_est.codec_bytes)} + buffers "
-            f"{describe_memory(spec_est.buffers_bytes)} + CUDA context {describe_memory(CUDA_CONTEXT_BYTES)} + "
-            f"allocator/decoder {describe_memory(ALLOCATOR_AND_DECODE_BYTES)}; "
-            f"{describe_memory(usable)} usable of {describe_memory(free)} free "
-            f"({settings.memory_headroom:.0%} headroom)"
-        )
-        if quantization != "none":
-            fit_reason = (f"int8 weight-only: {precision} needs ~{describe_memory(need16)}, more than the "
-                          f"{describe_memory(usable)} usable; int8 weights fit. ") + fit_reason
-        elif need16 is not None and need16 > usable:
-            vetoes.append(_veto_memory(device, model, need16, need8, precision, usable, settings.memory_headroom))
-    else:
-        fit_reason = f"memory: the model spec gives no {precision} estimate; fit not checked"
+    fit = _Fit(need, need16, quantization, usable, "", [])
+    if need is None:
+        fit.reason = f"memory: the model spec gives no {precision} estimate; fit not checked"
+        return fit
+    spec_est = model.memory[precision if quantization == "none" else "int8"]
+    fit.reason = (
+        f"memory: ~{describe_memory(need)} = weights {describe_memory(spec_est.weights_bytes)} + KV cache "
+        f"{describe_memory(spec_est.kv_cache_bytes)} + codec {describe_memory(spec_est.codec_bytes)} + buffers "
+        f"{describe_memory(spec_est.buffers_bytes)} + CUDA context {describe_memory(CUDA_CONTEXT_BYTES)} + "
+        f"allocator/decoder {describe_memory(ALLOCATOR_AND_DECODE_BYTES)}; "
+        f"{describe_memory(usable)} usable of {describe_memory(free)} free ({settings.memory_headroom:.0%} headroom)"
+    )
+    if quantization != "none":
+        fit.reason = (f"int8 weight-only: {precision} needs ~{describe_memory(need16)}, more than the "
+                      f"{describe_memory(usable)} usable; int8 weights fit. ") + fit.reason
+    elif fit.overflows and need16 is not None:
+        fit.vetoes.append(_veto_memory(device, model, need16, need8, precision, usable, settings.memory_headroom))
+    return fit
 
-    if "mig" in device.flags:
-        vetoes.append(f"MIG is enabled on {device.id}: CUDA work can run only on its MIG instances")
-    if "unreadable" in device.flags:
-        vetoes.append(f"{device.id} could not be read through NVML: {device.name}")
 
-    decision = compile_decision(hardware, device, calibration.compile_speedup)
-    per_weight, weight_reason = _bytes_per_weight(precision, quantization, decision.compile)
-
+def _bandwidth(device: AcceleratorDevice) -> tuple[float, str]:
     bandwidth = device.capabilities.get("bandwidth_gbps")
-    bw_reason = ""
     if not isinstance(bandwidth, (int, float)) or bandwidth <= 0:
-        bandwidth = 100.0
-        bw_reason = "memory bandwidth unknown (NVML gave no bus width or clock): assumed a low 100 GB/s"
-    else:
-        bw_reason = (f"bandwidth {bandwidth:.0f} GB/s ({device.capabilities.get('memory_bus_width_bits')} bit x "
-                     f"{device.capabilities.get('memory_clock_mhz')} MHz x 2)")
-        if "mig-instance" in device.flags:
-            bw_reason += ", this MIG instance's share of the card"
-    params = model.properties.get("parameters_read_per_token") or model.properties.get("llm_parameters")
-    tokens_per_s: Optional[float] = None
-    rtf: Optional[float] = None
-    speed_reason = ""
-    if isinstance(params, int) and params > 0:
-        speed = decode_speed(
-            calibration, params * per_weight, bandwidth * 1e9, tokens_per_audio_second(model),
-            speedup=calibration.compile_speedup if decision.compile else 1.0, speedup_reason="compiled",
-        )
-        tokens_per_s, rtf, speed_reason = speed.tokens_per_s, speed.rtf, speed.reason
-    memory_vetoed = need16 is not None and quantization == "none" and need16 > usable
-    if memory_vetoed and rtf is not None:
-        # Overflowing GPUs do not run at the roofline's pace: they page through system RAM (RTF 40-144 measured).
-        speed_reason = "only had it fit in GPU memory: " + speed_reason
-        rtf = tokens_per_s = None
-    score = 1.0 / rtf if rtf else 0.01
+        return 100.0, "memory bandwidth unknown (NVML gave no bus width or clock): assumed a low 100 GB/s"
+    reason = (f"bandwidth {bandwidth:.0f} GB/s ({device.capabilities.get('memory_bus_width_bits')} bit x "
+              f"{device.capabilities.get('memory_clock_mhz')} MHz x 2)")
+    if "mig-instance" in device.flags:
+        reason += ", this MIG instance's share of the card"
+    return float(bandwidth), reason
 
-    risks: list[str] = []
+
+def _speed(device: AcceleratorDevice, model: ModelSpec, per_weight: float, compiled: bool, overflows: bool,
+           calibration: DecodeCalibration) -> tuple[Optional[float], Optional[float], list[str]]:
+    """(tokens/s, RTF, reasons) on the roofline with the engine's CUDA calibration."""
+    bandwidth, bw_reason = _bandwidth(device)
+    params = model.properties.get("parameters_read_per_token") or model.properties.get("llm_parameters")
+    if not isinstance(params, int) or params <= 0:
+        return None, None, [bw_reason]
+    speed = decode_speed(calibration, params * per_weight, bandwidth * 1e9, tokens_per_audio_second(model),
+                         speedup=calibration.compile_speedup if compiled else 1.0, speedup_reason="compiled")
+    if overflows and speed.rtf is not None:
+        # Overflowing GPUs do not run at the roofline's pace: they page through system RAM (RTF 40-144 measured).
+        return None, None, [bw_reason, "only had it fit in GPU memory: " + speed.reason]
+    return speed.tokens_per_s, speed.rtf, [bw_reason, speed.reason]
+
+
+def _load_risks(device: AcceleratorDevice) -> tuple[dict[str, float], list[str]]:
+    """Score factors for other work on the GPU, and their reasons."""
     factors: dict[str, float] = {}
+    risks: list[str] = []
+    total = device.memory_total_bytes or device.memory_free_bytes or 0
+    others = max(0, total - (device.memory_free_bytes or 0))
     util = device.utilization_percent or 0.0
-    others = max(0, total - free)
     if util >= BUSY_UTILIZATION_PERCENT:
         factor = max(0.1, 1.0 - util / 100.0)
-        score *= factor
         factors[f"{device.id} busy ({util:.0f}% utilised by other work)"] = factor
         risks.append(f"busy: {util:.0f}% utilised by other work, which shares its bandwidth (score x {factor:.2f})")
     if total and others >= BUSY_MEMORY_SHARE * total:
-        score *= MEMORY_BUSY_RISK
         factors[f"{device.id} memory held by other processes"] = MEMORY_BUSY_RISK
         procs = device.capabilities.get("process_list") or f"{device.capabilities.get('processes', '?')} process(es)"
         risks.append(f"busy: {describe_memory(others)} of {describe_memory(total)} already in use ({procs}); "
@@ -241,48 +241,69 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
     if risks:
         risks.append("the device is chosen once, at plan time: a loaded model is never moved to another "
                      "GPU or the CPU if this load changes (docs/field-notes.md: moving a loaded model breaks it)")
-    if quantization != "none":
-        score *= INT8_RISK
+    return factors, risks
+
+
+def _other_risks(device: AcceleratorDevice, fit: _Fit) -> tuple[float, list[str]]:
+    """Score multipliers for what may go wrong besides load (int8 voice, vGPU, tight fit), and the preference
+    for the GPU with the most free memory."""
+    factor, risks = 1.0, []
+    if fit.quantization != "none":
+        factor *= INT8_RISK
         risks.append(f"int8 weights may change the voice slightly (score x {INT8_RISK})")
     if "vgpu" in device.flags:
-        score *= VGPU_RISK
+        factor *= VGPU_RISK
         risks.append(f"virtual GPU (vGPU): the field notes' V100 vGPU reached only 3.89 GB/s (score x {VGPU_RISK})")
-    if need is not None and usable and need > TIGHT_FIT_SHARE * usable and not vetoes:
-        score *= TIGHT_FIT_RISK
-        risks.append(f"tight fit: needs {need / usable:.0%} of usable memory; long inputs may not fit "
+    if fit.need is not None and fit.usable and fit.need > TIGHT_FIT_SHARE * fit.usable and not fit.vetoes:
+        factor *= TIGHT_FIT_RISK
+        risks.append(f"tight fit: needs {fit.need / fit.usable:.0%} of usable memory; long inputs may not fit "
                      f"(score x {TIGHT_FIT_RISK})")
+    free, total = device.memory_free_bytes or 0, device.memory_total_bytes or device.memory_free_bytes or 0
     if total:
         prefer = 0.9 + 0.1 * free / total
-        score *= prefer
+        factor *= prefer
         risks.append(f"free-memory preference: {free / total:.0%} of {device.id} free (score x {prefer:.3f})")
+    return factor, risks
 
+
+def _device_vetoes(device: AcceleratorDevice) -> list[str]:
+    vetoes = []
+    if "mig" in device.flags:
+        vetoes.append(f"MIG is enabled on {device.id}: CUDA work can run only on its MIG instances")
+    if "unreadable" in device.flags:
+        vetoes.append(f"{device.id} could not be read through NVML: {device.name}")
+    return vetoes
+
+
+def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfile,
+            settings: Settings, calibration: DecodeCalibration) -> Proposal:
+    """One proposal for ``model`` on ``device``, vetoed (never dropped) when it cannot work."""
+    precision, precision_reason = _precision(device)
+    fit = _fit(device, model, precision, settings)
+    decision = compile_decision(hardware, device, calibration.compile_speedup)
+    per_weight, weight_reason = _bytes_per_weight(precision, fit.quantization, decision.compile)
+    tokens_per_s, rtf, speed_reasons = _speed(device, model, per_weight, decision.compile, fit.overflows, calibration)
+    factors, load_risks = _load_risks(device)
+    other, other_risks = _other_risks(device, fit)
+    score = (1.0 / rtf if rtf else 0.01) * other
+    for value in factors.values():
+        score *= value
     headline = f"{device.name} ({device.id})"
     if rtf is not None:
         headline += f": RTF ~{rtf:.2f}, ~{tokens_per_s:.0f} tokens/s"
-    if need is not None:
-        headline += f", needs ~{describe_memory(need)} of {describe_memory(free)} free"
-    reasons = [headline, precision_reason, fit_reason, decision.reason]
-    reasons += [r for r in (weight_reason, bw_reason, speed_reason) if r] + risks
-
+    if fit.need is not None:
+        headline += f", needs ~{describe_memory(fit.need)} of {describe_memory(device.memory_free_bytes)} free"
+    reasons = [headline, precision_reason, fit.reason, decision.reason, *filter(None, [weight_reason]),
+               *speed_reasons, *load_risks, *other_risks]
     return Proposal(
-        device=device.id,
-        device_family="cuda",
-        engine=ENGINE,
-        precision=precision,
-        quantization=quantization,
-        compile=decision.compile,
-        threads=None,
-        chunk_chars=400,
+        device=device.id, device_family="cuda", engine=ENGINE, precision=precision, quantization=fit.quantization,
+        compile=decision.compile, threads=None, chunk_chars=400,
         options=CudaOptions(uuid=str(device.capabilities.get("uuid", "")),
                             nvml_index=int(device.capabilities.get("nvml_index", device.index) or 0)),
-        requires=["torch", "fish_speech"] + (["triton"] if decision.compile else []),
-        memory_pool="device",
-        estimate=Estimate(rtf=rtf, peak_memory_bytes=need, tokens_per_s=tokens_per_s),
-        score=round(score, 4),
-        reasons=reasons,
-        vetoes=vetoes,
-        facts=ProposalFacts(compile_blocked=decision.blocked),
-        score_factors=factors,
+        requires=["torch", "fish_speech"] + (["triton"] if decision.compile else []), memory_pool="device",
+        estimate=Estimate(rtf=rtf, peak_memory_bytes=fit.need, tokens_per_s=tokens_per_s),
+        score=round(score, 4), reasons=reasons, vetoes=_device_vetoes(device) + fit.vetoes,
+        facts=ProposalFacts(compile_blocked=decision.blocked), score_factors=factors,
     )
 
 

@@ -499,25 +499,58 @@ def load_fish_engine(
     seed: Optional[int] = None,
     sampling: Optional[dict[str, float]] = None,
 ) -> FishEngine:
-    """Load a Fish Speech checkpoint on ``device`` with real weights.
+    """Load a Fish Speech checkpoint on ``device`` (chosen once, never moved) with real weights.
 
-    :param device: ``"cpu"``, ``"cuda"``/``"cuda:N"`` or ``"mps"``; chosen once, never moved.
-    :param precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` for the LLM and the codec.
-    :param quantization: ``"none"`` or ``"int8-weight-only"`` (the LLM's linear layers; any device,
-        but only worth it where a fused kernel exists, i.e. compiled on CUDA).
-    :param compile: torch.compile fish-speech's per-token decode step (inductor with CUDA graphs on
-        CUDA, aot_eager elsewhere, as fish-speech itself chooses).
-    :param threads: torch intra-op threads (and ONNX Runtime's); None leaves torch's default.
-    :param codec_backend: ``"torch"``, or ``"onnx"``: the codec decoder exported to ONNX (cached by
-        checkpoint hash, verified against torch) and run on ONNX Runtime; falls back to torch with a note.
-    :param reference_audio: a clip of the voice to clone, with ``reference_text`` its transcript.
-    :param max_new_tokens: cap of semantic tokens per chunk; default scales with the chunk's length.
-    :param seed: re-seed torch before every chunk (reproducible output).
+    ``precision``: fp32, fp16 or bf16 for the LLM and the codec. ``quantization``: none, or
+    int8-weight-only (the LLM's linear layers; worth it where a fused kernel exists, compiled on CUDA).
+    ``compile``: torch.compile the per-token decode step. ``threads``: torch's (and ONNX Runtime's)
+    intra-op threads. ``codec_backend``: torch, or onnx (the codec decoder exported to ONNX, cached by
+    checkpoint hash, verified against torch; falls back to torch with a note). ``reference_audio`` with
+    ``reference_text``: a voice to clone. ``max_new_tokens``: cap of semantic tokens per chunk (default
+    scales with the chunk). ``seed``: re-seed before every chunk.
 
     Errors: :class:`ModelError` for missing/corrupt files or reference audio,
     :class:`EngineLoadError` when the runtime is missing or an option is unsupported.
     """
     started = time.perf_counter()
+    _check_load_options(device, precision, quantization, codec_backend)
+    checkpoint = _checkpoint_dir(model)
+    if reference_audio is not None and not Path(reference_audio).expanduser().is_file():
+        raise ModelError(f"reference audio not found: {Path(reference_audio).expanduser()}")
+    modules = import_fish_stack()  # heavy: only now
+    import torch
+
+    from voxfit.engines.fish import codec as fish_codec
+
+    _check_device(torch, device, threads)
+    dtype, notes = _dtype(precision), [f"torchaudio: {modules['torchaudio']}"]
+    llm = _load_llm(checkpoint, modules["llama"]).to(device=device, dtype=dtype)
+    if quantization == "int8-weight-only":
+        n = quantize_int8_weight_only(llm)
+        notes.append(f"int8 weight-only: {n} linear layers quantized (one scale per output row)")
+    with torch.device(device):  # the caches for the configured length, allocated once up front
+        llm.setup_caches(max_batch_size=1, max_seq_len=llm.config.max_seq_len, dtype=dtype)
+    decode_one_token, compiled = _decode_step(torch, modules, device, compile)
+    codec = fish_codec.load_codec(checkpoint, device, dtype)
+    engine = FishEngine(
+        llm=llm, codec=codec, decode_one_token=decode_one_token, checkpoint=checkpoint, device=device,
+        precision=precision, quantization=quantization, compiled=compiled, threads=threads,
+        codec_backend_requested=codec_backend, cache_dir=Path(cache_dir) if cache_dir else None,
+        max_new_tokens=max_new_tokens, seed=seed, sampling={**DEFAULT_SAMPLING, **(sampling or {})},
+        sample_rate=int(codec.sample_rate), notes=notes, _modules=modules,
+    )
+    _attach_reference(engine, reference_audio, reference_text)
+    engine.load_s = time.perf_counter() - started
+    return engine
+
+
+def _attach_reference(engine: FishEngine, audio: Optional[Any], text: Optional[str]) -> None:
+    if audio is not None:
+        engine._pending_reference = _read_reference(audio, text, engine.sample_rate)  # encoded in prepare()
+        engine.prompt_text = text.strip() if text else None
+
+
+def _check_load_options(device: str, precision: str, quantization: str, codec_backend: str) -> None:
     if precision not in PRECISIONS:
         raise EngineLoadError(f"unknown precision {precision!r} for {BACKEND} (choose {', '.join(PRECISIONS)})")
     if quantization not in QUANTIZATIONS:
@@ -527,66 +560,26 @@ def load_fish_engine(
         raise EngineLoadError(f"unknown codec backend {codec_backend!r} (choose {', '.join(CODEC_BACKENDS)})")
     if codec_backend == "onnx" and (not device.startswith("cpu") or precision != "fp32"):
         raise EngineLoadError("the ONNX codec path runs on the CPU in fp32 only")
-    checkpoint = _checkpoint_dir(model)
-    if reference_audio is not None and not Path(reference_audio).expanduser().is_file():
-        raise ModelError(f"reference audio not found: {Path(reference_audio).expanduser()}")
 
-    modules = import_fish_stack()
-    import torch
 
-    from voxfit.engines.fish import codec as fish_codec
-
+def _check_device(torch: Any, device: str, threads: Optional[int]) -> None:
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EngineLoadError("CUDA is not available to torch in this process")
     if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise EngineLoadError("MPS is not available to torch in this process")
-    dtype = _dtype(precision)
-    notes = [f"torchaudio: {modules['torchaudio']}"]
 
-    llm = _load_llm(checkpoint, modules["llama"])
-    llm = llm.to(device=device, dtype=dtype)
-    if quantization == "int8-weight-only":
-        n = quantize_int8_weight_only(llm)
-        notes.append(f"int8 weight-only: {n} linear layers quantized (one scale per output row)")
-    with torch.device(device):  # the caches for the configured length, allocated once up front
-        llm.setup_caches(max_batch_size=1, max_seq_len=llm.config.max_seq_len, dtype=dtype)
-    decode_one_token = modules["inference"].decode_one_token_ar
-    compiled = None
-    if compile:
-        on_cuda = device.startswith("cuda")
-        compiled = "inductor" if on_cuda else "aot_eager"
-        decode_one_token = torch.compile(
-            decode_one_token, backend=compiled, mode="reduce-overhead" if on_cuda else None, fullgraph=True
-        )
-    codec = fish_codec.load_codec(checkpoint, device, dtype)
 
-    engine = FishEngine(
-        llm=llm,
-        codec=codec,
-        decode_one_token=decode_one_token,
-        checkpoint=checkpoint,
-        device=device,
-        precision=precision,
-        quantization=quantization,
-        compiled=compiled,
-        threads=threads,
-        codec_backend_requested=codec_backend,
-        cache_dir=Path(cache_dir) if cache_dir else None,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        sampling={**DEFAULT_SAMPLING, **(sampling or {})},
-        sample_rate=int(codec.sample_rate),
-        notes=notes,
-        _modules=modules,
-    )
-    if reference_audio is not None:
-        wave = _read_reference(reference_audio, reference_text, engine.sample_rate)
-        engine.prompt_text = reference_text.strip() if reference_text else None
-        engine._pending_reference = wave  # encoded in prepare(), once the codec is in eval mode
-    engine.load_s = time.perf_counter() - started
-    return engine
+def _decode_step(torch: Any, modules: dict[str, Any], device: str, compile: bool) -> tuple[Any, Optional[str]]:
+    """fish-speech's per-token decode step, compiled as fish-speech itself would (inductor with CUDA graphs on
+    CUDA, aot_eager elsewhere) when asked; the compiler's name, or None."""
+    step = modules["inference"].decode_one_token_ar
+    if not compile:
+        return step, None
+    on_cuda = device.startswith("cuda")
+    compiler = "inductor" if on_cuda else "aot_eager"
+    return torch.compile(step, backend=compiler, mode="reduce-overhead" if on_cuda else None, fullgraph=True), compiler
 
 
 def _encode_pending_reference(engine: FishEngine) -> None:

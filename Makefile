@@ -41,6 +41,7 @@ dist: setup
 lint: setup
 	$(BIN)/python -m pip install --quiet --group dev
 	$(BIN)/ruff check core plugins tests benchmarks docs tools
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python benchmarks/plan_cold_start.py

@@ -275,7 +275,8 @@ class EngineInfo:
         if not self.loader or ":" not in self.loader:
             raise LookupError(f"engine {self.backend!r} registered no loader")
         module, _, attr = self.loader.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        loader: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+        return loader
 
     def hint(self) -> str:
         if self.install_hint:

@@ -36,7 +36,8 @@ import pluggy
 if TYPE_CHECKING:
     from voxfit.engine import Engine
     from voxfit.models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
-    from voxfit.registry import DeviceFamilyInfo, EngineInfo, Registry
+    from voxfit.engine import EngineInfo
+    from voxfit.registry import DeviceFamilyInfo, Registry
     from voxfit.settings import Settings
 
 PROJECT = "voxfit"

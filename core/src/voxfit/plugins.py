@@ -174,7 +174,7 @@ class PluginHost:
         host = cls(settings)
         host.add_entry_points(entry_points())
         for name, obj in extra:
-            host.add_entry_point(name, lambda obj=obj: obj, None, None)
+            host.add_entry_point(name, functools.partial(_itself, obj), None, None)
         return host
 
     def add_default_plugins(self) -> None:
@@ -427,10 +427,11 @@ class PluginHost:
     def resolve_model(self, reference: Optional[str]) -> ModelSpec:
         """What the user named (or nothing) as a ModelSpec, through the plugins' model formats."""
         if not reference:
+            spec: Optional[ModelSpec]
             spec, _ = self.call("default_model", settings=self.settings)
             if spec is None:
-                left_out = self.left_out()
-                why = ": " + "; ".join(left_out) if left_out else (
+                phrases = self.left_out()
+                why = ": " + "; ".join(phrases) if phrases else (
                     ": pip install 'voxfit[cpu-onnx]' brings an embedded default voice")
                 raise ModelError(f"no loaded plugin offers a default model (and none was named with --model / "
                                  f"VOXFIT_MODEL){why}")
@@ -464,7 +465,12 @@ def _proposal_types(obj: object) -> tuple[type[ProposalOptions], type[ProposalFa
     return options, facts
 
 
-def _stamp_register(fn: Callable[..., Any], plugin: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+def _itself(obj: object) -> object:
+    return obj
+
+
+def _stamp_register(fn: Callable[..., Any], plugin: str, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Give a registration hook a ``register`` that records who registered what."""
     names = list(inspect.signature(fn).parameters)
     bound = dict(zip(names[: len(args)], args, strict=True), **kwargs)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from voxfit.engine import DecodeCalibration, EngineInfo, Pacing
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 _NAME = re.compile(r"^[a-z][a-z0-9_+.-]{0,63}$")
 
@@ -41,13 +44,15 @@ class Registry:
     def engine(self, backend: str) -> Optional[EngineInfo]:
         return self.engines.get(backend)
 
-    def options_for(self, backend: str) -> Optional[type]:
+    def options_for(self, backend: str) -> Optional[type[BaseModel]]:
         """The voice options model of a backend (a variant's comes from the backend it varies)."""
-        return self._inherited(backend, "options")
+        options: Optional[type[BaseModel]] = self._inherited(backend, "options")
+        return options
 
     def pacing_for(self, backend: str) -> Optional[Pacing]:
         """Which options set a backend's pace (a variant's comes from the backend it varies)."""
-        return self._inherited(backend, "pacing")
+        pacing: Optional[Pacing] = self._inherited(backend, "pacing")
+        return pacing
 
     def calibration_for(self, backend: str, family: str) -> Optional[DecodeCalibration]:
         """A backend's decoding speed on a device family (a variant's comes from the backend it varies)."""

@@ -92,12 +92,19 @@ class ServerProcess:
 
 
 def decode(data: bytes, fmt: str) -> tuple[Any, int]:
-    """(samples, rate) of an encoded response, decoded with libsndfile (raw pcm: 24 kHz s16le)."""
+    """(samples, rate) of an encoded response, decoded with libsndfile (raw pcm: 24 kHz s16le; AAC: FFmpeg)."""
     import numpy as np
     import soundfile
 
     if fmt == "pcm":
         return np.frombuffer(data, dtype="<i2"), 24000
+    if fmt == "aac":
+        import av
+
+        with av.open(io.BytesIO(data), format="aac") as container:
+            frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+            rate = container.streams.audio[0].sample_rate
+        return (np.concatenate(frames) * 32767).astype("<i2"), rate
     samples, rate = soundfile.read(io.BytesIO(data), dtype="int16")
     return samples, rate
 

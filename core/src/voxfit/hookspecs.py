@@ -34,9 +34,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 import pluggy
 
 if TYPE_CHECKING:
-    from voxfit.engine import Engine
+    from voxfit.engine import Engine, EngineInfo
     from voxfit.models import Detection, EnvChange, HardwareProfile, ModelSpec, PlanInputs, Proposal
-    from voxfit.engine import EngineInfo
     from voxfit.registry import DeviceFamilyInfo, Registry
     from voxfit.settings import Settings
 

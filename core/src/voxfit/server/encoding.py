@@ -3,7 +3,10 @@
 Every encoder takes 16-bit mono PCM at the voice's rate, chunk by chunk, and
 returns the bytes that can be sent now, so a response can start with the first
 sentence. Compressed formats go through libsndfile (``soundfile``: FLAC, MP3
-through LAME, Ogg/Opus through libopus), never a hand-written encoder; rates a
+through LAME, Ogg/Opus through libopus) or, for AAC, which libsndfile cannot
+write, FFmpeg's native AAC encoder as PyAV's wheels bundle it (``av``: a
+maintained binding that needs no system FFmpeg); never a hand-written
+encoder. Rates a
 format or a client needs are made by soxr's streaming resampler, which keeps
 its state across chunks (no clicks at sentence boundaries).
 
@@ -17,7 +20,8 @@ format is written so that the unpatched stream still decodes as a file:
 * FLAC's STREAMINFO holds the total sample count, and libsndfile (soundfile)
   refuses a file where it is unknown, so FLAC is sent whole, once complete
   (``Format.streams`` is False);
-* Ogg/Opus pages carry their own positions: it streams as it is.
+* Ogg/Opus pages carry their own positions: it streams as it is;
+* AAC is sent as ADTS, a header per frame: it streams as it is.
 
 The tests decode every format back with libsndfile and check the duration.
 """
@@ -41,8 +45,9 @@ _MP3_RATES = (8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_
 class Format:
     name: str
     media_type: str
-    container: Optional[tuple[str, str]]  # libsndfile (format, subtype), None for WAV and raw PCM
+    container: Optional[tuple[str, str]]  # libsndfile (format, subtype), None for WAV, raw PCM and AAC
     streams: bool = True  # False: sent once complete (its header needs the length)
+    muxer: Optional[tuple[str, str]] = None  # PyAV (FFmpeg) (container format, codec), for what libsndfile lacks
 
     def rate_for(self, rate: int) -> int:
         """The sample rate this format is sent at, for audio made at ``rate``."""
@@ -61,11 +66,10 @@ FORMATS: dict[str, Format] = {
     "flac": Format("flac", "audio/flac", ("FLAC", "PCM_16"), streams=False),
     "mp3": Format("mp3", "audio/mpeg", ("MP3", "MPEG_LAYER_III")),
     "opus": Format("opus", "audio/opus", ("OGG", "OPUS")),
+    "aac": Format("aac", "audio/aac", None, muxer=("adts", "aac")),
 }
 #: What is asked for now and then but not offered, with the reason a client is told.
-NOT_OFFERED = {
-    "aac": "aac is not offered: no maintained encoder ships with libsndfile (use opus, mp3 or flac)",
-}
+NOT_OFFERED: dict[str, str] = {}
 
 
 def unavailable() -> dict[str, str]:
@@ -78,6 +82,10 @@ def unavailable() -> dict[str, str]:
         if fmt.container and fmt.container[1] not in subtypes.get(fmt.container[0], {}):
             missing[fmt.name] = (f"{fmt.name} is not offered: the installed libsndfile "
                                  f"{soundfile.__libsndfile_version__} cannot write it")
+    import importlib.util
+
+    if importlib.util.find_spec("av") is None:
+        missing["aac"] = "aac is not offered: PyAV is not installed (pip install 'voxfit[serve]')"
     return missing
 
 
@@ -128,6 +136,39 @@ class _Spool(io.RawIOBase):
         return out
 
 
+class _Muxed:
+    """A PyAV (FFmpeg) encoder writing into a spool: 16-bit PCM in, the container's bytes out as they come."""
+
+    def __init__(self, muxer: tuple[str, str], rate: int) -> None:
+        import av
+
+        self.spool = _Spool()
+        self.container = av.open(self.spool, mode="w", format=muxer[0])
+        self.stream = self.container.add_stream(muxer[1], rate=rate)
+        self.stream.layout = "mono"
+        self.stream.bit_rate = 64_000  # AAC-LC at 64 kbit/s: clear speech, OpenAI's AAC is in this range
+        self.rate, self.pts = rate, 0
+
+    def encode(self, pcm: bytes) -> bytes:
+        import av
+        import numpy as np
+
+        if pcm:
+            samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = self.rate, self.pts
+            self.pts += samples.shape[1]
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+        return self.spool.take()
+
+    def close(self) -> bytes:
+        for packet in self.stream.encode(None):  # what the encoder still holds
+            self.container.mux(packet)
+        self.container.close()
+        return self.spool.take()
+
+
 class Encoder:
     """``feed(pcm) -> bytes`` for each chunk, then ``finish() -> bytes``; ``header()`` first for streams."""
 
@@ -142,6 +183,7 @@ class Encoder:
             self._resampler = soxr.ResampleStream(rate, self.rate, 1, dtype="int16", quality="HQ")
         self._file = None
         self._spool: Optional[_Spool] = None
+        self._muxed: Optional[_Muxed] = None
         self.samples_out = 0
 
     @property
@@ -162,6 +204,10 @@ class Encoder:
         return self._resampler.resample_chunk(samples, last=last).astype("<i2").tobytes()
 
     def _encode(self, pcm: bytes) -> bytes:
+        if self.format.muxer is not None:
+            if self._muxed is None:
+                self._muxed = _Muxed(self.format.muxer, self.rate)
+            return self._muxed.encode(pcm)
         if self.format.container is None:
             return pcm
         import numpy as np
@@ -187,7 +233,9 @@ class Encoder:
     def finish(self) -> bytes:
         tail = self._resample(b"", last=True) if self._resampler is not None else b""
         self.samples_out += len(tail) // 2
-        data = self._encode(tail) if (tail or self.format.container) else b""
+        data = self._encode(tail) if (tail or self.format.container or self.format.muxer) else b""
+        if self._muxed is not None:
+            data += self._muxed.close()
         if self._file is not None:
             assert self._spool is not None
             self._file.close()

@@ -111,13 +111,71 @@ def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class:
             show_class(c)
         _deploy_until_signalled(serve, settings, classes, echo, ready or echo)
     finally:
-        from voxfit.server.ray_serve import directory
-
-        directory.remove_actor()
-        if started_here:
-            serve.shutdown()
-            ray.shutdown()
+        echo = _quiet_stderr(echo)
+        stopped = _bounded(lambda: _take_down(ray, serve, settings, started_here), settings.drain_timeout + 5)
+        if not stopped and started_here:
+            _kill_children()  # a cluster that does not stop in time (a replica killed earlier, say) is stopped
+            echo("stopped the local Ray cluster's processes: it did not shut down in time")
     echo("stopped")
+
+
+def _take_down(ray: Any, serve: Any, settings: Settings, started_here: bool) -> None:
+    from voxfit.server.ray_serve import directory
+
+    serve.delete(APP_NAME)  # replicas finish what they hold, within graceful_shutdown_timeout_s
+    directory.remove_actor()
+    if started_here:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _bounded(work: Callable[[], None], seconds: float) -> bool:
+    """Run ``work`` in a daemon thread for at most ``seconds``; whether it finished (its errors are its own)."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            work()
+        except Exception:  # noqa: BLE001 - a teardown that fails is finished; the deadline still holds
+            pass
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="voxfit-ray-teardown", daemon=True).start()
+    return done.wait(seconds)
+
+
+def _quiet_stderr(echo: Callable[[str], None]) -> Callable[[str], None]:
+    """From here on Ray's own processes and C++ core may write to this process's stderr while the cluster goes
+    down (replicas that cannot reach a driver, a controller that lost one); voxfit's lines go to the stream
+    the user reads, Ray's to /dev/null."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        return echo
+    out = os.fdopen(saved, "w", buffering=1)
+
+    def echo_saved(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    return echo_saved
+
+
+def _kill_children() -> None:
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
 
 
 def _import_ray() -> tuple[Any, Any]:
@@ -171,7 +229,6 @@ def _deploy_until_signalled(serve: Any, settings: Settings, classes: list[NodeCl
               f"class(es); Ray queues up to {settings.max_queue} per class)")
         stop.wait()
         echo(f"stopping: in-flight requests get up to {settings.drain_timeout:g} s")
-        serve.delete(APP_NAME)  # replicas finish what they hold, within graceful_shutdown_timeout_s
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

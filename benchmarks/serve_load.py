@@ -139,6 +139,56 @@ def summarize(results: list[Result], wall: float) -> dict:
     }
 
 
+def start_contenders(args, text: str, voice, work: Path, servers: list) -> dict[str, Callable[[object], Result]]:
+    """Start the servers to compare (appended to ``servers`` to stop later); a request function for each."""
+    env = env_for(work)
+    ours = start_voxfit(work, "--max-queue", "64", "--workers-per-engine", str(args.workers_per_engine))
+    servers.append(ours)
+    contenders = {"voxfit serve": voxfit_request(ours.url, text, voice.name)}
+    if not args.skip_piper:
+        try:
+            import flask  # noqa: F401
+        except ImportError:
+            raise SystemExit("Piper's HTTP server needs Flask: pip install --group bench (or pass --skip-piper)") from None
+        port = free_port()
+        piper = Server("piper.http_server", [sys.executable, "-m", "piper.http_server", "-m", str(voice.path),
+                                             "--host", "127.0.0.1", "--port", str(port)], env,
+                       ready_url=f"http://127.0.0.1:{port}/info")
+        servers.append(piper)
+        contenders["piper http"] = piper_request(piper.url, text)
+    if not args.skip_run:
+        contenders["voxfit run/request"] = run_request(text, env)
+    return contenders
+
+
+def measure(contenders: dict[str, Callable[[object], Result]], args) -> dict[tuple[str, int], dict]:
+    table: dict[tuple[str, int], dict] = {}
+    for c in args.concurrency:
+        for name, request in contenders.items():
+            results, wall = closed_loop(request, c, args.seconds)
+            table[(name, c)] = s = summarize(results, wall)
+            print(f"  measured {name:<18} c={c}: {s['n']} ok, {s['failed']} failed"
+                  + (f" ({'; '.join(s['errors'])})" if s["errors"] else ""), file=sys.stderr, flush=True)
+    return table
+
+
+def print_table(table: dict[tuple[str, int], dict], names: list[str], args) -> None:
+    print(f"{'contender':<18} {'c':>2} {'req/s':>7} {'audio s/s':>9} {'p50 s':>7} {'p95 s':>7} "
+          f"{'TTFA p50':>8} {'TTFA p95':>8} {'failed':>6}")
+    for c in args.concurrency:
+        for name in names:
+            s = table[(name, c)]
+            print(f"{name:<18} {c:>2} {s['rps']:7.2f} {s['audio_per_s']:9.2f} {s['p50']:7.3f} {s['p95']:7.3f} "
+                  f"{s['ttfa50']:8.3f} {s['ttfa95']:8.3f} {s['failed']:>6}")
+    for other in [n for n in names if n != "voxfit serve"]:
+        print(f"\nratios voxfit serve / {other} (latency < 1 and throughput > 1: voxfit better)")
+        print(f"{'c':>2} {'req/s':>7} {'p50':>7} {'p95':>7} {'TTFA p50':>8}")
+        for c in args.concurrency:
+            a, b = table[("voxfit serve", c)], table[(other, c)]
+            print(f"{c:>2} {a['rps'] / b['rps']:7.2f} {a['p50'] / b['p50']:7.2f} {a['p95'] / b['p95']:7.2f} "
+                  f"{a['ttfa50'] / b['ttfa50']:8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -152,62 +202,17 @@ def main() -> None:
     from voxfit_cpu_onnx.piper_spec import embedded_default
 
     voice = embedded_default()
-    work = Path(tempfile.mkdtemp(prefix="voxfit-serve-bench-"))
-    env = env_for(work)
     servers: list[Server] = []
-    contenders: dict[str, Callable[[object], Result]] = {}
     try:
-        ours = start_voxfit(work, "--max-queue", "64", "--workers-per-engine", str(args.workers_per_engine))
-        servers.append(ours)
-        contenders["voxfit serve"] = voxfit_request(ours.url, text, voice.name)
-        if not args.skip_piper:
-            try:
-                import flask  # noqa: F401
-            except ImportError:
-                raise SystemExit("Piper's HTTP server needs Flask: pip install --group bench (or pass --skip-piper)") from None
-            port = free_port()
-            piper = Server("piper.http_server", [sys.executable, "-m", "piper.http_server", "-m", str(voice.path),
-                                                 "--host", "127.0.0.1", "--port", str(port)], env,
-                           ready_url=f"http://127.0.0.1:{port}/info")
-            servers.append(piper)
-            contenders["piper http"] = piper_request(piper.url, text)
-        if not args.skip_run:
-            contenders["voxfit run/request"] = run_request(text, env)
-        table: dict[tuple[str, int], dict] = {}
-        for c in args.concurrency:
-            for name, request in contenders.items():
-                results, wall = closed_loop(request, c, args.seconds)
-                table[(name, c)] = summarize(results, wall)
-                s = table[(name, c)]
-                print(f"  measured {name:<18} c={c}: {s['n']} ok, {s['failed']} failed"
-                      + (f" ({'; '.join(s['errors'])})" if s["errors"] else ""), file=sys.stderr, flush=True)
+        contenders = start_contenders(args, text, voice, Path(tempfile.mkdtemp(prefix="voxfit-serve-bench-")), servers)
+        table = measure(contenders, args)
     finally:
         for server in servers:
             server.stop()
-    print(f"voice {voice.name}; text {args.text!r} ({len(text)} characters); voxfit serve with "
-          f"{args.workers_per_engine} worker(s); closed loop, {args.seconds:g} s per cell"
-          " after one warm-up request per client; latency = request sent -> last byte")
-    print(f"{'contender':<18} {'c':>2} {'req/s':>7} {'audio s/s':>9} {'p50 s':>7} {'p95 s':>7} "
-          f"{'TTFA p50':>8} {'TTFA p95':>8} {'failed':>6}")
-    for c in args.concurrency:
-        for name in contenders:
-            s = table[(name, c)]
-            print(f"{name:<18} {c:>2} {s['rps']:7.2f} {s['audio_per_s']:9.2f} {s['p50']:7.3f} {s['p95']:7.3f} "
-                  f"{s['ttfa50']:8.3f} {s['ttfa95']:8.3f} {s['failed']:>6}")
-    for other in [n for n in contenders if n != "voxfit serve"]:
-        print(f"\nratios voxfit serve / {other} (latency < 1 and throughput > 1: voxfit better)")
-        print(f"{'c':>2} {'req/s':>7} {'p50':>7} {'p95':>7} {'TTFA p50':>8}")
-        for c in args.concurrency:
-            a, b = table[("voxfit serve", c)], table[(other, c)]
-            print(f"{c:>2} {a['rps'] / b['rps']:7.2f} {a['p50'] / b['p50']:7.2f} {a['p95'] / b['p95']:7.2f} "
-                  f"{a['ttfa50'] / b['ttfa50']:8.2f}")
-    if "piper http" in contenders:
-        if 1 in args.concurrency:
-            r = table[("voxfit serve", 1)]["p50"] / table[("piper http", 1)]["p50"]
-            print(f"\ngoal: p50 latency at c=1 <= 0.5x Piper's: {r:.2f}x -> {'met' if r <= 0.5 else 'NOT met'}")
-        if 4 in args.concurrency:
-            r = table[("voxfit serve", 4)]["rps"] / table[("piper http", 4)]["rps"]
-            print(f"goal: throughput at c=4 >= Piper's: {r:.2f}x -> {'met' if r >= 1 else 'NOT met'}")
+    print(f"{time.strftime('%Y-%m-%d')}: voice {voice.name}; text {args.text!r} ({len(text)} characters); voxfit "
+          f"serve with {args.workers_per_engine} worker(s); closed loop, {args.seconds:g} s per cell after one "
+          "warm-up request per client; latency = request sent -> last byte")
+    print_table(table, list(contenders), args)
 
 
 if __name__ == "__main__":

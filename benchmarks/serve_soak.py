@@ -70,6 +70,121 @@ def check_refusal(r) -> str:  # type: ignore[no-untyped-def]
     return ""
 
 
+class Soak:
+    """Clients in a closed loop against one server, every answer classified, the server's RSS sampled."""
+
+    def __init__(self, server, voice: str, seconds: float) -> None:
+        import psutil
+
+        self.server, self.voice = server, voice
+        self.process = psutil.Process(server.pid)
+        self.counts: Counter = Counter()
+        self.problems: list[str] = []
+        self.lock = threading.Lock()
+        self.rss: list[tuple[float, int]] = []
+        self.t0 = time.perf_counter()
+        self.stop_at = self.t0 + seconds
+        self.ticket = itertools.count()
+
+    def note(self, kind: str, problem: str = "") -> None:
+        with self.lock:
+            self.counts[kind] += 1
+            if problem and len(self.problems) < 50:
+                self.problems.append(problem)
+
+    def request(self, client, n: int):  # -> httpx.Request
+        text, fmt = TEXTS[n % len(TEXTS)], FORMATS[n % len(FORMATS)]
+        if n % 3 == 0:
+            return client.build_request("POST", "/v1/tts", json={"text": text, "format": fmt, "stream": n % 2 == 0})
+        return client.build_request("POST", "/v1/audio/speech", json={
+            "model": "tts-1", "voice": self.voice, "input": text, "response_format": fmt})
+
+    def one(self, client, n: int) -> None:
+        import httpx
+
+        text, fmt = TEXTS[n % len(TEXTS)], FORMATS[n % len(FORMATS)]
+        try:
+            r = client.send(self.request(client, n), stream=True)
+            try:
+                if n % 17 == 5 and r.status_code == 200:
+                    next(r.iter_raw(), None)  # read a little, then leave
+                    self.note("abandoned")
+                    return
+                body = r.read()
+            finally:
+                r.close()
+        except httpx.HTTPError as exc:
+            self.note("lost", f"{type(exc).__name__}: {exc}")
+            return
+        self.judge(r, body, text, fmt)
+
+    def judge(self, r, body: bytes, text: str, fmt: str) -> None:
+        if r.status_code == 503:
+            problem = check_refusal(r)
+            self.note("malformed" if problem else "refused", problem)
+            time.sleep(0.25)
+            return
+        if r.status_code != 200:
+            self.note("malformed", f"status {r.status_code}: {body[:200]!r}")
+            return
+        try:
+            seconds = decoded_seconds(body, fmt)
+        except Exception as exc:  # noqa: BLE001
+            self.note("malformed", f"{fmt} does not decode: {exc}")
+            return
+        if not 0.3 < seconds < 2.0 * len(text) / 8:  # a plausible length for the text
+            self.note("malformed", f"{fmt}: {seconds:.2f} s of audio for {len(text)} characters")
+            return
+        self.note("ok")
+
+    def client_loop(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.server.url, timeout=120) as client:
+            while time.perf_counter() < self.stop_at:
+                self.one(client, next(self.ticket))
+
+    def sample_rss(self) -> None:
+        while time.perf_counter() < self.stop_at:
+            self.rss.append((time.perf_counter() - self.t0, self.process.memory_info().rss))
+            time.sleep(1.0)
+
+    def run(self, clients: int) -> float:
+        threads = [threading.Thread(target=self.client_loop) for _ in range(clients)]
+        threads.append(threading.Thread(target=self.sample_rss))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - self.t0
+
+
+def report(soak: Soak, work: Path, metrics: str, wall: float, args, running: int) -> bool:
+    counts = soak.counts
+    log = [json.loads(line) for line in (work / "requests.jsonl").read_text().splitlines()]
+    after = [m for t, m in soak.rss if t >= args.warmup]
+    median = statistics.median(after) if after else 0
+    spread = max(abs(m - median) / median for m in after) if after else float("nan")
+    print(f"{time.strftime('%Y-%m-%d')} soak: {wall:.0f} s, {args.clients} clients against {running} running at "
+          f"once + queue {args.max_queue}")
+    print(f"responses: {sum(counts.values())} ({dict(counts)})")
+    print(f"server log: {len(log)} requests, outcomes {dict(Counter(r['status'] for r in log))}")
+    for line in metrics.splitlines():
+        if line.startswith(("voxfit_rejected_requests_total", "voxfit_speech_requests_total")):
+            print(f"  {line}")
+    if after:
+        print(f"RSS after {args.warmup:g} s warm-up: median {median / 2**20:.0f} MiB, min {min(after) / 2**20:.0f}, "
+              f"max {max(after) / 2**20:.0f} MiB, largest deviation {spread:.1%} (limit 10%)")
+        tail = [f"{t:.0f}s {m / 2**20:.0f}" for t, m in soak.rss[:: max(1, len(soak.rss) // 12)]]
+        print(f"RSS (MiB) over time: {', '.join(tail)}; first after warm-up {after[0] / 2**20:.0f}, "
+              f"last {after[-1] / 2**20:.0f}")
+    for problem in soak.problems[:10]:
+        print(f"  problem: {problem}")
+    if counts["refused"] == 0:
+        print("the queue was never full: raise --clients")
+    return counts["lost"] == 0 and counts["malformed"] == 0 and counts["refused"] > 0 and spread <= 0.10
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=120.0)
@@ -78,110 +193,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=30.0)
     args = parser.parse_args()
     import httpx
-    import psutil
 
     work = Path(tempfile.mkdtemp(prefix="voxfit-soak-"))
     server = start_voxfit(work, "--max-queue", str(args.max_queue), "--request-timeout", "60",
                          "--metrics-log", str(work / "requests.jsonl"))
-    process = psutil.Process(server.pid)
     offered = httpx.get(f"{server.url}/v1/audio/voices").json()
-    voice = offered["default"]
     entry = offered["voices"][0]
     running = entry["engines"] * entry["requests_per_engine"]
     if args.clients is None:
         args.clients = running + args.max_queue + 4
-    counts: Counter = Counter()
-    problems: list[str] = []
-    lock = threading.Lock()
-    rss: list[tuple[float, int]] = []
-    t0 = time.perf_counter()
-    stop_at = t0 + args.seconds
-    ticket = itertools.count()
-
-    def note(kind: str, problem: str = "") -> None:
-        with lock:
-            counts[kind] += 1
-            if problem and len(problems) < 50:
-                problems.append(problem)
-
-    def client_loop(index: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            while time.perf_counter() < stop_at:
-                n = next(ticket)
-                text, fmt = TEXTS[n % len(TEXTS)], FORMATS[n % len(FORMATS)]
-                native = n % 3 == 0
-                abandon = n % 17 == 5
-                try:
-                    if native:
-                        request = client.build_request("POST", "/v1/tts", json={"text": text, "format": fmt,
-                                                                                "stream": n % 2 == 0})
-                    else:
-                        request = client.build_request("POST", "/v1/audio/speech", json={
-                            "model": "tts-1", "voice": voice, "input": text, "response_format": fmt})
-                    r = client.send(request, stream=True)
-                    try:
-                        if abandon and r.status_code == 200:
-                            next(r.iter_raw(), None)  # read a little, then leave
-                            note("abandoned")
-                            continue
-                        body = r.read()
-                    finally:
-                        r.close()
-                except httpx.HTTPError as exc:
-                    note("lost", f"{type(exc).__name__}: {exc}")
-                    continue
-                if r.status_code == 503:
-                    problem = check_refusal(r)
-                    note("malformed" if problem else "refused", problem)
-                    time.sleep(0.25)
-                    continue
-                if r.status_code != 200:
-                    note("malformed", f"status {r.status_code}: {body[:200]!r}")
-                    continue
-                try:
-                    seconds = decoded_seconds(body, fmt)
-                except Exception as exc:  # noqa: BLE001
-                    note("malformed", f"{fmt} does not decode: {exc}")
-                    continue
-                if not 0.3 < seconds < 2.0 * len(text) / 8:  # a plausible length for the text
-                    note("malformed", f"{fmt}: {seconds:.2f} s of audio for {len(text)} characters")
-                    continue
-                note("ok")
-
-    def sample_rss() -> None:
-        while time.perf_counter() < stop_at:
-            rss.append((time.perf_counter() - t0, process.memory_info().rss))
-            time.sleep(1.0)
-
-    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
-    threads.append(threading.Thread(target=sample_rss))
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    soak = Soak(server, offered["default"], args.seconds)
+    wall = soak.run(args.clients)
     metrics = httpx.get(f"{server.url}/metrics").text
     server.stop()
-    log = [json.loads(line) for line in (work / "requests.jsonl").read_text().splitlines()]
-    after = [m for t, m in rss if t >= args.warmup]
-    median = statistics.median(after) if after else 0
-    spread = max(abs(m - median) / median for m in after) if after else float("nan")
-    print(f"soak: {wall:.0f} s, {args.clients} clients against {running} running at once + queue {args.max_queue}")
-    print(f"responses: {sum(counts.values())} ({dict(counts)})")
-    print(f"server log: {len(log)} requests, outcomes {dict(Counter(r['status'] for r in log))}")
-    for line in metrics.splitlines():
-        if line.startswith(("voxfit_rejected_requests_total", "voxfit_speech_requests_total")):
-            print(f"  {line}")
-    print(f"RSS after {args.warmup:g} s warm-up: median {median / 2**20:.0f} MiB, min {min(after) / 2**20:.0f}, "
-          f"max {max(after) / 2**20:.0f} MiB, largest deviation {spread:.1%} (limit 10%)")
-    tail = [f"{t:.0f}s {m / 2**20:.0f}" for t, m in rss[:: max(1, len(rss) // 12)]]
-    print(f"RSS (MiB) over time: {', '.join(tail)}; first after warm-up {after[0] / 2**20:.0f}, "
-          f"last {after[-1] / 2**20:.0f}" if after else "no RSS samples after warm-up")
-    for problem in problems[:10]:
-        print(f"  problem: {problem}")
-    ok = counts["lost"] == 0 and counts["malformed"] == 0 and counts["refused"] > 0 and spread <= 0.10
-    if counts["refused"] == 0:
-        print("the queue was never full: raise --clients")
+    ok = report(soak, work, metrics, wall, args, running)
     print("PASS" if ok else "FAIL")
     sys.exit(0 if ok else 1)
 

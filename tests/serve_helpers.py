@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from helpers import cpu_profile, make_host
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from voxfit import hookimpl
-from voxfit.engine import AudioChunk, EngineInfo
+from voxfit.engine import AudioChunk, EngineInfo, Pacing
 from voxfit.models import ModelSpec, Proposal
 from voxfit.settings import Settings
 
@@ -118,6 +118,12 @@ class ToyOptions(BaseModel):
     reference_audio: Optional[Path] = None
     reference_text: Optional[str] = None
 
+    @model_validator(mode="after")
+    def _text_needs_its_clip(self) -> "ToyOptions":  # the engine's own rule, as a real cloning engine has it
+        if self.reference_text is not None and self.reference_audio is None:
+            raise ValueError("reference_text needs reference_audio (the clip it transcribes)")
+        return self
+
 
 class ToyEngine:
     """Half a second of a tone per sentence, after ``delay`` seconds; counts what it was asked to say.
@@ -161,7 +167,8 @@ def toy_plugin(name: str, delay: float, engines: list, concurrent: bool = False)
 
     @hookimpl
     def register_engines(register):
-        register(EngineInfo(backend=backend, families=frozenset({"piper"}), options=ToyOptions))
+        register(EngineInfo(backend=backend, families=frozenset({"piper"}), options=ToyOptions,
+                            pacing=Pacing(length_option="length_scale")))
 
     @hookimpl
     def default_model():

@@ -76,7 +76,11 @@ def test_service_routes(client, voice):
     assert {"tts-1", "tts-1-hd"} <= {m["id"] for m in models["data"]}
     voices = client.get("/v1/audio/voices").json()
     entry = voices["voices"][0]
-    assert entry["sample_rate"] == 22050 and "length_scale" in entry["options"] and entry["plan_summary"]
+    assert entry["sample_rate"] == 22050 and entry["plan_summary"]
+    assert entry["id"] == entry["name"] == voice  # what Open WebUI reads
+    documented = {o["name"]: o for o in entry["options"]}  # from the engine's options model, not named here
+    assert documented["length_scale"]["type"] == "number" and documented["length_scale"]["description"]
+    assert entry["speed"]["option"] == "length_scale"
     assert set(voices["formats"]) == set(FORMATS)
     plan = client.get("/v1/plan").json()["voices"][voice]
     assert plan["chosen"]["engine"] == "piper-onnx" and plan["model"]["name"] == voice
@@ -164,7 +168,7 @@ def test_native_route_options_are_checked_against_the_engine_and_no_path_is_open
     path = client.post("/v1/tts", json={"text": "Hi.", "options": {"reference_audio": "/etc/passwd"}})
     assert path.status_code == 400
     upload = client.post("/v1/tts", data={"text": "Hi."}, files={"reference_audio": ("a.wav", b"RIFF....", "audio/wav")})
-    assert upload.status_code == 400 and "takes no reference_audio" in upload.json()["error"]["message"]
+    assert upload.status_code == 400 and "takes no file 'reference_audio' (it takes: none)" in upload.json()["error"]["message"]
     assert client.get("/nowhere").json()["error"]["message"] == "no route GET /nowhere"
     assert client.get("/v1/audio/speech").status_code == 405
 

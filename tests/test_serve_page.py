@@ -61,7 +61,7 @@ def test_the_page_and_its_assets_need_no_key_but_its_data_does(server):
         assert c.get("/static/other.js", headers=auth).status_code == 404
         voice = c.get("/v1/audio/voices", headers=auth).json()["default"]
         details = c.get(f"/v1/audio/voices/{voice}", headers=auth).json()
-        assert details["speed"] == "length_scale = 1 / speed"
+        assert details["speed"] == {"option": "length_scale", "rule": "length_scale = 1 / speed"}
         assert "length_scale" in details["options_schema"]["properties"]
         assert details["limits"]["max_input_chars"] == 300
         missing = c.get("/v1/audio/voices/nobody", headers=auth)

@@ -44,7 +44,7 @@ def test_an_uploaded_clip_reaches_the_engine_as_a_private_file_that_is_removed_a
     ({"reference_audio": ("a.flac", b"x" * 300_000, "audio/flac")}, {"text": "Hi."}, 413, "VOXFIT_MAX_UPLOAD_BYTES"),
     ({"reference_audio": ("a.flac", clip(8.0, 4000), "audio/flac")}, {"text": "Hi."}, 400, "8.0 s long; at most 5 s"),
     ({"reference_audio": ("a.wav", b"RIFF but not audio", "audio/wav")}, {"text": "Hi."}, 400, "not audio"),
-    ({"other": ("a.wav", b"x", "audio/wav")}, {"text": "Hi."}, 400, "unexpected file field 'other'"),
+    ({"other": ("a.wav", b"x", "audio/wav")}, {"text": "Hi."}, 400, "voice clone takes no file 'other' (it takes: reference_audio)"),
     (None, {"text": "Hi.", "reference_text": "no clip"}, 400, "reference_text needs reference_audio"),
 ])
 def test_bad_uploads_are_one_line_4xx(server, files, data, status, fragment):

@@ -159,7 +159,7 @@ def test_synthesize_streams_audio_and_shares_the_metrics(server):
     assert len(records) == before + 1
     assert records[0]["status"] == "ok" and records[0]["audio_seconds"] == pytest.approx(seconds, abs=1e-3)
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
-    assert f'voxfit_speech_requests_total{{outcome="ok",voice="{VOICE}"}}' in metrics
+    assert f'voxfit_speech_requests_total{{outcome="ok",route="wyoming",voice="{VOICE}"}}' in metrics
 
 
 def test_streaming_synthesis_speaks_each_sentence_as_it_completes(server):

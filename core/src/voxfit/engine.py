@@ -244,6 +244,8 @@ class EngineInfo:
         descriptions) and validate the user's options against it before loading.
     :param pacing: which options set the pace of speech (:class:`Pacing`), or
         ``None`` when none does: ``speed`` is then refused for this engine.
+    :param speaker_option: the option that picks a speaker of a multi-speaker
+        voice (what a Wyoming client's ``speaker`` sets), or "".
     :param decode: per device family, the engine's decoding speed for the
         shared roofline (:class:`DecodeCalibration`); hardware plugins that
         place the engine estimate with it.
@@ -260,6 +262,7 @@ class EngineInfo:
     install_hint: str = ""
     options: Optional[type[BaseModel]] = None
     pacing: Optional[Pacing] = None
+    speaker_option: str = ""
     decode: Mapping[str, DecodeCalibration] = field(default_factory=dict)
     variant_of: str = ""  # another backend whose options, pacing and calibrations this one shares
     loader: str = ""

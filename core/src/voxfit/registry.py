@@ -54,6 +54,11 @@ class Registry:
         pacing: Optional[Pacing] = self._inherited(backend, "pacing")
         return pacing
 
+    def speaker_option_for(self, backend: str) -> str:
+        """The option that picks a speaker (a variant's comes from the backend it varies); "" when none."""
+        option: str = self._inherited(backend, "speaker_option") or ""
+        return option
+
     def calibration_for(self, backend: str, family: str) -> Optional[DecodeCalibration]:
         """A backend's decoding speed on a device family (a variant's comes from the backend it varies)."""
         decode = self._inherited(backend, "decode") or {}

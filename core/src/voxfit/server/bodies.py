@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from voxfit.errors import UsageError, one_line
-from voxfit.options import validate_options
 from voxfit.server.errors import ApiError
 from voxfit.server.state import ServerState
 from voxfit.server.voices import Voice
@@ -50,8 +49,16 @@ class SpeechBody(_Body):
 Scalar = Union[str, int, float, bool, None]
 
 
-class TtsBody(_Body):
-    """voxfit's ``POST /v1/tts`` body: every option ``voxfit run`` has."""
+class TtsBody(BaseModel):
+    """voxfit's ``POST /v1/tts`` body: the text, the voice, the format, and the voice's own options.
+
+    Any option of the voice's engine may be given as a field of its own or in
+    ``options``: the fields are not known here, they are the engine's
+    (``GET /v1/audio/voices`` lists each voice's), and are checked against the
+    engine's options model once the voice is known.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     text: str
     voice: Optional[str] = None
@@ -59,23 +66,21 @@ class TtsBody(_Body):
     stream: bool = False
     stream_format: Literal["audio", "sse"] = "audio"
     speed: Optional[float] = Field(default=None, ge=0.25, le=4.0)
-    speaker: Optional[Union[int, str]] = None
-    length_scale: Optional[float] = None
-    noise_scale: Optional[float] = None
-    noise_w_scale: Optional[float] = None
-    sentence_silence: Optional[float] = None
-    seed: Optional[int] = None
-    reference_text: Optional[str] = None
     options: dict[str, Scalar] = Field(default_factory=dict)
+
+    def voice_options(self) -> dict[str, Any]:
+        """The engine options given, as fields or in ``options`` (one name twice is refused)."""
+        given = dict(self.options)
+        for name, value in (self.model_extra or {}).items():
+            if name in given:
+                raise ApiError(400, f"{name} given both as a field and in options: keep one", param=name)
+            given[name] = value
+        return given
 
 
 class EstimateBody(_Body):
     text: str
     voice: Optional[str] = None
-
-
-_NAMED_OPTIONS = ("speaker", "length_scale", "noise_scale", "noise_w_scale", "sentence_silence", "seed",
-                  "reference_text")
 
 
 def _validation_message(exc: ValidationError) -> tuple[str, Optional[str]]:
@@ -129,47 +134,55 @@ def _parse_json(raw: bytes, model: type[BaseModel]) -> Any:
 # -- options ------------------------------------------------------------------
 
 
-def _is_path_field(annotation: Any) -> bool:
-    text = str(annotation)
-    return "Path" in text
-
-
-def voice_options(voice: Voice, given: dict[str, Any], speed: Optional[float]) -> dict[str, Any]:
-    """The request's voice options, checked against the engine's registered options model (400 on error)."""
+def file_options(voice: Voice) -> list[str]:
+    """The voice's options that take a file (a reference clip): only an upload fills them."""
     model = voice.options_model
-    backend = voice.sessions[0].loaded.proposal.engine
+    fields = model.model_fields if model is not None else {}
+    return [name for name, field in fields.items() if "Path" in str(field.annotation)]
+
+
+def voice_options(voice: Voice, given: dict[str, Any], speed: Optional[float],
+                  uploads: Optional[dict[str, Path]] = None) -> Any:
+    """The request's options validated once for the voice's engine, with ``speed`` mapped through the
+    engine's own pacing declaration; every mistake a 400 naming the option."""
+    model = voice.options_model
     fields = model.model_fields if model is not None else {}
     given = {k: v for k, v in given.items() if v is not None}
+    files = file_options(voice)
     for name in given:
         if name not in fields:
-            takes = ", ".join(n for n in fields if not _is_path_field(fields[n].annotation)) or "none"
-            raise ApiError(400, f"option {name!r} does not apply to voice {voice.name} (engine {backend}; "
+            takes = ", ".join(n for n in fields if n not in files) or "none"
+            raise ApiError(400, f"option {name!r} does not apply to voice {voice.name} (engine {voice.engine}; "
                            f"it takes: {takes})", param=name)
-        if _is_path_field(fields[name].annotation):
+        if name in files:
             raise ApiError(400, f"option {name!r} names a file, and this server never opens a path a client "
                            "names: upload the file instead (multipart field of that name on /v1/tts)", param=name)
+    given.update(uploads or {})
     if speed is not None and speed != 1.0:
-        if "speed" in fields:
-            given["speed"] = speed
-        elif "length_scale" in fields:
-            if "length_scale" in given:
-                raise ApiError(400, "give speed or length_scale, not both", param="speed")
-            given["length_scale"] = 1.0 / speed
-        else:
-            raise ApiError(400, f"voice {voice.name} (engine {backend}) has no speed control; send speed 1.0",
-                           param="speed")
+        given.update(_speed(voice, given, speed))
     try:
-        validate_options(backend, model, given)
+        return voice.options(given)
     except UsageError as exc:
-        raise ApiError(400, str(exc).replace("--", ""), param=next(iter(given), None)) from None
-    return given
+        raise ApiError(400, str(exc), param=next(iter(given), None)) from None
+
+
+def _speed(voice: Voice, given: dict[str, Any], speed: float) -> dict[str, Any]:
+    pacing = voice.registry.pacing_for(voice.engine)
+    if pacing is None:
+        raise ApiError(400, f"voice {voice.name} (engine {voice.engine}) has no speed control; send speed 1.0",
+                       param="speed")
+    if pacing.length_option in given:
+        raise ApiError(400, f"give speed or {pacing.length_option}, not both (speed sets "
+                       f"{pacing.length_option} = 1 / speed)", param="speed")
+    return pacing.for_speed(speed)
 
 
 # -- uploads ------------------------------------------------------------------
 
 
-async def _save_upload(upload: Any, state: ServerState) -> tuple[Path, Path]:
-    """Copy an uploaded clip into a private temporary directory, within the size and duration limits."""
+async def _save_upload(upload: Any, state: ServerState, name: str) -> tuple[Path, Path]:
+    """Copy an uploaded clip (for the option ``name``) into a private temporary directory, within the size and
+    duration limits."""
     import soundfile
 
     limit = state.settings.max_upload_bytes
@@ -184,18 +197,17 @@ async def _save_upload(upload: Any, state: ServerState) -> tuple[Path, Path]:
                     break
                 total += len(block)
                 if total > limit:
-                    raise ApiError(413, f"reference_audio is over {limit} bytes (VOXFIT_MAX_UPLOAD_BYTES)",
-                                   param="reference_audio")
+                    raise ApiError(413, f"{name} is over {limit} bytes (VOXFIT_MAX_UPLOAD_BYTES)", param=name)
                 out.write(block)
         try:
             info = await run_in_threadpool(soundfile.info, str(raw))
         except Exception:  # noqa: BLE001 - libsndfile says only that it cannot read it
-            raise ApiError(400, "reference_audio is not audio libsndfile can read (send WAV, FLAC, OGG or MP3)",
-                           param="reference_audio") from None
+            raise ApiError(400, f"{name} is not audio libsndfile can read (send WAV, FLAC, OGG or MP3)",
+                           param=name) from None
         if info.duration > state.settings.max_reference_seconds:
-            raise ApiError(400, f"reference_audio is {info.duration:.1f} s long; at most "
+            raise ApiError(400, f"{name} is {info.duration:.1f} s long; at most "
                            f"{state.settings.max_reference_seconds:g} s (VOXFIT_MAX_REFERENCE_SECONDS)",
-                           param="reference_audio")
+                           param=name)
         named = folder / f"reference.{str(info.format).lower()}"
         os.replace(raw, named)
         return folder, named
@@ -228,7 +240,8 @@ async def _json_or_urlencoded(request: Request, kind: str, cap: int) -> TtsBody:
 
 
 async def _form_body(request: Request, state: ServerState) -> tuple[TtsBody, Any]:
-    """A multipart /v1/tts body: the same fields as the JSON one, plus the reference_audio file."""
+    """A multipart /v1/tts body: the same fields as the JSON one, plus one file (an option that takes a clip):
+    the body and (the file's field name, the upload), or None."""
     cap = state.settings.max_upload_bytes + 256 * 1024
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:
@@ -255,9 +268,9 @@ async def _form_body(request: Request, state: ServerState) -> tuple[TtsBody, Any
     upload = None
     for key, value in form.multi_items():
         if hasattr(value, "read") and hasattr(value, "filename"):
-            if key != "reference_audio":
-                raise ApiError(400, f"unexpected file field {key!r} (only reference_audio is an upload)", param=key)
-            upload = value
+            if upload is not None:
+                raise ApiError(400, "one file per request", param=key)
+            upload = (key, value)
         elif key == "options":
             try:
                 data["options"] = json.loads(value)

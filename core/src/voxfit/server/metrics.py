@@ -30,9 +30,9 @@ class ServerMetrics:
         r = self.registry
         self.requests = Counter("voxfit_http_requests", "HTTP requests by route and status", ["route", "status"],
                                 registry=r)
-        self.speech = Counter("voxfit_speech_requests", "Speech requests by voice and outcome "
-                              "(ok, cancelled, timeout, engine_error, bad_input, rejected)", ["voice", "outcome"],
-                              registry=r)
+        self.speech = Counter("voxfit_speech_requests", "Speech requests by route (an HTTP path or wyoming), voice "
+                              "and outcome (ok, cancelled, timeout, engine_error, bad_input, rejected, error)",
+                              ["route", "voice", "outcome"], registry=r)
         self.rejected = Counter("voxfit_rejected_requests", "Requests turned away at admission, by reason",
                                 ["voice", "reason"], registry=r)
         self.queue_depth = Gauge("voxfit_queue_depth", "Requests waiting for a worker", ["voice"], registry=r)
@@ -81,7 +81,7 @@ class ServerMetrics:
         }
         if error:
             record["error"] = error
-        self.speech.labels(job.voice, job.outcome).inc()
+        self.speech.labels(route, job.voice, job.outcome).inc()
         if job.outcome == "ok":
             self.latency.labels(job.voice).observe(total)
             if m.rtf is not None:

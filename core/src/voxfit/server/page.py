@@ -67,15 +67,6 @@ def options_schema(model: Optional[type]) -> dict[str, Any]:
     return out
 
 
-def speed_mapping(model: Optional[type]) -> Optional[str]:
-    fields = model.model_fields if model is not None else {}  # type: ignore[attr-defined]
-    if "speed" in fields:
-        return "speed"
-    if "length_scale" in fields:
-        return "length_scale = 1 / speed"
-    return None
-
-
 def voice_details(state: Any, name: str) -> dict[str, Any]:
     voice = state.voice(name)
     session = voice.sessions[0]
@@ -86,7 +77,6 @@ def voice_details(state: Any, name: str) -> dict[str, Any]:
     return {
         **voice.summary(),
         "options_schema": options_schema(model),
-        "speed": speed_mapping(model),
         "load": load,
         "limits": {"max_input_chars": settings.max_input_chars, "max_queue": settings.max_queue,
                    "request_timeout_seconds": settings.request_timeout,

@@ -76,7 +76,7 @@ class Job:
 
     voice: str
     text: str
-    options: dict[str, Any]
+    options: Any  # the voice options, validated for the voice's engine as the request arrived (None: defaults)
     timeout: float
     id: str = field(default_factory=lambda: f"req-{next(_ids)}")
     arrived: float = field(default_factory=time.perf_counter)
@@ -264,7 +264,8 @@ class VoicePool:
                 if job.cancel.is_set():
                     loop.call_soon_threadsafe(put, stopped)
                     return
-                chunks = worker.session.stream(job.text, metrics=job.metrics, started=job.arrived, **job.options)
+                chunks = worker.session.stream(job.text, metrics=job.metrics, started=job.arrived,
+                                               validated=job.options)
                 cut = False
                 try:
                     for chunk in chunks:

@@ -116,85 +116,101 @@ def _server_class() -> Any:
 def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Callable[[str], None],
           show_plan: Callable[[str, Any], None], ready: Optional[Callable[[str], None]] = None) -> None:
     """Plan every model, check they fit together, load, listen until drained."""
-    import uvicorn
-
-    from voxfit.server.app import ServerState, create_app
-    from voxfit.server.metrics import ServerMetrics
-    from voxfit.server.voices import check_memory, close_voices, load_voices, plan_voices
+    from voxfit.server.voices import check_memory, close_voices, plan_voices
 
     if not settings.http and not settings.wyoming:
         raise UsageError("--no-http leaves nothing to serve: add --wyoming tcp://HOST:PORT (VOXFIT_WYOMING)")
-    models: list[Optional[str]] = list(settings.models) or [settings.model]
-    planned = plan_voices(settings, models, host_for)
+    planned = plan_voices(settings, list(settings.models) or [settings.model], host_for)
     for name, _, _, plan in planned:
         show_plan(name, plan)
-    workers = settings.workers_per_engine
-    for note in check_memory([(n, p) for n, _, _, p in planned], workers, settings.memory_headroom):
+    for note in check_memory([(n, p) for n, _, _, p in planned], settings.workers_per_engine,
+                             settings.memory_headroom):
         echo(f"note: {note}")
-    # Before loading: a taken port fails in a second, not after a load.
-    sock = bind(settings.host, settings.port) if settings.http else None
-    wyoming_sock = None
-    if settings.wyoming:
-        try:
-            try:
-                from voxfit.server.wyoming import bind as bind_wyoming
-            except ImportError as exc:
-                raise UsageError(f"--wyoming needs the wyoming package ({exc.name} is missing): "
-                                 "pip install 'voxfit[serve]'") from None
-            wyoming_sock = bind_wyoming(settings.wyoming)
-        except BaseException:
-            if sock is not None:
-                sock.close()
-            raise
-    metrics: Optional[ServerMetrics] = None
-    state: Optional[ServerState] = None
-    voices: list[Any] = []
+    sockets = _bind(settings)  # before loading: a taken port fails in a second, not after a load
+    held: dict[str, Any] = {"voices": []}
     try:
-        try:
-            metrics = ServerMetrics(settings.metrics_log)
-        except OSError as exc:
-            raise UsageError(f"cannot open --metrics-log {settings.metrics_log}: {exc.strerror or exc}") from None
-
-        def loaded(voice: Any) -> None:
-            s = voice.sessions[0]
-            echo(f"loaded voice {voice.name}: {s.loaded.proposal.label()}, {len(voice.sessions)} engine(s) "
-                 f"({s.load_seconds:.2f} s each), {voice.slots_per_engine} request(s) at once on each" + (f"; aliases {', '.join(voice.aliases)}" if voice.aliases else ""))
-            for line in s.report().lines()[1:]:
-                echo(line)
-
-        voices = load_voices(planned, workers, dict(settings.voice_aliases), on_loaded=loaded)
-        state = ServerState(voices, settings, metrics)
-        app = create_app(state)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=int(settings.drain_timeout) + 10, server_header=False)
-        server = _server_class()(config, state, settings.drain_timeout, echo)
-        logging.getLogger("uvicorn.error").addFilter(_QuietAborts())
-        auth = ", API key required" if settings.api_key else ""
-        if sock is not None:
-            url = url_of(sock)
-            if not _loopback(sock) and not settings.api_key:
-                echo(f"note: {url} is reachable from other machines and no API key is set (VOXFIT_API_KEY)")
-            (ready or echo)(f"listening on {url} (voices: {', '.join(state.order)}; queue {settings.max_queue} "
-                            f"per voice, {workers} engine(s) each{auth})")
-        if wyoming_sock is not None:
-            from voxfit.server.wyoming import uri_of
-
-            (ready or echo)(f"wyoming listening on {uri_of(wyoming_sock)} (voices: {', '.join(state.order)}; "
-                            "the same queues as HTTP)")
-        sys.stdout.flush()
-        if wyoming_sock is None:
-            server.run(sockets=[sock])
-        else:
-            from voxfit.server.wyoming import run_services
-
-            run_services(server, [sock] if sock is not None else [], wyoming_sock, state)
+        held["metrics"] = _metrics(settings)
+        held["voices"] = _load(planned, settings, echo)
+        _listen(settings, held, sockets, echo, ready or echo)
         echo("stopped")
     finally:
-        for held in (sock, wyoming_sock):
-            if held is not None:
-                held.close()
-        if state is not None:
-            state.close()  # no engine is closed under a running synthesis
-        if metrics is not None:
-            metrics.close()
-        close_voices(voices)
+        for sock in sockets:
+            if sock is not None:
+                sock.close()
+        if "state" in held:
+            held["state"].close()  # no engine is closed under a running synthesis
+        if "metrics" in held:
+            held["metrics"].close()
+        close_voices(held["voices"])
+
+
+def _bind(settings: Settings) -> tuple[Optional[socket.socket], Optional[socket.socket]]:
+    """The HTTP and the Wyoming listening sockets (either may be None)."""
+    sock = bind(settings.host, settings.port) if settings.http else None
+    if not settings.wyoming:
+        return sock, None
+    try:
+        try:
+            from voxfit.server.wyoming import bind as bind_wyoming
+        except ImportError as exc:
+            raise UsageError(f"--wyoming needs the wyoming package ({exc.name} is missing): "
+                             "pip install 'voxfit[serve]'") from None
+        return sock, bind_wyoming(settings.wyoming)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+
+
+def _metrics(settings: Settings) -> Any:
+    from voxfit.server.metrics import ServerMetrics
+
+    try:
+        return ServerMetrics(settings.metrics_log)
+    except OSError as exc:
+        raise UsageError(f"cannot open --metrics-log {settings.metrics_log}: {exc.strerror or exc}") from None
+
+
+def _load(planned: list[Any], settings: Settings, echo: Callable[[str], None]) -> list[Any]:
+    from voxfit.server.voices import load_voices
+
+    def loaded(voice: Any) -> None:
+        s = voice.sessions[0]
+        echo(f"loaded voice {voice.name}: {s.loaded.proposal.label()}, {len(voice.sessions)} engine(s) "
+             f"({s.load_seconds:.2f} s each), {voice.slots_per_engine} request(s) at once on each"
+             + (f"; aliases {', '.join(voice.aliases)}" if voice.aliases else ""))
+        for line in s.report().lines()[1:]:
+            echo(line)
+
+    return load_voices(planned, settings.workers_per_engine, dict(settings.voice_aliases), on_loaded=loaded)
+
+
+def _listen(settings: Settings, held: dict[str, Any], sockets: tuple[Any, Any], echo: Callable[[str], None],
+            ready: Callable[[str], None]) -> None:
+    """Serve until drained (the server's state goes into ``held`` at once, for the caller to close)."""
+    import uvicorn
+
+    from voxfit.server.app import ServerState, create_app
+
+    sock, wyoming_sock = sockets
+    state = held["state"] = ServerState(held["voices"], settings, held["metrics"])
+    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=int(settings.drain_timeout) + 10, server_header=False)
+    server = _server_class()(config, state, settings.drain_timeout, echo)
+    logging.getLogger("uvicorn.error").addFilter(_QuietAborts())
+    auth = ", API key required" if settings.api_key else ""
+    if sock is not None:
+        url = url_of(sock)
+        if not _loopback(sock) and not settings.api_key:
+            echo(f"note: {url} is reachable from other machines and no API key is set (VOXFIT_API_KEY)")
+        ready(f"listening on {url} (voices: {', '.join(state.order)}; queue {settings.max_queue} "
+              f"per voice, {settings.workers_per_engine} engine(s) each{auth})")
+    if wyoming_sock is None:
+        sys.stdout.flush()
+        server.run(sockets=[sock])
+        return
+    from voxfit.server.wyoming import run_services, uri_of
+
+    ready(f"wyoming listening on {uri_of(wyoming_sock)} (voices: {', '.join(state.order)}; the same queues as HTTP)")
+    sys.stdout.flush()
+    run_services(server, [sock] if sock is not None else [], wyoming_sock, state)

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from voxfit.server.encoding import FORMATS, NOT_OFFERED, unavailable
 from voxfit.server.errors import ApiError
+from voxfit.server.lifecycle import VoiceTotals
 from voxfit.server.metrics import ServerMetrics
 from voxfit.server.pool import Job, VoicePool, Worker
 from voxfit.server.voices import Voice
@@ -36,9 +37,10 @@ class ServerState:
         self.draining = False
         self.started = int(time.time())
         self.formats_missing = {**NOT_OFFERED, **unavailable()}
-        self.measured: dict[str, list[float]] = {v.name: [0.0, 0.0, 0.0] for v in voices}  # chars, audio s, synth s
+        self.totals = {v.name: VoiceTotals() for v in voices}  # what each voice has spoken, for estimates
         self.jobs: dict[str, Job] = {}  # admitted and not yet recorded, for the drain's bound
         self.system_host = system_host if system_host is not None else voices[0].sessions[0].host
+        self.json_cap = max(64 * 1024, settings.max_input_chars * 8)  # the largest JSON body a route reads
         self._sampler: Any = None
 
     def drain(self) -> None:

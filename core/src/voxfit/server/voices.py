@@ -35,6 +35,18 @@ class Voice:
         return self.sessions[0].options_schema()
 
     @property
+    def engine(self) -> str:
+        return str(self.sessions[0].loaded.proposal.engine)
+
+    @property
+    def registry(self) -> Any:
+        return self.sessions[0].host.registry
+
+    def options(self, given: dict[str, Any]) -> Any:
+        """The request's voice options validated once, for the engine this voice runs (UsageError if wrong)."""
+        return self.sessions[0].voice_options(given)
+
+    @property
     def slots_per_engine(self) -> int:
         """Requests one loaded engine runs at once: its ``max_concurrent`` if it declares ConcurrentSynthesis."""
         from voxfit.engine import ConcurrentSynthesis
@@ -49,8 +61,14 @@ class Voice:
     def summary(self) -> dict[str, Any]:
         chosen = self.sessions[0].loaded.proposal
         estimate = chosen.estimate
-        options = self.options_model
+        from dataclasses import asdict
+
+        from voxfit.options import option_docs
+
+        pacing = self.registry.pacing_for(self.engine)
         return {
+            "id": self.name,  # what Open WebUI and OpenAI-style clients read
+            "name": self.name,
             "voice": self.name,
             "aliases": self.aliases,
             "model": {"family": self.plan.model.family, "name": self.plan.model.name, "source": self.plan.model.source},
@@ -60,7 +78,9 @@ class Voice:
             "engines": len(self.sessions),
             "requests_per_engine": self.slots_per_engine,
             "estimate": {"rtf": estimate.rtf, "peak_memory_bytes": estimate.peak_memory_bytes},
-            "options": list(options.model_fields) if options is not None else [],
+            "options": [asdict(doc) for doc in option_docs(self.options_model)],
+            "speed": {"option": pacing.length_option, "rule": f"{pacing.length_option} = 1 / speed"} if pacing
+            else None,
             "plan_summary": self.plan.summary,
         }
 

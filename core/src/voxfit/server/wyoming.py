@@ -31,7 +31,6 @@ import contextlib
 import json
 import re
 import socket
-import time
 from typing import Any, Optional
 from urllib.parse import urlparse
 
@@ -44,8 +43,9 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from voxfit import __version__
 from voxfit.errors import UsageError, one_line
 from voxfit.server.errors import ApiError
-from voxfit.server.pool import BadInput, ClientGone, DeadlineExceeded, EngineFailed, Job, Rejected
-from voxfit.speaking.text import has_speakable
+from voxfit.server.lifecycle import OK, Outcome, SpeechRequest, outcome_of
+from voxfit.server.pool import ClientGone
+from voxfit.speaking.text import SENTENCE_END, has_speakable
 
 ROUTE = "wyoming"
 #: Longest event header line, and the most event data and payload one event may carry.
@@ -53,11 +53,10 @@ LINE_LIMIT = 64 * 1024
 PAYLOAD_LIMIT = 4 * 2**20
 #: Connections served at once; more are told so and closed (each idle one costs little, but not nothing).
 MAX_CONNECTIONS = 256
-#: Samples per audio-chunk event (as wyoming-piper's 1024, a little larger: fewer events).
+#: Samples per audio-chunk event (other Wyoming TTS servers send 1024; a little larger: fewer events).
 SAMPLES_PER_CHUNK = 4096
-#: A sentence ends at terminal punctuation (and closing quotes or brackets) followed by space (CJK: none needed),
-#: or at a newline.
-_BOUNDARY = re.compile(r"(?:[.!?…]+[\"'”’»)\]]*\s+|[。！？]+[”’」』)\]]*|\n+)")
+#: Where a streamed text can be cut: the sentence ends every splitter uses (voxfit.speaking.text), or a newline.
+_BOUNDARY = re.compile(rf"(?:{SENTENCE_END.pattern})\s*|\n+")
 _LANGUAGE = re.compile(r"^([a-z]{2,3}(?:[_-][A-Z]{2})?)[-_]")
 
 
@@ -337,8 +336,9 @@ class Connection:
 
     # -- shared --
 
-    def voice(self, wanted: Optional[SynthesizeVoice]) -> tuple[Any, dict[str, Any]]:
-        from voxfit.server.app import voice_options
+    def voice(self, wanted: Optional[SynthesizeVoice]) -> tuple[Any, Any]:
+        """The voice a request names (by name, by language, or the default) and its options, validated once."""
+        from voxfit.server.bodies import voice_options
 
         state = self.state
         try:
@@ -350,8 +350,11 @@ class Connection:
                 voice = state.voice(None)
             given: dict[str, Any] = {}
             if wanted is not None and wanted.speaker not in (None, ""):
+                option = voice.registry.speaker_option_for(voice.engine)
+                if not option:
+                    raise _Failed(f"voice {voice.name} has one speaker (engine {voice.engine})", "bad_request")
                 speaker = str(wanted.speaker)
-                given["speaker"] = int(speaker) if speaker.isdigit() else speaker
+                given[option] = int(speaker) if speaker.isdigit() else speaker
             return voice, voice_options(voice, given, None)
         except ApiError as exc:
             raise _Failed(exc.message, exc.code or "bad_request") from None
@@ -374,77 +377,52 @@ class Connection:
         except ApiError as exc:
             raise _Failed(exc.message, exc.code or "bad_request") from None
 
-    async def speak(self, voice: Any, text: str, options: dict[str, Any], started: bool) -> bool:
-        """One job on the voice's queue; its audio written as it is made; recorded once, however it ends.
+    async def speak(self, voice: Any, text: str, options: Any, started: bool) -> bool:
+        """One request through the server's lifecycle; its audio written as it is made.
 
         ``audio-start`` goes out with the first audio unless ``started``, so a request refused or failed
         before any audio is answered by its ``error`` alone. Returns whether ``audio-start`` has been sent.
         """
-        state = self.state
-        pool = state.pools[voice.name]
-        job = Job(voice=voice.name, text=text, options=options, timeout=state.settings.request_timeout)
-        job.gone, job.loop = asyncio.Event(), asyncio.get_running_loop()
-        state.jobs[job.id] = job
-        outcome, status, error = "cancelled", 499, "the client left"
-        chunks = pool.run(job)
-        rate = voice.sample_rate
+        life = SpeechRequest(self.state, ROUTE, voice, text, options)
+        outcome = Outcome("cancelled", 499, "client_gone", "the client left")
+        chunks = life.audio()
         try:
             async for chunk in chunks:
-                events = [] if started else [AudioStart(rate=rate, width=2, channels=1).event()]
-                started = True
-                pcm, step = chunk.pcm, SAMPLES_PER_CHUNK * 2
-                events += [AudioChunk(rate=rate, width=2, channels=1, audio=pcm[i:i + step]).event()
-                           for i in range(0, len(pcm), step)]
-                for event in events:
-                    try:  # a client that stops reading holds nothing past the request's deadline
-                        await asyncio.wait_for(self.write(event), max(1.0, job.remaining()))
-                    except asyncio.TimeoutError:
-                        outcome, status = "timeout", 504
-                        error = f"the client read nothing for {job.timeout:g} s (VOXFIT_REQUEST_TIMEOUT)"
-                        raise ConnectionResetError(error) from None
-            outcome, status, error = "ok", 200, ""
+                started = await self._write_audio(voice.sample_rate, chunk.pcm, started, life)
+            outcome = OK
             return started
-        except Rejected as exc:
-            state.metrics.rejected_request(job.voice, exc.reason)
-            outcome, status, error = "rejected", 503, str(exc)
-            raise _Failed(str(exc), exc.reason) from None
-        except DeadlineExceeded:
-            outcome, status = "timeout", 504
-            error = f"request timed out after {job.timeout:g} s (VOXFIT_REQUEST_TIMEOUT)"
-            raise _Failed(error, "timeout") from None
-        except BadInput as exc:
-            outcome, status, error = "bad_input", 400, str(exc)
-            raise _Failed(error, "bad_input") from None
-        except EngineFailed as exc:
-            outcome, status, error = "engine_error", 500, f"voice {job.voice}: {exc}"
-            raise _Failed(error, "engine_error") from None
         except ClientGone:
             return started
+        except _SlowReader as exc:
+            outcome = Outcome("timeout", 504, "timeout", str(exc))
+            raise ConnectionResetError(str(exc)) from None
         except (ConnectionError, asyncio.IncompleteReadError):
             raise  # the client left: recorded as cancelled
-        except Exception as exc:  # noqa: BLE001 - e.g. the server stopping the job at the drain's bound
-            stopped = type(exc).__name__ == "Interrupted"
-            outcome, status = ("cancelled", 503) if stopped else ("error", 500)
-            error = str(exc) if stopped else f"internal error: {one_line(exc)}"
-            raise _Failed(error, "interrupted" if stopped else "internal_error") from None
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped by the lifecycle, once
+            outcome = outcome_of(exc, life.job)
+            raise _Failed(outcome.message, outcome.code) from None
         finally:
-            job.cancel.set()  # a no-op once done; else the worker stops at its next sentence
+            life.leave()  # a no-op once done; else the worker stops at its next sentence
             with contextlib.suppress(Exception):
                 await chunks.aclose()
-            self._record(voice, job, outcome, status, error)
+            life.finish(outcome)
 
-    def _record(self, voice: Any, job: Job, outcome: str, status: int, error: str) -> None:
-        state = self.state
-        state.jobs.pop(job.id, None)
-        job.outcome = outcome
-        if job.finished is None:
-            job.finished = time.perf_counter()
-        if outcome == "ok":
-            totals = state.measured[voice.name]
-            totals[0] += len(job.text)
-            totals[1] += job.metrics.audio_seconds
-            totals[2] += job.metrics.synthesis_seconds
-        state.metrics.finish(job, status, ROUTE, error)
+    async def _write_audio(self, rate: int, pcm: bytes, started: bool, life: SpeechRequest) -> bool:
+        events = [] if started else [AudioStart(rate=rate, width=2, channels=1).event()]
+        step = SAMPLES_PER_CHUNK * 2
+        events += [AudioChunk(rate=rate, width=2, channels=1, audio=pcm[i:i + step]).event()
+                   for i in range(0, len(pcm), step)]
+        for event in events:
+            try:  # a client that stops reading holds nothing past the request's deadline
+                await asyncio.wait_for(self.write(event), max(1.0, life.job.remaining()))
+            except asyncio.TimeoutError:
+                raise _SlowReader(f"the client read nothing for {life.job.timeout:g} s "
+                                  "(VOXFIT_REQUEST_TIMEOUT)") from None
+        return True
+
+
+class _SlowReader(Exception):
+    """A client that stopped reading audio: its request ends at its deadline."""
 
 
 # -- the listener ------------------------------------------------------------------

@@ -23,12 +23,22 @@ from voxfit.errors import UsageError
 #: should split the text (a WAV file cannot exceed 4 GiB anyway).
 DEFAULT_MAX_CHARS = 500_000
 
-# A sentence ends at . ! ? … (and their CJK forms), optionally followed by
-# closing quotes or brackets, then whitespace. Blank lines end a paragraph.
-_SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?=\s)")
+# The one definition of where sentences and clauses end, for every splitter (files and requests, Wyoming's
+# streamed text, the first-clause cut). A sentence ends at . ! ? … followed by whitespace (so "3.14" and
+# "e.g." mid-sentence do not end one), or at 。！？ (CJK writes no space after them), in both cases with the
+# closing quotes and brackets that follow. A clause ends at , ; : — – followed by whitespace, or at ，、；：.
+_CLOSERS = "\"'”’»)\\]」』）"
+SENTENCE_END = re.compile(rf"(?:[.!?…]+[{_CLOSERS}]*(?=\s)|[。！？]+[{_CLOSERS}]*)")
+CLAUSE_MARK = re.compile(r"(?:[,;:—–](?=\s)|[，、；：])")
 _PARAGRAPH = re.compile(r"\n\s*\n")
-_CLAUSE_END = re.compile(r"(?<=[,;:—–])\s+")
 _SPACE = re.compile(r"\s+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def word_count(text: str) -> int:
+    """Words as a listener hears them: space-separated words, and each CJK character (about one syllable)."""
+    cjk = len(_CJK.findall(text))
+    return len(_CJK.sub(" ", text).split()) + cjk
 
 # Control characters mean nothing to a voice, and they arrive by accident: ANSI
 # colour codes pasted from a terminal, form feeds from a PDF export, a NUL from
@@ -81,7 +91,7 @@ def _split_long(sentence: str, max_chars: int) -> list[str]:
     if len(sentence) <= max_chars:
         return [sentence]
     pieces: list[str] = []
-    for clause in _CLAUSE_END.split(sentence):
+    for clause in _clauses(sentence):
         if len(clause) <= max_chars:
             pieces.append(clause)
             continue
@@ -93,10 +103,20 @@ def _split_long(sentence: str, max_chars: int) -> list[str]:
     return _pack([p for p in pieces if p], max_chars)
 
 
+def _clauses(sentence: str) -> list[str]:
+    """Cut after each clause mark (the space after it goes)."""
+    out, start = [], 0
+    for match in CLAUSE_MARK.finditer(sentence):
+        out.append(sentence[start : match.end()].strip())
+        start = match.end()
+    out.append(sentence[start:].strip())
+    return [c for c in out if c]
+
+
 def _sentences(paragraph: str) -> list[str]:
     """Cut after each sentence end (closing quotes and brackets stay with their sentence)."""
     out, start = [], 0
-    for match in _SENTENCE_END.finditer(paragraph):
+    for match in SENTENCE_END.finditer(paragraph):
         out.append(paragraph[start : match.end()])
         start = match.end()
     out.append(paragraph[start:])

@@ -58,6 +58,7 @@ def register_engines(register: Callable[[EngineInfo], None]) -> None:
         options=PiperOptions,
         # speed = 1 / length_scale; a sentence_silence the user sets replaces voxfit's own pauses
         pacing=Pacing(length_option="length_scale", pause_option="sentence_silence"),
+        speaker_option="speaker",
         loader="voxfit_cpu_onnx.piper_engine:load",
     ))
 

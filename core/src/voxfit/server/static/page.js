@@ -105,7 +105,7 @@ function optionTypes(prop) {
 function renderOptions(details) {
   const box = $("options-fields");
   box.replaceChildren();
-  $("options-engine").textContent = `(${details.engine}; speed sets ${details.speed || "nothing: no speed control"})`;
+  $("options-engine").textContent = `(${details.engine}; ${details.speed ? `speed sets ${details.speed.rule}` : "no speed control"})`;
   $("speed").disabled = !details.speed;
   const props = (details.options_schema && details.options_schema.properties) || {};
   const names = Object.keys(props);
@@ -133,10 +133,22 @@ function renderOptions(details) {
     box.append(el("div", {}, el("label", { for: id, text: name, title: prop.description || "" }), input,
       prop.description ? el("span", { class: "muted", text: prop.description }) : null));
   }
+  syncSpeed();
   const uploads = (details.options_schema || {})["x-voxfit-uploads"];
   if (uploads && uploads.length) {
     box.append(el("p", { class: "muted", text: `${uploads.join(", ")}: upload files through POST /v1/tts (multipart).` }));
   }
+}
+
+// Speed and the option it sets cannot both be given: while the slider is off 1.00 the option follows it.
+function syncSpeed() {
+  const details = state.details[$("voice").value] || {};
+  const input = details.speed ? $(`opt-${details.speed.option}`) : null;
+  if (!input) return;
+  const speed = Number($("speed").value);
+  input.disabled = speed !== 1;
+  input.placeholder = speed !== 1 ? `set by speed (${details.speed.rule})` : "default";
+  if (speed !== 1) input.value = "";
 }
 
 function optionValues() {
@@ -452,7 +464,7 @@ $("text").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); speak(); }
 });
 $("text").addEventListener("input", updateCount);
-$("speed").addEventListener("input", () => { $("speed-out").textContent = Number($("speed").value).toFixed(2); });
+$("speed").addEventListener("input", () => { $("speed-out").textContent = Number($("speed").value).toFixed(2); syncSpeed(); });
 $("voice").addEventListener("change", () => selectVoice($("voice").value).catch((e) => showError(e.message)));
 $("stop").addEventListener("click", () => { if (state.abort) state.abort.abort(); });
 start();

@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # (running the converted model needs macOS; that test skips and says so).
 PLUGIN_REQS := $(patsubst plugins/mps,plugins/mps[coreml],$(patsubst plugins/cpu_onnx,plugins/cpu_onnx[fish-onnx],$(PLUGINS)))
 
-.PHONY: setup demo test bench lint dist clean
+.PHONY: setup demo test bench lint dist docs clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ test: setup
 dist: setup
 	$(BIN)/python tools/build_dist.py dist
 
+# The docs site into site/ (mkdocs --strict: a broken link fails).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: setup
 	$(BIN)/python -m pip install --quiet --group dev
 	$(BIN)/ruff check core plugins tests benchmarks docs tools
@@ -53,4 +57,4 @@ bench: setup
 	$(BIN)/python benchmarks/ray_scaling.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache hello.wav
+	rm -rf $(VENV) .pytest_cache hello.wav site dist

@@ -18,8 +18,8 @@ voxfit serve / `voxfit run` per request.
   request (the cost a caller pays without a server); first audio is the first
   byte after the WAV header on its stdout.
 
-Goals from issue 10: at concurrency 1, p50 latency for a short sentence
-<= 0.5x Piper's HTTP server; at concurrency 4, throughput >= Piper's.
+Prints, for each concurrency, requests and audio seconds per second, p50 and p95 latency and time to first
+audio, and the ratios voxfit serve / each other contender.
 
     python benchmarks/serve_load.py [--seconds 20] [--concurrency 1 2 4 8] [--text short|paragraph]
                                     [--workers-per-engine N] [--skip-run] [--skip-piper]

@@ -29,7 +29,7 @@ def own_env(plan):
     return [change for change in plan.env_changes if change.plugin != "fish"]
 
 def cpu_competitor():
-    """Stands in for the cpu_onnx plugin's fish proposal (issue 4): the field notes' CPU figure."""
+    """Stands in for the cpu_onnx plugin's fish proposal (the field notes' CPU figure)."""
     @hookimpl
     def score_config(model):
         if model.family != "fish":

@@ -31,3 +31,21 @@ def test_old_name_is_in_no_file_but_one_changelog_line():
     in_changelog = [hit for hit in hits if hit.startswith(CHANGELOG + ":")]
     assert [hit for hit in hits if hit not in in_changelog] == []
     assert len(in_changelog) == 1, "the rename is one changelog line"
+
+
+def test_no_issue_number_outside_the_changelog():
+    # Docs, code, tests and benchmarks say what is, not which ticket asked for it.
+    import re
+
+    pattern = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
+    found = []
+    for name in _tracked_files():
+        if name == CHANGELOG:
+            continue
+        data = (ROOT / name).read_bytes()
+        if b"\0" in data[:8192]:
+            continue
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+            if pattern.search(line):
+                found.append(f"{name}:{number}: {line.strip()}")
+    assert found == []

@@ -1,4 +1,4 @@
-"""`voxfit serve --ray` on a local single-node Ray cluster with 2 replicas, as the README starts it.
+"""`voxfit serve --ray` on a local single-node Ray cluster with 2 replicas, as the docs start it.
 
 One cluster for the module (starting Ray costs seconds): requests spread over
 both replicas, each replica's plan and node are visible, streams come through
@@ -34,14 +34,12 @@ DRAIN_TIMEOUT = 30  # voxfit serve's default
 LONG = " ".join(f"This is sentence number {i} of a long text, spoken to keep a replica busy." for i in range(12))
 
 
-def readme_section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
-    start = text.index(title)
-    return text[start:text.index("\n## ", start + 1)]
+def page(name: str) -> str:
+    return (REPO / "docs" / name).read_text()
 
 
 def readme_command() -> list[str]:
-    (command,) = re.findall(r"```sh\n(voxfit serve --ray.*?)\n```", readme_section("## Scaling out"))
+    (command,) = re.findall(r"```sh\n(voxfit serve --ray.*?)\n```", page("ray.md"))
     return shlex.split(command)[2:]
 
 
@@ -168,7 +166,7 @@ def test_a_client_that_leaves_cancels_its_synthesis_in_the_replica(cluster):
 
 
 def test_the_readme_curl_line_and_openai_example_work_against_the_cluster(cluster, tmp_path, monkeypatch):
-    serving = readme_section("## Serving: `voxfit serve`")
+    serving = page("serving.md").split("\n## The page at")[0]
     curl = re.findall(r"```sh\n(.*?)```", serving, flags=re.S)[1].replace("\\\n", " ").splitlines()[0]
     monkeypatch.chdir(tmp_path)
     subprocess.run(curl.replace("localhost:8000", cluster.url.removeprefix("http://")), shell=True, check=True,

@@ -1,4 +1,5 @@
-"""The README's "Serving" section, run as written: its start command, its curl line and its OpenAI example."""
+"""The serving page's examples, run as written: the start command, the curl line and the OpenAI example
+(the README shows the same command and curl line)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def section() -> str:
-    text = (REPO / "README.md").read_text()
-    start = text.index("## Serving: `voxfit serve`")
-    return text[start:text.index("\n## ", start + 1)]
+    text = (REPO / "docs" / "serving.md").read_text()
+    return text[:text.index("\n## The page at")]
 
 
 def blocks(kind: str) -> list[str]:
@@ -32,6 +32,13 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_the_readme_shows_the_serving_pages_command_and_curl_line():
+    readme = re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    assert blocks("sh")[0] in readme
+    first_curl = blocks("sh")[1].split("\ncurl")[0]
+    assert any(block.startswith(first_curl) for block in readme)
 
 
 def test_the_readme_serve_command_the_curl_line_and_the_openai_example_work(tmp_path):

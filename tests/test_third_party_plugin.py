@@ -7,11 +7,13 @@ which places the beep engine on its device. ``voxfit-broken`` fails on import,
 and a hook API 1.0 plugin must be refused with the upgrade message.
 """
 
+import ast
 import json
 import os
 import subprocess
 import sys
 import wave
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -86,10 +88,13 @@ def test_engines_lists_the_beep_engine_its_option_and_the_npu_family(site):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     beep = next(e for e in data["engines"] if e["engine"] == "beep")
-    assert (beep["plugin"], beep["families"], beep["options"]) == ("beep", ["beep"], ["pitch_hz"])
+    assert (beep["plugin"], beep["families"], [o["name"] for o in beep["options"]]) == ("beep", ["beep"], ["pitch_hz"])
+    assert beep["options"][0] == {"name": "pitch_hz", "type": "number", "range": ">= 20.0 and <= 20000.0",
+                                  "default": 440.0, "description": "Pitch of the beeps in Hz."}
     assert "npu" in data["device_families"]
     text = cli(site, "engines").stdout.decode()
-    assert "beep  (plugin beep; runs beep models)\n" in text and "    options: pitch_hz\n" in text
+    assert "beep  (plugin beep; runs beep models)\n" in text
+    assert "      pitch_hz  number, >= 20.0 and <= 20000.0 (default: 440.0)  Pitch of the beeps in Hz.\n" in text
 
 
 def test_plan_for_the_npu_chooses_it_and_locks_it(site, beep_file):
@@ -188,10 +193,12 @@ def test_device_npu_without_an_npu_is_a_vetoed_plan(site, beep_file, tmp_path):
     plan = cli(site, "plan", "--device", "npu", "--model", str(beep_file), "--json")
     assert plan.returncode == 3
     data = Plan.model_validate_json(plan.stdout)
-    assert data.chosen is None and data.summary == "all 1 proposals for voice were vetoed (device locked to npu)"
+    why = ("all 1 proposals for voice were vetoed (device locked to npu); no npu device was found: plugin npu looked "
+           "for one; it says: no NPU found (this demo plugin fakes one when DEMO_NPU_FAKE=1)")
+    assert data.chosen is None and data.summary == why
     assert any("no NPU found (this demo plugin fakes one when DEMO_NPU_FAKE=1)" in n for n in data.hardware.notes)
     run = cli(site, "run", "--device", "npu", "--model", str(beep_file), "Hello.", "-o", str(tmp_path / "x.wav"))
-    assert one_line_error(run) == "error: all 1 proposals for voice were vetoed (device locked to npu)"
+    assert one_line_error(run) == f"error: {why}"
     # A family nobody registered is a usage error that lists the families, npu among them.
     unknown = one_line_error(cli(site, "plan", "--device", "tpu", "--model", str(beep_file)))
     assert unknown.startswith("error: unknown device 'tpu' from --device") and "npu" in unknown
@@ -278,7 +285,26 @@ def test_every_labelled_block_of_the_guide_is_the_examples_real_code():
     for path, code in blocks:
         source = (REPO / path).read_text()
         for piece in code.strip().split("\n\n\n"):
+            if _imports(piece) is not None:  # a block's own imports, so that it runs as printed
+                file_imports = {(getattr(node, "module", None), alias.name) for node in ast.parse(source).body
+                                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+                assert _imports(piece) <= file_imports, f"the guide's {path} block imports what the file does not"
+                continue
             assert piece.strip() in source, f"the guide's {path} block drifted from the file:\n{piece}"
+
+
+def _imports(code: str) -> Optional[set[tuple[Optional[str], str]]]:
+    """(module, name) of every import in ``code`` when it holds nothing but imports, else None."""
+    tree = ast.parse(code)
+    if not tree.body or not all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body):
+        return None
+    return {(getattr(node, "module", None), alias.name) for node in tree.body for alias in node.names}
+
+
+def test_every_labelled_block_of_the_guide_carries_its_imports():
+    for path, code in _labelled_blocks():
+        first = code.strip().split("\n\n\n")[0]
+        assert _imports(first) is not None, f"a {path} block of the guide starts without its imports:\n{code[:200]}"
 
 
 @pytest.mark.parametrize(("example", "hook"), [
@@ -292,3 +318,18 @@ def test_the_walkthrough_shows_each_hook_of_the_examples(example, hook):
     path = str(EXAMPLE_SOURCES[example].relative_to(REPO))
     shown = [code for p, code in _labelled_blocks() if p == path and f"\ndef {hook}(" in f"\n{code}"]
     assert shown, f"the guide shows no {hook} of {example}"
+
+
+def test_the_guides_hook_table_names_every_hook_with_its_arguments_and_return():
+    import inspect
+
+    from voxfit import hookspecs
+    from voxfit.plugins import HOOK_NAMES
+
+    rows = {line.split("|")[1].strip().strip("`"): line for line in GUIDE.read_text().splitlines()
+            if line.startswith("| `")}
+    assert set(HOOK_NAMES) <= set(rows)
+    for hook in HOOK_NAMES:
+        sig = inspect.signature(getattr(hookspecs, hook))
+        args = ", ".join(f"`{name}: {p.annotation}`" for name, p in sig.parameters.items())
+        assert f"| {args} | `{sig.return_annotation}` |" in rows[hook], f"the guide's row for {hook} drifted"

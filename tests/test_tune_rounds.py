@@ -57,7 +57,7 @@ def run(machine: FakeMachine, control: str = "default", rounds: int = 3):
     return tune(list(machine.proposals), control, machine.measure, rounds, WORKLOADS)
 
 
-# What the issue saw: the ORT defaults synthesise as fast or faster but start the session in 3.1 s.
+# The case that matters: the ORT defaults synthesise as fast or faster but start the session in 3.1 s.
 BASE = {
     "default": Proposal(load=0.16, short=0.17, paragraph=0.75),
     "ort-defaults": Proposal(load=3.1, short=0.16, paragraph=0.70),

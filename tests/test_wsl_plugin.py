@@ -65,7 +65,7 @@ TREES = {
     "plain-linux": dict(version="Linux version 6.8.0-45-generic (buildd@lcy02-amd64-075) #45-Ubuntu SMP",
                         release="6.8.0-45-generic", dxg=False, libcuda=False),
 }
-# The RTX 3060 as voxfit-cuda's NVML detection reports it (issue 5); NVML is that plugin's boundary, not this one's.
+# The RTX 3060 as voxfit-cuda's NVML detection reports it; NVML is that plugin's boundary, not this one's.
 RTX3060 = AcceleratorDevice(
     id="cuda:0", family="cuda", name="NVIDIA GeForce RTX 3060", memory_total_bytes=12 * GiB,
     memory_free_bytes=11 * GiB, utilization_percent=3.0, detected_by="cuda",
@@ -290,9 +290,6 @@ def test_not_wsl_leaves_cuda_proposals_alone(s1, tmp_path):
 def test_with_the_real_cuda_plugin_when_it_scores(s1, monkeypatch):
     import voxfit_cuda.plugin
 
-    if not hasattr(voxfit_cuda.plugin, "score_config"):
-        pytest.skip("voxfit-cuda has no score_config yet (issue 5 not merged): the wrapper is tested against a "
-                    "test plugin named 'cuda' above")
     monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
     on_c = s1.model_copy(update={"path": Path("/mnt/c/models/s1")})
     p = plan("wsl2-rtx3060", on_c, voxfit_cuda.plugin)

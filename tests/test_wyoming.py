@@ -360,14 +360,13 @@ def test_languages_and_speakers_come_from_the_model_spec_then_the_name():
 
 
 def test_the_readme_home_assistant_commands_work(tmp_path):
-    """The README's Wyoming commands as written, on loopback and free ports instead of 0.0.0.0:10200."""
+    """The Wyoming page's commands as written, on loopback and free ports instead of 0.0.0.0:10200."""
     import shlex
 
     from helpers import REPO
 
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("### Home Assistant (Wyoming)")
-    block = re.search(r"```sh\n(.*?)```", readme[start:], flags=re.S).group(1)
+    page = (REPO / "docs" / "wyoming.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", page, flags=re.S).group(1)
     commands = [line.split("#", 1)[0].strip() for line in block.strip().splitlines()]
     assert commands == ["voxfit serve --wyoming tcp://0.0.0.0:10200",
                         "voxfit serve --no-http --wyoming tcp://0.0.0.0:10200"]

@@ -25,12 +25,21 @@ from voxfit.sdk import (
     ModelSpec,
     PlanInputs,
     Proposal,
+    ProposalFacts,
     Registry,
     hookimpl,
 )
 
+
+class NpuFacts(ProposalFacts):
+    """What this plugin's proposals tell other plugins, typed (declared below as PROPOSAL_FACTS)."""
+
+    npu_offload: bool = False  # the work runs on the NPU, leaving the CPU free
+
+
 VOXFIT_HOOK_API = "2.1"
 NAME = "npu"  # must match the entry-point name
+PROPOSAL_FACTS = NpuFacts
 FAMILY = "npu"
 FAKE_ENV = "DEMO_NPU_FAKE"  # demo only: pretend an NPU is present
 RUNS = {"beep": "beep"}  # model family -> the engine this NPU runs it with
@@ -84,7 +93,7 @@ def score_config(model: ModelSpec, hardware: HardwareProfile) -> Optional[list[P
             estimate=Estimate(rtf=0.005, peak_memory_bytes=1 << 20),
             score=200.0 * factors.get("busy_npu", 1.0),  # 1 / RTF: twice the CPU beeper's speed, unless busy
             score_factors=factors,  # the named multipliers behind the score
-            facts={"npu_offload": True},  # for other plugins to read, instead of parsing reasons
+            facts=NpuFacts(npu_offload=True),  # for other plugins to read, instead of parsing reasons
             reasons=[f"runs the {engine} engine on {device.name}, leaving the CPU free"]
             + (["the NPU is busy with another process: score x0.4"] if busy else []),
         ))

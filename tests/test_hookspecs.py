@@ -13,7 +13,7 @@ EXPECTED = {
     "default_model": ["settings"],
     "plan_inputs": ["settings"],
     "detect": ["host", "settings"],
-    "score_config": ["model", "hardware", "settings"],
+    "score_config": ["model", "hardware", "settings", "engines"],
     "prepare_env": ["proposal", "hardware", "settings"],
     "load_engine": ["proposal", "model", "settings", "engines"],
     "disable_training_artifacts": ["engine"],

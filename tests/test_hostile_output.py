@@ -282,7 +282,7 @@ def test_stream_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", [str(2**64), str(-(2**63) - 1), "1e30"])
 def test_seed_outside_what_torch_takes_is_one_line(tmp_path: Path, seed: str) -> None:
     result = voxfit_run(tmp_path, "Hello.", "--seed", seed, "-o", "x.wav")
-    assert "--seed" in one_error_line(result)
+    assert "option seed" in one_error_line(result)
     assert work_files(tmp_path) == []
 
 

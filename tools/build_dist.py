@@ -3,9 +3,10 @@
     python tools/build_dist.py [OUTDIR]      (``make dist``: OUTDIR is dist/)
 
 Builds run without network isolation, with the hatchling of the running
-environment, so that they take seconds and need no index. ``twine check
---strict`` then reads every file's metadata and long description as PyPI
-would render it.
+environment, so that they take seconds and need no index. Each wheel is built
+from its sdist, as pip would build it from PyPI, so a file the sdist leaves out
+fails here. ``twine check --strict`` then reads every file's metadata and long
+description as PyPI would render it.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ def build(outdir: Path) -> list[Path]:
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
     for project in PROJECTS:
-        done = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir",
-                               str(outdir), str(ROOT / project)], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir",
+                               str(outdir), str(ROOT / project)], capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise SystemExit(f"building {project} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     files = sorted(outdir.iterdir())
-    subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, files)], check=True)
+    subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, files)], check=True, timeout=120)
     return files
 
 

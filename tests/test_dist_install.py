@@ -4,17 +4,21 @@ reachable, into a fresh environment of the oldest and the newest Python the proj
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import urllib.request
 import wave
+from array import array
 from pathlib import Path
 
 import pytest
 from serve_helpers import ServerProcess, clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
+STATIC = ROOT / "core" / "src" / "voxfit" / "server" / "static"
 sys.path.insert(0, str(ROOT / "tools"))
 from build_dist import build  # noqa: E402
 
@@ -32,14 +36,10 @@ def wheel_folder(tmp_path_factory) -> Path:
 
 
 def _python(version: str) -> str:
-    """An interpreter of that Python version: pyenv's (whose python3.X shims work only for the active version),
-    else one on PATH; a skip where there is none."""
-    candidates = []
-    pyenv = shutil.which("pyenv")
-    if pyenv:
-        root = subprocess.run([pyenv, "root"], capture_output=True, text=True, timeout=60).stdout.strip()
-        candidates += sorted(Path(root).glob(f"versions/{version}.*/bin/python3"), reverse=True)
-    candidates.append(shutil.which(f"python{version}"))
+    """An interpreter of that Python version: pyenv's (whose python3.X shims work only for the active
+    version), else one on PATH; a skip where there is none."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = [*pyenv.glob(f"versions/{version}.*/bin/python3"), shutil.which(f"python{version}")]
     for candidate in filter(None, candidates):
         if subprocess.run([str(candidate), "--version"], capture_output=True, timeout=60).returncode == 0:
             return str(candidate)
@@ -54,9 +54,11 @@ def test_a_cpu_user_installs_from_the_wheel_folder_and_speaks_serves_and_lists(v
     # The index stays reachable: a distribution of another project with one of these names would win here.
     install = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--find-links", str(wheel_folder),
-         "--report", str(report), "voxfit[cpu-onnx,serve]"], capture_output=True, text=True, timeout=900)
+         "--report", str(report), "voxfit[cpu-onnx,serve]"], capture_output=True, text=True, timeout=420)
     assert install.returncode == 0, install.stderr[-3000:]
-    installed = {item["metadata"]["name"]: item["download_info"]["url"] for item in json.loads(report.read_text())["install"]}
+    report = json.loads(report.read_text())
+    assert report["environment"]["python_version"] == version  # the venv is of the Python asked for
+    installed = {item["metadata"]["name"]: item["download_info"]["url"] for item in report["install"]}
     ours = {name: url for name, url in installed.items() if name.startswith("voxfit")}
     assert {"voxfit", "voxfit-cpu-onnx"} <= set(ours)
     assert all(url.startswith(wheel_folder.as_uri() + "/") for url in ours.values()), ours
@@ -73,18 +75,25 @@ def test_a_cpu_user_installs_from_the_wheel_folder_and_speaks_serves_and_lists(v
                             text=True, env=env, cwd=tmp_path, timeout=300)
     assert spoken.returncode == 0, spoken.stderr
     with wave.open(str(out)) as audio:
-        assert audio.getsampwidth() == 2 and audio.getnframes() > audio.getframerate() // 4
+        assert audio.getsampwidth() == 2 and audio.getnchannels() == 1
+        assert audio.getnframes() > audio.getframerate() // 4  # a short sentence still lasts over 0.25 s
+        samples = array("h", audio.readframes(audio.getnframes()))
+    assert max(map(abs, samples)) > 1000  # speech, not silence
 
     server = ServerProcess(["--host", "127.0.0.1", "--port", "0"], env, tmp_path, command=voxfit)
     try:
-        page = urllib.request.urlopen(server.url + "/", timeout=30).read().decode()
-        assert "<html" in page.lower()
-        for asset in ("/static/page.js", "/static/page.css"):
-            assert asset in page
+        with urllib.request.urlopen(server.url + "/", timeout=30) as answer:
+            assert answer.status == 200 and answer.headers.get_content_type() == "text/html"
+            page = answer.read().decode()
+        assets = set(re.findall(r'(?:src|href)="(/static/[^"]+)"', page))
+        assert assets == {"/static/page.js", "/static/page.css"}
+        for asset in assets:
             with urllib.request.urlopen(server.url + asset, timeout=30) as answer:
-                assert answer.status == 200 and len(answer.read()) > 100
+                # the very file of the source tree: the wheel shipped it and the installed server serves it
+                assert answer.status == 200 and answer.read() == (STATIC / asset.rsplit("/", 1)[1]).read_bytes()
     finally:
-        server.stop()
+        stopped = server.stop()
+    assert stopped == 0  # SIGTERM: a clean shutdown
 
 
 def test_the_readmes_fish_line_installs_exactly_the_pinned_no_deps_packages():

@@ -1,7 +1,10 @@
 # Two entry points, both from a fresh machine with python3, pip and make:
 #   make demo   set everything up, then speak with the embedded default voice
 #   make test   set everything up, then run the whole test suite
-PYTHON ?= python3
+# The Fish Speech pins (numpy 2.4.6, scipy 1.17.1, onnxruntime 1.31.1) have no Python 3.10
+# release: take python3 when it is 3.11 or newer, else the newest python3.1x on PATH.
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	  $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PLUGINS := plugins/cuda plugins/mps plugins/cpu_onnx plugins/wsl
@@ -21,6 +24,7 @@ setup: $(STAMP)
 # itself and the packages whose declared dependencies cannot or should not be
 # resolved go in with --no-deps (the reasons are in that file).
 $(STAMP): pyproject.toml core/pyproject.toml core/requirements-fish-nodeps.txt $(addsuffix /pyproject.toml,$(PLUGINS))
+	@test -n "$(PYTHON)" || { echo "make setup needs Python 3.11 or newer (the Fish Speech pins have no 3.10 release); the core alone installs on 3.10: pip install \"./core[cpu-onnx]\" ./plugins/cpu_onnx"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet -e "./core[all,fish]" $(foreach p,$(PLUGIN_REQS),-e "./$(p)")

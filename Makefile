@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python benchmarks/cpu_onnx_proposals.py
 	$(BIN)/python benchmarks/tune_stability.py
 	$(BIN)/python benchmarks/threads_under_load.py
+	$(BIN)/python benchmarks/threads_follow_load.py
 	$(BIN)/python benchmarks/first_audio.py
 	$(BIN)/python benchmarks/ray_scaling.py
 

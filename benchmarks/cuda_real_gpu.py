@@ -21,7 +21,7 @@ Needs voxfit[cuda,fish] installed with a CUDA build of torch. What it does:
    as the plan says (precision; compile if the plan compiles), decodes
    ``--tokens`` tokens with fish_speech's own ``decode_one_token_ar``, and
    reports tokens/s, achieved bandwidth and the share of the roofline, next
-   to the plugin's estimate (EAGER_EFFICIENCY x roofline).
+   to the plan's own estimate (the engine's decode calibration x roofline).
 
 Numbers from a run belong in the closing note of the work that used them.
 """

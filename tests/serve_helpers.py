@@ -28,6 +28,9 @@ WYOMING_LISTENING = re.compile(r"wyoming listening on tcp://([0-9.]+):(\d+)")
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXFIT_")}
+    # A server here plans once: the suite's own work would otherwise re-plan it mid-test (test_load_follow
+    # turns following on).
+    env["VOXFIT_REPLAN_WINDOW"] = "0"
     env.update(extra)
     return env
 

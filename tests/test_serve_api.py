@@ -201,3 +201,17 @@ def test_a_client_that_leaves_a_stream_cancels_it_and_the_engine_is_free_again(s
         time.sleep(0.05)
     assert record["status"] == "cancelled" and record["audio_seconds"] < 30  # far from the ~150 s asked for
     assert "cancelled" in server.log() and request_id in server.log()
+
+
+def test_without_a_key_clients_read_names_not_paths_nor_the_host(server, client, voice):
+    import re
+    import socket
+
+    shown = json.dumps([client.get(path).json() for path in
+                        ("/v1/plan", "/v1/system", "/v1/audio/voices", f"/v1/audio/voices/{voice}")])
+    assert str(server.work) not in shown and str(server.work.parent) not in shown
+    assert not re.search(r'"/[^"\s]*/', shown), re.search(r'"/[^"\s]*/.{0,80}', shown)
+    assert not re.search(rf"(?<![\w.-]){re.escape(socket.gethostname())}(?![\w-])", shown)
+    plan = client.get("/v1/plan").json()["voices"][voice]
+    assert plan["model"]["name"] == voice and plan["chosen"]["engine"] == "piper-onnx"
+    assert re.search(r'"[^"/]*\.onnx"', shown), "the model's file name is still shown"

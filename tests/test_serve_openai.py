@@ -31,7 +31,7 @@ def client(server):
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-local-test", max_retries=0, timeout=60)
 
 
-@pytest.mark.parametrize("fmt", ["wav", "pcm", "flac", "mp3", "opus"])
+@pytest.mark.parametrize("fmt", ["wav", "pcm", "flac", "mp3", "opus", "aac"])
 def test_create_returns_speech_in_every_format(client, fmt):
     response = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format=fmt)
     samples, rate = decode(response.content, fmt)
@@ -63,8 +63,8 @@ def test_models_list_and_retrieve(client):
 
 
 def test_errors_arrive_as_the_clients_exceptions(client, server):
-    with pytest.raises(openai.BadRequestError, match="unknown voice 'shimmer'"):
-        client.audio.speech.create(model="tts-1", voice="shimmer", input=TEXT)
+    with pytest.raises(openai.BadRequestError, match="unknown voice 'marin'"):
+        client.audio.speech.create(model="tts-1", voice="marin", input=TEXT)
     wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         wrong.audio.speech.create(model="tts-1", voice="alloy", input=TEXT)
@@ -99,3 +99,30 @@ def test_overload_reaches_the_client_as_503_with_retry_after_at_once(client, ser
     assert refused.value.status_code == 503 and int(refused.value.response.headers["retry-after"]) >= 1
     for t in busy:
         t.join(60)
+
+
+OPENAI_VOICES = ["alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"]
+
+
+def test_open_webui_reads_every_voice_and_openais_names_speak(client, server):
+    headers = {"Authorization": "Bearer sk-local-test"}
+    data = httpx.get(f"{server.url}/v1/audio/voices", headers=headers).json()
+    picker = {voice["id"]: voice["name"] for voice in data["voices"]}  # Open WebUI's own line
+    assert picker["en_US-joe-medium"] == "en_US-joe-medium"
+    assert set(OPENAI_VOICES) <= set(picker) and picker["nova"] == "nova (en_US-joe-medium)"
+    aliases = {v["id"]: v for v in data["voices"] if "alias_of" in v}
+    assert {v["alias_of"] for v in aliases.values()} == {"en_US-joe-medium"}
+    assert aliases["alloy"]["sample_rate"] == 22050  # every field of the voice it speaks as
+    for name in OPENAI_VOICES:
+        pcm = client.audio.speech.create(model="tts-1", voice=name, input="Hi.", response_format="pcm").content
+        assert len(pcm) > 24_000 * 2 * 0.1, name  # at least a tenth of a second of 24 kHz 16-bit audio
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.audio.speech.create(model="tts-1", voice="alloys", input="Hi.")
+    assert "unknown voice 'alloys'" in unknown.value.message and "nova" not in unknown.value.message
+
+
+def test_with_a_key_the_plan_shows_where_the_model_lives(server):
+    plan = httpx.get(f"{server.url}/v1/plan", headers={"Authorization": "Bearer sk-local-test"}).json()
+    import re
+
+    assert re.search(r'"/[^"\s]*/[^"]*\.onnx"', json.dumps(plan)), "no model path in the plan"

@@ -118,13 +118,27 @@ def test_speak_in_a_real_browser(server, tmp_path):
         assert driver.find_elements(By.CSS_SELECTOR, "#plan-chosen li")  # its reasons
         plan_text = driver.find_element(By.ID, "plan-body").text
         assert "Alternatives, in order" in plan_text and "Vetoed (" in plan_text
-        assert "Environment changes made" in plan_text
-        assert driver.find_elements(By.CSS_SELECTOR, "#plan-alternatives tbody tr")
-        # The options of the chosen engine, from its options model.
+        assert "environment changes made" in plan_text
+        # Alternatives are folded, each listed once; a reason every proposal gives is said once, not per proposal.
+        assert driver.execute_script("return document.getElementById('plan-alternatives').open") is False
+        assert driver.find_elements(By.CSS_SELECTOR, "#plan-alternatives li")
+        every = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#plan-shared li")]
+        assert every, "no reason shared by every proposal shown"
+        body_html = driver.execute_script("return document.getElementById('plan-body').textContent")
+        assert all(body_html.count(reason) == 1 for reason in every)
+        # The chart: each proposal's estimated speed and peak memory against what this machine has.
+        chart = driver.find_element(By.ID, "plan-chart").text
+        assert "x real time" in chart and "RAM available" in chart
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#plan-chart tbody tr")) >= 2
+        assert driver.find_element(By.ID, "plan-body").text.count(" logical CPUs") == 1  # the CPU named once
+        # The options of the chosen engine, from its options model, with their ranges.
         assert driver.find_element(By.ID, "opt-length_scale").get_attribute("type") == "number"
+        assert " to " in driver.find_element(By.CSS_SELECTOR, "label[for=opt-length_scale]").text  # its range
         # The live system panel.
         _until(driver, "document.querySelector('#system-body .bar') !== null", "the system panel")
-        assert "CPU" in driver.find_element(By.ID, "system-body").text
+        system_text = driver.find_element(By.ID, "system-body").text
+        assert "CPU" in system_text and "logical CPUs" in system_text
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#system-cpus figcaption")) == os.cpu_count()  # labelled
 
         # Speak with Ctrl+Enter in the text box: audio arrives as it streams, then plays back from a WAV.
         text = driver.find_element(By.ID, "text")
@@ -178,6 +192,12 @@ def test_speak_in_a_real_browser(server, tmp_path):
         plan_box = driver.find_element(By.ID, "plan").rect
         speak_box = driver.find_element(By.ID, "speak-card").rect
         assert plan_box["y"] > speak_box["y"] and plan_box["width"] <= 390  # below it, not beside it
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        assert height < 4000, f"the page is {height} px tall at 390 px"
+        recent = driver.find_element(By.ID, "recent-table").rect
+        assert recent["x"] >= 0 and recent["x"] + recent["width"] <= 390, recent  # the table fits, nothing clipped
+        phone = tmp_path / "serve-page-390.png"
+        assert driver.save_screenshot(str(phone))
         logs = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]
                 and "400" not in e["message"]]
         assert not logs, logs

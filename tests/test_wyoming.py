@@ -112,7 +112,8 @@ def test_describe_lists_every_voice_with_streaming(server):
     assert program.name == "voxfit" and program.installed and program.supports_synthesize_streaming
     assert program.version
     names = [v.name for v in program.voices]
-    assert names == [v["voice"] for v in httpx.get(f"{server.url}/v1/audio/voices").json()["voices"]]
+    listed = httpx.get(f"{server.url}/v1/audio/voices").json()["voices"]
+    assert names == [v["voice"] for v in listed if "alias_of" not in v]  # OpenAI's names are HTTP aliases
     voice = program.voices[0]
     assert voice.name == VOICE and voice.languages == ["en_US"] and voice.installed
     assert voice.attribution.name and voice.speakers is None  # a one-speaker voice
@@ -322,7 +323,7 @@ def test_complete_sentences_waits_for_the_end_of_a_sentence_and_bounds_the_buffe
 
 
 @pytest.mark.parametrize("raw, message, fatal", [
-    (b"not json\n", "not a JSON object", False),
+    (b"not json\n", "not valid JSON", False),
     (b'{"data": {}}\n', "has no type", False),
     (b'{"type": "synthesize", "data_length": 99999999}\n', "data_length 99999999", True),
     (b'{"type": "synthesize", "payload_length": -1}\n', "payload_length -1", True),

@@ -1,7 +1,8 @@
 """The hook contracts between the core and hardware plugins.
 
 A plugin is a module (found through the ``voxfit`` entry-point group) that
-declares ``VOXFIT_HOOK_API = "2.0"`` and implements any of the hooks below with
+declares ``VOXFIT_HOOK_API`` (the version it was built for, at most
+:data:`HOOK_API_VERSION`) and implements any of the hooks below with
 the ``@voxfit.sdk.hookimpl`` marker. Registration hooks run once, when the core
 builds its registries; then, for one run:
 

@@ -116,7 +116,7 @@ class Settings(BaseSettings):
         "for them without reading the machine's load.",
     )
 
-    # -- voxfit serve (README, "Serving"); each is also a flag of `voxfit serve` --
+    # -- voxfit serve (docs/serving.md); each is also a flag of `voxfit serve` --
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Models `voxfit serve` offers, comma-separated (default: VOXFIT_MODEL)."
     )
@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(
         default=30.0, ge=0, le=3600, description="Seconds in-flight requests get to finish after SIGTERM."
     )
+    replan_window: float = Field(
+        default=10.0, ge=0, le=3600, description="Seconds other processes' CPU load must differ from what a voice's "
+        "plan was made for before the server re-plans it (threads follow the load); 0: never."
+    )
     api_key: Optional[str] = Field(default=None, description="If set, every route but /health needs this bearer key.")
     metrics_log: Optional[Path] = Field(default=None, description="File to append one JSON line per request to.")
     max_input_chars: int = Field(default=4096, ge=1, le=500_000, description="Longest text one request may carry.")
@@ -141,12 +145,12 @@ class Settings(BaseSettings):
     voice_aliases: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description='Other names for voices, e.g. "alloy=VOICE,echo=VOICE" (OpenAI names).'
     )
-    # Home Assistant's protocol beside (or instead of) HTTP (README, "Home Assistant").
+    # Home Assistant's protocol beside (or instead of) HTTP (docs/wyoming.md).
     wyoming: Optional[str] = Field(
         default=None, description="Also serve the Wyoming protocol at tcp://HOST:PORT (Home Assistant's TTS)."
     )
     http: bool = Field(default=True, description="Serve HTTP; false serves Wyoming alone (needs VOXFIT_WYOMING).")
-    # Serving on a Ray cluster (README, "Scaling out").
+    # Serving on a Ray cluster (docs/ray.md).
     ray: bool = Field(default=False, description="Serve on Ray Serve: replicas that each plan on their node.")
     ray_address: Optional[str] = Field(
         default=None, description="Ray cluster to join (ray://HOST:10001 or auto); unset: RAY_ADDRESS or a new local one."

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
               help="Seconds a request may take, queue included (VOXFIT_REQUEST_TIMEOUT; default 120).")
 @click.option("--drain-timeout", type=float, default=None,
               help="Seconds in-flight requests get after SIGTERM (VOXFIT_DRAIN_TIMEOUT; default 30).")
+@click.option("--replan-window", type=float, default=None,
+              help="Seconds the CPU load must differ from a plan's before that voice is re-planned "
+                   "(VOXFIT_REPLAN_WINDOW; default 10; 0 never).")
 @click.option("--api-key", default=None,
               help="Require Authorization: Bearer KEY on every route but /health (prefer VOXFIT_API_KEY: "
                    "arguments show in ps).")

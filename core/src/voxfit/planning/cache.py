@@ -140,8 +140,7 @@ def key(options: dict[str, Any], environ: Mapping[str, str], load: CpuLoad, cwd:
         "model": _model_identity(options.get("model") or environ.get(f"{PREFIX}MODEL")),
         "cpu": _cpu(),
         "tuned": _listing(default_cache_dir(environ) / "measurements"),
-        # More cores taken than leave one free all end in one thread: the same plan.
-        "load": [min(load.cores_taken, max(1, (usable_count() or 2) - 1)), load.contended],
+        "load": list(load.coarse()),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

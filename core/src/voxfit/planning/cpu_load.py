@@ -66,6 +66,13 @@ class CpuLoad:
     def contended(self) -> bool:
         return self.others >= CONTENDED_BUSY or (self.pressure_some_avg10 or 0.0) >= CONTENDED_PRESSURE
 
+    def coarse(self) -> tuple[int, bool]:
+        """What a plan depends on: whole cores taken (more than leave one free all end in one thread),
+        and whether contended. Two loads with the same coarse value make the same plan."""
+        from voxfit.planning.cpu_affinity import usable_count
+
+        return min(self.cores_taken, max(1, (usable_count() or 2) - 1)), self.contended
+
     def describe(self) -> str:
         parts = []
         if self.busy_by_others is not None:
@@ -198,10 +205,26 @@ def probe(
         if waited < min_window:
             sleep(min_window - waited)
         end = read_times(root, clock)
-        if end is not None and end.total_ticks > start.total_ticks:
-            share = (end.busy_ticks - start.busy_ticks - (end.own_ticks - start.own_ticks)) / (
-                end.total_ticks - start.total_ticks)
-            busy = max(0.0, share * end.logical_cpus)
-            window = end.at - start.at
+        if end is not None:
+            return between(start, end, root)
     loadavg, runnable = _loadavg(root)
     return CpuLoad(busy, window, loadavg, runnable, _pressure(root))
+
+
+def between(start: CpuTimes, end: CpuTimes, root: Path = Path("/")) -> CpuLoad:
+    """The load other processes put on the CPU from ``start`` to ``end`` (two :func:`read_times`)."""
+    busy, window = None, 0.0
+    if end.total_ticks > start.total_ticks:
+        share = (end.busy_ticks - start.busy_ticks - (end.own_ticks - start.own_ticks)) / (
+            end.total_ticks - start.total_ticks)
+        busy = max(0.0, share * end.logical_cpus)
+        window = end.at - start.at
+    loadavg, runnable = _loadavg(root)
+    return CpuLoad(busy, window, loadavg, runnable, _pressure(root))
+
+
+def observe(load: CpuLoad) -> None:
+    """Make ``load`` the snapshot that plans read next (a long-running process that watched the load
+    over a longer window than a plan's own probe would take)."""
+    global _last
+    _last = (time.monotonic(), load)

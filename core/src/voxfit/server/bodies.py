@@ -7,7 +7,6 @@ copied into a private temporary directory within the size and length limits.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from voxfit.errors import UsageError, one_line
+from voxfit.server.client_input import InputRefused, parse_json
 from voxfit.server.errors import ApiError
 from voxfit.server.state import ServerState
 from voxfit.server.voices import Voice
@@ -125,10 +125,18 @@ def _parse_json(raw: bytes, model: type[BaseModel]) -> Any:
     if not raw.strip():
         raise ApiError(400, "the body is empty: send a JSON object")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON: {one_line(exc).split(': ', 1)[-1]}") from None
+        data = parse_json(raw, "the body", max_bytes=len(raw))
+    except InputRefused as exc:
+        raise ApiError(400, str(exc)) from None
     return _parse(model, data)
+
+
+def _options_field(value: str) -> Any:
+    """The ``options`` field of a form: a JSON object, read as bounded as a body."""
+    try:
+        return parse_json(value, "options", max_bytes=len(value))
+    except InputRefused as exc:
+        raise ApiError(400, f"options must be a JSON object: {exc}", param="options") from None
 
 
 # -- options ------------------------------------------------------------------
@@ -229,10 +237,7 @@ async def _json_or_urlencoded(request: Request, kind: str, cap: int) -> TtsBody:
         data: dict[str, Any] = {}
         for key, value in pairs:
             if key == "options":
-                try:
-                    data[key] = json.loads(value)
-                except ValueError:
-                    raise ApiError(400, "options must be a JSON object", param="options") from None
+                data[key] = _options_field(value)
             else:
                 data[key] = value
         return _parse(TtsBody, data)
@@ -272,10 +277,7 @@ async def _form_body(request: Request, state: ServerState) -> tuple[TtsBody, Any
                 raise ApiError(400, "one file per request", param=key)
             upload = (key, value)
         elif key == "options":
-            try:
-                data["options"] = json.loads(value)
-            except ValueError:
-                raise ApiError(400, "options must be a JSON object", param="options") from None
+            data["options"] = _options_field(value)
         else:
             data[key] = value
     return _parse(TtsBody, data), upload

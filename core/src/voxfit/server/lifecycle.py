@@ -101,6 +101,7 @@ class SpeechRequest:
     def audio(self) -> AsyncIterator[Any]:
         """The job's audio chunks as a worker makes them (raises what :meth:`VoicePool.run` raises)."""
         self.state.jobs[self.job.id] = self.job
+        self.state.admitted += 1
         return self.pool.run(self.job)
 
     def leave(self) -> None:

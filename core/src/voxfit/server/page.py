@@ -106,7 +106,7 @@ def add_page(app: FastAPI, state: Any) -> None:
 
     @app.get("/v1/audio/voices/{name}")
     async def voice(name: str) -> dict[str, Any]:
-        return voice_details(state, name)
+        return dict(state.shown(voice_details(state, name)))
 
     @app.get("/v1/requests/recent")
     async def recent(limit: int = 20) -> dict[str, Any]:

@@ -114,6 +114,7 @@ class Worker:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"voxfit-{voice}-{index}")
         self.dead: Optional[str] = None  # why it is out of service
         self.busy = False
+        self.running_on: Any = None  # the session its current request runs on (it may have been swapped since)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -136,6 +137,7 @@ class VoicePool:
         self.draining = False
         self._recent: collections.deque[float] = collections.deque(maxlen=20)  # service times, for Retry-After
         self.on_event = on_event or (lambda event, job: None)
+        self._retired: list[tuple[Any, Callable[[], None]]] = []  # swapped-out sessions and how to close them
 
     # -- state -------------------------------------------------------------
 
@@ -254,6 +256,7 @@ class VoicePool:
         (or any of those) stops the worker at the next sentence boundary.
         """
         worker = await self.acquire(job)
+        session = worker.running_on = worker.session
         loop = asyncio.get_running_loop()
         out: asyncio.Queue[Any] = asyncio.Queue()
         put = out.put_nowait
@@ -264,7 +267,7 @@ class VoicePool:
                 if job.cancel.is_set():
                     loop.call_soon_threadsafe(put, stopped)
                     return
-                chunks = worker.session.stream(job.text, metrics=job.metrics, started=job.arrived,
+                chunks = session.stream(job.text, metrics=job.metrics, started=job.arrived,
                                                validated=job.options)
                 cut = False
                 try:
@@ -283,7 +286,7 @@ class VoicePool:
             except BaseException as exc:  # noqa: BLE001 - an engine fault must not kill the thread silently
                 reason = f"engine failed: {one_line(exc)}"
                 for other in self.workers:  # every worker that shares this engine is out of service with it
-                    if other.session is worker.session:
+                    if other.session is session:
                         other.dead = reason
                 loop.call_soon_threadsafe(put, EngineFailed(reason))
             finally:
@@ -307,10 +310,36 @@ class VoicePool:
             job.cancel.set()  # a no-op after _DONE; otherwise the worker stops at the next sentence
 
     def _finished(self, worker: Worker, job: Job) -> None:
+        worker.running_on = None
+        self._close_retired()
         self.running.discard(job.id)
         if job.started is not None and job.finished is not None:
             self._recent.append(job.finished - job.started)
         self._release(worker)
+
+    # -- swapping engines ----------------------------------------------------
+
+    def swap(self, replace: dict[int, Any], close: Callable[[Any], None]) -> None:
+        """Point the workers at new sessions (``replace`` maps ``id(old)`` to its successor; call on the
+        event loop). Requests already running finish on the old one, which ``close`` closes after them."""
+        for old_id, new in replace.items():
+            for worker in self.workers:
+                if id(worker.session) == old_id:
+                    old, worker.session, worker.dead = worker.session, new, None
+                    if all(o is not old for o, _ in self._retired):
+                        self._retired.append((old, lambda old=old: close(old)))
+        self._close_retired()
+
+    def _close_retired(self) -> None:
+        for entry in list(self._retired):
+            if all(w.running_on is not entry[0] for w in self.workers):
+                self._retired.remove(entry)
+                entry[1]()
+
+    def close_retired_now(self) -> None:
+        """Close every swapped-out session (the workers have stopped)."""
+        while self._retired:
+            self._retired.pop()[1]()
 
     def close(self) -> None:
         for worker in self.workers:

@@ -13,6 +13,7 @@ their next sentence, and exits 0. A second signal stops at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -65,6 +66,10 @@ def _server_class() -> Any:
             self.state, self.drain_timeout, self.echo = state, drain_timeout, echo
             self.signalled = 0
 
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            self.state.follow_load(asyncio.get_running_loop(), self.echo)
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             # uvicorn's own re-raises the signal after shutting down; a drained server exits 0 instead.
@@ -95,22 +100,26 @@ def _server_class() -> Any:
             threading.Thread(target=self._drain, name="voxfit-drain", daemon=True).start()
 
         def _drain(self) -> None:
-            deadline = time.monotonic() + self.drain_timeout
-            while self.state.in_flight() and time.monotonic() < deadline and not self.should_exit:
-                time.sleep(0.05)
-            left = self.state.in_flight()
-            if left:
-                self.echo(f"drain: {left} request(s) still running after {self.drain_timeout:g} s: "
-                          "stopping them at the next sentence")
-                self.state.cancel_all()
-                end = time.monotonic() + 5.0
-                while self.state.in_flight() and time.monotonic() < end:
-                    time.sleep(0.05)
-            else:
-                self.echo("drained: every request finished")
+            _drain(self.state, self.drain_timeout, self.echo, lambda: self.should_exit)
             self.should_exit = True
 
     return DrainingServer
+
+
+def _drain(state: Any, timeout: float, echo: Callable[[str], None], stopped: Callable[[], bool]) -> None:
+    """Wait up to ``timeout`` for the requests in flight, then stop the rest at their next sentence."""
+    deadline = time.monotonic() + timeout
+    while state.in_flight() and time.monotonic() < deadline and not stopped():
+        time.sleep(0.05)
+    left = state.in_flight()
+    if not left:
+        echo("drained: every request finished")
+        return
+    echo(f"drain: {left} request(s) still running after {timeout:g} s: stopping them at the next sentence")
+    state.cancel_all()
+    end = time.monotonic() + 5.0
+    while state.in_flight() and time.monotonic() < end:
+        time.sleep(0.05)
 
 
 def serve(settings: Settings, host_for: Callable[[Settings], Any], *, echo: Callable[[str], None],

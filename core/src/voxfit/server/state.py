@@ -11,7 +11,8 @@ from voxfit.server.errors import ApiError
 from voxfit.server.lifecycle import VoiceTotals
 from voxfit.server.metrics import ServerMetrics
 from voxfit.server.pool import Job, VoicePool, Worker
-from voxfit.server.voices import Voice
+from voxfit.server.redact import public
+from voxfit.server.voices import OPENAI_VOICES, Voice
 from voxfit.settings import Settings
 from voxfit.speaking.text import controls_to_spaces, has_speakable
 
@@ -31,6 +32,10 @@ class ServerState:
         for voice in voices:
             for alias in voice.aliases:
                 self.aliases.setdefault(alias, voice.name)
+        # Code written for OpenAI sends its voice names (Open WebUI's default is alloy): each one
+        # not configured otherwise speaks as the default voice.
+        self.openai_aliases = [n for n in OPENAI_VOICES if n not in self.aliases and n not in self.voices]
+        self.aliases.update({name: self.order[0] for name in self.openai_aliases})
         self.pools = {v.name: VoicePool(v.name, _workers(v), settings.max_queue) for v in voices}
         for pool in self.pools.values():
             metrics.watch_pool(pool)
@@ -39,12 +44,28 @@ class ServerState:
         self.formats_missing = {**NOT_OFFERED, **unavailable()}
         self.totals = {v.name: VoiceTotals() for v in voices}  # what each voice has spoken, for estimates
         self.jobs: dict[str, Job] = {}  # admitted and not yet recorded, for the drain's bound
+        self.admitted = 0  # requests admitted since start (the load follower judges idle windows only)
         self.system_host = system_host if system_host is not None else voices[0].sessions[0].host
         self.json_cap = max(64 * 1024, settings.max_input_chars * 8)  # the largest JSON body a route reads
         self._sampler: Any = None
+        self.follower: Any = None  # a LoadFollower once the server runs (VOXFIT_REPLAN_WINDOW > 0)
+
+    def follow_load(self, loop: Any, echo: Any) -> None:
+        """Start re-planning voices whose plan's CPU load is no longer the machine's (see follow.py)."""
+        if self.settings.replan_window > 0 and self.follower is None:
+            from voxfit.server.follow import LoadFollower
+
+            self.follower = LoadFollower(self, self.settings.replan_window, loop, echo)
+            self.follower.start()
+
+    def shown(self, data: Any) -> Any:
+        """``data`` as a client may read it: whole with an API key, else with names for paths and the host's."""
+        return data if self.settings.api_key else public(data)
 
     def drain(self) -> None:
         self.draining = True
+        if self.follower is not None:
+            self.follower.halt()
         for pool in self.pools.values():
             pool.draining = True
 
@@ -63,9 +84,12 @@ class ServerState:
     def close(self) -> None:
         """Stop every job at its next sentence and wait for the workers, before the engines are closed."""
         self.cancel_all()
+        if self.follower is not None:
+            self.follower.stop()
         for pool in self.pools.values():
             for worker in pool.workers:
                 worker.executor.shutdown(wait=True, cancel_futures=True)
+            pool.close_retired_now()
 
     def voice(self, name: Optional[str]) -> Voice:
         if name is None:
@@ -73,7 +97,8 @@ class ServerState:
         target = self.aliases.get(name, name)
         if target in self.voices:
             return self.voices[target]
-        aliases = f" (aliases: {', '.join(f'{a}={t}' for a, t in sorted(self.aliases.items()))})" if self.aliases else ""
+        named = {a: t for a, t in self.aliases.items() if a not in self.openai_aliases}
+        aliases = f" (aliases: {', '.join(f'{a}={t}' for a, t in sorted(named.items()))})" if named else ""
         raise ApiError(400, f"unknown voice {name!r}: this server offers {', '.join(self.order)}{aliases}",
                        param="voice", code="voice_not_found")
 

@@ -19,6 +19,9 @@ from voxfit.models import HardwareProfile, Plan
 from voxfit.planning.hardware import describe_memory
 from voxfit.settings import Settings
 
+#: OpenAI's built-in voice names: accepted and listed, each an alias of the default voice unless configured.
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
+
 
 @dataclass
 class Voice:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import socket
 from typing import Any, Optional
@@ -42,6 +41,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from voxfit import __version__
 from voxfit.errors import UsageError, one_line
+from voxfit.server.client_input import InputRefused, parse_json
 from voxfit.server.errors import ApiError
 from voxfit.server.lifecycle import OK, Outcome, SpeechRequest, outcome_of
 from voxfit.server.pool import ClientGone
@@ -101,9 +101,9 @@ async def read_event(reader: asyncio.StreamReader) -> Optional[Event]:
     if not line or not line.endswith(b"\n"):
         return None
     try:
-        header = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        raise BadEvent("an event header is not a JSON object") from None
+        header = parse_json(line, "an event header", max_bytes=LINE_LIMIT)
+    except InputRefused as exc:
+        raise BadEvent(str(exc)) from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise BadEvent("an event header has no type")
     lengths = [header.get("data_length") or 0, header.get("payload_length") or 0]
@@ -116,9 +116,9 @@ async def read_event(reader: asyncio.StreamReader) -> Optional[Event]:
     if lengths[0]:
         raw = await reader.readexactly(lengths[0])
         try:
-            more = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise BadEvent(f"event {header['type']}: its data is not JSON") from None
+            more = parse_json(raw, f"event {header['type']}: its data", max_bytes=PAYLOAD_LIMIT)
+        except InputRefused as exc:
+            raise BadEvent(str(exc)) from None
         if not isinstance(more, dict):
             raise BadEvent(f"event {header['type']}: its data is not a JSON object")
         data.update(more)

@@ -97,7 +97,7 @@ class PiperOnnxEngine:
         self._spoken = False
         # ONNX Runtime's run() is thread-safe and Piper locks its phonemizer, so several requests can
         # share this engine (voxfit.engine.ConcurrentSynthesis); on a CPU, interleaving a few of them
-        # keeps the cores busier than one at a time (README, "Serving").
+        # keeps the cores busier than one at a time (docs/serving.md, "Under load").
         self.max_concurrent = max(2, min(8, 2 * (os.cpu_count() or 1)))
         # What happened while loading that a user should hear of (a cache entry rebuilt, a cache
         # that could not be written), kept for the run's report (`voxfit run` does not print them yet).

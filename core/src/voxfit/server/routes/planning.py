@@ -18,13 +18,14 @@ _CHARS_PER_SECOND = 14.0
 
 @router.get("/v1/plan")
 async def plan(s: State) -> dict[str, Any]:
-    return {"voices": {n: s.voices[n].plan.model_dump(mode="json") for n in s.order}}
+    follow = s.follower.as_dict() if s.follower is not None else {"window_seconds": 0, "replans": []}
+    return s.shown({"voices": {n: s.voices[n].plan.model_dump(mode="json") for n in s.order}, "load_follow": follow})
 
 
 @router.get("/v1/system")
 async def system(s: State) -> dict[str, Any]:
     sampled: dict[str, Any] = await run_in_threadpool(s.sampler().sample)
-    return sampled
+    return dict(s.shown(sampled))
 
 
 @router.post("/v1/estimate")

@@ -102,6 +102,19 @@ function optionTypes(prop) {
   return kinds;
 }
 
+// "0.1 to 5, default 1": what the options model allows, from its JSON schema.
+function rangeOf(prop) {
+  const inner = (prop.anyOf || [prop]).find((p) => p.type === "number" || p.type === "integer") || {};
+  const bits = [];
+  const lo = inner.minimum ?? inner.exclusiveMinimum;
+  const hi = inner.maximum ?? inner.exclusiveMaximum;
+  if (lo != null && hi != null) bits.push(`${lo} to ${hi}`);
+  else if (lo != null) bits.push(`from ${lo}`);
+  else if (hi != null) bits.push(`up to ${hi}`);
+  if (prop.default != null) bits.push(`default ${prop.default}`);
+  return bits.length ? `(${bits.join(", ")})` : "";
+}
+
 function renderOptions(details) {
   const box = $("options-fields");
   box.replaceChildren();
@@ -130,7 +143,7 @@ function renderOptions(details) {
     }
     input.dataset.option = name;
     input.dataset.kinds = kinds.join(",");
-    box.append(el("div", {}, el("label", { for: id, text: name, title: prop.description || "" }), input,
+    box.append(el("div", {}, el("label", { for: id, title: prop.description || "" }, name, el("span", { class: "muted", text: ` ${rangeOf(prop)}` })), input,
       prop.description ? el("span", { class: "muted", text: prop.description }) : null));
   }
   syncSpeed();
@@ -195,52 +208,120 @@ function estimateLine(p) {
   return bits.join(" · ");
 }
 
+// Reasons every proposal gives (the CPU's load at plan time, "estimated, not measured") are said once.
+function sharedReasons(proposals) {
+  if (proposals.length < 2) return [];
+  return (proposals[0].reasons || []).filter((r) => proposals.every((p) => (p.reasons || []).includes(r)));
+}
+
+function ownReasons(p, shared, cls) {
+  return reasons((p.reasons || []).filter((r) => !shared.includes(r)), cls);
+}
+
+function hardwareLine(plan) {
+  const hw = plan.hardware || {};
+  const accelerators = (hw.devices || []).filter((d) => d.family !== "cpu")
+    .map((d) => `${d.id} ${d.name || d.family}${d.memory_total_bytes ? ` (${bytes(d.memory_total_bytes)})` : ""}`);
+  return `${hw.cpu_model || hw.arch || "CPU"} with ${hw.cores_logical || "?"} logical CPUs, ${bytes(hw.memory_total_bytes)} RAM; ` +
+    (accelerators.length ? accelerators.join("; ") : "no accelerator") + `; device lock: ${plan.device_lock}`;
+}
+
+// What a proposal's peak memory is measured against: its device's memory, or the RAM available at plan time.
+function memoryRoom(plan, p) {
+  const hw = plan.hardware || {};
+  if (p.memory_pool === "device") {
+    const d = (hw.devices || []).find((x) => x.id === p.device) || {};
+    return { bytes: d.memory_free_bytes || d.memory_total_bytes, what: `free on ${p.device}` };
+  }
+  return { bytes: hw.memory_available_bytes || hw.memory_total_bytes, what: "RAM available" };
+}
+
+function meter(fraction, text, cls) {
+  const fill = el("span", { class: "fill" + (cls ? ` ${cls}` : "") });
+  fill.style.width = `${Math.max(1, Math.min(100, 100 * (fraction || 0)))}%`;
+  return el("div", { class: "meter", role: "img", "aria-label": text }, el("span", { class: "track" }, fill), el("span", { class: "muted", text }));
+}
+
+// A small chart: each proposal's estimated speed (times real time) and peak memory against what the machine has.
+function planChart(plan) {
+  const proposals = [plan.chosen, ...(plan.alternatives || [])].filter(Boolean);
+  const speeds = proposals.map((p) => ((p.estimate || {}).rtf ? 1 / p.estimate.rtf : null));
+  const fastest = Math.max(1, ...speeds.filter((x) => x != null));
+  const rows = proposals.map((p, i) => {
+    const room = memoryRoom(plan, p);
+    const peak = (p.estimate || {}).peak_memory_bytes;
+    const speed = speeds[i];
+    return el("tr", i === 0 ? { class: "is-chosen" } : {},
+      el("th", { scope: "row", class: "label", text: (p.options && p.options.variant) || label(p).split(": ")[1] }),
+      el("td", {}, speed == null ? el("span", { class: "muted", text: "not estimated" })
+        : meter(speed / fastest, `${fmt(speed, 1)}x real time`, speed < 1 ? "hot" : "")),
+      el("td", {}, peak == null || !room.bytes ? el("span", { class: "muted", text: "not estimated" })
+        : meter(peak / room.bytes, `${bytes(peak)} of ${bytes(room.bytes)} ${room.what}`, peak > room.bytes ? "hot" : "")));
+  });
+  return el("table", { class: "chart", id: "plan-chart" },
+    el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "proposal" }), el("th", { scope: "col", text: "speed (estimated)" }),
+      el("th", { scope: "col", text: "peak memory (estimated)" }))),
+    el("tbody", {}, rows));
+}
+
+function followLine(follow) {
+  if (!follow || !follow.window_seconds) return el("p", { class: "muted", text: "Planned once at start (VOXFIT_REPLAN_WINDOW=0)." });
+  const last = (follow.replans || []).slice(-1)[0];
+  const now = follow.load_now ? ` Load now: ${follow.load_now}.` : "";
+  if (!last) return el("p", { class: "muted", text: `Threads follow the CPU load (re-planned after ${follow.window_seconds} s of change); no change yet.${now}` });
+  const when = new Date(last.at * 1000).toLocaleTimeString();
+  const what = last.swapped ? `${last.was} → ${last.now}` : `kept ${last.was}`;
+  return el("p", { id: "plan-follow" }, el("strong", { text: `Re-planned at ${when}: ` }), `${what} (${last.why}).`,
+    el("span", { class: "muted", text: now }));
+}
+
+function loadedPart(details) {
+  const load = details.load;
+  const items = [];
+  for (const a of load.attempts || []) if (!a.ok) items.push(el("li", { class: "veto" }, `fell back from ${a.proposal}: ${a.reason}`));
+  for (const n of load.notes || []) items.push(el("li", {}, n));
+  for (const n of load.artifacts_disabled || []) items.push(el("li", {}, `switched off: ${n}`));
+  for (const p of load.problems || []) items.push(el("li", { class: "veto" }, `plugin problem: ${p.plugin}.${p.hook}: ${p.error}`));
+  const env = load.env_applied || [];
+  return el("details", { id: "plan-loaded" }, el("summary", { text: `Loaded in ${fmt(load.load_seconds)} s; environment changes made (${env.length})` }),
+    items.length ? el("ul", {}, items) : null,
+    env.length ? el("ul", { id: "plan-env" }, env.map((e) => el("li", { class: "label" }, e)))
+      : el("p", { class: "muted", text: "none: the plugins asked for no change to this process" }));
+}
+
+function foldedProposals(plan, shared) {
+  const alts = plan.alternatives || [];
+  const rejected = plan.rejected || [];
+  return [
+    el("details", { id: "plan-alternatives" }, el("summary", { text: `Alternatives, in order (${alts.length})` }),
+      alts.length ? el("ol", {}, alts.map((p) => el("li", {}, el("span", { class: "label", text: label(p) }),
+        el("span", { class: "muted", text: ` · ${estimateLine(p)}` }), ownReasons(p, shared)))) : el("p", { class: "muted", text: "none" })),
+    el("details", { id: "plan-vetoed" }, el("summary", { text: `Vetoed (${rejected.length})` }),
+      rejected.length ? el("ul", {}, rejected.map((r) => el("li", {}, el("span", { class: "label", text: label(r.proposal) }),
+        reasons(r.reasons, "veto")))) : el("p", { class: "muted", text: "none" })),
+  ];
+}
+
 function renderPlan(name) {
   const plan = state.plans[name];
   const details = state.details[name];
   const body = $("plan-body");
   if (!plan) { body.replaceChildren(el("p", { class: "muted", text: "No plan for this voice." })); return; }
-  const hw = plan.hardware || {};
-  const devices = (hw.devices || []).map((d) => `${d.id} ${d.name || d.family}${d.memory_total_bytes ? `, ${bytes(d.memory_total_bytes)}` : ""}`);
-  const parts = [
-    el("p", {}, el("strong", { text: `${plan.model.name}` }), ` (${plan.model.family}, ${plan.model.source})`,
-      el("br"), el("span", { class: "muted", text: `on ${hw.cpu_model || hw.arch || "this CPU"}, ${hw.cores_logical || "?"} threads, ${bytes(hw.memory_total_bytes)} RAM` +
-        (devices.length ? `; ${devices.join("; ")}` : "; no accelerator detected") + `; device lock: ${plan.device_lock}` })),
-  ];
-  if (plan.summary) parts.push(el("p", { class: "summary", text: plan.summary }));
+  const proposals = [plan.chosen, ...(plan.alternatives || [])].filter(Boolean);
+  const shared = sharedReasons(proposals);
+  const parts = [el("p", {}, el("strong", { text: plan.model.name }), ` (${plan.model.family}, ${plan.model.source})`,
+    el("br"), el("span", { class: "muted", text: hardwareLine(plan) }))];
   if (plan.chosen) {
     const c = plan.chosen;
     parts.push(el("div", { class: "chosen", id: "plan-chosen" },
       el("h3", {}, "Chosen: ", el("span", { class: "label", text: label(c) })),
-      el("p", { class: "muted", text: estimateLine(c) }), reasons(c.reasons)));
-  }
-  if (details && details.load) {
-    const load = details.load;
-    const items = [];
-    for (const a of load.attempts || []) if (!a.ok) items.push(el("li", { class: "veto" }, `fell back from ${a.proposal}: ${a.reason}`));
-    for (const n of load.notes || []) items.push(el("li", {}, n));
-    for (const n of load.artifacts_disabled || []) items.push(el("li", {}, `switched off: ${n}`));
-    for (const p of load.problems || []) items.push(el("li", { class: "veto" }, `plugin problem: ${p.plugin}.${p.hook}: ${p.error}`));
-    parts.push(el("h3", { text: `Loaded as ${load.chosen} in ${fmt(load.load_seconds)} s` }));
-    if (items.length) parts.push(el("ul", {}, items));
-  }
-  const env = (details && details.load && details.load.env_applied) || [];
-  parts.push(el("h3", { text: `Environment changes made (${env.length})` }));
-  parts.push(env.length ? el("ul", { id: "plan-env" }, env.map((e) => el("li", { class: "label" }, e)))
-    : el("p", { class: "muted", text: "none: the plugins asked for no change to this process" }));
-  const alts = plan.alternatives || [];
-  parts.push(el("h3", { text: `Alternatives, in order (${alts.length})` }));
-  if (alts.length) {
-    parts.push(el("div", { class: "scroll" }, el("table", { id: "plan-alternatives" },
-      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "proposal" }), el("th", { scope: "col", class: "num", text: "score" }),
-        el("th", { scope: "col", class: "num", text: "RTF" }), el("th", { scope: "col", text: "why" }))),
-      el("tbody", {}, alts.map((p) => el("tr", {}, el("td", { class: "label", text: label(p) }), el("td", { class: "num", text: fmt(p.score) }),
-        el("td", { class: "num", text: fmt((p.estimate || {}).rtf, 3) }), el("td", {}, reasons(p.reasons))))))));
-  } else parts.push(el("p", { class: "muted", text: "none" }));
-  const rejected = plan.rejected || [];
-  parts.push(el("h3", { text: `Vetoed (${rejected.length})` }));
-  parts.push(rejected.length ? el("ul", { id: "plan-vetoed" }, rejected.map((r) => el("li", {}, el("span", { class: "label", text: label(r.proposal) }),
-    reasons(r.reasons, "veto")))) : el("p", { class: "muted", text: "none" }));
+      el("p", { class: "muted", text: estimateLine(c) }), ownReasons(c, shared)));
+  } else parts.push(el("p", { class: "summary", text: plan.summary }));
+  parts.push(followLine(state.follow));
+  if (shared.length) parts.push(el("h3", { text: "Said of every proposal" }), el("ul", { id: "plan-shared" }, shared.map((r) => el("li", {}, r))));
+  if (proposals.length) parts.push(el("h3", { text: "Proposals against this machine" }), el("div", { class: "scroll" }, planChart(plan)));
+  if (details && details.load) parts.push(loadedPart(details));
+  parts.push(...foldedProposals(plan, shared));
   if ((plan.problems || []).length) {
     parts.push(el("h3", { text: "Plugin problems" }));
     parts.push(el("ul", {}, plan.problems.map((p) => el("li", { class: "veto" }, `${p.plugin}.${p.hook}: ${p.error}`))));
@@ -261,10 +342,17 @@ async function refreshSystem() {
   try {
     const s = await getJSON("/v1/system");
     const used = s.memory.total_bytes - s.memory.available_bytes;
-    const parts = [bar("CPU", s.cpu.percent, `${fmt(s.cpu.percent, 0)}% of ${s.cpu.count}`)];
-    const cpus = el("div", { class: "cpus", "aria-hidden": "true" });
-    for (const p of s.cpu.per_cpu_percent || []) { const b = el("span"); b.style.height = `${Math.max(2, p)}%`; cpus.append(b); }
-    parts.push(cpus);
+    const per = s.cpu.per_cpu_percent || [];
+    const parts = [bar("CPU", s.cpu.percent, `${fmt(s.cpu.percent, 0)}% average`)];
+    // One column per logical CPU, labelled with its number and load: which cores are busy, not only how much.
+    const cpus = el("div", { class: "cpus", id: "system-cpus", role: "img",
+      "aria-label": `each of ${per.length} logical CPUs: ${per.map((p) => `${fmt(p, 0)}%`).join(", ")}` });
+    per.forEach((p, i) => {
+      const fill = el("span");
+      fill.style.height = `${Math.max(2, p)}%`;
+      cpus.append(el("figure", { title: `CPU ${i}: ${fmt(p, 0)}%` }, fill, el("figcaption", { text: `${i}: ${fmt(p, 0)}%` })));
+    });
+    parts.push(el("p", { class: "muted", text: `Each of the ${per.length} logical CPUs (busy %, all processes):` }), cpus);
     parts.push(bar("RAM", s.memory.used_percent, `${bytes(used)} / ${bytes(s.memory.total_bytes)}`));
     parts.push(el("p", { class: "muted", text: `this server's process: ${bytes(s.process.rss_bytes)} resident` }));
     // The CPU and RAM are shown above; a "cpu" device from detection would repeat them.
@@ -293,11 +381,11 @@ function schedulePoll() {
 
 async function refreshRecent() {
   const data = await getJSON("/v1/requests/recent?limit=10");
-  const rows = data.requests.map((r) => el("tr", { "data-id": r.id }, el("td", { class: "label", text: r.id }), el("td", { text: r.voice }),
-    el("td", { text: r.route }), el("td", { class: r.status === "ok" ? "ok" : "bad", text: r.status, title: r.error || "" }),
+  const rows = data.requests.map((r) => el("tr", { "data-id": r.id }, el("td", { class: "label", text: r.id }), el("td", { class: "wide", text: r.voice }),
+    el("td", { class: "wide", text: r.route }), el("td", { class: r.status === "ok" ? "ok" : "bad", text: r.status, title: r.error || "" }),
     el("td", { class: "num", text: r.characters }), el("td", { class: "num", text: fmt(r.audio_seconds) }),
-    el("td", { class: "num", text: fmt(r.time_to_first_audio_seconds, 3) }), el("td", { class: "num", text: fmt(r.rtf, 3) }),
-    el("td", { class: "num", text: fmt(r.queue_wait_seconds, 3) }), el("td", { class: "num", text: fmt(r.total_seconds, 3) })));
+    el("td", { class: "num wide", text: fmt(r.time_to_first_audio_seconds, 3) }), el("td", { class: "num", text: fmt(r.rtf, 3) }),
+    el("td", { class: "num wide", text: fmt(r.queue_wait_seconds, 3) }), el("td", { class: "num", text: fmt(r.total_seconds, 3) })));
   $("recent-table").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "10", class: "muted", text: "none yet" }))]));
   return data.requests;
 }
@@ -442,12 +530,13 @@ async function speak() {
 async function start() {
   try {
     const [voices, plans] = await Promise.all([getJSON("/v1/audio/voices"), getJSON("/v1/plan")]);
-    state.voices = voices.voices;
+    state.voices = voices.voices.filter((v) => !v.alias_of); // aliases speak as one of these
     state.plans = plans.voices;
+    state.follow = plans.load_follow;
     const select = $("voice");
-    select.replaceChildren(...voices.voices.map((v) => el("option", { value: v.voice, text: `${v.voice} (${v.device})` })));
+    select.replaceChildren(...state.voices.map((v) => el("option", { value: v.voice, text: `${v.voice} (${v.device})` })));
     select.value = voices.default;
-    $("server-line").textContent = `${voices.voices.length} voice${voices.voices.length === 1 ? "" : "s"}; formats ${voices.formats.join(", ")}`;
+    $("server-line").textContent = `${state.voices.length} voice${state.voices.length === 1 ? "" : "s"}; formats ${voices.formats.join(", ")}`;
     await selectVoice(select.value);
     await refreshRecent();
     refreshSystem();

@@ -39,3 +39,45 @@ def test_workers_multiply_the_estimate_and_an_unknown_estimate_is_said():
         check_memory([plan("a", 3 * GiB)], workers=3, headroom=0.15)
     notes = check_memory([plan("a", None)], workers=2, headroom=0.15)
     assert notes == ["voice a: no peak-memory estimate for system RAM; not counted in the memory budget"]
+
+
+class Concurrent:
+    """A stand-in engine that could run ``max_concurrent`` requests at once."""
+
+    def __init__(self, n: int) -> None:
+        self.max_concurrent = n
+
+    def synthesize_with(self, text, options, *, first=True):
+        yield from ()
+
+
+def served(name: str, peak: int, each: int, wanted: int, engines: int = 1):
+    from types import SimpleNamespace
+
+    from voxfit.server.voices import Voice
+
+    _, p = plan(name, peak)
+    p.chosen.estimate = Estimate(peak_memory_bytes=peak, per_request_bytes=each)
+    return Voice(name=name, plan=p, sessions=[SimpleNamespace(engine=Concurrent(wanted)) for _ in range(engines)])
+
+
+def test_requests_at_once_are_bounded_by_the_memory_each_holds():
+    from voxfit.server.voices import fit_concurrency
+
+    # 10 GiB free, 15% headroom: 8.5 GiB; a 2 GiB peak leaves 6.5 GiB, room for 3 more requests of 2 GiB.
+    big = served("big", 2 * GiB, 2 * GiB, wanted=8)
+    notes = fit_concurrency([big], headroom=0.15)
+    assert big.slots_per_engine == 4 and big.peak_bytes() == 8 * GiB
+    assert notes == ["voice big: 4 request(s) at once per engine, not 8: each holds ~2.0 GiB while it runs "
+                     "and system RAM has room for no more"]
+    small = served("small", GiB, 100 * 2**20, wanted=4, engines=2)
+    assert fit_concurrency([small], headroom=0.15) == [] and small.slots_per_engine == 4
+    assert small.peak_bytes() == 2 * (GiB + 3 * 100 * 2**20)  # two engines, each with four at once
+
+
+def test_voices_share_what_is_left():
+    from voxfit.server.voices import fit_concurrency
+
+    first, second = served("a", 2 * GiB, GiB, wanted=8), served("b", 2 * GiB, GiB, wanted=8)
+    fit_concurrency([first, second], headroom=0.15)  # 8.5 - 4 = 4.5 GiB: four more requests, then none
+    assert (first.slots_per_engine, second.slots_per_engine) == (5, 1)

@@ -160,6 +160,9 @@ class Estimate(_Model):
         default=None, description="Real-time factor: synthesis wall time / duration of the audio (< 1 is faster).")
     peak_memory_bytes: Optional[int] = Field(
         default=None, description="Most memory the run holds at once, in the proposal's memory pool.")
+    per_request_bytes: Optional[int] = Field(
+        default=None, description="Of the peak, what one request holds while it runs (activations of its longest "
+        "chunk): a server running n at once on one engine needs peak + (n - 1) x this.")
     tokens_per_s: Optional[float] = Field(default=None, description="Tokens generated per second, for token models.")
     load_seconds: Optional[float] = Field(default=None, description="Seconds from nothing to a loaded engine.")
 

@@ -181,17 +181,24 @@ def _metrics(settings: Settings) -> Any:
 
 
 def _load(planned: list[Any], settings: Settings, echo: Callable[[str], None]) -> list[Any]:
-    from voxfit.server.voices import load_voices
+    from voxfit.planning.hardware import describe_memory
+    from voxfit.server.voices import fit_concurrency, load_voices
 
     def loaded(voice: Any) -> None:
         s = voice.sessions[0]
         echo(f"loaded voice {voice.name}: {s.loaded.proposal.label()}, {len(voice.sessions)} engine(s) "
              f"({s.load_seconds:.2f} s each), {voice.slots_per_engine} request(s) at once on each"
+             + (f", ~{describe_memory(peak)} at most" if (peak := voice.peak_bytes()) else "")
              + (f"; aliases {', '.join(voice.aliases)}" if voice.aliases else ""))
         for line in s.report().lines()[1:]:
             echo(line)
 
-    return load_voices(planned, settings.workers_per_engine, dict(settings.voice_aliases), on_loaded=loaded)
+    voices = load_voices(planned, settings.workers_per_engine, dict(settings.voice_aliases))
+    for note in fit_concurrency(voices, settings.memory_headroom):
+        echo(f"note: {note}")
+    for voice in voices:
+        loaded(voice)
+    return voices
 
 
 def _listen(settings: Settings, held: dict[str, Any], sockets: tuple[Any, Any], echo: Callable[[str], None],

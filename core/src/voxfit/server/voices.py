@@ -32,6 +32,7 @@ class Voice:
     sessions: list[Any]
     reference: Optional[str] = None  # what --model named (None: the default voice)
     aliases: list[str] = field(default_factory=list)
+    memory_slots: Optional[int] = None  # requests at once on one engine that its memory allows (fit_concurrency)
 
     @property
     def options_model(self) -> Optional[type]:
@@ -55,7 +56,24 @@ class Voice:
         from voxfit.engine import ConcurrentSynthesis
 
         engine = self.sessions[0].engine
+        wanted = max(1, int(engine.max_concurrent)) if isinstance(engine, ConcurrentSynthesis) else 1
+        return wanted if self.memory_slots is None else max(1, min(wanted, self.memory_slots))
+
+    @property
+    def wanted_slots(self) -> int:
+        """What the engine would run at once, before memory is counted."""
+        from voxfit.engine import ConcurrentSynthesis
+
+        engine = self.sessions[0].engine
         return max(1, int(engine.max_concurrent)) if isinstance(engine, ConcurrentSynthesis) else 1
+
+    def peak_bytes(self) -> Optional[int]:
+        """The plan's peak for one request on each engine, plus what each further request at once holds."""
+        estimate = self.plan.chosen.estimate if self.plan.chosen else None
+        if estimate is None or estimate.peak_memory_bytes is None:
+            return None
+        extra = (self.slots_per_engine - 1) * (estimate.per_request_bytes or 0)
+        return (estimate.peak_memory_bytes + extra) * len(self.sessions)
 
     @property
     def sample_rate(self) -> int:
@@ -80,12 +98,51 @@ class Voice:
             "device": chosen.device,
             "engines": len(self.sessions),
             "requests_per_engine": self.slots_per_engine,
-            "estimate": {"rtf": estimate.rtf, "peak_memory_bytes": estimate.peak_memory_bytes},
+            "estimate": {"rtf": estimate.rtf, "peak_memory_bytes": estimate.peak_memory_bytes,
+                         "per_request_bytes": estimate.per_request_bytes,
+                         "peak_memory_bytes_serving": self.peak_bytes()},
             "options": [asdict(doc) for doc in option_docs(self.options_model)],
             "speed": {"option": pacing.length_option, "rule": f"{pacing.length_option} = 1 / speed"} if pacing
             else None,
             "plan_summary": self.plan.summary,
         }
+
+
+def _memory_pool(plan: Plan) -> tuple[str, Optional[int], str]:
+    """Where a plan's peak memory comes from: (key, free bytes, in words)."""
+    chosen = plan.chosen
+    assert chosen is not None
+    if chosen.memory_pool == "device":
+        device = plan.hardware.device(chosen.device)
+        return chosen.device, (device.memory_free_bytes if device else None), f"{chosen.device}'s memory"
+    return "system", plan.hardware.memory_available_bytes, "system RAM"
+
+
+def fit_concurrency(voices: list["Voice"], headroom: float) -> list[str]:
+    """Bound the requests each engine runs at once by memory: after every voice's one request per engine,
+    each further request at once must fit in what is left of its pool (with the headroom). Returns a line
+    for each voice whose engine would run more at once than its memory allows."""
+    room: dict[str, int] = {}
+    for voice in voices:
+        key, free, _ = _memory_pool(voice.plan)
+        peak = voice.plan.chosen.estimate.peak_memory_bytes if voice.plan.chosen else None
+        if free is not None and peak is not None:
+            room.setdefault(key, int(free * (1.0 - headroom)))
+            room[key] -= peak * len(voice.sessions)
+    notes = []
+    for voice in voices:
+        key, _, where = _memory_pool(voice.plan)
+        each = voice.plan.chosen.estimate.per_request_bytes if voice.plan.chosen else None
+        wanted = voice.wanted_slots
+        if wanted <= 1 or not each or key not in room:
+            continue
+        fits = 1 + max(0, room[key] // (each * len(voice.sessions)))
+        voice.memory_slots = min(wanted, fits)
+        room[key] -= (voice.memory_slots - 1) * each * len(voice.sessions)
+        if voice.memory_slots < wanted:
+            notes.append(f"voice {voice.name}: {voice.memory_slots} request(s) at once per engine, not {wanted}: "
+                         f"each holds ~{describe_memory(each)} while it runs and {where} has room for no more")
+    return notes
 
 
 def check_memory(plans: list[tuple[str, Plan]], workers: int, headroom: float) -> list[str]:
@@ -97,15 +154,9 @@ def check_memory(plans: list[tuple[str, Plan]], workers: int, headroom: float) -
     used: dict[str, int] = {}
     holders: dict[str, list[str]] = {}
     for name, plan in plans:
-        chosen = plan.chosen
-        assert chosen is not None
-        peak = chosen.estimate.peak_memory_bytes
-        if chosen.memory_pool == "device":
-            device = plan.hardware.device(chosen.device)
-            free, where = (device.memory_free_bytes if device else None), f"{chosen.device}'s memory"
-            key = chosen.device
-        else:
-            free, where, key = plan.hardware.memory_available_bytes, "system RAM", "system"
+        assert plan.chosen is not None
+        peak = plan.chosen.estimate.peak_memory_bytes
+        key, free, where = _memory_pool(plan)
         if peak is None or free is None:
             notes.append(f"voice {name}: {'no peak-memory estimate' if peak is None else 'free memory unknown'}"
                          f" for {where}; not counted in the memory budget")

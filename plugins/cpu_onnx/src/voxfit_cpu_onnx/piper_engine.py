@@ -76,6 +76,77 @@ def session_options(threads: Optional[int], options: CpuOptions) -> Any:
     return so
 
 
+class ShrinkingSession:
+    """An ONNX Runtime session that gives its memory arena back once it has been idle for a moment.
+
+    ONNX Runtime's CPU arena keeps the largest activations it ever held: one
+    long sentence would pin hundreds of MiB for the life of a server. Arena
+    shrinkage (a run option) frees what is not in use when a run ends, but the
+    next run then takes its memory from the system again, a cost paid on
+    every sentence if it shrank after each. So runs go as usual, and
+    once no run has started for ``idle`` seconds one tiny run (the first
+    phonemes of the last input) shrinks the arena: a busy server keeps its
+    memory and its speed, a quiet one gives back what its peak took. Piper
+    calls ``run`` and ``get_inputs``.
+    """
+
+    def __init__(self, ort: Any, session: Any, idle: float = 2.0) -> None:
+        import threading
+
+        self.session, self.idle = session, idle
+        self.shrink = ort.RunOptions()
+        self.shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._lock = threading.Lock()
+        self._active = 0
+        self._tiny: Optional[dict[str, Any]] = None  # a small input to shrink with, once a run has grown the arena
+        self._timer: Any = None
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        with self._lock:
+            self._active += 1
+            if self._timer is not None:
+                self._timer.cancel()
+        try:
+            return self.session.run(output_names, input_feed, run_options)
+        finally:
+            self._ended(input_feed)
+
+    def _ended(self, feed: Any) -> None:
+        import threading
+
+        with self._lock:
+            self._active -= 1
+            self._tiny = _tiny_feed(feed) or self._tiny
+            if self._active == 0 and self._tiny is not None:
+                self._timer = threading.Timer(self.idle, self._give_back)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _give_back(self) -> None:
+        with self._lock:
+            if self._active or self._tiny is None:
+                return
+            feed, self._tiny = self._tiny, None
+        try:
+            self.session.run(None, feed, self.shrink)
+        except Exception:  # noqa: BLE001, S110 - memory not given back is no request's failure
+            pass
+
+    def get_inputs(self) -> Any:
+        return self.session.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self.session.get_outputs()
+
+
+def _tiny_feed(feed: Any) -> Optional[dict[str, Any]]:
+    """Piper's input cut to its first few phoneme ids: a run that costs milliseconds."""
+    if not isinstance(feed, dict) or "input" not in feed or "input_lengths" not in feed:
+        return None
+    ids = feed["input"][:, :8]
+    return {**feed, "input": ids, "input_lengths": feed["input_lengths"][:1] * 0 + ids.shape[1]}
+
+
 class PiperOnnxEngine:
     """A Piper voice on an ONNX Runtime CPU session."""
 
@@ -261,7 +332,7 @@ def load(
     inputs = {i.name for i in session.get_inputs()}
     if not {"input", "input_lengths", "scales"} <= inputs:
         raise UnloadableModel(f"{model_path} is not a Piper voice (inputs: {', '.join(sorted(inputs))})")
-    voice = PiperVoice(session=session, config=config)
+    voice = PiperVoice(session=ShrinkingSession(ort, session) if chosen.shrink_arena else session, config=config)
     engine = PiperOnnxEngine(voice, Path(model_path), Path(config_path), time.perf_counter() - t0)
     engine.notes.extend(notes)
     return engine

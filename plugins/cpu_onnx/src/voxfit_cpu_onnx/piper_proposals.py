@@ -41,9 +41,19 @@ _UNMEASURED = 0.9  # risk factor for a variant whose benefit depends on this CPU
 # A measured variant overtakes the safe default only when it is this much faster:
 # repeated short measurements here differed by up to ~10% on a shared 2-core machine.
 _PROMOTION_MARGIN = 0.10
-# Peak RSS of a whole `voxfit run` process with a medium voice: ~5.5x the weights
-# (interpreter, phonemizer, ORT arena, activations of the longest sentence).
-_PEAK_FACTOR = 5.5
+# RSS of a process with a medium voice loaded (63 MB of weights): ~162 MiB, 2.6x the weights
+# (interpreter, onnxruntime, the phonemizer, the session).
+_LOADED_FACTOR = 2.6
+# What one run holds beyond that, by the characters of the chunk it speaks (benchmarks/piper_memory.py,
+# 2026-12-04, medium voice, 2 threads: 100 chars +251 to +264 MiB, 200 +242 to +421, 400 +631 to +634;
+# two 200-character runs at once on one session: +420 MiB each, the arena's blocks interleaved).
+# Taken at the high end: 100 MiB plus 1.6 MiB per character, scaled by the voice's weights (a rough
+# proxy for the size of its layers).
+_REQUEST_FIXED = 100 * 2**20
+_REQUEST_PER_CHAR = 1.6 * 2**20
+# The longest piece of text one run speaks: a longer sentence is cut at clause marks, then between
+# words. It bounds a request's memory whatever its text (200 characters: ~320 MiB with a medium voice).
+_CHUNK_CHARS = 200
 _RUNTIME_DISTS = ("onnxruntime", "piper-tts")
 
 
@@ -181,12 +191,13 @@ def _proposal(v: Variant, nominal: int, thread_reason: str, s: _Scoring
     threads = v.threads or nominal
     proposal = Proposal(
         plugin=NAME, device="cpu", device_family="cpu", engine=ENGINE, precision="fp32",
-        quantization=v.quantization, threads=threads, chunk_chars=400,
+        quantization=v.quantization, threads=threads, chunk_chars=_CHUNK_CHARS,
         options=v.options.model_copy(update={"variant": v.name}),
         requires=["onnxruntime", "piper"] + (["onnx"] if v.quantization != "none" else []),
         memory_pool="system", reasons=[*v.reasons] + ([thread_reason] if v.threads is None else []),
     )
-    peak = int(s.weights * v.weights_factor + s.weights * (_PEAK_FACTOR - 1.0))
+    per_request = int((_REQUEST_FIXED + _REQUEST_PER_CHAR * _CHUNK_CHARS) * s.weights / 63_200_000)
+    peak = int(s.weights * v.weights_factor + s.weights * (_LOADED_FACTOR - 1.0)) + per_request
     rtf_prior = s.prior_rtf / (threads ** _THREAD_EXPONENT) / v.factor
     entry = (lookup_measurement(s.settings.cache_dir, s.hardware, s.model, proposal, s.versions)
              if s.measured_any else None)
@@ -194,6 +205,7 @@ def _proposal(v: Variant, nominal: int, thread_reason: str, s: _Scoring
         _score_measured(proposal, entry, peak)
     else:
         _score_prior(proposal, v, rtf_prior, peak)
+    proposal.estimate.per_request_bytes = per_request
     return proposal, 1.0 / rtf_prior, entry
 
 

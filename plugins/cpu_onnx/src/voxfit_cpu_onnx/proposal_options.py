@@ -20,6 +20,9 @@ class CpuOptions(ProposalOptions):
     enable_cpu_mem_arena: Optional[bool] = None
     enable_mem_pattern: Optional[bool] = None
     allow_spinning: Optional[bool] = Field(default=None, description="Intra-op worker threads spin while waiting.")
+    shrink_arena: bool = Field(
+        default=True, description="Give the memory arena's growth back after each run, so one long sentence "
+        "does not hold its activations' memory for the life of the process.")
     cache_optimized_graph: bool = Field(
         default=False, description="Optimise the graph for this CPU once and cache it on disk.")
     codec_backend: Optional[Literal["torch", "onnx"]] = Field(

@@ -8,12 +8,13 @@ the same deployment from Ray's own tools.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from voxfit.errors import UsageError, VoxfitError
 from voxfit.server.ray_serve.nodes import NodeClass, parse_autoscale, plan_here, probe_cluster, share_settings
@@ -111,10 +112,11 @@ def serve_on_ray(settings: Settings, *, echo: Callable[[str], None], show_class:
             show_class(c)
         _deploy_until_signalled(serve, settings, classes, echo, ready or echo)
     finally:
-        echo = _quiet_stderr(echo)
-        stopped = _bounded(lambda: _take_down(ray, serve, settings, started_here), settings.drain_timeout + 5)
+        with _quiet_stderr():
+            stopped = _bounded(lambda: _take_down(ray, serve, settings, started_here), settings.drain_timeout + 5)
+            if not stopped and started_here:
+                _kill_children()  # a cluster that does not stop in time (a replica killed earlier, say) is stopped
         if not stopped and started_here:
-            _kill_children()  # a cluster that does not stop in time (a replica killed earlier, say) is stopped
             echo("stopped the local Ray cluster's processes: it did not shut down in time")
     echo("stopped")
 
@@ -145,10 +147,11 @@ def _bounded(work: Callable[[], None], seconds: float) -> bool:
     return done.wait(seconds)
 
 
-def _quiet_stderr(echo: Callable[[str], None]) -> Callable[[str], None]:
-    """From here on Ray's own processes and C++ core may write to this process's stderr while the cluster goes
-    down (replicas that cannot reach a driver, a controller that lost one); voxfit's lines go to the stream
-    the user reads, Ray's to /dev/null."""
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """While the cluster goes down, Ray's C++ core may write to this process's stderr (replicas that cannot
+    reach a driver, a controller that lost one): those lines go to /dev/null, and stderr is the user's
+    again afterwards (voxfit's own last lines, or its one-line error, are written after it)."""
     import sys
 
     try:
@@ -158,14 +161,13 @@ def _quiet_stderr(echo: Callable[[str], None]) -> Callable[[str], None]:
         os.dup2(devnull, 2)
         os.close(devnull)
     except OSError:
-        return echo
-    out = os.fdopen(saved, "w", buffering=1)
-
-    def echo_saved(line: str) -> None:
-        out.write(line + "\n")
-        out.flush()
-
-    return echo_saved
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _kill_children() -> None:

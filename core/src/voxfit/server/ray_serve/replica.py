@@ -43,7 +43,7 @@ class VoiceReplica:
         from voxfit.plugins import PluginHost
         from voxfit.server.app import ServerState, create_app
         from voxfit.server.metrics import ServerMetrics
-        from voxfit.server.voices import check_memory, load_voices, plan_voices
+        from voxfit.server.voices import check_memory, fit_concurrency, load_voices, plan_voices
 
         context = ray.get_runtime_context()
         self.settings = replica_settings(settings, context.get_assigned_resources(), device_family, ongoing)
@@ -53,6 +53,7 @@ class VoiceReplica:
         check_memory([(n, p) for n, _, _, p in planned], self.settings.workers_per_engine,
                      self.settings.memory_headroom)
         self.voices = load_voices(planned, self.settings.workers_per_engine, dict(self.settings.voice_aliases))
+        fit_concurrency(self.voices, self.settings.memory_headroom)
         self.metrics = ServerMetrics(self.settings.metrics_log)
         self.state = ServerState(self.voices, self.settings, self.metrics)
         self.app = create_app(self.state)

@@ -60,6 +60,8 @@ bench: setup
 	$(BIN)/python benchmarks/threads_follow_load.py
 	$(BIN)/python benchmarks/first_audio.py
 	$(BIN)/python benchmarks/ray_scaling.py
+	$(BIN)/python benchmarks/piper_memory.py
+	$(BIN)/python benchmarks/serve_memory.py --seconds 600
 
 clean:
 	rm -rf $(VENV) .pytest_cache hello.wav site dist

@@ -47,12 +47,14 @@ _LOADED_FACTOR = 2.6
 # What one run holds beyond that, by the characters of the chunk it speaks (benchmarks/piper_memory.py,
 # 2026-12-04, medium voice, 2 threads: 100 chars +251 to +264 MiB, 200 +242 to +421, 400 +631 to +634;
 # two 200-character runs at once on one session: +420 MiB each, the arena's blocks interleaved).
-# Taken at the high end: 100 MiB plus 1.6 MiB per character, scaled by the voice's weights (a rough
-# proxy for the size of its layers).
-_REQUEST_FIXED = 100 * 2**20
+# Served for 10 minutes, four at once, texts of 40 to 4,090 characters (benchmarks/serve_memory.py,
+# 2026-12-04): peak 2,434 MiB, ~620 MiB for each request beyond the first: what the allocator keeps per
+# thread between runs comes on top. Taken from the soak: 300 MiB plus 1.6 MiB per character, scaled by
+# the voice's weights (a rough proxy for the size of its layers).
+_REQUEST_FIXED = 300 * 2**20
 _REQUEST_PER_CHAR = 1.6 * 2**20
 # The longest piece of text one run speaks: a longer sentence is cut at clause marks, then between
-# words. It bounds a request's memory whatever its text (200 characters: ~320 MiB with a medium voice).
+# words. It bounds a request's memory whatever its text (200 characters: ~620 MiB with a medium voice).
 _CHUNK_CHARS = 200
 _RUNTIME_DISTS = ("onnxruntime", "piper-tts")
 

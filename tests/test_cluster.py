@@ -196,7 +196,7 @@ def test_a_node_whose_plan_fails_counts_zero_with_its_reason(tmp_path, s1_mini):
 def test_the_text_output_shows_the_request_and_its_reasons():
     text = voxfit_cli("cluster", str(DOCS / "cpu-8core-node.json") + "*3").stdout.decode()
     assert "x 3 nodes: AMD EPYC" in text
-    assert "  request:  8 CPUs, memory 0.32 GiB" in text
+    assert "  request:  8 CPUs, memory 0.56 GiB" in text
     assert "    - 8 CPUs: the plan runs 8 intra-op threads" in text
     assert "Cluster:  3 nodes, 3 replicas, ~" in text
 

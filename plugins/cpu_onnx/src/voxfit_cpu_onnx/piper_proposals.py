@@ -49,12 +49,14 @@ _LOADED_FACTOR = 2.6
 # two 200-character runs at once on one session: +420 MiB each, the arena's blocks interleaved).
 # Served for 10 minutes, four at once, texts of 40 to 4,090 characters (benchmarks/serve_memory.py,
 # 2026-12-04): peak 2,434 MiB, ~620 MiB for each request beyond the first: what the allocator keeps per
-# thread between runs comes on top. Taken from the soak: 300 MiB plus 1.6 MiB per character, scaled by
-# the voice's weights (a rough proxy for the size of its layers).
-_REQUEST_FIXED = 300 * 2**20
+# thread between runs comes on top. So one request counts 100 MiB plus 1.6 MiB per character (the single
+# runs' high end), each further one at once 300 MiB plus the same (the soak's), scaled by the voice's
+# weights (a rough proxy for the size of its layers).
+_REQUEST_FIXED = 100 * 2**20
+_FURTHER_REQUEST_FIXED = 300 * 2**20
 _REQUEST_PER_CHAR = 1.6 * 2**20
 # The longest piece of text one run speaks: a longer sentence is cut at clause marks, then between
-# words. It bounds a request's memory whatever its text (200 characters: ~620 MiB with a medium voice).
+# words. It bounds a request's memory whatever its text (200 characters: ~420 MiB with a medium voice).
 _CHUNK_CHARS = 200
 _RUNTIME_DISTS = ("onnxruntime", "piper-tts")
 
@@ -198,8 +200,9 @@ def _proposal(v: Variant, nominal: int, thread_reason: str, s: _Scoring
         requires=["onnxruntime", "piper"] + (["onnx"] if v.quantization != "none" else []),
         memory_pool="system", reasons=[*v.reasons] + ([thread_reason] if v.threads is None else []),
     )
-    per_request = int((_REQUEST_FIXED + _REQUEST_PER_CHAR * _CHUNK_CHARS) * s.weights / 63_200_000)
-    peak = int(s.weights * v.weights_factor + s.weights * (_LOADED_FACTOR - 1.0)) + per_request
+    first_request = int((_REQUEST_FIXED + _REQUEST_PER_CHAR * _CHUNK_CHARS) * s.weights / 63_200_000)
+    per_request = int((_FURTHER_REQUEST_FIXED + _REQUEST_PER_CHAR * _CHUNK_CHARS) * s.weights / 63_200_000)
+    peak = int(s.weights * v.weights_factor + s.weights * (_LOADED_FACTOR - 1.0)) + first_request
     rtf_prior = s.prior_rtf / (threads ** _THREAD_EXPONENT) / v.factor
     entry = (lookup_measurement(s.settings.cache_dir, s.hardware, s.model, proposal, s.versions)
              if s.measured_any else None)

@@ -93,6 +93,16 @@ def voxfit_cli(*args: str, env: dict[str, str] | None = None, input: bytes | Non
                           cwd=cwd, timeout=timeout)
 
 
+def default_signals() -> None:
+    """For ``preexec_fn``: the child starts with SIGINT and SIGHUP at their defaults. A test that sends them
+    must not inherit what the runner's shell did: a background job (``make test &``) ignores SIGINT and
+    ``nohup`` ignores SIGHUP, and voxfit rightly leaves ignored signals ignored."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def install_plugin_module(target: Path, module: str, source: str, entry_point: str | None = None) -> dict[str, str]:
     """Install a one-file plugin into ``target`` as pip would (the module plus a .dist-info with its entry point);
     return the environment that puts it on the path of a `voxfit` subprocess."""

@@ -21,6 +21,7 @@ import wave
 from pathlib import Path
 
 import pytest
+from helpers import default_signals
 from voxfit.errors import UsageError
 from voxfit.speaking.audio_io import AtomicWavWriter, DeviceWavWriter, check_output_path, open_wav_output
 from voxfit.util.files import NotAFile, atomic_target, write_atomic
@@ -318,7 +319,7 @@ def _temporary_files(root: Path) -> list[Path]:
 ])
 def test_signal_during_synthesis_cleans_up_and_says_one_line(tmp_path: Path, signum: int, line: str) -> None:
     proc = subprocess.Popen([VOXFIT, "run", LONG_TEXT, "-o", "long.wav"], cwd=tmp_path, env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_signals)
     try:
         _wait_for(lambda: any(n.endswith(".part") for n in work_files(tmp_path)), proc, "synthesis began")
         time.sleep(0.5)

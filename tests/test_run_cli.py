@@ -15,6 +15,7 @@ import wave
 from pathlib import Path
 
 import pytest
+from helpers import default_signals
 
 VOXFIT = str(Path(sys.executable).with_name("voxfit"))
 
@@ -168,7 +169,7 @@ def test_ctrl_c_during_synthesis_leaves_no_partial_file(tmp_path: Path) -> None:
     text = " ".join(f"Sentence {n} keeps the voice busy for a good while longer." for n in range(400))
     proc = subprocess.Popen(
         [VOXFIT, "run", text, "-o", "long.wav"], cwd=tmp_path, env=_env(tmp_path),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_signals,
     )
     # Wait until synthesis has begun: the temporary file beside the target exists.
     deadline = time.monotonic() + 120

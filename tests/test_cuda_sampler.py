@@ -141,9 +141,10 @@ def test_load_engine_calls_the_fish_adapter_with_the_plans_settings_on_cuda_0(mo
     fake = install(monkeypatch, "two-gpu-one-busy")
     received = {}
 
-    def load_fish_engine(model, *, device, precision, quantization, compile, threads, cache_dir):
+    def load_fish_engine(model, *, device, precision, quantization, compile, threads, cache_dir, batch_size,
+                         planned_tokens_per_s):
         received.update(device=device, precision=precision, quantization=quantization, compile=compile,
-                        threads=threads, model=model.name, cache_dir=cache_dir)
+                        threads=threads, model=model.name, cache_dir=cache_dir, batch_size=batch_size)
         return BusyEngine(fake)
 
     adapter = types.ModuleType("fake_fish_adapter")
@@ -157,7 +158,8 @@ def test_load_engine_calls_the_fish_adapter_with_the_plans_settings_on_cuda_0(mo
                                   loader="fake_fish_adapter:load_fish_engine"), plugin="fish")
     engine = plugin.load_engine(proposal(), model, settings, engines)
     assert received == {"device": "cuda:0", "precision": "bf16", "quantization": "int8-weight-only",
-                        "compile": True, "threads": None, "model": "s1", "cache_dir": tmp_path}
+                        "compile": True, "threads": None, "model": "s1", "cache_dir": tmp_path,
+                        "batch_size": proposal().batch_size}
     list(engine.synthesize("x"))
     assert engine.metrics()["gpu_util_max_percent"] == 87.0
 

@@ -72,12 +72,14 @@ class ServerMetrics:
         m = job.metrics
         total = (job.finished or time.perf_counter()) - job.arrived
         gpu = m.engine.get("gpu_util_mean_percent") if m.engine else None
+        batch = m.engine.get("batch") if m.engine else None  # an engine that decodes requests together
         record = {
             "id": job.id, "time": time.time(), "route": route, "voice": job.voice, "status": job.outcome,
             "http_status": status, "characters": len(job.text), "audio_seconds": round(m.audio_seconds, 4),
             "queue_wait_seconds": _round(job.queue_wait), "time_to_first_audio_seconds":
             _round(m.time_to_first_audio_seconds), "total_seconds": round(total, 4), "rtf": _round(m.rtf),
             "peak_rss_bytes": m.peak_rss_bytes, "gpu_util_percent": gpu, "worker": job.worker or None,
+            "batch": batch,
         }
         if error:
             record["error"] = error

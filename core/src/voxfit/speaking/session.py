@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-from voxfit.engine import AudioChunk, ConcurrentSynthesis, Configurable
+from voxfit.engine import AudioChunk, ConcurrentSynthesis, Configurable, ReportsMetrics
 from voxfit.errors import NoFeasiblePlan, UsageError
 from voxfit.models import HardwareProfile, Plan, PluginProblem, Proposal
 from voxfit.plugins import PluginHost
@@ -111,6 +111,16 @@ class _WithOptions:
     def synthesize(self, text: str) -> Iterator[AudioChunk]:
         first, self._first = self._first, False
         return self.engine.synthesize_with(text, self.options, first=first)
+
+    @staticmethod
+    def around(engine: Any, options: Any) -> "_WithOptions":
+        """The binding, reporting the engine's metrics where the engine reports them."""
+        return (_WithOptionsReporting if isinstance(engine, ReportsMetrics) else _WithOptions)(engine, options)
+
+
+class _WithOptionsReporting(_WithOptions):
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.engine.metrics() or {})
 
 
 class Session:
@@ -257,7 +267,7 @@ class Session:
         chunks, pauses = self._chunks_for_stream(text, chosen, clause_first)
         if isinstance(self.engine, ConcurrentSynthesis):  # options per call: safe from several threads at once
             try:
-                yield from stream(_WithOptions(self.engine, chosen), chunks, metrics,
+                yield from stream(_WithOptions.around(self.engine, chosen), chunks, metrics,
                                   started=started, on_chunk=on_chunk, pauses=pauses)
             finally:
                 if pauses:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable, Iterator, Optional
 
-from voxfit.sdk import AudioChunk, Configurable, HasNotes, ReportsMetrics, UsageError
+from voxfit.sdk import AudioChunk, ConcurrentSynthesis, Configurable, HasNotes, ReportsMetrics, UsageError
 
 
 class GpuSampler:
@@ -98,13 +98,36 @@ class SampledEngine:
         self.sampler = sampler
         self.backend: str = inner.backend
         self.sample_rate: int = inner.sample_rate
+        self._watching = 0  # syntheses running now: the sampler runs while any does
+        self._lock = threading.Lock()
+
+    @property
+    def max_concurrent(self) -> int:
+        """The inner engine's batch: requests decoded at once (1 for an engine that is not batched)."""
+        return int(self.inner.max_concurrent) if isinstance(self.inner, ConcurrentSynthesis) else 1
 
     def synthesize(self, text: str) -> Iterator[AudioChunk]:
-        self.sampler.start()
+        return self._watched(lambda: self.inner.synthesize(text))
+
+    def synthesize_with(self, text: str, options: Any, *, first: bool = True) -> Iterator[AudioChunk]:
+        if not isinstance(self.inner, ConcurrentSynthesis):  # one request at a time (max_concurrent is 1)
+            if options is not None:
+                self.configure(options)
+            return self.synthesize(text)
+        return self._watched(lambda: self.inner.synthesize_with(text, options, first=first))
+
+    def _watched(self, make: Any) -> Iterator[AudioChunk]:
+        with self._lock:
+            self._watching += 1
+            if self._watching == 1:
+                self.sampler.start()
         try:
-            yield from self.inner.synthesize(text)
+            yield from make()
         finally:
-            self.sampler.stop()
+            with self._lock:
+                self._watching -= 1
+                if self._watching == 0:
+                    self.sampler.stop()
 
     def metrics(self) -> dict[str, Any]:
         out = {}

@@ -18,8 +18,10 @@ synthesize.
 
 from __future__ import annotations
 
+import collections
 import re
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ QUANTIZATIONS = ("none", "int8-weight-only")
 CODEC_BACKENDS = ("torch", "onnx")
 # fish-speech's generate_long defaults.
 DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.8, "repetition_penalty": 1.1}
+HISTORY = 4096  # chunks whose metrics an engine keeps
 
 
 def import_fish_stack() -> dict[str, Any]:
@@ -130,6 +133,7 @@ class ChunkMetrics:
     decode_s: float
     audio_s: float
     first_audio_s: float
+    batch: int = 1  # the largest batch its sequence decoded in
 
     @property
     def tokens_per_s(self) -> float:
@@ -165,16 +169,32 @@ class FishEngine:
     backend: str = BACKEND
     sample_rate: int = 0
     notes: list[str] = field(default_factory=list)
-    history: list[ChunkMetrics] = field(default_factory=list)
+    # the chunks spoken, the latest HISTORY of them (a server speaks for months)
+    history: collections.deque[ChunkMetrics] = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
     codec_backend: str = "torch"
     onnx_codec: Any = None
     external_decoder: Any = None  # set by replace_codec_decoder (e.g. the MPS plugin's Core ML decoder)
     _pending_reference: Any = None
     _reference_key: Any = None  # (clip path, transcript) of the voice configure() cloned, to encode it once
     _loaded_voice: Any = None  # the voice state at load, restored when a configure() leaves options unset
+    batch_size: int = 1  # sequences decoded together (continuous batching): requests this engine runs at once
+    planned_tokens_per_s: Optional[float] = None  # the plan's decoding speed: sizes the first audio window
     _prepared: bool = False
     _closed: bool = False
     _modules: dict[str, Any] = field(default_factory=dict)
+    _batcher: Any = None
+    _references: dict[Any, Any] = field(default_factory=dict)  # (clip, transcript) -> codes, for requests' voices
+    _lock: Any = field(default_factory=threading.Lock)
+    _mine: Any = field(default_factory=threading.local)  # each thread's last chunk, for metrics()
+    # Windows of several requests decoded at once would each take a core from the batch's decode loop,
+    # which every request waits on: they take turns (on a 2-core machine, 4 requests at once went from
+    # 2.0x to ~3x the audio per second of one, benchmarks/fish_serving.py).
+    _codec_turn: Any = field(default_factory=threading.Lock)
+
+    @property
+    def max_concurrent(self) -> int:
+        """Requests decoded at once (ConcurrentSynthesis): the planned batch size."""
+        return self.batch_size
 
     # -- Engine protocol ------------------------------------------------
 
@@ -185,6 +205,9 @@ class FishEngine:
         if self._closed:
             return
         self._closed = True
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         device = self.device
         self.llm = self.codec = self.decode_one_token = self.onnx_codec = self.external_decoder = None
         import gc
@@ -196,35 +219,61 @@ class FishEngine:
             torch.cuda.empty_cache()
 
     def synthesize(self, text: str) -> Iterator[AudioChunk]:
-        """Speak one sentence-sized chunk: one AudioChunk with the semantic-token count."""
+        """Speak one sentence-sized chunk with the configured voice: audio in windows as it is decoded."""
+        return self.synthesize_with(text, None)
+
+    def synthesize_with(self, text: str, options: Any, *, first: bool = True) -> Iterator[AudioChunk]:
+        """Speak one chunk with these options (None: the configured voice), beside other requests: its
+        sequence joins the batch at the next step and its audio comes window by window
+        (ConcurrentSynthesis). Closing the iterator early takes it out of the batch at the next step."""
         if self._closed:
             raise EngineLoadError("this Fish Speech engine was closed")
         if not text.strip():
             return
         self.prepare()
         import numpy as np
-        import torch
 
+        from voxfit.engines.fish import streaming
+
+        voice = self._voice_for(options)
         start = time.perf_counter()
-        if self.seed is not None:
-            torch.manual_seed(self.seed)
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        codes = self.generate_codes(text)
-        generated = time.perf_counter()
-        wave = self.decode(codes)
-        decoded = time.perf_counter()
-        pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-        metrics = ChunkMetrics(
-            text=text,
-            tokens=int(codes.shape[1]),
-            generate_s=generated - start,
-            decode_s=decoded - generated,
-            audio_s=len(wave) / self.sample_rate,
-            first_audio_s=decoded - start,
-        )
-        self.history.append(metrics)
-        yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text, tokens=metrics.tokens)
+        request = self._submit(text, voice)
+        # from the plan's speed, not this run's: the same text and seed give the same windows, so the same audio
+        plan = streaming.WindowPlan(first=streaming.first_window(len(text), self.planned_tokens_per_s))
+        decode_s = [0.0]
+
+        def timed_decode(codes: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                with self._codec_turn:  # one window at a time: the batch's thread keeps a core of its own
+                    return self.decode(codes)
+            finally:
+                decode_s[0] += time.perf_counter() - t
+
+        audio_samples, tokens, first_audio = 0, 0, None
+        try:
+            for wave, frames in streaming.windows(request.results(), timed_decode, plan, self.samples_per_frame):
+                pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+                audio_samples, tokens = audio_samples + len(wave), tokens + frames
+                first_audio = first_audio or time.perf_counter() - start
+                yield AudioChunk(pcm=pcm, sample_rate=self.sample_rate, text=text, tokens=frames)
+        finally:
+            request.cancel()  # a no-op when it finished; else it leaves the batch at the next step
+        total = time.perf_counter() - start
+        self._mine.last = ChunkMetrics(
+            text=text, tokens=tokens, generate_s=total - decode_s[0], decode_s=decode_s[0],
+            audio_s=audio_samples / self.sample_rate, first_audio_s=first_audio or total,
+            batch=request.batch_seen)
+        self.history.append(self._mine.last)
+
+    def metrics(self) -> dict[str, Any]:
+        """What the last chunk this thread spoke measured (ReportsMetrics): the batch its sequence decoded
+        in, and when its first audio came."""
+        last = getattr(self._mine, "last", None)
+        if last is None:
+            return {}
+        return {"batch": last.batch, "first_audio_s": round(last.first_audio_s, 4),
+                "chunk_tokens_per_s": round(last.tokens_per_s, 2)}
 
     def configure(self, options: Any) -> None:
         """Apply a complete, validated ``FishOptions`` (``voxfit.engines.fish.plugin``): what is unset returns
@@ -248,15 +297,9 @@ class FishEngine:
             self._reference_key = key
 
     def _configure(self, **options: Any) -> None:
-        known = {"reference_audio", "reference_text", "seed", "max_new_tokens", *DEFAULT_SAMPLING}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UsageError(f"engine {self.backend} does not take option{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(unknown)}")
+        _check_options(options)
         if "reference_audio" in options or "reference_text" in options:
             audio, text = options.get("reference_audio"), options.get("reference_text")
-            if audio is None:
-                raise UsageError("reference_text needs reference_audio (the clip it transcribes)")
             self._pending_reference = _read_reference(audio, text, self.sample_rate)
             self.prompt_text, self.prompt_tokens = str(text).strip(), None
             if self._prepared:
@@ -264,21 +307,70 @@ class FishEngine:
         if options.get("seed") is not None:
             self.seed = int(options["seed"])
         if options.get("max_new_tokens") is not None:
-            if int(options["max_new_tokens"]) < 1:
-                raise UsageError("max_new_tokens must be at least 1")
             self.max_new_tokens = int(options["max_new_tokens"])
         for name in DEFAULT_SAMPLING:
             if options.get(name) is not None:
-                value = float(options[name])
-                upper = 2.0 if name != "top_p" else 1.0
-                if not 0.0 < value <= upper or (name != "top_p" and value == upper):
-                    raise UsageError(f"{name}={value} is out of range (0, {upper:g})")
-                self.sampling[name] = value
+                self.sampling[name] = float(options[name])
+
+    def _voice_for(self, options: Any) -> "_Voice":
+        """One request's voice: the configured one with the request's options on top (nothing shared changes)."""
+        voice = _Voice(self.seed, self.max_new_tokens, dict(self.sampling), self.prompt_text, self.prompt_tokens)
+        given = options.model_dump(exclude_unset=True) if options is not None else {}
+        _check_options(given)
+        if given.get("seed") is not None:
+            voice.seed = int(given["seed"])
+        if given.get("max_new_tokens") is not None:
+            voice.max_new_tokens = int(given["max_new_tokens"])
+        voice.sampling.update({k: float(given[k]) for k in DEFAULT_SAMPLING if given.get(k) is not None})
+        if given.get("reference_audio") is not None:
+            key = (str(given["reference_audio"]), given.get("reference_text"))
+            if key != self._reference_key:
+                voice.prompt_text, voice.prompt_tokens = str(key[1]).strip(), self._reference_codes(key)
+        return voice
+
+    def _reference_codes(self, key: tuple[str, Any]) -> Any:
+        """A request's reference clip encoded once (the last few kept), read and encoded in its own thread."""
+        with self._lock:
+            codes = self._references.get(key)
+        if codes is None:
+            codes = self.encode_reference(_read_reference(key[0], key[1], self.sample_rate))
+            with self._lock:
+                self._references[key] = codes
+                while len(self._references) > 8:
+                    self._references.pop(next(iter(self._references)))
+        return codes
+
+    def _submit(self, text: str, voice: "_Voice") -> Any:
+        """Encode the prompt and queue its sequence for the batch; UsageError when it cannot fit the model."""
+        import torch
+
+        from voxfit.engines.fish.batched import Sampling, encode_prompt
+        from voxfit.engines.fish.scheduler import Request
+
+        try:
+            prompt, masks, parts = encode_prompt(self.llm, text, voice.prompt_text, voice.prompt_tokens)
+        except ValueError as exc:
+            raise UsageError(f"text chunk plus voice reference is too long for this model ({exc}); "
+                             "use a shorter reference clip") from None
+        budget = min(self.max_tokens_for(text, voice.max_new_tokens), self.llm.config.max_seq_len - prompt.shape[1])
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(voice.seed) if voice.seed is not None else generator.seed()
+        sampling = Sampling(generator=generator, **voice.sampling)
+        return self._batcher.submit(Request(prompt=prompt.to(self.device), audio_masks=masks, audio_parts=parts,
+                                            budget=budget, sampling=sampling))
+
+    @property
+    def samples_per_frame(self) -> int:
+        return int(getattr(self.codec, "frame_length", 2048))
 
     # -- pieces, public for benchmarks and tests ------------------------
 
     def prepare(self) -> None:
-        """Before the first synthesis: verify the invariants, then set up the ONNX codec if asked."""
+        """Before the first synthesis: verify the invariants, set up the ONNX codec if asked, start the batch."""
+        with self._lock:
+            self._prepare()
+
+    def _prepare(self) -> None:
         if self._prepared:
             return
         found = training_artifacts(self.inference_modules())
@@ -297,17 +389,27 @@ class FishEngine:
             self.notes.extend(notes)
             self.codec_backend = "onnx" if self.onnx_codec is not None else "torch"
             self.backend = BACKEND_ONNX_CODEC if self.onnx_codec is not None else BACKEND
+        from voxfit.engines.fish.batched import BatchedDecoder
+        from voxfit.engines.fish.scheduler import Batcher
+
+        decoder = BatchedDecoder(self.llm, self.batch_size, next(self.llm.parameters()).dtype, self.device)
+        if self.compiled:
+            decoder.compile("inductor" if self.device.startswith("cuda") else self.compiled)
+            self.notes.append(f"batched decoder compiled ({self.compiled} on {self.device}, dynamic shapes, no CUDA "
+                              "graphs: the batch changes as requests join and leave); its speed-up is not measured")
+        self._batcher = Batcher(decoder, threads=self.threads)
         self._prepared = True
 
-    def max_tokens_for(self, text: str) -> int:
+    def max_tokens_for(self, text: str, max_new_tokens: Optional[int] = None) -> int:
         """Upper bound of semantic tokens for a text: never 0 (0 means "up to max_seq_len" to fish-speech).
 
         S1 speaks about 21.5 codec frames per second and people about 15
         characters per second, so ~1.5 frames per character; 4 per character
         plus a margin leaves room for slow speech and never runs away.
         """
-        if self.max_new_tokens:
-            return int(self.max_new_tokens)
+        cap = max_new_tokens if max_new_tokens is not None else self.max_new_tokens
+        if cap:
+            return int(cap)
         return max(64, 4 * len(text) + 32)
 
     def generate_codes(self, text: str) -> Any:
@@ -390,7 +492,7 @@ class FishEngine:
         return indices[0].to(self.device)
 
     def summary(self) -> dict[str, float]:
-        """Totals over every chunk spoken so far: tokens/s, RTF, time to first audio."""
+        """Totals over the chunks spoken so far (the latest HISTORY): tokens/s, RTF, time to first audio."""
         if not self.history:
             return {}
         gen = sum(m.generate_s for m in self.history)
@@ -406,6 +508,34 @@ class FishEngine:
             "time_to_first_audio_s": self.history[0].first_audio_s,
             "decode_share": dec / (gen + dec) if gen + dec else 0.0,
         }
+
+
+@dataclass
+class _Voice:
+    """The voice one request speaks with."""
+
+    seed: Optional[int]
+    max_new_tokens: Optional[int]
+    sampling: dict[str, float]
+    prompt_text: Optional[str]
+    prompt_tokens: Any
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    known = {"reference_audio", "reference_text", "seed", "max_new_tokens", *DEFAULT_SAMPLING}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"engine {BACKEND} does not take option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)}")
+    if options.get("reference_text") is not None and options.get("reference_audio") is None:
+        raise UsageError("reference_text needs reference_audio (the clip it transcribes)")
+    if options.get("max_new_tokens") is not None and int(options["max_new_tokens"]) < 1:
+        raise UsageError("max_new_tokens must be at least 1")
+    for name in DEFAULT_SAMPLING:
+        if options.get(name) is not None:
+            value, upper = float(options[name]), (2.0 if name != "top_p" else 1.0)
+            if not 0.0 < value <= upper or (name != "top_p" and value == upper):
+                raise UsageError(f"{name}={value} is out of range (0, {upper:g})")
 
 
 # -- loading -----------------------------------------------------------------
@@ -498,6 +628,8 @@ def load_fish_engine(
     max_new_tokens: Optional[int] = None,
     seed: Optional[int] = None,
     sampling: Optional[dict[str, float]] = None,
+    batch_size: int = 1,
+    planned_tokens_per_s: Optional[float] = None,
 ) -> FishEngine:
     """Load a Fish Speech checkpoint on ``device`` (chosen once, never moved) with real weights.
 
@@ -507,7 +639,9 @@ def load_fish_engine(
     intra-op threads. ``codec_backend``: torch, or onnx (the codec decoder exported to ONNX, cached by
     checkpoint hash, verified against torch; falls back to torch with a note). ``reference_audio`` with
     ``reference_text``: a voice to clone. ``max_new_tokens``: cap of semantic tokens per chunk (default
-    scales with the chunk). ``seed``: re-seed before every chunk.
+    scales with the chunk). ``seed``: re-seed before every chunk. ``batch_size``: sequences decoded together,
+    each with its own KV-cache slot at the model's length (allocated when the engine first speaks).
+    ``planned_tokens_per_s``: the plan's decoding speed, which sizes the first audio window.
 
     Errors: :class:`ModelError` for missing/corrupt files or reference audio,
     :class:`EngineLoadError` when the runtime is missing or an option is unsupported.
@@ -524,12 +658,7 @@ def load_fish_engine(
 
     _check_device(torch, device, threads)
     dtype, notes = _dtype(precision), [f"torchaudio: {modules['torchaudio']}"]
-    llm = _load_llm(checkpoint, modules["llama"]).to(device=device, dtype=dtype)
-    if quantization == "int8-weight-only":
-        n = quantize_int8_weight_only(llm)
-        notes.append(f"int8 weight-only: {n} linear layers quantized (one scale per output row)")
-    with torch.device(device):  # the caches for the configured length, allocated once up front
-        llm.setup_caches(max_batch_size=1, max_seq_len=llm.config.max_seq_len, dtype=dtype)
+    llm = _placed_llm(checkpoint, modules, device, dtype, quantization, notes)
     decode_one_token, compiled = _decode_step(torch, modules, device, compile)
     codec = fish_codec.load_codec(checkpoint, device, dtype)
     engine = FishEngine(
@@ -538,10 +667,20 @@ def load_fish_engine(
         codec_backend_requested=codec_backend, cache_dir=Path(cache_dir) if cache_dir else None,
         max_new_tokens=max_new_tokens, seed=seed, sampling={**DEFAULT_SAMPLING, **(sampling or {})},
         sample_rate=int(codec.sample_rate), notes=notes, _modules=modules,
+        batch_size=max(1, int(batch_size)), planned_tokens_per_s=planned_tokens_per_s,
     )
     _attach_reference(engine, reference_audio, reference_text)
     engine.load_s = time.perf_counter() - started
     return engine
+
+
+def _placed_llm(checkpoint: Path, modules: dict[str, Any], device: str, dtype: Any, quantization: str,
+                notes: list[str]) -> Any:
+    llm = _load_llm(checkpoint, modules["llama"]).to(device=device, dtype=dtype)
+    if quantization == "int8-weight-only":
+        n = quantize_int8_weight_only(llm)
+        notes.append(f"int8 weight-only: {n} linear layers quantized (one scale per output row)")
+    return llm
 
 
 def _attach_reference(engine: FishEngine, audio: Optional[Any], text: Optional[str]) -> None:

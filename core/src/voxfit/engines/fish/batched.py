@@ -1,0 +1,352 @@
+"""Fish Speech's dual-AR decoder for several sequences at once, each at its own position.
+
+fish-speech's own step (``decode_one_token_ar``) runs a batch of one: its KV
+cache and positions are shared by the whole batch. This module runs the same
+model, with the same weights and the same arithmetic, for ``n`` sequences
+that joined at different times: one KV cache row (a *slot*) per sequence, a
+position per row, a mask per row. Decoding is memory-bound (every step reads
+every weight once), so a step for four sequences costs little more than a
+step for one.
+
+What is fish-speech's, kept on purpose so that a sequence decodes here as it
+would there: the prompt's encoding, the embedding of the codebooks, the
+sampling (repetition penalty over a 16-token window, top-p, temperature, with
+its settings rounded to bfloat16 as ``generate`` rounds them), the fast
+transformer's plain attention, the rule that drops the last generated token.
+What is ours: per-row positions and masks, one random generator per sequence
+(so a request's seed gives the same tokens alone or in a batch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+#: fish-speech's repetition-penalty window (``decode_n_tokens``).
+PENALTY_WINDOW = 16
+#: residual codebooks are sampled from the first 1024 logits of the fast head (fish-speech's constant).
+RESIDUAL_CODES = 1024
+
+
+@dataclass
+class Sampling:
+    """One sequence's sampling settings and its own random generator."""
+
+    temperature: float
+    top_p: float
+    repetition_penalty: float
+    generator: Any
+
+    def __post_init__(self) -> None:
+        # fish-speech's ``generate`` hands its settings to the sampler as bfloat16 tensors: round them the same way
+        values = torch.tensor([self.temperature, self.top_p, self.repetition_penalty], dtype=torch.bfloat16)
+        self.rounded: list[float] = values.float().tolist()
+
+
+@dataclass(eq=False)
+class Sequence:
+    """A sequence being decoded in one slot."""
+
+    slot: int
+    prompt_len: int
+    budget: int  # tokens it may generate, the first (prefill) token included
+    sampling: Sampling
+    history: Any = None  # [codebooks + 1, budget] tokens generated after the first, for the penalty window
+    last: Any = None  # the latest token [codebooks + 1]
+    generated: int = 0  # tokens generated so far, the first included
+    done: bool = False
+    codes: list[Any] = field(default_factory=list)  # [num_codebooks] per frame, ready for the codec
+
+
+def _rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """fish-speech's ``apply_rotary_emb`` with one row of frequencies per sequence: freqs [b, s, d/2, 2]."""
+    xs = x.float().reshape(*x.shape[:-1], -1, 2)
+    f = freqs.view(freqs.shape[0], xs.size(1), 1, xs.size(3), 2)
+    out = torch.stack([xs[..., 0] * f[..., 0] - xs[..., 1] * f[..., 1],
+                       xs[..., 1] * f[..., 0] + xs[..., 0] * f[..., 1]], -1)
+    return out.flatten(3).type_as(x)
+
+
+def _plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """fish-speech's ``eq_scaled_dot_product_attention`` (its fast layers use it), without dropout."""
+    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(mask.logical_not(), float("-inf"))
+    weights = q @ k.transpose(-2, -1) * (1 / math.sqrt(q.size(-1)))
+    return torch.softmax(weights + bias, dim=-1) @ v
+
+
+class BatchedDecoder:
+    """The model's decode loop for up to ``slots`` sequences; one thread drives it."""
+
+    def __init__(self, model: Any, slots: int, dtype: Any, device: str) -> None:
+        config = model.config
+        self.model, self.slots, self.device = model, slots, device
+        self.codebooks = config.num_codebooks
+        self.max_seq_len = config.max_seq_len
+        shape = (slots, config.n_local_heads, config.max_seq_len, config.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in model.layers]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in model.layers]
+        self._fast_shape = (config.fast_n_local_heads, config.num_codebooks, config.fast_head_dim)
+        self.noise_sizes = [config.vocab_size] + [RESIDUAL_CODES] * (config.num_codebooks - 1)  # one token's
+        self.im_end = model.tokenizer.get_token_id("<|im_end|>")
+        self.semantic_begin = model.tokenizer.semantic_begin_id
+        self.semantic_end = model.tokenizer.semantic_end_id
+
+    def compile(self, backend: str) -> None:
+        """torch.compile the slow transformer's pass and one fast layer, for any batch and length (dynamic
+        shapes: the batch changes as requests join and leave). No CUDA graphs: they need fixed shapes."""
+        self._slow = torch.compile(self._slow, backend=backend, dynamic=True)  # type: ignore[method-assign]
+        self._fast_layer = torch.compile(self._fast_layer, backend=backend, dynamic=True)  # type: ignore[method-assign]
+
+    @staticmethod
+    def kv_bytes_per_sequence(config: Any, dtype_bytes: int) -> int:
+        """What one slot's KV cache holds at the model's length."""
+        return 2 * config.n_layer * config.n_local_heads * config.head_dim * config.max_seq_len * dtype_bytes
+
+    # -- the slow transformer ----------------------------------------------
+
+    def _embed(self, inp: torch.Tensor, audio_masks: Any = None, audio_parts: Any = None) -> torch.Tensor:
+        """fish-speech's ``forward_generate`` embedding: text token plus its codebooks. inp [b, K+1, s]."""
+        m, c = self.model, self.model.config
+        embeds = [m.codebook_embeddings(inp[:, i + 1] + i * c.codebook_size) for i in range(c.num_codebooks)]
+        vq_sum = torch.stack(embeds, dim=1).sum(dim=1)
+        vq_masks = (inp[:, 0] >= self.semantic_begin) & (inp[:, 0] <= self.semantic_end)
+        vq_sum[~vq_masks] = 0
+        x = m.embeddings(inp[:, 0]) + vq_sum
+        if c.scale_codebook_embeddings:
+            x = torch.where(vq_masks.unsqueeze(-1).expand_as(x), x / math.sqrt(c.num_codebooks + 1), x)
+        if audio_parts is not None:
+            audio = m.audio_projector(audio_parts)
+            x[audio_masks] = audio / math.sqrt(2) if c.scale_codebook_embeddings else audio
+        return x
+
+    def _attention(self, layer_index: int, attn: Any, x: torch.Tensor, slots: torch.Tensor,
+                   pos: torch.Tensor, freqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One slow attention: x [b, s, dim] at positions pos [b, s] of slots [b]; keys up to the mask's length."""
+        b, s, _ = x.shape
+        q_size, kv_size = attn.n_head * attn.head_dim, attn.n_local_heads * attn.head_dim
+        q, k, v = attn.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(b, s, attn.n_head, attn.head_dim)
+        k = k.view(b, s, attn.n_local_heads, attn.head_dim)
+        v = v.view(b, s, attn.n_local_heads, attn.head_dim)
+        if attn.attention_qk_norm:
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = _rotary(q, freqs), _rotary(k, freqs)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [b, heads, s, d]
+        cache_k, cache_v = self.k[layer_index], self.v[layer_index]
+        rows = slots[:, None].expand(b, s)
+        cache_k[rows, :, pos] = k.transpose(1, 2)
+        cache_v[rows, :, pos] = v.transpose(1, 2)
+        length = mask.shape[-1]
+        keys, values = cache_k[slots, :, :length], cache_v[slots, :, :length]
+        repeat = attn.n_head // attn.n_local_heads
+        keys, values = keys.repeat_interleave(repeat, dim=1), values.repeat_interleave(repeat, dim=1)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        return attn.wo(y.transpose(1, 2).contiguous().view(b, s, q_size))
+
+    def _slow(self, inp: torch.Tensor, slots: torch.Tensor, pos: torch.Tensor,
+              audio_masks: Any = None, audio_parts: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [b, vocab] and fast-transformer input [b, fast_dim] for the last position of each row."""
+        m = self.model
+        x = self._embed(inp, audio_masks, audio_parts)
+        length = int(pos.max()) + 1
+        freqs = m.freqs_cis[pos]  # [b, s, d/2, 2]: each row at its own positions
+        mask = torch.arange(length, device=x.device)[None, None, None, :] <= pos[:, None, :, None]
+        with sdpa_kernel(SDPBackend.MATH):  # as fish-speech decodes
+            for index, layer in enumerate(m.layers):
+                h = x + self._attention(index, layer.attention, layer.attention_norm(x), slots, pos, freqs, mask)
+                x = h + layer.feed_forward(layer.ffn_norm(h))
+        x = x[:, -1:]
+        out = m.norm(x)
+        logits = F.linear(out, m.embeddings.weight) if m.config.tie_word_embeddings else m.output(out)
+        return logits[:, -1], m.fast_project_in(x)[:, -1]
+
+    # -- the fast transformer ------------------------------------------------
+
+    def _fast_layer(self, layer: Any, x: torch.Tensor, caches: tuple[torch.Tensor, torch.Tensor],
+                    position: int) -> torch.Tensor:
+        attn = layer.attention
+        h_in = layer.attention_norm(x)
+        b = x.shape[0]
+        q_size, kv_size = attn.n_head * attn.head_dim, attn.n_local_heads * attn.head_dim
+        q, k, v = attn.wqkv(h_in).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(b, 1, attn.n_head, attn.head_dim)
+        k = k.view(b, 1, attn.n_local_heads, attn.head_dim)
+        v = v.view(b, 1, attn.n_local_heads, attn.head_dim)
+        if attn.attention_qk_norm:
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        freqs = self.model.fast_freqs_cis[position].view(1, 1, -1, 2)
+        q, k = _rotary(q, freqs), _rotary(k, freqs)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        cache_k, cache_v = caches
+        cache_k[:, :, position] = k[:, :, 0]
+        cache_v[:, :, position] = v[:, :, 0]
+        repeat = attn.n_head // attn.n_local_heads
+        keys, values = cache_k.repeat_interleave(repeat, dim=1), cache_v.repeat_interleave(repeat, dim=1)
+        mask = self.model.causal_mask[None, None, position:position + 1, :self.codebooks]
+        y = _plain_attention(q, keys, values, mask)
+        h = x + attn.wo(y.transpose(1, 2).contiguous().view(b, 1, q_size))
+        return h + layer.feed_forward(layer.ffn_norm(h))
+
+    def _fast(self, hidden: torch.Tensor, first: torch.Tensor, samplers: list[Sampling],
+              windows: Optional[torch.Tensor], noise: list[torch.Tensor]) -> torch.Tensor:
+        """The residual codebooks [b, K-1] after the semantic token ``first`` [b], one fast pass per codebook."""
+        m, b = self.model, hidden.shape[0]
+        caches = [(torch.zeros((b, *self._fast_shape), dtype=hidden.dtype, device=hidden.device),
+                   torch.zeros((b, *self._fast_shape), dtype=hidden.dtype, device=hidden.device))
+                  for _ in m.fast_layers]
+        x = hidden.view(b, 1, -1)
+        for index, layer in enumerate(m.fast_layers):  # position 0: the slow transformer's output
+            x = self._fast_layer(layer, x, caches[index], 0)
+        # fish-speech maps a non-semantic token below the semantic range to code 0; one above it (a model whose
+        # vocabulary is larger than its tokenizer's, e.g. random weights) would index past the codebook there
+        code = (first - self.semantic_begin).clamp(min=0, max=m.config.codebook_size - 1)
+        codes = [code]
+        for position in range(1, self.codebooks):
+            x = m.fast_embeddings(code).view(b, 1, -1)
+            for index, layer in enumerate(m.fast_layers):
+                x = self._fast_layer(layer, x, caches[index], position)
+            logits = m.fast_output(m.fast_norm(x))[:, -1, :RESIDUAL_CODES]
+            window = windows[:, position + 1] if windows is not None else None
+            code = sample_rows(logits, samplers, window, noise[position - 1])
+            codes.append(code)
+        return torch.stack(codes, dim=1)
+
+    # -- steps ---------------------------------------------------------------
+
+    def prefill(self, seq: Sequence, prompt: torch.Tensor, audio_masks: Any = None, audio_parts: Any = None) -> None:
+        """Run a sequence's prompt [K+1, T] through its slot and sample its first token (no penalty yet)."""
+        t = prompt.shape[1]
+        pos = torch.arange(t, device=prompt.device)[None]
+        slots = torch.tensor([seq.slot], device=prompt.device)
+        logits, hidden = self._slow(prompt[None], slots, pos, audio_masks, audio_parts)
+        self._advance([seq], logits, hidden, windows=None)
+
+    def step(self, seqs: list[Sequence]) -> None:
+        """One token for every sequence in ``seqs`` (none of them done)."""
+        device = self.device
+        inp = torch.stack([s.last for s in seqs])[:, :, None]  # [b, K+1, 1]
+        slots = torch.tensor([s.slot for s in seqs], device=device)
+        pos = torch.tensor([[s.prompt_len + s.generated - 1] for s in seqs], device=device)
+        windows = torch.stack([self._window(s) for s in seqs])  # [b, K+1, 16]
+        logits, hidden = self._slow(inp, slots, pos)
+        self._advance(seqs, logits, hidden, windows)
+
+    def _window(self, seq: Sequence) -> torch.Tensor:
+        i = seq.generated - 1  # tokens generated after the first
+        start = 0 if i < PENALTY_WINDOW else i - PENALTY_WINDOW
+        return seq.history[:, start:start + PENALTY_WINDOW]
+
+    def _advance(self, seqs: list[Sequence], logits: torch.Tensor, hidden: torch.Tensor,
+                 windows: Optional[torch.Tensor]) -> None:
+        samplers = [s.sampling for s in seqs]
+        noise = draw_noise(seqs, self.noise_sizes, logits.device)
+        # fish-speech penalises the semantic token with the window's first COLUMN (previous_tokens[:, 0]):
+        # its first frame, every codebook; kept as it is so that a sequence samples as it would there
+        first = sample_rows(logits, samplers, windows[:, :, 0] if windows is not None else None, noise[0])
+        residual = self._fast(hidden, first, samplers, windows, noise[1:])
+        tokens = torch.cat([first[:, None], residual], dim=1)  # [b, K+1]
+        for seq, token in zip(seqs, tokens, strict=True):
+            if seq.generated > 0:
+                seq.history[:, seq.generated - 1] = token
+            if seq.last is not None:  # fish-speech drops the last token generated: keep each one a step late
+                seq.codes.append(seq.last[1:].clone())
+            seq.last, seq.generated = token, seq.generated + 1
+            if int(token[0]) == self.im_end or seq.generated >= seq.budget:
+                seq.done = True
+
+
+def draw_noise(seqs: list[Sequence], sizes: list[int], device: Any) -> list[torch.Tensor]:
+    """Each row's exponential noise for one token, every codebook at once: [b, size] per codebook.
+
+    fish-speech draws one tensor per codebook from one generator, one after another; one draw of their
+    total length from the same generator yields the same numbers in the same order (checked on the CPU
+    by ``tests/test_fish_batching.py``, which compares tokens with fish-speech's own), in one call a row.
+    """
+    total = sum(sizes)
+    rows = torch.stack([torch.empty(total, device=device).exponential_(1, generator=seq.sampling.generator)
+                        for seq in seqs])
+    return list(torch.split(rows, sizes, dim=1))
+
+
+def sample_rows(logits: torch.Tensor, samplers: list[Sampling], window: Optional[torch.Tensor],
+                noise: torch.Tensor) -> torch.Tensor:
+    """fish-speech's ``sample`` for each row of logits [b, V], each row with its settings and generator.
+
+    fish-speech sorts the whole vocabulary to find the top-p nucleus, then takes ``argmax(probs / noise)``
+    over it. The sort is most of a small model's step, and mostly unneeded: when the argmax over the whole
+    vocabulary falls inside the nucleus, it is the argmax over the nucleus too. So each row first tries
+    that (one pass over the vocabulary) and sorts only when the candidate lies outside the nucleus, or so
+    near its edge that rounding could decide. ``noise`` [b, V]: each row's exponential draws, made by
+    :func:`draw_noise` in the order fish-speech makes them.
+    """
+    logits = logits.float().clone()
+    settings = torch.tensor([s.rounded for s in samplers], device=logits.device)  # [b, 3]
+    temperature, top_p, penalty = settings[:, 0:1], settings[:, 1:2], settings[:, 2:3]
+    if window is not None:
+        window = window.long()
+        score = torch.gather(logits, -1, window)
+        score = torch.where(score < 0, score * penalty, score / penalty)
+        logits.scatter_(-1, window, score)
+    scaled = logits / torch.clip(temperature, min=1e-5)
+    candidate = torch.argmax(F.softmax(scaled, dim=-1) / noise, dim=-1, keepdim=True)  # [b, 1]
+    probs = F.softmax(logits, dim=-1)
+    best = torch.max(probs, dim=-1, keepdim=True)
+    alone = best.values > top_p + _EDGE  # the top token alone holds more than top_p: the nucleus is just it
+    candidate = torch.where(alone, best.indices, candidate)
+    unsure = ~(_inside_nucleus(logits, probs, candidate, top_p) | alone) | _tied(logits, candidate)
+    if bool(unsure.any()):
+        rows = unsure.nonzero()[:, 0]
+        candidate[rows] = _nucleus_sample(logits[rows], scaled[rows], top_p[rows], noise[rows])
+    return candidate[:, 0].to(torch.int)
+
+
+#: how close to the nucleus' edge (in probability mass) a candidate must be for the sort to decide
+_EDGE = 1e-4
+
+
+def _inside_nucleus(logits: torch.Tensor, probs: torch.Tensor, candidate: torch.Tensor,
+                    top_p: torch.Tensor) -> torch.Tensor:
+    """Whether each row's candidate is surely in its top-p nucleus: the mass of the tokens ranked before it
+    and its own is at most top_p (clear of the edge), or it is the top token."""
+    own = torch.gather(logits, -1, candidate)
+    above = (probs * (logits > own)).sum(-1, keepdim=True) + torch.gather(probs, -1, candidate)
+    top = own >= logits.max(-1, keepdim=True).values
+    return (above <= top_p - _EDGE) | top
+
+
+def _tied(logits: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+    """Rows whose candidate shares its logit with another token: the sort's order decides those."""
+    return (logits == torch.gather(logits, -1, candidate)).sum(-1, keepdim=True) > 1
+
+
+def _nucleus_sample(logits: torch.Tensor, scaled: torch.Tensor, top_p: torch.Tensor,
+                    noise: torch.Tensor) -> torch.Tensor:
+    """fish-speech's way, for the rows that need it: sort, cut the nucleus, sample with the same noise."""
+    sorted_logits, sorted_indices = torch.sort(logits, descending=True)
+    cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+    remove = cum > top_p
+    remove[:, 0] = False  # keep at least one option
+    remove = remove.scatter(-1, sorted_indices, remove)
+    probs = F.softmax(scaled.masked_fill(remove, -float("inf")), dim=-1)
+    return torch.argmax(probs / noise, dim=-1, keepdim=True)
+
+
+def encode_prompt(model: Any, text: str, prompt_text: Optional[str], prompt_tokens: Any) -> tuple[Any, Any, Any]:
+    """fish-speech's ``generate_long`` prompt: the voice's transcript and codes (if any), then the text.
+    Returns (tokens [K+1, T], audio_masks, audio_parts); ValueError "Prompt is too long" as fish-speech."""
+    from fish_speech.content_sequence import ContentSequence, TextPart, VQPart
+
+    sequence = ContentSequence(modality="interleave")
+    if prompt_text is not None and prompt_tokens is not None:
+        sequence.append([TextPart(text=prompt_text), VQPart(codes=prompt_tokens.cpu())], add_end=True, speaker=0)
+    sequence.append([TextPart(text=text)], add_end=False, speaker=0)
+    encoded, audio_masks, audio_parts = sequence.encode_for_inference(
+        model.tokenizer, num_codebooks=model.config.num_codebooks)
+    if encoded.size(1) > model.config.max_seq_len - 2048:
+        raise ValueError(f"Prompt is too long: {encoded.size(1)} > {model.config.max_seq_len - 2048}")
+    return encoded, audio_masks, audio_parts

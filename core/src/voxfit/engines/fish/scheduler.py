@@ -1,0 +1,199 @@
+"""Continuous batching: one thread steps every active request's sequence together.
+
+Requests join at a step boundary (their prompt is run through a free slot of
+the KV cache, alone), then advance one token per step with all the others,
+and leave when they stop (end token or budget), fail, or are cancelled (a
+client that left): the slot is free for the next step. At most ``slots``
+requests decode at once; the rest wait in arrival order. Each request gets
+its frames (codes for the codec) through its own queue as they are made, so
+audio can be decoded while the sentence is still being generated.
+
+A request whose prompt fails (too long for the model's context, say) fails
+alone: the exception goes to its queue and the others go on. An exception in
+a step that all requests share fails every request of that step, and the
+thread goes on with the next ones.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from voxfit.engines.fish.batched import BatchedDecoder, Sampling, Sequence
+
+_END = object()
+
+
+@dataclass(eq=False)  # a request is itself: never equal to another with the same fields
+class Request:
+    """One text's decoding: its prompt, budget and sampling, and the queue its frames arrive on."""
+
+    prompt: Any  # tokens [K+1, T]
+    audio_masks: Any
+    audio_parts: Any
+    budget: int
+    sampling: Sampling
+    frames: "queue.Queue[Any]" = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    joined_at: Optional[float] = None  # when its prompt went through (perf_counter)
+    batch_seen: int = 0  # the largest batch it decoded in
+    seq: Optional[Sequence] = None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def results(self, timeout: Optional[float] = None) -> Iterator[Any]:
+        """Frames [num_codebooks] as they come; raises what failed the request."""
+        while True:
+            item = self.frames.get(timeout=timeout)
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+class Batcher:
+    """Drives a :class:`BatchedDecoder` from one thread; ``submit`` from any thread."""
+
+    def __init__(self, decoder: BatchedDecoder, threads: Optional[int] = None) -> None:
+        self.decoder, self.threads = decoder, threads
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._active: list[Request] = []
+        self._free = list(range(decoder.slots))
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+        self.steps = 0
+        self.largest_batch = 0
+
+    @property
+    def slots(self) -> int:
+        return self.decoder.slots
+
+    def submit(self, request: Request) -> Request:
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the batcher was closed")
+            self._waiting.append(request)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="voxfit-fish-batcher", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return request
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        for request in list(self._waiting) + self._active:
+            request.frames.put(RuntimeError("the engine was closed"))
+
+    # -- the thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            while True:
+                try:
+                    if not self._next_round():
+                        return
+                    self._step()
+                except Exception as exc:  # a fault of the loop itself: fail what is running, keep serving
+                    self._fail_active(exc)
+
+    def _fail_active(self, exc: Exception) -> None:
+        active, self._active = self._active, []
+        for request in active:
+            self._release(request, exc)
+
+    def _next_round(self) -> bool:
+        """Drop cancelled requests, admit waiting ones into free slots; False once closed."""
+        with self._wake:
+            while not self._closed and not self._waiting and not self._active:
+                self._wake.wait()
+            if self._closed:
+                return False
+            self._active = [r for r in self._active if not self._leave_if_cancelled(r)]
+            admitted = []
+            while self._waiting and self._free:
+                request = self._waiting.popleft()
+                if request.cancelled.is_set():
+                    request.frames.put(_END)
+                    continue
+                admitted.append(request)
+                request.seq = Sequence(slot=self._free.pop(), prompt_len=int(request.prompt.shape[1]),
+                                       budget=request.budget, sampling=request.sampling)
+        for request in admitted:
+            self._join(request)
+        return True
+
+    def _leave_if_cancelled(self, request: Request) -> bool:
+        if not request.cancelled.is_set():
+            return False
+        self._release(request, _END)
+        return True
+
+    def _release(self, request: Request, last: Any) -> None:
+        if request.seq is not None:
+            with self._wake:
+                self._free.append(request.seq.slot)
+        request.frames.put(last)
+
+    def _join(self, request: Request) -> None:
+        import torch
+
+        seq = request.seq
+        assert seq is not None
+        try:
+            codebooks = self.decoder.codebooks + 1
+            seq.history = torch.zeros((codebooks, max(seq.budget, 16)), dtype=torch.int, device=self.decoder.device)
+            self.decoder.prefill(seq, request.prompt, request.audio_masks, request.audio_parts)
+        except Exception as exc:  # this request's prompt: it fails alone
+            self._release(request, exc)
+            return
+        request.joined_at = time.perf_counter()
+        self._deliver(request)
+        if seq.done:
+            self._release(request, _END)
+        else:
+            self._active.append(request)
+
+    def _step(self) -> None:
+        live = [r for r in self._active if not r.cancelled.is_set()]
+        if not live:
+            return
+        self.largest_batch = max(self.largest_batch, len(live))
+        try:
+            self.decoder.step([r.seq for r in live])  # type: ignore[misc]
+        except Exception as exc:  # a shared step failed: every request in it fails, the thread goes on
+            for request in live:
+                self._release(request, exc)
+            self._active = [r for r in self._active if r not in live]
+            return
+        self.steps += 1
+        finished = []
+        for request in live:
+            request.batch_seen = max(request.batch_seen, len(live))
+            self._deliver(request)
+            if request.seq is not None and request.seq.done:
+                finished.append(request)
+        for request in finished:
+            self._release(request, _END)
+        self._active = [r for r in self._active if r not in finished]
+
+    @staticmethod
+    def _deliver(request: Request) -> None:
+        seq = request.seq
+        assert seq is not None
+        while seq.codes:
+            request.frames.put(seq.codes.pop(0))

@@ -1,0 +1,178 @@
+"""Fish Speech served to many at once and heard sooner, on the tiny checkpoint through the real loader.
+
+* the batched decoder samples exactly as fish-speech's own loop does (same seed, same tokens);
+* a request's tokens are the same alone and in a batch (each has its own generator);
+* windows of streamed audio join to the one-shot decode of the same codes;
+* a failing request fails alone, a request that leaves frees its slot, a batch never outgrows its slots.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from fish_helpers import load
+from voxfit.engines.fish import batched, streaming
+from voxfit.engines.fish.plugin import FishOptions
+from voxfit.engines.fish.scheduler import Request
+from voxfit.errors import UsageError
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+@pytest.fixture(scope="module")
+def engine(fish_checkpoint):
+    e = load(fish_checkpoint, max_new_tokens=40, batch_size=4)
+    e.prepare()
+    yield e
+    e.close()
+
+
+def pcm(chunks):
+    return np.frombuffer(b"".join(c.pcm for c in chunks), dtype="<i2")
+
+
+def _codes(engine, text, options=None):
+    """The frames one request decodes, straight from the batch (no codec)."""
+    request = engine._submit(text, engine._voice_for(options))
+    return torch.stack(list(request.results(timeout=60)), dim=1)
+
+
+@pytest.mark.parametrize("top_p", [0.8, 0.01])  # fish-speech's default sampling; near-greedy
+def test_the_batched_decoder_samples_as_fish_speechs_own_loop(engine, top_p):
+    options = FishOptions(seed=7, top_p=top_p)
+    ours = _codes(engine, TEXT, options)
+    engine.configure(options)
+    try:
+        torch.manual_seed(7)  # fish-speech samples from the global generator
+        theirs = engine.generate_codes(TEXT)
+    finally:
+        engine.configure(FishOptions())
+    assert ours.shape == theirs.shape and ours.shape[1] > 8
+    assert torch.equal(ours, theirs)
+
+
+def test_a_requests_tokens_are_the_same_alone_and_in_a_batch(engine):
+    seeds = [1, 2, 3, 1]
+    alone = [_codes(engine, TEXT, FishOptions(seed=s)) for s in seeds[:3]]
+    results: dict[int, torch.Tensor] = {}
+
+    def run(index: int) -> None:
+        results[index] = _codes(engine, TEXT, FishOptions(seed=seeds[index]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    before = engine._batcher.largest_batch
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert engine._batcher.largest_batch >= 2 or before >= 2  # they decoded together
+    for i, seed in enumerate(seeds):
+        assert torch.equal(results[i], alone[seeds.index(seed)]), f"request {i} (seed {seed}) differs in the batch"
+    assert not torch.equal(results[0], results[1])  # different seeds, different tokens
+
+
+def test_streamed_windows_join_to_the_one_shot_decode(engine):
+    codes = _codes(engine, TEXT, FishOptions(seed=3, max_new_tokens=80))
+    whole = engine.decode(codes)
+    frames = [codes[:, i] for i in range(codes.shape[1])]
+    for first in (8, 13, codes.shape[1]):
+        pieces = list(streaming.windows(iter(frames), engine.decode, streaming.WindowPlan(first=first), 2048))
+        assert sum(n for _, n in pieces) == codes.shape[1]
+        assert pieces[0][1] == min(first, codes.shape[1])
+        joined = np.concatenate([w for w, _ in pieces])
+        assert joined.shape == whole.shape
+        assert np.abs(joined - whole).max() < 1e-4  # the seams: rounding, not audible
+
+
+def test_the_engine_streams_the_audio_of_its_codes(engine):
+    options = FishOptions(seed=5, max_new_tokens=60)
+    chunks = list(engine.synthesize_with(TEXT, options))
+    assert len(chunks) >= 2  # audio came before the sentence was done
+    codes = _codes(engine, TEXT, options)
+    one_shot = (np.clip(engine.decode(codes), -1, 1) * 32767).astype("<i2")
+    streamed = pcm(chunks)
+    assert streamed.shape == one_shot.shape
+    assert np.abs(streamed.astype(int) - one_shot).max() <= 1  # one LSB of 16-bit rounding at most
+
+
+def test_the_first_window_waits_longer_on_a_slower_device():
+    fast = streaming.first_window(100, tokens_per_s=200.0)
+    real_time = streaming.first_window(100, tokens_per_s=streaming.FRAMES_PER_SECOND)
+    slow = streaming.first_window(100, tokens_per_s=5.0)
+    assert fast == streaming.SMALLEST_FIRST
+    assert fast < real_time < slow <= 150  # never more than the sentence
+    # slower than real time by a factor: playback cannot starve if the first window covers that share
+    expected = 100 * streaming.FRAMES_PER_CHARACTER
+    assert slow >= expected * (1 - 5.0 * streaming.SPEED_MARGIN / streaming.FRAMES_PER_SECOND)
+
+
+def test_a_request_that_fails_in_the_batch_fails_alone(engine):
+    good = engine._voice_for(FishOptions(seed=2))
+    expected = _codes(engine, TEXT, FishOptions(seed=2))
+    bad_prompt, masks, parts = batched.encode_prompt(engine.llm, TEXT, None, None)
+    bad_prompt = bad_prompt.clone()
+    bad_prompt[0, 0] = 10**9  # no such token: its prefill raises inside the batch thread
+    bad = Request(prompt=bad_prompt, audio_masks=masks, audio_parts=parts, budget=30,
+                  sampling=batched.Sampling(0.8, 0.8, 1.1, torch.Generator().manual_seed(0)))
+    first = engine._submit(TEXT, good)
+    engine._batcher.submit(bad)
+    second = engine._submit(TEXT, good)
+    with pytest.raises(IndexError):
+        list(bad.results(timeout=60))
+    assert torch.equal(torch.stack(list(first.results(timeout=60)), dim=1), expected)
+    assert torch.equal(torch.stack(list(second.results(timeout=60)), dim=1), expected)
+
+
+def test_a_text_too_long_for_the_model_is_a_usage_error_for_that_request_only(engine):
+    with pytest.raises(UsageError, match="too long for this model"):
+        list(engine.synthesize_with("word " * 80, FishOptions(seed=1)))
+    assert pcm(engine.synthesize_with(TEXT, FishOptions(seed=1))).size > 0
+
+
+def test_a_request_that_leaves_frees_its_slot_at_the_next_step(fish_checkpoint):
+    e = load(fish_checkpoint, max_new_tokens=400, batch_size=1)
+    try:
+        stream = e.synthesize_with(TEXT, FishOptions(seed=1, max_new_tokens=400))
+        next(stream)  # the first window: the request is in the batch now
+        stream.close()  # the client left
+        steps = e._batcher.steps
+        deadline = time.monotonic() + 10
+        while e._batcher._active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not e._batcher._active and e._batcher.steps - steps <= 2
+        assert len(e._batcher._free) == 1  # its slot is free again
+        assert pcm(e.synthesize_with("Next one.", FishOptions(seed=1, max_new_tokens=20))).size > 0
+    finally:
+        e.close()
+
+
+def test_a_batch_never_outgrows_its_slots(fish_checkpoint):
+    e = load(fish_checkpoint, max_new_tokens=30, batch_size=2)
+    try:
+        e.prepare()
+        results = []
+        threads = [threading.Thread(target=lambda s=s: results.append(pcm(e.synthesize_with(TEXT, FishOptions(seed=s)))))
+                   for s in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert len(results) == 5 and all(r.size > 0 for r in results)
+        assert e._batcher.largest_batch == 2
+        assert e._batcher.decoder.k[0].shape[0] == 2  # the KV cache holds the planned slots, no more
+    finally:
+        e.close()
+
+
+def test_a_compiled_batched_decoder_gives_the_same_tokens(fish_checkpoint, engine):
+    compiled = load(fish_checkpoint, max_new_tokens=12, batch_size=2, compile=True)
+    try:
+        compiled.prepare()
+        assert getattr(compiled._batcher.decoder._slow, "_torchdynamo_orig_callable", None) is not None
+        assert any("batched decoder compiled (aot_eager" in n for n in compiled.notes)
+        options = FishOptions(seed=4, max_new_tokens=12)
+        assert torch.equal(_codes(compiled, TEXT, options), _codes(engine, TEXT, options))
+    finally:
+        compiled.close()

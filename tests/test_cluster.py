@@ -64,7 +64,7 @@ def test_a_cuda_plan_holds_one_gpu_and_no_system_memory(s1_mini):
     assert request.reasons == [
         "1 CPU: the plan names no thread count for cuda:0; 1 CPU assumed to drive it",
         "1 GPU: the plan chose cuda:0 (cuda family registers resource GPU)",
-        "no memory request: the plan's peak ~4.3 GiB is cuda:0's own memory, which the scheduler's memory "
+        "no memory request: the plan's peak ~6.9 GiB is cuda:0's own memory, which the scheduler's memory "
         "resource (system RAM) does not count",
     ]
     assert request.ray_options() == {"num_cpus": 1.0, "num_gpus": 1.0}

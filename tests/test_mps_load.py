@@ -57,7 +57,9 @@ def test_loads_fish_on_mps_in_fp16_without_compile(adapter):
     settings = make_settings()
     engine = mps.load_engine(proposal(), MODEL, settings, engines())
     assert engine.placed == {"device": "mps", "precision": "fp16", "quantization": "none", "compile": False,
-                             "threads": None, "cache_dir": settings.cache_dir}
+                             "threads": None, "cache_dir": settings.cache_dir,
+                             "batch_size": proposal().batch_size,
+                             "planned_tokens_per_s": proposal().estimate.tokens_per_s}
 
 
 def test_missing_adapter_is_a_load_error_the_core_falls_back_from(monkeypatch):

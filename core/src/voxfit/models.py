@@ -222,6 +222,9 @@ class Proposal(_Model):
     compile: bool = False
     threads: Optional[int] = None
     chunk_chars: int = Field(default=400, description="Longest text chunk handed to the engine at once.")
+    batch_size: int = Field(
+        default=1, ge=1, description="Sequences the engine decodes together (continuous batching): the requests "
+        "one loaded engine runs at once. Its reason is among the reasons.")
     options: SerializeAsAny[ProposalOptions] = Field(
         default_factory=ProposalOptions, description="How the owner loads it (its PROPOSAL_OPTIONS model).")
     requires: list[str] = Field(
@@ -253,6 +256,8 @@ class Proposal(_Model):
             parts.append("compiled")
         if self.threads:
             parts.append(f"{self.threads} thread" + ("s" if self.threads != 1 else ""))
+        if self.batch_size > 1:
+            parts.append(f"batch {self.batch_size}")
         if self.options.variant:  # a plugin's name for proposals that differ only in options
             parts.append(self.options.variant)
         return f"{self.plugin}: " + ", ".join(parts)

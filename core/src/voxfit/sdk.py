@@ -60,6 +60,7 @@ from voxfit.models import (
     ProposalOptions,
     Scalar,
 )
+from voxfit.planning.batching import BatchPlan, plan_batch
 from voxfit.planning.cpu_load import CpuLoad
 from voxfit.planning.cpu_load import snapshot as cpu_load_snapshot
 from voxfit.planning.estimates import DecodeSpeed, decode_speed
@@ -143,6 +144,8 @@ __all__ = [
     "DecodeSpeed",
     "atomic_target",
     "decode_speed",
+    "plan_batch",
+    "BatchPlan",
     "describe_memory",
     "detect_host",
     "file_sha256",

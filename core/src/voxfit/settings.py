@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     memory_headroom: float = Field(
         default=0.15, ge=0.0, lt=1.0, description="Share of free memory a plan leaves unused."
     )
+    max_batch: int = Field(
+        default=4, ge=1, le=64, description="Most requests one engine decodes together (a batched engine's "
+        "batch is as large as memory allows, up to this)."
+    )
     cpu_budget: Optional[int] = Field(
         default=None, ge=1,
         description="Cores this process may use; plans count no more (a container's or a Ray replica's share)",

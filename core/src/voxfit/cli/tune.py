@@ -16,9 +16,13 @@ from voxfit.errors import UsageError
 @device_option()
 @click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Round-robin rounds: each loads every proposal afresh and times a short sentence and a paragraph.")
+@click.option("--batch", "batch", is_flag=True,
+              help="Measure the chosen proposal's batch instead: requests decoded together, 1 up to what memory "
+                   "allows; the smallest within 5% of the best throughput is kept.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @click.pass_obj
-def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: int, as_json: bool) -> None:
+def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: int, batch: bool,
+             as_json: bool) -> None:
     """Measure every feasible proposal here against the current choice and cache what wins."""
     from voxfit.errors import NoFeasiblePlan
     from voxfit.tuning.tune import tune_plan
@@ -26,6 +30,9 @@ def tune_cmd(obj: Context, model: Optional[str], device: Optional[str], rounds: 
     planned = build_plan(obj, model, device, None, no_cache=True)  # tuning measures what is here now
     if planned.plan.chosen is None:
         raise NoFeasiblePlan(planned.plan.summary)
+    if batch:
+        _tune_batch(planned, rounds, as_json)
+        return
     result = tune_plan(planned.host, planned.plan, rounds=rounds)
     chosen = result.plan.chosen.label() if result.plan and result.plan.chosen else None
     if as_json:
@@ -53,3 +60,19 @@ def _print_tune(entries: dict[str, dict[str, Any]], failed: dict[str, str], deci
     for label, why in failed.items():
         click.echo(f"  failed  {label}: {why}")
     click.echo(f"decision: {decision.reason}")
+
+
+def _tune_batch(planned: Any, rounds: int, as_json: bool) -> None:
+    from voxfit.tuning.batch import tune_batch
+
+    result, not_saved = tune_batch(planned.host, planned.plan, rounds=rounds)
+    if as_json:
+        emit_json({"throughput": result.sizes, "batch": result.chosen, "reason": result.reason,
+                   "not_saved": not_saved})
+    else:
+        for size, rate in sorted(result.sizes.items()):
+            mark = "  <- chosen" if size == result.chosen else ""
+            click.echo(f"batch {size}: {rate:6.2f} audio seconds per second{mark}")
+        click.echo(f"decision: {result.reason}")
+    if not_saved:
+        raise UsageError(not_saved)

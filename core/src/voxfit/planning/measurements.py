@@ -31,9 +31,18 @@ def machine_key(hardware: HardwareProfile) -> str:
 
 
 def model_key(cache_dir: Path, model: ModelSpec) -> Optional[str]:
-    if model.path is None or not Path(model.path).is_file():
+    """The model's content: its file's sha256, or for a model directory (a checkpoint of several files) the
+    sha256 of its files' names and hashes."""
+    if model.path is None:
         return None
-    return file_sha256(cache_dir, Path(model.path))[:16]
+    path = Path(model.path)
+    if path.is_file():
+        return file_sha256(cache_dir, path)[:16]
+    if not path.is_dir():
+        return None
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    listing = "\n".join(f"{p.name} {file_sha256(cache_dir, p)}" for p in files)
+    return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
 def proposal_key(p: Proposal) -> str:
@@ -113,5 +122,28 @@ def save(
     }
     if decision is not None:
         data["decision"] = decision
+    batch = load_batch(cache_dir, hardware, model)
+    if batch:
+        data["batch"] = batch
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
+    return path
+
+
+def load_batch(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec) -> dict[str, dict[str, Any]]:
+    """{proposal_key: what ``voxfit tune --batch`` chose for it here}; empty if never tuned."""
+    path = _path(cache_dir, hardware, model)
+    entries = read_json(path).get("batch") if path is not None else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def save_batch(cache_dir: Path, hardware: HardwareProfile, model: ModelSpec, key: str, entry: dict[str, Any]) -> Path:
+    """Record a batch measurement beside the proposals' measurements."""
+    path = _path(cache_dir, hardware, model)
+    if path is None:
+        raise ValueError(f"model {model.name} has no files to key measurements by")
+    data = read_json(path) or {"machine": machine_key(hardware), "cpu_model": hardware.cpu_model,
+                               "model": model.name, "proposals": {}}
+    data.setdefault("batch", {})[key] = entry
+    data["saved_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
     return path

@@ -49,6 +49,7 @@ def make_plan(
     proposals, _ = host.call("score_config", model=model, hardware=hardware, settings=host.settings,
                              engines=host.registry)
     proposals = host.typed(proposals)
+    _apply_tuned_batches(host, proposals, model, hardware)
     feasible, rejected = rank(proposals, model, hardware, host.settings, host.registry)
     chosen = feasible[0] if feasible else None
     env = env_changes_for(host, chosen, hardware) if chosen else []
@@ -64,6 +65,19 @@ def make_plan(
     )
     plan.summary = summarize(plan, host)
     return plan
+
+
+def _apply_tuned_batches(host: PluginHost, proposals: list[Proposal], model: ModelSpec,
+                         hardware: HardwareProfile) -> None:
+    """What ``voxfit tune --batch`` measured here lowers a batched proposal's batch (never raises it)."""
+    if not any(p.batch_size > 1 for p in proposals):
+        return
+    from voxfit.planning.batching import apply_tuned_batch
+    from voxfit.planning.measurements import load_batch, proposal_key
+
+    tuned = load_batch(host.settings.cache_dir, hardware, model)
+    for proposal in proposals:
+        apply_tuned_batch(proposal, tuned.get(proposal_key(proposal)))
 
 
 def check_device_lock(host: PluginHost, hardware: HardwareProfile) -> None:

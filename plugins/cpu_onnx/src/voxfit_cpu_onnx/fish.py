@@ -29,6 +29,7 @@ from voxfit.sdk import (
     Registry,
     Settings,
     decode_speed,
+    plan_batch,
     tokens_per_audio_second,
 )
 
@@ -109,6 +110,16 @@ def estimate(model: ModelSpec, hardware: HardwareProfile, backend: str,
     return Estimate(rtf=rtf, tokens_per_s=tokens_per_s, peak_memory_bytes=peak), reasons
 
 
+def _batch(model: ModelSpec, hardware: HardwareProfile, settings: Settings, est: Estimate) -> Any:
+    """Sequences decoded together on the CPU: as many KV caches as the available RAM holds, up to the cap."""
+    memory = model.memory.get("fp32")
+    if memory is None or est.peak_memory_bytes is None or hardware.memory_available_bytes is None:
+        return None
+    usable = int(hardware.memory_available_bytes * (1.0 - settings.memory_headroom))
+    return plan_batch(need_bytes=est.peak_memory_bytes, per_sequence_bytes=memory.kv_cache_bytes,
+                      usable_bytes=usable, cap=settings.max_batch, where="available system RAM")
+
+
 def _platform_vetoes(hardware: HardwareProfile) -> list[str]:
     """What rules the torch stack out on this platform, whatever the model."""
     if hardware.os == "darwin" and hardware.arch == "x86_64":
@@ -126,6 +137,10 @@ def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings, e
         if info is None or calibration is None or not info.runs(model.family):
             continue  # this plugin places these engines on the CPU; other models are other plugins' to run
         est, reasons = estimate(model, hardware, backend, calibration)
+        batch = _batch(model, hardware, settings, est)
+        if batch is not None:
+            est.peak_memory_bytes = batch.peak_bytes
+            reasons.append(batch.reason)
         reasons.append(
             f"{threads} thread{'s' if threads != 1 else ''} for torch and ONNX Runtime: physical cores less one "
             f"({hardware.cores_physical} physical, {hardware.cores_logical} logical): on a 2-core server a second "
@@ -157,7 +172,8 @@ def proposals(model: ModelSpec, hardware: HardwareProfile, settings: Settings, e
                 engine=backend,
                 precision="fp32",
                 threads=threads,
-                chunk_chars=300,  # a sentence or two: bounds the semantic tokens per generate_long call
+                chunk_chars=300,  # a sentence or two: bounds the semantic tokens per sequence
+                batch_size=batch.size if batch is not None else 1,
                 options=options,
                 requires=requires,
                 memory_pool="system",
@@ -187,4 +203,6 @@ def load(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Regi
         threads=proposal.threads,
         codec_backend=(opts.codec_backend if isinstance(opts, CpuOptions) else None) or "torch",
         cache_dir=settings.cache_dir,
+        batch_size=proposal.batch_size,
+        planned_tokens_per_s=proposal.estimate.tokens_per_s,
     )

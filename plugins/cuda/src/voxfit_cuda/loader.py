@@ -72,6 +72,8 @@ def load(
         compile=proposal.compile,
         threads=None,  # GPU decoding: torch's CPU thread count does not matter here
         cache_dir=cache_dir,
+        batch_size=proposal.batch_size,
+        planned_tokens_per_s=proposal.estimate.tokens_per_s,
     )
     nvml = _nvml()
     if nvml is None:

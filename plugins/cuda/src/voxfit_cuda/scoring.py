@@ -21,6 +21,7 @@ from typing import Optional
 
 from voxfit.sdk import (
     AcceleratorDevice,
+    BatchPlan,
     DecodeCalibration,
     Estimate,
     HardwareProfile,
@@ -31,6 +32,7 @@ from voxfit.sdk import (
     Settings,
     decode_speed,
     describe_memory,
+    plan_batch,
     tokens_per_audio_second,
 )
 
@@ -275,6 +277,18 @@ def _device_vetoes(device: AcceleratorDevice) -> list[str]:
     return vetoes
 
 
+def _batch(device: AcceleratorDevice, model: ModelSpec, fit: _Fit, precision: str,
+           settings: Settings) -> Optional[BatchPlan]:
+    """Sequences decoded together on this GPU: as many KV caches as its usable free memory holds, up to the cap."""
+    if fit.need is None or fit.vetoes:
+        return None
+    spec = model.memory.get(precision if fit.quantization == "none" else "int8")
+    if spec is None:
+        return None
+    return plan_batch(need_bytes=fit.need, per_sequence_bytes=spec.kv_cache_bytes, usable_bytes=fit.usable,
+                      cap=settings.max_batch, where=f"{device.id}'s free memory")
+
+
 def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfile,
             settings: Settings, calibration: DecodeCalibration) -> Proposal:
     """One proposal for ``model`` on ``device``, vetoed (never dropped) when it cannot work."""
@@ -293,15 +307,18 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
         headline += f": RTF ~{rtf:.2f}, ~{tokens_per_s:.0f} tokens/s"
     if fit.need is not None:
         headline += f", needs ~{describe_memory(fit.need)} of {describe_memory(device.memory_free_bytes)} free"
+    batch = _batch(device, model, fit, precision, settings)
     reasons = [headline, precision_reason, fit.reason, decision.reason, *filter(None, [weight_reason]),
-               *speed_reasons, *load_risks, *other_risks]
+               *speed_reasons, *filter(None, [batch.reason if batch else ""]), *load_risks, *other_risks]
     return Proposal(
         device=device.id, device_family="cuda", engine=ENGINE, precision=precision, quantization=fit.quantization,
         compile=decision.compile, threads=None, chunk_chars=400,
         options=CudaOptions(uuid=str(device.capabilities.get("uuid", "")),
                             nvml_index=int(device.capabilities.get("nvml_index", device.index) or 0)),
         requires=["torch", "fish_speech"] + (["triton"] if decision.compile else []), memory_pool="device",
-        estimate=Estimate(rtf=rtf, peak_memory_bytes=fit.need, tokens_per_s=tokens_per_s),
+        batch_size=batch.size if batch else 1,
+        estimate=Estimate(rtf=rtf, peak_memory_bytes=batch.peak_bytes if batch else fit.need,
+                          tokens_per_s=tokens_per_s),
         score=round(score, 4), reasons=reasons, vetoes=_device_vetoes(device) + fit.vetoes,
         facts=ProposalFacts(compile_blocked=decision.blocked), score_factors=factors,
     )

@@ -96,8 +96,8 @@ def detect() -> Optional[Detection]:
 
 
 @hookimpl
-def score_config(model: ModelSpec, hardware: HardwareProfile, engines: Registry) -> list[Proposal]:
-    return scoring.propose_all(model, hardware, engines)
+def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings, engines: Registry) -> list[Proposal]:
+    return scoring.propose_all(model, hardware, engines, (settings.max_batch, settings.memory_headroom))
 
 
 @hookimpl
@@ -118,7 +118,8 @@ def _load_fish(proposal: Proposal, model: ModelSpec, settings: Settings, engines
     except (LookupError, ImportError) as exc:
         raise EngineLoadError(f"the Fish Speech engine cannot be loaded: {exc}") from None
     return load_fish_engine(model, device="mps", precision=proposal.precision, quantization=proposal.quantization,
-                            compile=False, threads=None, cache_dir=settings.cache_dir)
+                            compile=False, threads=None, cache_dir=settings.cache_dir, batch_size=proposal.batch_size,
+                            planned_tokens_per_s=proposal.estimate.tokens_per_s)
 
 
 def load_with_coreml_codec(proposal: Proposal, model: ModelSpec, settings: Settings, engines: Registry) -> Any:

@@ -20,6 +20,7 @@ from typing import Optional
 
 from voxfit.sdk import (
     AcceleratorDevice,
+    BatchPlan,
     DecodeCalibration,
     Estimate,
     HardwareProfile,
@@ -28,6 +29,7 @@ from voxfit.sdk import (
     Registry,
     decode_speed,
     describe_memory,
+    plan_batch,
     tokens_per_audio_second,
 )
 
@@ -111,9 +113,35 @@ def _fit(model: ModelSpec, device: AcceleratorDevice, hardware: HardwareProfile,
     return need, [f"memory: fits: {where}"], [], 1.0
 
 
+def _batch(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevice, need: Optional[int],
+           batching: tuple[int, float]) -> Optional[BatchPlan]:
+    """Sequences decoded together: as many KV caches as unified memory holds beside macOS's share and what is
+    available now (with the planner's headroom), up to the cap. ``batching``: (cap, headroom)."""
+    cap, headroom = batching
+    total = device.memory_total_bytes or hardware.memory_total_bytes
+    spec = model.memory.get("fp16")
+    if need is None or not total or spec is None:
+        return None
+    usable = total - os_reserve(total)
+    if hardware.memory_available_bytes:
+        usable = min(usable, int(hardware.memory_available_bytes * (1.0 - headroom)))
+    return plan_batch(need_bytes=need, per_sequence_bytes=spec.kv_cache_bytes, usable_bytes=usable, cap=cap,
+                      where="unified memory left for voxfit")
+
+
+def _fit_batched(model: ModelSpec, device: AcceleratorDevice, hardware: HardwareProfile,
+                 batching: tuple[int, float]) -> tuple[Optional[int], list[str], list[str], float, int]:
+    """:func:`_fit` in fp16, with the batch that fits: (need, reasons, vetoes, score factor, batch size)."""
+    need, reasons, vetoes, factor = _fit(model, device, hardware, "fp16")
+    batch = _batch(model, hardware, device, need, batching) if not vetoes else None
+    if batch is None:
+        return need, reasons, vetoes, factor, 1
+    return batch.peak_bytes, [*reasons, batch.reason], vetoes, factor, batch.size
+
+
 def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevice,
-            calibration: DecodeCalibration) -> list[Proposal]:
-    need, fit_reasons, fit_vetoes, fit_factor = _fit(model, device, hardware, "fp16")
+            calibration: DecodeCalibration, batching: tuple[int, float] = (1, 0.15)) -> list[Proposal]:
+    need, fit_reasons, fit_vetoes, fit_factor, batch_size = _fit_batched(model, device, hardware, batching)
     tokens_per_s, rtf, speed_reasons = speed(model, device, calibration)
     unavailable: list[str] = []
     mps = device.capabilities.get("mps_available")
@@ -132,7 +160,7 @@ def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevi
     risk = f"estimate from bandwidth, not measured on MPS (score x {UNMEASURED_RISK})"
     estimate = Estimate(rtf=rtf, tokens_per_s=tokens_per_s, peak_memory_bytes=need)
     base = dict(device=device.id, device_family="mps", precision="fp16", memory_pool="system", threads=None,
-                chunk_chars=400, requires=["torch", "fish_speech"])
+                chunk_chars=400, requires=["torch", "fish_speech"], batch_size=batch_size)
     proposals = [
         Proposal(engine=ENGINE, estimate=estimate, score=round(score, 4), vetoes=mps_vetoes,
                  reasons=[headline, *common, *fit_reasons, *speed_reasons, risk], **base),
@@ -178,10 +206,12 @@ def _major(version: str) -> Optional[int]:
         return None
 
 
-def propose_all(model: ModelSpec, hardware: HardwareProfile, engines: Registry) -> list[Proposal]:
+def propose_all(model: ModelSpec, hardware: HardwareProfile, engines: Registry,
+                batching: tuple[int, float] = (1, 0.15)) -> list[Proposal]:
+    """Every MPS proposal; ``batching``: the largest batch allowed and the planner's memory headroom."""
     calibration = engines.calibration_for(ENGINE, "mps")
     info = engines.engine(ENGINE)
     if calibration is None or info is None or not info.runs(model.family):
         return []  # this plugin places one engine on Apple GPUs; other models run elsewhere
     return [p for device in hardware.devices if device.family == "mps"
-            for p in propose(model, hardware, device, calibration)]
+            for p in propose(model, hardware, device, calibration, batching)]

@@ -21,7 +21,13 @@ Needs voxfit[cuda,fish] installed with a CUDA build of torch. What it does:
    as the plan says (precision; compile if the plan compiles), decodes
    ``--tokens`` tokens with fish_speech's own ``decode_one_token_ar``, and
    reports tokens/s, achieved bandwidth and the share of the roofline, next
-   to the plan's own estimate (the engine's decode calibration x roofline).
+   to the plan's own estimate (the engine's decode calibration x roofline);
+   then, through voxfit's batched decoder (``voxfit.engines.fish.batched``),
+   tokens/s summed over a batch at each of ``--batches`` (1,2,4,8 by
+   default) and the ratio to batch 1: what continuous batching buys on
+   this GPU.
+5. The tiny run (3.) also reports the time to its first audio window against
+   the whole sentence: audio before the sentence ends.
 
 Numbers from a run belong in the closing note of the work that used them.
 """
@@ -42,6 +48,7 @@ from voxfit.engines.fish.tiny import s1_mini_llm_config
 
 # The shape published for openaudio-s1-mini (no gradient checkpointing: this is inference).
 S1_MINI = {**s1_mini_llm_config(), "use_gradient_checkpointing": False}
+BATCHES = [1, 2, 4, 8]
 
 LOCK_CHECK = r"""
 import json, os, sys
@@ -103,14 +110,19 @@ def run_tiny(checkpoint: Path) -> dict:
     print("tiny plan:", plan.summary)
     loaded = runtime.load(host, plan)
     start = time.perf_counter()
-    chunks = list(loaded.engine.synthesize("Hello from the tiny fish checkpoint on a real GPU."))
+    first = None
+    chunks = []
+    for chunk in loaded.engine.synthesize("Hello from the tiny fish checkpoint on a real GPU."):
+        first = first if first is not None else time.perf_counter() - start
+        chunks.append(chunk)
     wall = time.perf_counter() - start
     seconds = sum(c.seconds for c in chunks)
     tokens = sum(c.tokens or 0 for c in chunks)
     metrics = loaded.engine.metrics() if hasattr(loaded.engine, "metrics") else {}
     loaded.engine.close()
     result = {"plan": plan.chosen.label() if plan.chosen else None, "wall_s": wall, "audio_s": seconds,
-              "rtf": wall / seconds if seconds else None, "tokens": tokens, **metrics}
+              "rtf": wall / seconds if seconds else None, "tokens": tokens, "windows": len(chunks),
+              "first_audio_s": first, "first_audio_share": first / wall if first and wall else None, **metrics}
     print("tiny run:", result)
     return result
 
@@ -173,12 +185,51 @@ def run_s1_mini(plan_proposal, bandwidth_gbps: float, tokens: int) -> dict:
     tps = tokens / wall
     roofline = bandwidth_gbps * 1e9 / bytes_per_token
     estimate = plan_proposal.estimate.tokens_per_s  # the plan's own estimate, from the engine's calibration
-    result = {"precision": plan_proposal.precision, "compile": plan_proposal.compile, "warmup_s": warm,
+    result = {"precision": plan_proposal.precision, "batch_size": plan_proposal.batch_size, "compile": plan_proposal.compile, "warmup_s": warm,
               "tokens_per_s": tps, "achieved_gbps": tps * bytes_per_token / 1e9, "roofline_tokens_per_s": roofline,
               "share_of_roofline": tps / roofline, "plugin_estimate_tokens_per_s": estimate,
               "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30}
     print("S1-mini-shaped random model:", json.dumps(result, indent=2))
+    result["batched"] = run_batched(model, dtype, BATCHES, min(tokens, 100))
     return result
+
+
+def run_batched(model, dtype, batches: list[int], tokens: int) -> dict:
+    """Tokens/s summed over a batch through voxfit's batched decoder, and the ratio to batch 1."""
+    import torch
+    from voxfit.engines.fish.batched import BatchedDecoder, Sampling, Sequence
+
+    out: dict = {}
+    n_cb = model.config.num_codebooks
+    prompt = torch.zeros((n_cb + 1, 16), dtype=torch.int, device="cuda:0")
+    prompt[0] = 300  # a text token: the codebooks are not read for it
+    for batch in batches:
+        decoder = BatchedDecoder(model, batch, dtype, "cuda:0")
+        seqs = []
+        with torch.inference_mode():
+            for slot in range(batch):
+                seq = Sequence(slot=slot, prompt_len=16, budget=tokens + 8,
+                               sampling=Sampling(0.8, 0.8, 1.1, torch.Generator(device="cuda:0").manual_seed(slot)))
+                seq.history = torch.zeros((n_cb + 1, tokens + 24), dtype=torch.int, device="cuda:0")
+                decoder.prefill(seq, prompt)
+                seqs.append(seq)
+            for _ in range(3):
+                decoder.step(seqs)  # warm-up
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(tokens):
+                decoder.step(seqs)
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - t0
+        out[batch] = {"tokens_per_s": batch * tokens / wall,
+                      "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30}
+        del decoder, seqs
+        torch.cuda.empty_cache()
+    base = out[batches[0]]["tokens_per_s"]
+    for batch in batches:
+        out[batch]["ratio_to_first"] = out[batch]["tokens_per_s"] / base
+    print("batched decoding:", json.dumps(out, indent=2))
+    return out
 
 
 def main() -> int:
@@ -186,8 +237,10 @@ def main() -> int:
     parser.add_argument("--tiny-checkpoint", type=Path, default=None)
     parser.add_argument("--s1-mini", action="store_true", help="decode with a random S1-mini-shaped model")
     parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--batches", default="1,2,4,8", help="batch sizes for the batched decoder (S1-mini)")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     args = parser.parse_args()
+    BATCHES[:] = [int(b) for b in args.batches.split(",") if b.strip()]
 
     _, profile, gpus = detect_and_show()
     if not gpus:

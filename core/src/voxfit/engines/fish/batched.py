@@ -86,7 +86,6 @@ class BatchedDecoder:
         config = model.config
         self.model, self.slots, self.device = model, slots, device
         self.codebooks = config.num_codebooks
-        self.max_seq_len = config.max_seq_len
         shape = (slots, config.n_local_heads, config.max_seq_len, config.head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in model.layers]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in model.layers]
@@ -101,11 +100,6 @@ class BatchedDecoder:
         shapes: the batch changes as requests join and leave). No CUDA graphs: they need fixed shapes."""
         self._slow = torch.compile(self._slow, backend=backend, dynamic=True)  # type: ignore[method-assign]
         self._fast_layer = torch.compile(self._fast_layer, backend=backend, dynamic=True)  # type: ignore[method-assign]
-
-    @staticmethod
-    def kv_bytes_per_sequence(config: Any, dtype_bytes: int) -> int:
-        """What one slot's KV cache holds at the model's length."""
-        return 2 * config.n_layer * config.n_local_heads * config.head_dim * config.max_seq_len * dtype_bytes
 
     # -- the slow transformer ----------------------------------------------
 

@@ -72,11 +72,18 @@ def _rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return out.flatten(3).type_as(x)
 
 
-def _plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """fish-speech's ``eq_scaled_dot_product_attention`` (its fast layers use it), without dropout."""
-    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(mask.logical_not(), float("-inf"))
-    weights = q @ k.transpose(-2, -1) * (1 / math.sqrt(q.size(-1)))
-    return torch.softmax(weights + bias, dim=-1) @ v
+def _projected(attn: Any, x: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fish-speech's Attention up to its cache: q, k, v [b, heads, s, d] of x [b, s, dim], rotated by freqs."""
+    b, s, _ = x.shape
+    q_size, kv_size = attn.n_head * attn.head_dim, attn.n_local_heads * attn.head_dim
+    q, k, v = attn.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
+    q = q.view(b, s, attn.n_head, attn.head_dim)
+    k = k.view(b, s, attn.n_local_heads, attn.head_dim)
+    v = v.view(b, s, attn.n_local_heads, attn.head_dim)
+    if attn.attention_qk_norm:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = _rotary(q, freqs), _rotary(k, freqs)
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 class BatchedDecoder:
@@ -122,15 +129,7 @@ class BatchedDecoder:
                    pos: torch.Tensor, freqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One slow attention: x [b, s, dim] at positions pos [b, s] of slots [b]; keys up to the mask's length."""
         b, s, _ = x.shape
-        q_size, kv_size = attn.n_head * attn.head_dim, attn.n_local_heads * attn.head_dim
-        q, k, v = attn.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(b, s, attn.n_head, attn.head_dim)
-        k = k.view(b, s, attn.n_local_heads, attn.head_dim)
-        v = v.view(b, s, attn.n_local_heads, attn.head_dim)
-        if attn.attention_qk_norm:
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k = _rotary(q, freqs), _rotary(k, freqs)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [b, heads, s, d]
+        q, k, v = _projected(attn, x, freqs)
         cache_k, cache_v = self.k[layer_index], self.v[layer_index]
         rows = slots[:, None].expand(b, s)
         cache_k[rows, :, pos] = k.transpose(1, 2)
@@ -140,7 +139,7 @@ class BatchedDecoder:
         repeat = attn.n_head // attn.n_local_heads
         keys, values = keys.repeat_interleave(repeat, dim=1), values.repeat_interleave(repeat, dim=1)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        return attn.wo(y.transpose(1, 2).contiguous().view(b, s, q_size))
+        return attn.wo(y.transpose(1, 2).contiguous().view(b, s, attn.n_head * attn.head_dim))
 
     def _slow(self, inp: torch.Tensor, slots: torch.Tensor, pos: torch.Tensor,
               audio_masks: Any = None, audio_parts: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,30 +162,19 @@ class BatchedDecoder:
 
     def _fast_layer(self, layer: Any, x: torch.Tensor, caches: tuple[torch.Tensor, torch.Tensor],
                     position: int) -> torch.Tensor:
-        attn = layer.attention
-        h_in = layer.attention_norm(x)
-        b = x.shape[0]
-        q_size, kv_size = attn.n_head * attn.head_dim, attn.n_local_heads * attn.head_dim
-        q, k, v = attn.wqkv(h_in).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(b, 1, attn.n_head, attn.head_dim)
-        k = k.view(b, 1, attn.n_local_heads, attn.head_dim)
-        v = v.view(b, 1, attn.n_local_heads, attn.head_dim)
-        if attn.attention_qk_norm:
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        freqs = self.model.fast_freqs_cis[position].view(1, 1, -1, 2)
-        q, k = _rotary(q, freqs), _rotary(k, freqs)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        attn, b = layer.attention, x.shape[0]
+        q, k, v = _projected(attn, layer.attention_norm(x), self.model.fast_freqs_cis[position].view(1, 1, -1, 2))
         cache_k, cache_v = caches
         cache_k[:, :, position] = k[:, :, 0]
         cache_v[:, :, position] = v[:, :, 0]
         repeat = attn.n_head // attn.n_local_heads
         keys, values = cache_k.repeat_interleave(repeat, dim=1), cache_v.repeat_interleave(repeat, dim=1)
         mask = self.model.causal_mask[None, None, position:position + 1, :self.codebooks]
-        y = _plain_attention(q, keys, values, mask)
-        h = x + attn.wo(y.transpose(1, 2).contiguous().view(b, 1, q_size))
+        y = attn.eq_scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # fish-speech's, as its fast layers
+        h = x + attn.wo(y.transpose(1, 2).contiguous().view(b, 1, attn.n_head * attn.head_dim))
         return h + layer.feed_forward(layer.ffn_norm(h))
 
-    def _fast(self, hidden: torch.Tensor, first: torch.Tensor, samplers: list[Sampling],
+    def _fast(self, hidden: torch.Tensor, first: torch.Tensor, settings: torch.Tensor,
               windows: Optional[torch.Tensor], noise: list[torch.Tensor]) -> torch.Tensor:
         """The residual codebooks [b, K-1] after the semantic token ``first`` [b], one fast pass per codebook."""
         m, b = self.model, hidden.shape[0]
@@ -206,7 +194,7 @@ class BatchedDecoder:
                 x = self._fast_layer(layer, x, caches[index], position)
             logits = m.fast_output(m.fast_norm(x))[:, -1, :RESIDUAL_CODES]
             window = windows[:, position + 1] if windows is not None else None
-            code = sample_rows(logits, samplers, window, noise[position - 1])
+            code = sample_rows(logits, settings, window, noise[position - 1])
             codes.append(code)
         return torch.stack(codes, dim=1)
 
@@ -237,12 +225,12 @@ class BatchedDecoder:
 
     def _advance(self, seqs: list[Sequence], logits: torch.Tensor, hidden: torch.Tensor,
                  windows: Optional[torch.Tensor]) -> None:
-        samplers = [s.sampling for s in seqs]
+        settings = torch.tensor([s.sampling.rounded for s in seqs], device=logits.device)  # [b, 3], once a step
         noise = draw_noise(seqs, self.noise_sizes, logits.device)
         # fish-speech penalises the semantic token with the window's first COLUMN (previous_tokens[:, 0]):
         # its first frame, every codebook; kept as it is so that a sequence samples as it would there
-        first = sample_rows(logits, samplers, windows[:, :, 0] if windows is not None else None, noise[0])
-        residual = self._fast(hidden, first, samplers, windows, noise[1:])
+        first = sample_rows(logits, settings, windows[:, :, 0] if windows is not None else None, noise[0])
+        residual = self._fast(hidden, first, settings, windows, noise[1:])
         tokens = torch.cat([first[:, None], residual], dim=1)  # [b, K+1]
         for seq, token in zip(seqs, tokens, strict=True):
             if seq.generated > 0:
@@ -267,9 +255,10 @@ def draw_noise(seqs: list[Sequence], sizes: list[int], device: Any) -> list[torc
     return list(torch.split(rows, sizes, dim=1))
 
 
-def sample_rows(logits: torch.Tensor, samplers: list[Sampling], window: Optional[torch.Tensor],
+def sample_rows(logits: torch.Tensor, settings: torch.Tensor, window: Optional[torch.Tensor],
                 noise: torch.Tensor) -> torch.Tensor:
-    """fish-speech's ``sample`` for each row of logits [b, V], each row with its settings and generator.
+    """fish-speech's ``sample`` for each row of logits [b, V], each row with its settings [b, 3] (temperature,
+    top_p, repetition penalty, rounded as fish-speech rounds them) and its own noise.
 
     fish-speech sorts the whole vocabulary to find the top-p nucleus, then takes ``argmax(probs / noise)``
     over it. The sort is most of a small model's step, and mostly unneeded: when the argmax over the whole
@@ -279,7 +268,6 @@ def sample_rows(logits: torch.Tensor, samplers: list[Sampling], window: Optional
     :func:`draw_noise` in the order fish-speech makes them.
     """
     logits = logits.float().clone()
-    settings = torch.tensor([s.rounded for s in samplers], device=logits.device)  # [b, 3]
     temperature, top_p, penalty = settings[:, 0:1], settings[:, 1:2], settings[:, 2:3]
     if window is not None:
         window = window.long()

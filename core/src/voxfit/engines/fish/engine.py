@@ -188,7 +188,7 @@ class FishEngine:
     _mine: Any = field(default_factory=threading.local)  # each thread's last chunk, for metrics()
     # Windows of several requests decoded at once would each take a core from the batch's decode loop,
     # which every request waits on: they take turns (on a 2-core machine, 4 requests at once went from
-    # 2.0x to ~3x the audio per second of one, benchmarks/fish_serving.py).
+    # ~2.1x to 2.3-2.6x the audio per second of one, benchmarks/fish_serving.py).
     _codec_turn: Any = field(default_factory=threading.Lock)
 
     @property
@@ -304,24 +304,14 @@ class FishEngine:
             self.prompt_text, self.prompt_tokens = str(text).strip(), None
             if self._prepared:
                 _encode_pending_reference(self)
-        if options.get("seed") is not None:
-            self.seed = int(options["seed"])
-        if options.get("max_new_tokens") is not None:
-            self.max_new_tokens = int(options["max_new_tokens"])
-        for name in DEFAULT_SAMPLING:
-            if options.get(name) is not None:
-                self.sampling[name] = float(options[name])
+        _apply_settings(self, options)
 
     def _voice_for(self, options: Any) -> "_Voice":
         """One request's voice: the configured one with the request's options on top (nothing shared changes)."""
         voice = _Voice(self.seed, self.max_new_tokens, dict(self.sampling), self.prompt_text, self.prompt_tokens)
         given = options.model_dump(exclude_unset=True) if options is not None else {}
         _check_options(given)
-        if given.get("seed") is not None:
-            voice.seed = int(given["seed"])
-        if given.get("max_new_tokens") is not None:
-            voice.max_new_tokens = int(given["max_new_tokens"])
-        voice.sampling.update({k: float(given[k]) for k in DEFAULT_SAMPLING if given.get(k) is not None})
+        _apply_settings(voice, given)
         if given.get("reference_audio") is not None:
             key = (str(given["reference_audio"]), given.get("reference_text"))
             if key != self._reference_key:
@@ -519,6 +509,16 @@ class _Voice:
     sampling: dict[str, float]
     prompt_text: Optional[str]
     prompt_tokens: Any
+
+
+def _apply_settings(target: Any, options: dict[str, Any]) -> None:
+    """Set the seed, the token cap and the sampling settings the options give on ``target`` (the engine's
+    configured voice, or one request's :class:`_Voice`); checked already by :func:`_check_options`."""
+    if options.get("seed") is not None:
+        target.seed = int(options["seed"])
+    if options.get("max_new_tokens") is not None:
+        target.max_new_tokens = int(options["max_new_tokens"])
+    target.sampling.update({k: float(options[k]) for k in DEFAULT_SAMPLING if options.get(k) is not None})
 
 
 def _check_options(options: dict[str, Any]) -> None:

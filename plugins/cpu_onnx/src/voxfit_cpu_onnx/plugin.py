@@ -3,13 +3,8 @@
 This plugin registers the ``piper-onnx`` engine and the Piper voice format
 (``.onnx`` + ``.onnx.json``) through the same hooks a third party uses, offers
 the embedded default voice, and proposes CPU settings for Piper voices and
-(``voxfit_cpu_onnx.fish``) for Fish Speech checkpoints.
-
-score_config never imports onnxruntime; it reads the hardware profile, the
-model spec and (if ``voxfit tune`` ran here) the measurements cached for this
-machine and model. Only a measurement may promote a variant whose benefit
-depends on the CPU's kernels (int8 weights, another execution mode) above the
-safe default.
+(``voxfit_cpu_onnx.fish``) for Fish Speech checkpoints. How Piper proposals
+are scored, without importing onnxruntime: ``voxfit_cpu_onnx.piper_proposals``.
 """
 
 from __future__ import annotations

@@ -187,8 +187,9 @@ class FishEngine:
     _lock: Any = field(default_factory=threading.Lock)
     _mine: Any = field(default_factory=threading.local)  # each thread's last chunk, for metrics()
     # Windows of several requests decoded at once would each take a core from the batch's decode loop,
-    # which every request waits on: they take turns (on a 2-core machine, 4 requests at once went from
-    # ~2.1x to 2.3-2.6x the audio per second of one, benchmarks/fish_serving.py).
+    # which every request waits on: they take turns (on a 2-core machine, 4 requests at once on the engine
+    # got ~2.1x the audio per second of one before, in runs by hand; 2.3-2.6x after through the server,
+    # benchmarks/fish_serving.py).
     _codec_turn: Any = field(default_factory=threading.Lock)
 
     @property

@@ -66,15 +66,17 @@ def test_max_new_tokens_scales_with_text_and_is_never_zero(fish_checkpoint):
 
 def test_a_seed_makes_synthesis_reproducible(engine):
     first = pcm(engine.synthesize("Same words twice."))
-    second = pcm(engine.synthesize("Same words twice."))
-    engine.configure(FishOptions(seed=1))
-    try:
-        other = pcm(engine.synthesize("Same words twice."))
-    finally:
-        engine.configure(FishOptions())  # unset options return to the loaded engine's (seed 0)
-    again = pcm(engine.synthesize("Same words twice."))
-    assert np.array_equal(first, second) and np.array_equal(first, again)
-    assert not np.array_equal(first, other)
+    others, agains = [], []
+    for _ in range(6):  # several rounds: the CPU flash attention kernel made a sample or two differ in most of them
+        engine.configure(FishOptions(seed=1))
+        try:
+            others.append(pcm(engine.synthesize("Same words twice.")))
+        finally:
+            engine.configure(FishOptions())  # unset options return to the loaded engine's (seed 0)
+        agains.append(pcm(engine.synthesize("Same words twice.")))
+    assert all(np.array_equal(first, again) for again in agains)
+    assert all(np.array_equal(others[0], other) for other in others)
+    assert not np.array_equal(first, others[0])
 
 
 def test_voice_cloning_from_a_reference_clip_and_its_transcript(fish_checkpoint, engine, tmp_path):

@@ -19,6 +19,7 @@ synthesize.
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import tempfile
 import threading
@@ -467,7 +468,7 @@ class FishEngine:
             return np.asarray(self.external_decoder(codes.detach().cpu().numpy()), dtype=np.float32).reshape(-1)
         if self.onnx_codec is not None:
             return self.onnx_codec.decode(codes)
-        with torch.inference_mode():
+        with torch.inference_mode(), _repeatable_attention(torch, self.device):
             indices = codes[None].to(device=self.device, dtype=torch.long)
             audio, _ = self.codec.decode(indices, torch.tensor([codes.shape[1]], device=self.device))
         return audio[0, 0].float().cpu().numpy()
@@ -477,7 +478,7 @@ class FishEngine:
         import torch
 
         dtype = next(self.codec.parameters()).dtype
-        with torch.inference_mode():
+        with torch.inference_mode(), _repeatable_attention(torch, self.device):
             x = torch.as_tensor(wave, dtype=dtype, device=self.device)[None, None]
             indices, _ = self.codec.encode(x)
         return indices[0].to(self.device)
@@ -510,6 +511,18 @@ class _Voice:
     sampling: dict[str, float]
     prompt_text: Optional[str]
     prompt_tokens: Any
+
+
+def _repeatable_attention(torch: Any, device: str) -> Any:
+    """On the CPU, the codec's attention through the plain (math) kernel: PyTorch's CPU flash kernel
+    rounds differently from call to call on the same input (docs/field-notes.md#cpu-flash-attention),
+    so a seeded sentence's audio could differ by one int16 step between runs; the math kernel costs
+    nothing measurable at the codec's window sizes."""
+    if device != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def _apply_settings(target: Any, options: dict[str, Any]) -> None:

@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _serving import BIN, Server, env_for  # noqa: E402
+from voxfit.server.encoding import PCM_RATE as RATE  # noqa: E402  (raw pcm is OpenAI's: 24 kHz, 16-bit)
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
-RATE = 44100
 
 
 def closed_loop(url: str, clients: int, seconds: float) -> tuple[float, int, int]:

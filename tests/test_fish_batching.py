@@ -6,6 +6,8 @@
 * a failing request fails alone, a request that leaves frees its slot, a batch never outgrows its slots.
 """
 
+import itertools
+import math
 import threading
 import time
 
@@ -51,6 +53,48 @@ def test_the_batched_decoder_samples_as_fish_speechs_own_loop(engine, top_p):
         engine.configure(FishOptions())
     assert ours.shape == theirs.shape and ours.shape[1] > 8
     assert torch.equal(ours, theirs)
+
+
+def test_the_cpu_noise_is_the_bits_exponential_draws_from_the_same_generator():
+    seqs = [batched.Sequence(slot=i, prompt_len=1, budget=1, sampling=batched.Sampling(
+        0.8, 0.8, 1.1, torch.Generator().manual_seed(seed))) for i, seed in enumerate((0, 1, 12345))]
+    reference = [torch.Generator().manual_seed(seed) for seed in (0, 1, 12345)]
+    sizes = [4367, 1024, 1024, 1024]
+    for _ in range(50):  # ~1.1 M draws
+        noise = torch.cat(batched.draw_noise(seqs, sizes, "cpu"), dim=1)
+        expected = torch.stack([torch.cat([torch.empty(n).exponential_(1, generator=g) for n in sizes])
+                                for g in reference])
+        assert noise.dtype == torch.float32 and torch.equal(noise, expected)
+
+
+def _fish_sample(row, temperature, top_p, penalty, window, seed):
+    from fish_speech.models.text2semantic.inference import sample
+
+    torch.manual_seed(seed)  # fish-speech draws its noise from the global generator
+    settings = [torch.tensor(v, dtype=torch.bfloat16) for v in (temperature, top_p, penalty)]
+    return int(sample(row[None, None].clone(), *settings, previous_tokens=window)[0])
+
+
+@pytest.mark.parametrize("shape", ["flat", "peaked", "ties"])
+def test_each_row_samples_the_token_fish_speechs_sampler_picks(shape):
+    """The sampler's shortcuts (no sort when the candidate is inside the nucleus, or after excluding
+    candidates outside it) against fish-speech's ``sample`` itself, row by row, on many distributions."""
+    gen = torch.Generator().manual_seed({"flat": 1, "peaked": 2, "ties": 3}[shape])
+    rows, vocab = 64, 1024
+    logits = torch.randn(rows, vocab, generator=gen) * {"flat": 0.3, "peaked": 4.0, "ties": 1.0}[shape]
+    if shape == "ties":
+        logits = (logits * 2).round() / 2  # many tokens share a logit
+    settings_list = [(float(t), float(p), float(r)) for t, p, r in zip(
+        torch.empty(rows).uniform_(0.3, 1.2, generator=gen), torch.empty(rows).uniform_(0.05, 0.99, generator=gen),
+        torch.empty(rows).uniform_(1.0, 1.5, generator=gen), strict=True)]
+    windows = torch.randint(0, vocab, (rows, 16), generator=gen)
+    seqs = [batched.Sequence(slot=i, prompt_len=1, budget=1, sampling=batched.Sampling(
+        *settings_list[i], torch.Generator().manual_seed(100 + i))) for i in range(rows)]
+    settings = torch.tensor([seq.sampling.rounded for seq in seqs])
+    noise = batched.draw_noise(seqs, [vocab], "cpu")[0]
+    ours = batched.sample_rows(logits, settings, windows, noise).tolist()
+    theirs = [_fish_sample(logits[i], *settings_list[i], windows[i], 100 + i) for i in range(rows)]
+    assert ours == theirs
 
 
 def test_a_requests_tokens_are_the_same_alone_and_in_a_batch(engine):
@@ -106,6 +150,33 @@ def test_the_first_window_waits_longer_on_a_slower_device():
     # slower than real time by a factor: playback cannot starve if the first window covers that share
     expected = 100 * streaming.FRAMES_PER_CHARACTER
     assert slow >= expected * (1 - 5.0 * streaming.SPEED_MARGIN / streaming.FRAMES_PER_SECOND)
+
+
+@pytest.mark.parametrize("tokens_per_s", [3.0, 10.0, 21.5, 30.0, 45.0, 170.0, 2000.0])
+def test_planned_windows_never_let_playback_starve(tokens_per_s):
+    """Frames made at the plan's trusted speed, played at the codec's rate: each window is out before
+    playback reaches its first frame, for every sentence the plan expects (any length when the device
+    keeps up); windows stay within their bounds, and a fast device needs few of them."""
+    speed = tokens_per_s * streaming.SPEED_MARGIN
+    rate = streaming.FRAMES_PER_SECOND
+    for chars in (5, 40, 70, 200):
+        plan = streaming.plan_windows(chars, tokens_per_s)
+        expected = math.ceil(chars * streaming.FRAMES_PER_CHARACTER)
+        lengths = [expected] if speed < rate else [expected, 4 * expected, 1000]
+        for frames in lengths:
+            made, start, sizes = 0, None, plan.sizes()
+            while made < frames:
+                size = next(sizes)
+                assert streaming.SMALLEST_FIRST <= size <= streaming.LARGEST_WINDOW or made == 0
+                ready = min(frames, made + size) / speed  # when this window's last frame is made
+                if start is None:
+                    start = ready  # playback starts with the first window
+                else:
+                    assert ready <= start + made / rate + 1e-9, (chars, frames, made, size)
+                made += size
+    if speed >= 4 * rate:  # a fast device reaches the largest window by the third: little context decoded twice
+        assert list(itertools.islice(streaming.plan_windows(70, tokens_per_s).sizes(), 3))[2] == \
+            streaming.LARGEST_WINDOW
 
 
 def test_a_request_that_fails_in_the_batch_fails_alone(engine):
@@ -176,3 +247,27 @@ def test_a_compiled_batched_decoder_gives_the_same_tokens(fish_checkpoint, engin
         assert torch.equal(_codes(compiled, TEXT, options), _codes(engine, TEXT, options))
     finally:
         compiled.close()
+
+
+@pytest.mark.parametrize("busy, most", [(True, 1), (False, 2)])
+def test_codec_windows_take_turns_while_the_batch_decodes_and_share_the_cores_after(busy, most):
+    from voxfit.engines.fish.scheduler import CodecTurns
+
+    turns = CodecTurns(lambda: busy, idle=2)
+    running, seen, lock = [0], [], threading.Lock()
+
+    def window() -> None:
+        with turns:
+            with lock:
+                running[0] += 1
+                seen.append(running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+
+    threads = [threading.Thread(target=window) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(seen) == 4 and max(seen) == most

@@ -105,8 +105,8 @@ def _first_position(e, text):
     """Where the first generated token sits: the length of the prompt the engine queued for the batch."""
     seen, submit = [], e._submit
 
-    def recording(text, voice):
-        request = submit(text, voice)
+    def recording(text, voice, **kw):
+        request = submit(text, voice, **kw)
         seen.append(int(request.prompt.shape[1]))
         return request
 

@@ -250,9 +250,25 @@ def draw_noise(seqs: list[Sequence], sizes: list[int], device: Any) -> list[torc
     by ``tests/test_fish_batching.py``, which compares tokens with fish-speech's own), in one call a row.
     """
     total = sum(sizes)
-    rows = torch.stack([torch.empty(total, device=device).exponential_(1, generator=seq.sampling.generator)
-                        for seq in seqs])
+    if torch.device(device).type == "cpu":
+        rows = torch.stack([torch.rand(total, dtype=torch.float64, generator=seq.sampling.generator)
+                            for seq in seqs])
+        rows = _exponential_from_uniform(rows)
+    else:
+        rows = torch.stack([torch.empty(total, device=device).exponential_(1, generator=seq.sampling.generator)
+                            for seq in seqs])
     return list(torch.split(rows, sizes, dim=1))
+
+
+def _exponential_from_uniform(uniform: torch.Tensor) -> torch.Tensor:
+    """What ``exponential_(1)`` makes on the CPU from the same generator, at a third of its cost.
+
+    PyTorch's CPU kernel draws, element by element, a double uniform (53 random bits, as ``rand`` in
+    float64 draws it) and returns ``float(-log1p(-u))``; here the draw is the same and the logarithm runs
+    vectorised over the whole batch. The results are bit-identical (``tests/test_fish_batching.py``
+    compares millions of draws), so a seed still gives fish-speech's tokens.
+    """
+    return torch.log1p(uniform.neg_()).neg_().float()
 
 
 def sample_rows(logits: torch.Tensor, settings: torch.Tensor, window: Optional[torch.Tensor],
@@ -262,10 +278,12 @@ def sample_rows(logits: torch.Tensor, settings: torch.Tensor, window: Optional[t
 
     fish-speech sorts the whole vocabulary to find the top-p nucleus, then takes ``argmax(probs / noise)``
     over it. The sort is most of a small model's step, and mostly unneeded: when the argmax over the whole
-    vocabulary falls inside the nucleus, it is the argmax over the nucleus too. So each row first tries
-    that (one pass over the vocabulary) and sorts only when the candidate lies outside the nucleus, or so
-    near its edge that rounding could decide. ``noise`` [b, V]: each row's exponential draws, made by
-    :func:`draw_noise` in the order fish-speech makes them.
+    vocabulary falls inside the nucleus, it is the argmax over the nucleus too. When it falls clearly
+    outside, so does every token ranked at or below it, and the argmax over the tokens ranked above it is
+    the next candidate (a draw from a smaller set that holds the nucleus: usually one more pass). A row
+    sorts only when its candidate sits so near the nucleus' edge that rounding could decide, or shares its
+    logit with another token (the sort's order decides those). ``noise`` [b, V]: each row's exponential
+    draws, made by :func:`draw_noise` in the order fish-speech makes them.
     """
     logits = logits.float().clone()
     temperature, top_p, penalty = settings[:, 0:1], settings[:, 1:2], settings[:, 2:3]
@@ -275,12 +293,24 @@ def sample_rows(logits: torch.Tensor, settings: torch.Tensor, window: Optional[t
         score = torch.where(score < 0, score * penalty, score / penalty)
         logits.scatter_(-1, window, score)
     scaled = logits / torch.clip(temperature, min=1e-5)
-    candidate = torch.argmax(F.softmax(scaled, dim=-1) / noise, dim=-1, keepdim=True)  # [b, 1]
+    ratio = F.softmax(scaled, dim=-1) / noise
     probs = F.softmax(logits, dim=-1)
     best = torch.max(probs, dim=-1, keepdim=True)
     alone = best.values > top_p + _EDGE  # the top token alone holds more than top_p: the nucleus is just it
-    candidate = torch.where(alone, best.indices, candidate)
-    unsure = ~(_inside_nucleus(logits, probs, candidate, top_p) | alone) | _tied(logits, candidate)
+    candidate = torch.where(alone, best.indices, torch.argmax(ratio, dim=-1, keepdim=True))  # [b, 1]
+    settled = alone
+    for _ in range(_PASSES):
+        own = torch.gather(logits, -1, candidate)
+        mass = _mass_through(logits, probs, candidate, own)
+        tied = _tied(logits, own)
+        inside = (mass <= top_p - _EDGE) | (own >= logits.max(-1, keepdim=True).values)
+        settled = settled | (inside & ~tied)
+        outside = (mass > top_p + _EDGE) & ~tied & ~settled
+        if not bool(outside.any()):
+            break
+        ratio = ratio.masked_fill(outside & (logits <= own), -float("inf"))
+        candidate = torch.where(outside, torch.argmax(ratio, dim=-1, keepdim=True), candidate)
+    unsure = ~settled
     if bool(unsure.any()):
         rows = unsure.nonzero()[:, 0]
         candidate[rows] = _nucleus_sample(logits[rows], scaled[rows], top_p[rows], noise[rows])
@@ -289,21 +319,20 @@ def sample_rows(logits: torch.Tensor, settings: torch.Tensor, window: Optional[t
 
 #: how close to the nucleus' edge (in probability mass) a candidate must be for the sort to decide
 _EDGE = 1e-4
+#: candidates tried before a row sorts (each pass draws from a smaller set that holds the nucleus)
+_PASSES = 4
 
 
-def _inside_nucleus(logits: torch.Tensor, probs: torch.Tensor, candidate: torch.Tensor,
-                    top_p: torch.Tensor) -> torch.Tensor:
-    """Whether each row's candidate is surely in its top-p nucleus: the mass of the tokens ranked before it
-    and its own is at most top_p (clear of the edge), or it is the top token."""
-    own = torch.gather(logits, -1, candidate)
-    above = (probs * (logits > own)).sum(-1, keepdim=True) + torch.gather(probs, -1, candidate)
-    top = own >= logits.max(-1, keepdim=True).values
-    return (above <= top_p - _EDGE) | top
+def _mass_through(logits: torch.Tensor, probs: torch.Tensor, candidate: torch.Tensor,
+                  own: torch.Tensor) -> torch.Tensor:
+    """The probability mass of the tokens ranked before each row's candidate, and its own: what
+    fish-speech's cumulative sum reaches at the candidate, up to rounding."""
+    return (probs * (logits > own)).sum(-1, keepdim=True) + torch.gather(probs, -1, candidate)
 
 
-def _tied(logits: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+def _tied(logits: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
     """Rows whose candidate shares its logit with another token: the sort's order decides those."""
-    return (logits == torch.gather(logits, -1, candidate)).sum(-1, keepdim=True) > 1
+    return (logits == own).sum(-1, keepdim=True) > 1
 
 
 def _nucleus_sample(logits: torch.Tensor, scaled: torch.Tensor, top_p: torch.Tensor,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import re
 import tempfile
 import threading
@@ -188,10 +189,10 @@ class FishEngine:
     _lock: Any = field(default_factory=threading.Lock)
     _mine: Any = field(default_factory=threading.local)  # each thread's last chunk, for metrics()
     # Windows of several requests decoded at once would each take a core from the batch's decode loop,
-    # which every request waits on: they take turns (on a 2-core machine, 4 requests at once on the engine
-    # got ~2.1x the audio per second of one before, in runs by hand; 2.3-2.6x after through the server,
-    # benchmarks/fish_serving.py).
-    _codec_turn: Any = field(default_factory=threading.Lock)
+    # which every request waits on: they take turns (scheduler.CodecTurns; on a 2-core machine, 4 requests
+    # at once on the engine got ~2.1x the audio per second of one before, in runs by hand; 2.3-2.6x after
+    # through the server, benchmarks/fish_serving.py).
+    _codec_turn: Any = None
 
     @property
     def max_concurrent(self) -> int:
@@ -239,15 +240,15 @@ class FishEngine:
 
         voice = self._voice_for(options)
         start = time.perf_counter()
-        request = self._submit(text, voice)
         # from the plan's speed, not this run's: the same text and seed give the same windows, so the same audio
-        plan = streaming.WindowPlan(first=streaming.first_window(len(text), self.planned_tokens_per_s))
+        plan = streaming.plan_windows(len(text), self.planned_tokens_per_s)
+        request = self._submit(text, voice, chunks=plan.sizes())
         decode_s = [0.0]
 
         def timed_decode(codes: Any) -> Any:
             t = time.perf_counter()
             try:
-                with self._codec_turn:  # one window at a time: the batch's thread keeps a core of its own
+                with self._codec_turn:  # one window at a time while the batch decodes (CodecTurns)
                     return self.decode(codes)
             finally:
                 decode_s[0] += time.perf_counter() - t
@@ -332,8 +333,9 @@ class FishEngine:
                     self._references.pop(next(iter(self._references)))
         return codes
 
-    def _submit(self, text: str, voice: "_Voice") -> Any:
-        """Encode the prompt and queue its sequence for the batch; UsageError when it cannot fit the model."""
+    def _submit(self, text: str, voice: "_Voice", chunks: Optional[Iterator[int]] = None) -> Any:
+        """Encode the prompt and queue its sequence for the batch, its frames to come ``chunks`` at a time;
+        UsageError when it cannot fit the model."""
         import torch
 
         from voxfit.engines.fish.batched import Sampling, encode_prompt
@@ -349,7 +351,7 @@ class FishEngine:
         generator.manual_seed(voice.seed) if voice.seed is not None else generator.seed()
         sampling = Sampling(generator=generator, **voice.sampling)
         return self._batcher.submit(Request(prompt=prompt.to(self.device), audio_masks=masks, audio_parts=parts,
-                                            budget=budget, sampling=sampling))
+                                            budget=budget, sampling=sampling, chunks=chunks))
 
     @property
     def samples_per_frame(self) -> int:
@@ -382,7 +384,7 @@ class FishEngine:
             self.codec_backend = "onnx" if self.onnx_codec is not None else "torch"
             self.backend = BACKEND_ONNX_CODEC if self.onnx_codec is not None else BACKEND
         from voxfit.engines.fish.batched import BatchedDecoder
-        from voxfit.engines.fish.scheduler import Batcher
+        from voxfit.engines.fish.scheduler import Batcher, CodecTurns
 
         decoder = BatchedDecoder(self.llm, self.batch_size, next(self.llm.parameters()).dtype, self.device)
         if self.compiled:
@@ -390,6 +392,8 @@ class FishEngine:
             self.notes.append(f"batched decoder compiled ({self.compiled} on {self.device}, dynamic shapes, no CUDA "
                               "graphs: the batch changes as requests join and leave); its speed-up is not measured")
         self._batcher = Batcher(decoder, threads=self.threads)
+        self._codec_turn = CodecTurns(lambda: self._batcher is not None and self._batcher.busy,
+                                      idle=_codec_windows_at_once(self.device, self.threads))
         self._prepared = True
 
     def max_tokens_for(self, text: str, max_new_tokens: Optional[int] = None) -> int:
@@ -511,6 +515,15 @@ class _Voice:
     sampling: dict[str, float]
     prompt_text: Optional[str]
     prompt_tokens: Any
+
+
+def _codec_windows_at_once(device: str, threads: Optional[int]) -> int:
+    """Windows the codec may decode at once while no sequence decodes: on the CPU, as many as the cores
+    hold at the codec's thread count (the batch's core is free then); elsewhere one device, one at a time."""
+    if device != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, threads or 1))
 
 
 def _repeatable_attention(torch: Any, device: str) -> Any:

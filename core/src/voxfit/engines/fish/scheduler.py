@@ -5,8 +5,10 @@ the KV cache, alone), then advance one token per step with all the others,
 and leave when they stop (end token or budget), fail, or are cancelled (a
 client that left): the slot is free for the next step. At most ``slots``
 requests decode at once; the rest wait in arrival order. Each request gets
-its frames (codes for the codec) through its own queue as they are made, so
-audio can be decoded while the sentence is still being generated.
+its frames (codes for the codec) through its own queue while the sentence is
+still being generated, a window's worth at a time (``Request.chunks``): a
+reader woken for every frame would take the interpreter from the decode loop
+hundreds of times a second per request, for nothing it can use.
 
 A request whose prompt fails (too long for the model's context, say) fails
 alone: the exception goes to its queue and the others go on. An exception in
@@ -21,7 +23,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from voxfit.engines.fish.batched import BatchedDecoder, Sampling, Sequence
 
@@ -37,11 +39,18 @@ class Request:
     audio_parts: Any
     budget: int
     sampling: Sampling
+    #: how many new frames the reader wants at each wake-up, in order (its audio windows); None: each frame
+    chunks: Optional[Iterator[int]] = None
     frames: "queue.Queue[Any]" = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     joined_at: Optional[float] = None  # when its prompt went through (perf_counter)
     batch_seen: int = 0  # the largest batch it decoded in
     seq: Optional[Sequence] = None
+    wanted: int = 1  # frames to hold back until the reader has a use for them
+
+    def __post_init__(self) -> None:
+        if self.chunks is not None:
+            self.wanted = next(self.chunks)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -54,7 +63,7 @@ class Request:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            yield from item
 
 
 class Batcher:
@@ -74,6 +83,11 @@ class Batcher:
     @property
     def slots(self) -> int:
         return self.decoder.slots
+
+    @property
+    def busy(self) -> bool:
+        """Whether a sequence is decoding or waiting to: the loop's thread has work for its core."""
+        return bool(self._active or self._waiting)
 
     def submit(self, request: Request) -> Request:
         with self._wake:
@@ -193,7 +207,40 @@ class Batcher:
 
     @staticmethod
     def _deliver(request: Request) -> None:
+        """Hand the request's new frames to its reader once they make the window it waits for (all of
+        them when the sequence is done)."""
         seq = request.seq
         assert seq is not None
-        while seq.codes:
-            request.frames.put(seq.codes.pop(0))
+        if not seq.codes or (len(seq.codes) < request.wanted and not seq.done):
+            return
+        request.frames.put(seq.codes)
+        seq.codes = []
+        if request.chunks is not None:
+            request.wanted = next(request.chunks)
+
+
+class CodecTurns:
+    """Audio windows take turns on the codec: one at a time while the batch decodes, so its thread keeps
+    a core of its own (every request waits on that loop), and up to ``idle`` at once when it has nothing
+    to decode: requests that decoded together end together, and their last windows then have the cores
+    to themselves. Used as ``with turns: decode(...)``."""
+
+    #: how often a window waiting beside another one looks whether the batch went idle
+    POLL_S = 0.005
+
+    def __init__(self, batcher_busy: Callable[[], bool], idle: int) -> None:
+        self._busy, self._idle = batcher_busy, max(1, idle)
+        self._running = 0
+        self._changed = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._changed:
+            while self._running >= (1 if self._busy() else self._idle):
+                # a turn ending wakes this at once; the batch going idle is seen at the next poll
+                self._changed.wait(timeout=self.POLL_S if self._running < self._idle else None)
+            self._running += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()

@@ -6,15 +6,19 @@ frames of left context before ``a`` matches the one-shot decode of the whole
 sentence closely: on the tiny checkpoint, 16 frames of context leave a
 largest difference of ~6-7e-6 (full scale 1.0;
 ``tests/test_fish_batching.py::test_streamed_windows_join_to_the_one_shot_decode``
-compares every seam). The published codec's transformers look back further
+compares every seam), and a random-weight codec of the published shape ~1e-5,
+one 16-bit step at most. The published codec's transformers look back further
 (128 frames): there the seams are close, not exact, and how close is not
-measured (no published weights here). Each window re-decodes its context, so
-windows grow (doubling, up to :data:`LARGEST_WINDOW`) to keep that cost small.
+measured (no published weights here).
 
-The first window waits for enough frames that playback never starves: a
-device that makes frames faster than they play needs only a few; a slower
-one must be ahead by the share of the sentence it cannot keep up with
-(:func:`first_window`).
+Each window re-decodes its context, so windows are as large as playback
+allows: the first waits for enough frames that playback never starves (a
+device that makes frames faster than they play needs only a few; a slower one
+must be ahead by the share of the sentence it cannot keep up with,
+:func:`first_window`), and each next one holds as many frames as the device
+makes while the audio already decoded plays (:meth:`WindowPlan.sizes`), up to
+:data:`LARGEST_WINDOW`. Both come from the plan's speed, not the run's, so the
+same text and seed always give the same windows and the same audio.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 #: frames of left context each window re-decodes, for a seam that matches the one-shot decode
 CONTEXT_FRAMES = 16
-#: fewest frames in the first window: ~0.37 s of S1 audio, enough for the codec's first convolutions
+#: fewest frames in a window: ~0.37 s of S1 audio, enough for the codec's first convolutions
 SMALLEST_FIRST = 8
-#: later windows double up to this many frames
+#: no window holds more frames than this (~3 s of S1 audio): the last window is decoded after the
+#: sentence is generated, so a larger one saves context but delays the end of every response
 LARGEST_WINDOW = 64
 #: S1's codec frames per second of audio (44.1 kHz / 2048 samples per frame)
 FRAMES_PER_SECOND = 44100 / 2048
@@ -39,15 +44,40 @@ SPEED_MARGIN = 0.8
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """How one sentence's codes become audio pieces."""
+    """How one sentence's codes become audio pieces. ``pace``: frames the device makes while one plays
+    (its trusted speed over the codec's frame rate); 2 doubles each window."""
 
     first: int
+    pace: float = 2.0
     context: int = CONTEXT_FRAMES
     largest: int = LARGEST_WINDOW
 
+    def sizes(self) -> Iterator[int]:
+        """New frames in each window, in order, for ever.
+
+        Playback starts when the first window is out. When ``made`` frames are out, the next window of
+        ``w`` frames is ready after the device makes them, ``w / pace`` frames of playing time later;
+        by then playback has used ``(made + w - first) / pace`` frames since it started, and must not
+        have run past ``made``: ``w <= made * (pace - 1) + first``.
+        """
+        size, made = self.first, 0
+        while True:
+            yield size
+            made += size
+            size = max(SMALLEST_FIRST, min(self.largest, math.floor(made * (self.pace - 1) + self.first)))
+
     def reason(self) -> str:
         return (f"first audio after {self.first} frames ({self.first / FRAMES_PER_SECOND:.2f} s of speech), "
-                f"then windows doubling to {self.largest} frames, each with {self.context} frames of context")
+                f"then windows as large as playback allows at {self.pace:.1f} frames made per frame played, "
+                f"up to {self.largest}, each with {self.context} frames of context")
+
+
+def plan_windows(text_chars: int, tokens_per_s: Optional[float], frames_per_s: float = FRAMES_PER_SECOND
+                 ) -> WindowPlan:
+    """The windows of a sentence of ``text_chars`` characters on a device planned at ``tokens_per_s``
+    (one frame per token; unknown: assume real time)."""
+    pace = (tokens_per_s or frames_per_s) * SPEED_MARGIN / frames_per_s
+    return WindowPlan(first=first_window(text_chars, tokens_per_s, frames_per_s), pace=pace)
 
 
 def first_window(text_chars: int, tokens_per_s: Optional[float], frames_per_s: float = FRAMES_PER_SECOND) -> int:
@@ -58,12 +88,15 @@ def first_window(text_chars: int, tokens_per_s: Optional[float], frames_per_s: f
     ready ``(k - F) / tokens_per_s`` after the start and played ``k /
     frames_per_s`` after it; the last frame ``N`` is the tightest when the
     device is slower than real time, so ``F >= N (1 - speed / frames_per_s)``.
-    Unknown speed: assume real time.
+    Frames come a window at a time, so a slow device waits for one smallest
+    window more: then every later window of that size is in time
+    (:meth:`WindowPlan.sizes`). Unknown speed: assume real time.
     """
     expected = max(1, math.ceil(text_chars * FRAMES_PER_CHARACTER))
     speed = (tokens_per_s or frames_per_s) * SPEED_MARGIN
     behind = max(0.0, 1.0 - speed / frames_per_s)
-    return max(SMALLEST_FIRST, min(expected, math.ceil(expected * behind)))
+    slack = SMALLEST_FIRST if behind > 0 else 0
+    return max(SMALLEST_FIRST, min(expected, math.ceil(expected * behind) + slack))
 
 
 def windows(frames: Iterable[Any], decode: Callable[[Any], Any], plan: WindowPlan,
@@ -76,13 +109,14 @@ def windows(frames: Iterable[Any], decode: Callable[[Any], Any], plan: WindowPla
     kept: list[Any] = []  # the context and the frames not yet spoken
     spoken = 0  # frames whose audio was yielded
     total = 0
-    target = plan.first
+    sizes = plan.sizes()
+    target = next(sizes)
     for frame in frames:
         kept.append(frame)
         total += 1
         if total - spoken >= target:
             yield _decode(kept, total - spoken, decode, samples_per_frame, torch), total - spoken
-            spoken, target = total, min(plan.largest, target * 2)
+            spoken, target = total, next(sizes)
             kept = kept[-plan.context:] if plan.context else []
     if total > spoken:
         yield _decode(kept, total - spoken, decode, samples_per_frame, torch), total - spoken

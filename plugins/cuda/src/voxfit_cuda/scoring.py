@@ -309,7 +309,7 @@ def propose(device: AcceleratorDevice, model: ModelSpec, hardware: HardwareProfi
         headline += f", needs ~{describe_memory(fit.need)} of {describe_memory(device.memory_free_bytes)} free"
     batch = _batch(device, model, fit, precision, settings)
     reasons = [headline, precision_reason, fit.reason, decision.reason, *filter(None, [weight_reason]),
-               *speed_reasons, *filter(None, [batch.reason if batch else ""]), *load_risks, *other_risks]
+               *speed_reasons, *([batch.reason] if batch else []), *load_risks, *other_risks]
     return Proposal(
         device=device.id, device_family="cuda", engine=ENGINE, precision=precision, quantization=fit.quantization,
         compile=decision.compile, threads=None, chunk_chars=400,

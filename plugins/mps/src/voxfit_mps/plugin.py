@@ -97,7 +97,7 @@ def detect() -> Optional[Detection]:
 
 @hookimpl
 def score_config(model: ModelSpec, hardware: HardwareProfile, settings: Settings, engines: Registry) -> list[Proposal]:
-    return scoring.propose_all(model, hardware, engines, (settings.max_batch, settings.memory_headroom))
+    return scoring.propose_all(model, hardware, settings, engines)
 
 
 @hookimpl

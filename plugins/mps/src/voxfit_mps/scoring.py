@@ -27,6 +27,7 @@ from voxfit.sdk import (
     ModelSpec,
     Proposal,
     Registry,
+    Settings,
     decode_speed,
     describe_memory,
     plan_batch,
@@ -114,34 +115,33 @@ def _fit(model: ModelSpec, device: AcceleratorDevice, hardware: HardwareProfile,
 
 
 def _batch(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevice, need: Optional[int],
-           batching: tuple[int, float]) -> Optional[BatchPlan]:
+           settings: Settings) -> Optional[BatchPlan]:
     """Sequences decoded together: as many KV caches as unified memory holds beside macOS's share and what is
-    available now (with the planner's headroom), up to the cap. ``batching``: (cap, headroom)."""
-    cap, headroom = batching
+    available now (with the planner's headroom), up to the cap (``max_batch``)."""
     total = device.memory_total_bytes or hardware.memory_total_bytes
     spec = model.memory.get("fp16")
     if need is None or not total or spec is None:
         return None
     usable = total - os_reserve(total)
     if hardware.memory_available_bytes:
-        usable = min(usable, int(hardware.memory_available_bytes * (1.0 - headroom)))
-    return plan_batch(need_bytes=need, per_sequence_bytes=spec.kv_cache_bytes, usable_bytes=usable, cap=cap,
-                      where="unified memory left for voxfit")
+        usable = min(usable, int(hardware.memory_available_bytes * (1.0 - settings.memory_headroom)))
+    return plan_batch(need_bytes=need, per_sequence_bytes=spec.kv_cache_bytes, usable_bytes=usable,
+                      cap=settings.max_batch, where="unified memory left for voxfit")
 
 
 def _fit_batched(model: ModelSpec, device: AcceleratorDevice, hardware: HardwareProfile,
-                 batching: tuple[int, float]) -> tuple[Optional[int], list[str], list[str], float, int]:
+                 settings: Settings) -> tuple[Optional[int], list[str], list[str], float, int]:
     """:func:`_fit` in fp16, with the batch that fits: (need, reasons, vetoes, score factor, batch size)."""
     need, reasons, vetoes, factor = _fit(model, device, hardware, "fp16")
-    batch = _batch(model, hardware, device, need, batching) if not vetoes else None
+    batch = _batch(model, hardware, device, need, settings) if not vetoes else None
     if batch is None:
         return need, reasons, vetoes, factor, 1
     return batch.peak_bytes, [*reasons, batch.reason], vetoes, factor, batch.size
 
 
 def propose(model: ModelSpec, hardware: HardwareProfile, device: AcceleratorDevice,
-            calibration: DecodeCalibration, batching: tuple[int, float] = (1, 0.15)) -> list[Proposal]:
-    need, fit_reasons, fit_vetoes, fit_factor, batch_size = _fit_batched(model, device, hardware, batching)
+            calibration: DecodeCalibration, settings: Settings) -> list[Proposal]:
+    need, fit_reasons, fit_vetoes, fit_factor, batch_size = _fit_batched(model, device, hardware, settings)
     tokens_per_s, rtf, speed_reasons = speed(model, device, calibration)
     unavailable: list[str] = []
     mps = device.capabilities.get("mps_available")
@@ -206,12 +206,11 @@ def _major(version: str) -> Optional[int]:
         return None
 
 
-def propose_all(model: ModelSpec, hardware: HardwareProfile, engines: Registry,
-                batching: tuple[int, float] = (1, 0.15)) -> list[Proposal]:
-    """Every MPS proposal; ``batching``: the largest batch allowed and the planner's memory headroom."""
+def propose_all(model: ModelSpec, hardware: HardwareProfile, settings: Settings, engines: Registry) -> list[Proposal]:
+    """Every MPS proposal, each batch sized within the settings' cap and memory headroom."""
     calibration = engines.calibration_for(ENGINE, "mps")
     info = engines.engine(ENGINE)
     if calibration is None or info is None or not info.runs(model.family):
         return []  # this plugin places one engine on Apple GPUs; other models run elsewhere
     return [p for device in hardware.devices if device.family == "mps"
-            for p in propose(model, hardware, device, calibration, batching)]
+            for p in propose(model, hardware, device, calibration, settings)]

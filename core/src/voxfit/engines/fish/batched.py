@@ -298,12 +298,12 @@ def sample_rows(logits: torch.Tensor, settings: torch.Tensor, window: Optional[t
     best = torch.max(probs, dim=-1, keepdim=True)
     alone = best.values > top_p + _EDGE  # the top token alone holds more than top_p: the nucleus is just it
     candidate = torch.where(alone, best.indices, torch.argmax(ratio, dim=-1, keepdim=True))  # [b, 1]
-    settled = alone
+    settled, top_logit = alone, logits.max(-1, keepdim=True).values
     for _ in range(_PASSES):
         own = torch.gather(logits, -1, candidate)
         mass = _mass_through(logits, probs, candidate, own)
         tied = _tied(logits, own)
-        inside = (mass <= top_p - _EDGE) | (own >= logits.max(-1, keepdim=True).values)
+        inside = (mass <= top_p - _EDGE) | (own >= top_logit)
         settled = settled | (inside & ~tied)
         outside = (mass > top_p + _EDGE) & ~tied & ~settled
         if not bool(outside.any()):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import re
 import tempfile
 import threading
@@ -189,9 +188,7 @@ class FishEngine:
     _lock: Any = field(default_factory=threading.Lock)
     _mine: Any = field(default_factory=threading.local)  # each thread's last chunk, for metrics()
     # Windows of several requests decoded at once would each take a core from the batch's decode loop,
-    # which every request waits on: they take turns (scheduler.CodecTurns; on a 2-core machine, 4 requests
-    # at once on the engine got ~2.1x the audio per second of one before, in runs by hand; 2.3-2.6x after
-    # through the server, benchmarks/fish_serving.py).
+    # which every request waits on: they take turns while it decodes (scheduler.CodecTurns)
     _codec_turn: Any = None
 
     @property
@@ -522,8 +519,9 @@ def _codec_windows_at_once(device: str, threads: Optional[int]) -> int:
     hold at the codec's thread count (the batch's core is free then); elsewhere one device, one at a time."""
     if device != "cpu":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, threads or 1))
+    from voxfit.planning.cpu_affinity import usable_count
+
+    return max(1, (usable_count() or 1) // max(1, threads or 1))
 
 
 def _repeatable_attention(torch: Any, device: str) -> Any:

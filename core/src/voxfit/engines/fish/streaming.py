@@ -66,18 +66,18 @@ class WindowPlan:
             made += size
             size = max(SMALLEST_FIRST, min(self.largest, math.floor(made * (self.pace - 1) + self.first)))
 
-    def reason(self) -> str:
-        return (f"first audio after {self.first} frames ({self.first / FRAMES_PER_SECOND:.2f} s of speech), "
-                f"then windows as large as playback allows at {self.pace:.1f} frames made per frame played, "
-                f"up to {self.largest}, each with {self.context} frames of context")
-
 
 def plan_windows(text_chars: int, tokens_per_s: Optional[float], frames_per_s: float = FRAMES_PER_SECOND
                  ) -> WindowPlan:
     """The windows of a sentence of ``text_chars`` characters on a device planned at ``tokens_per_s``
     (one frame per token; unknown: assume real time)."""
-    pace = (tokens_per_s or frames_per_s) * SPEED_MARGIN / frames_per_s
-    return WindowPlan(first=first_window(text_chars, tokens_per_s, frames_per_s), pace=pace)
+    return WindowPlan(first=first_window(text_chars, tokens_per_s, frames_per_s),
+                      pace=_trusted_pace(tokens_per_s, frames_per_s))
+
+
+def _trusted_pace(tokens_per_s: Optional[float], frames_per_s: float) -> float:
+    """Frames the device makes while one plays, at its planned speed less the margin (unknown: real time)."""
+    return (tokens_per_s or frames_per_s) * SPEED_MARGIN / frames_per_s
 
 
 def first_window(text_chars: int, tokens_per_s: Optional[float], frames_per_s: float = FRAMES_PER_SECOND) -> int:
@@ -93,8 +93,7 @@ def first_window(text_chars: int, tokens_per_s: Optional[float], frames_per_s: f
     (:meth:`WindowPlan.sizes`). Unknown speed: assume real time.
     """
     expected = max(1, math.ceil(text_chars * FRAMES_PER_CHARACTER))
-    speed = (tokens_per_s or frames_per_s) * SPEED_MARGIN
-    behind = max(0.0, 1.0 - speed / frames_per_s)
+    behind = max(0.0, 1.0 - _trusted_pace(tokens_per_s, frames_per_s))
     slack = SMALLEST_FIRST if behind > 0 else 0
     return max(SMALLEST_FIRST, min(expected, math.ceil(expected * behind) + slack))
 

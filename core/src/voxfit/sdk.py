@@ -61,6 +61,7 @@ from voxfit.models import (
     Scalar,
 )
 from voxfit.planning.batching import BatchPlan, plan_batch
+from voxfit.planning.cpu_affinity import usable_count as usable_cpu_count
 from voxfit.planning.cpu_load import CpuLoad
 from voxfit.planning.cpu_load import snapshot as cpu_load_snapshot
 from voxfit.planning.estimates import DecodeSpeed, decode_speed
@@ -141,6 +142,7 @@ __all__ = [
     # helpers
     "CpuLoad",
     "cpu_load_snapshot",
+    "usable_cpu_count",
     "DecodeSpeed",
     "atomic_target",
     "decode_speed",

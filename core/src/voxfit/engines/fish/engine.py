@@ -39,6 +39,7 @@ from voxfit.sdk import (
     UsageError,
     innermost,
     training_artifacts,
+    usable_cpu_count,
 )
 
 BACKEND = "fish-torch"
@@ -519,9 +520,7 @@ def _codec_windows_at_once(device: str, threads: Optional[int]) -> int:
     hold at the codec's thread count (the batch's core is free then); elsewhere one device, one at a time."""
     if device != "cpu":
         return 1
-    from voxfit.planning.cpu_affinity import usable_count
-
-    return max(1, (usable_count() or 1) // max(1, threads or 1))
+    return max(1, (usable_cpu_count() or 1) // max(1, threads or 1))
 
 
 def _repeatable_attention(torch: Any, device: str) -> Any:

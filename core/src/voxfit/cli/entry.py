@@ -12,13 +12,17 @@ from voxfit.util.signals import Terminated, terminate_on_signals
 from voxfit.util.stdio import guard_stdout, settle_stdout
 
 
-def _exit_without_teardown() -> None:
-    """End a successful run that loaded an engine without the interpreter's teardown.
+def _exit_without_teardown(exit_code: int = 0) -> None:
+    """End a run that loaded an engine without the interpreter's teardown.
 
     Finalising onnxruntime, numpy or torch modules takes ~150 ms, longer than
-    synthesizing a short sentence. Everything voxfit writes is closed by now
-    (the WAV was moved into place, caches were written atomically), so only
-    the standard streams need flushing.
+    synthesizing a short sentence, and can abort the process: a runtime's
+    background thread (a Piper session giving its memory back after 2 s idle)
+    still running while the modules are torn down ends in "terminate called
+    without an active exception" and SIGABRT instead of the exit code.
+    Everything voxfit writes is closed by now (the WAV was moved into place,
+    caches were written atomically, a failure's temporary files were removed
+    as it unwound), so only the standard streams need flushing.
     """
     if not any(name in sys.modules for name in ("onnxruntime", "torch")):
         return
@@ -26,13 +30,14 @@ def _exit_without_teardown() -> None:
 
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(exit_code)
 
 
 def _fail(line: str, exit_code: int) -> None:
     # One line, whatever the message quotes: a newline a user put in a path or a value is shown, not obeyed.
     click.echo(line.replace("\r", "\\r").replace("\n", "\\n"), err=True)
     settle_stdout()
+    _exit_without_teardown(exit_code)
     sys.exit(exit_code)
 
 

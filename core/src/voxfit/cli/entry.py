@@ -17,7 +17,7 @@ def _exit_without_teardown(exit_code: int = 0) -> None:
 
     Finalising onnxruntime, numpy or torch modules takes ~150 ms, longer than
     synthesizing a short sentence, and can abort the process: a runtime's
-    background thread (a Piper session giving its memory back after 2 s idle)
+    background thread (an ONNX Runtime session giving its memory back when idle)
     still running while the modules are torn down ends in "terminate called
     without an active exception" and SIGABRT instead of the exit code.
     Everything voxfit writes is closed by now (the WAV was moved into place,

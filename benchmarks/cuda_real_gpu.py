@@ -210,7 +210,6 @@ def run_batched(model, dtype, batches: list[int], tokens: int) -> dict:
             for slot in range(batch):
                 seq = Sequence(slot=slot, prompt_len=16, budget=tokens + 8,
                                sampling=Sampling(0.8, 0.8, 1.1, torch.Generator(device="cuda:0").manual_seed(slot)))
-                seq.history = torch.zeros((n_cb + 1, tokens + 24), dtype=torch.int, device="cuda:0")
                 decoder.prefill(seq, prompt)
                 seqs.append(seq)
             for _ in range(3):

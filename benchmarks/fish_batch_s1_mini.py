@@ -56,7 +56,6 @@ def measure(model, torch, batch: int, tokens: int) -> float:
         for slot in range(batch):
             seq = Sequence(slot=slot, prompt_len=prompt.shape[1], budget=tokens + 2,
                            sampling=Sampling(0.8, 0.8, 1.1, torch.Generator().manual_seed(slot)))
-            seq.history = torch.zeros((model.config.num_codebooks + 1, 16 + tokens), dtype=torch.int)
             decoder.prefill(seq, prompt, masks, parts)
             seqs.append(seq)
         decoder.step(seqs)  # warm-up step

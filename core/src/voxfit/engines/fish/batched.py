@@ -56,7 +56,6 @@ class Sequence:
     prompt_len: int
     budget: int  # tokens it may generate, the first (prefill) token included
     sampling: Sampling
-    history: Any = None  # [codebooks + 1, budget] tokens generated after the first, for the penalty window
     last: Any = None  # the latest token [codebooks + 1]
     generated: int = 0  # tokens generated so far, the first included
     done: bool = False
@@ -96,6 +95,9 @@ class BatchedDecoder:
         shape = (slots, config.n_local_heads, config.max_seq_len, config.head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in model.layers]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in model.layers]
+        # each slot's last PENALTY_WINDOW tokens (every codebook), token j of a sequence in column j % window:
+        # the repetition penalty's window, written once a step for the whole batch
+        self.recent = torch.zeros((slots, config.num_codebooks + 1, PENALTY_WINDOW), dtype=torch.int, device=device)
         self._fast_shape = (config.fast_n_local_heads, config.num_codebooks, config.fast_head_dim)
         self.noise_sizes = [config.vocab_size] + [RESIDUAL_CODES] * (config.num_codebooks - 1)  # one token's
         self.im_end = model.tokenizer.get_token_id("<|im_end|>")
@@ -125,9 +127,10 @@ class BatchedDecoder:
             x[audio_masks] = audio / math.sqrt(2) if c.scale_codebook_embeddings else audio
         return x
 
-    def _attention(self, layer_index: int, attn: Any, x: torch.Tensor, slots: torch.Tensor,
+    def _attention(self, layer_index: int, attn: Any, x: torch.Tensor, slots: torch.Tensor, span: Optional[slice],
                    pos: torch.Tensor, freqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One slow attention: x [b, s, dim] at positions pos [b, s] of slots [b]; keys up to the mask's length."""
+        """One slow attention: x [b, s, dim] at positions pos [b, s] of slots [b] (``span``: the same slots
+        as a range, when they are one); keys up to the mask's length."""
         b, s, _ = x.shape
         q, k, v = _projected(attn, x, freqs)
         cache_k, cache_v = self.k[layer_index], self.v[layer_index]
@@ -135,13 +138,14 @@ class BatchedDecoder:
         cache_k[rows, :, pos] = k.transpose(1, 2)
         cache_v[rows, :, pos] = v.transpose(1, 2)
         length = mask.shape[-1]
-        keys, values = cache_k[slots, :, :length], cache_v[slots, :, :length]
+        rows_of = span if span is not None else slots  # a range reads the cache in place; a gather copies it
+        keys, values = cache_k[rows_of, :, :length], cache_v[rows_of, :, :length]
         repeat = attn.n_head // attn.n_local_heads
         keys, values = keys.repeat_interleave(repeat, dim=1), values.repeat_interleave(repeat, dim=1)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return attn.wo(y.transpose(1, 2).contiguous().view(b, s, attn.n_head * attn.head_dim))
 
-    def _slow(self, inp: torch.Tensor, slots: torch.Tensor, pos: torch.Tensor,
+    def _slow(self, inp: torch.Tensor, slots: torch.Tensor, span: Optional[slice], pos: torch.Tensor,
               audio_masks: Any = None, audio_parts: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [b, vocab] and fast-transformer input [b, fast_dim] for the last position of each row."""
         m = self.model
@@ -151,7 +155,7 @@ class BatchedDecoder:
         mask = torch.arange(length, device=x.device)[None, None, None, :] <= pos[:, None, :, None]
         with sdpa_kernel(SDPBackend.MATH):  # as fish-speech decodes
             for index, layer in enumerate(m.layers):
-                h = x + self._attention(index, layer.attention, layer.attention_norm(x), slots, pos, freqs, mask)
+                h = x + self._attention(index, layer.attention, layer.attention_norm(x), slots, span, pos, freqs, mask)
                 x = h + layer.feed_forward(layer.ffn_norm(h))
         x = x[:, -1:]
         out = m.norm(x)
@@ -192,7 +196,7 @@ class BatchedDecoder:
             x = m.fast_embeddings(code).view(b, 1, -1)
             for index, layer in enumerate(m.fast_layers):
                 x = self._fast_layer(layer, x, caches[index], position)
-            logits = m.fast_output(m.fast_norm(x))[:, -1, :RESIDUAL_CODES]
+            logits = _leading_outputs(m.fast_output, m.fast_norm(x)[:, -1], RESIDUAL_CODES)
             window = windows[:, position + 1] if windows is not None else None
             code = sample_rows(logits, settings, window, noise[position - 1])
             codes.append(code)
@@ -205,41 +209,62 @@ class BatchedDecoder:
         t = prompt.shape[1]
         pos = torch.arange(t, device=prompt.device)[None]
         slots = torch.tensor([seq.slot], device=prompt.device)
-        logits, hidden = self._slow(prompt[None], slots, pos, audio_masks, audio_parts)
-        self._advance([seq], logits, hidden, windows=None)
+        self.recent[seq.slot] = 0  # fish-speech's window starts as zeros, penalised as tokens
+        logits, hidden = self._slow(prompt[None], slots, slice(seq.slot, seq.slot + 1), pos, audio_masks, audio_parts)
+        self._advance([seq], slots, logits, hidden, windows=None)
 
     def step(self, seqs: list[Sequence]) -> None:
         """One token for every sequence in ``seqs`` (none of them done)."""
         device = self.device
+        seqs = sorted(seqs, key=lambda s: s.slot)  # rows are independent: in slot order, often one range
+        numbers = [s.slot for s in seqs]
+        span = slice(numbers[0], numbers[-1] + 1) if numbers[-1] - numbers[0] == len(numbers) - 1 else None
         inp = torch.stack([s.last for s in seqs])[:, :, None]  # [b, K+1, 1]
-        slots = torch.tensor([s.slot for s in seqs], device=device)
+        slots = torch.tensor(numbers, device=device)
         pos = torch.tensor([[s.prompt_len + s.generated - 1] for s in seqs], device=device)
-        windows = torch.stack([self._window(s) for s in seqs])  # [b, K+1, 16]
-        logits, hidden = self._slow(inp, slots, pos)
-        self._advance(seqs, logits, hidden, windows)
+        logits, hidden = self._slow(inp, slots, span, pos)
+        self._advance(seqs, slots, logits, hidden, windows=self.recent[slots])  # [b, K+1, 16]
 
-    def _window(self, seq: Sequence) -> torch.Tensor:
-        i = seq.generated - 1  # tokens generated after the first
-        start = 0 if i < PENALTY_WINDOW else i - PENALTY_WINDOW
-        return seq.history[:, start:start + PENALTY_WINDOW]
-
-    def _advance(self, seqs: list[Sequence], logits: torch.Tensor, hidden: torch.Tensor,
+    def _advance(self, seqs: list[Sequence], slots: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor,
                  windows: Optional[torch.Tensor]) -> None:
+        """Sample each sequence's next token, every codebook, and take it into its window and its codes.
+        ``windows``: the sequences' penalty windows in ring order (None at the prompt: no penalty)."""
         settings = torch.tensor([s.sampling.rounded for s in seqs], device=logits.device)  # [b, 3], once a step
         noise = draw_noise(seqs, self.noise_sizes, logits.device)
-        # fish-speech penalises the semantic token with the window's first COLUMN (previous_tokens[:, 0]):
-        # its first frame, every codebook; kept as it is so that a sequence samples as it would there
-        first = sample_rows(logits, settings, windows[:, :, 0] if windows is not None else None, noise[0])
+        first = sample_rows(logits, settings, _first_frames(seqs, windows), noise[0])
         residual = self._fast(hidden, first, settings, windows, noise[1:])
         tokens = torch.cat([first[:, None], residual], dim=1)  # [b, K+1]
-        for seq, token in zip(seqs, tokens, strict=True):
-            if seq.generated > 0:
-                seq.history[:, seq.generated - 1] = token
+        if windows is not None:  # the first token (at the prompt) never enters the window, as in fish-speech
+            columns = torch.tensor([(s.generated - 1) % PENALTY_WINDOW for s in seqs], device=tokens.device)
+            self.recent[slots, :, columns] = tokens
+        ends = tokens[:, 0].tolist()
+        for seq, token, end in zip(seqs, tokens.unbind(0), ends, strict=True):
             if seq.last is not None:  # fish-speech drops the last token generated: keep each one a step late
-                seq.codes.append(seq.last[1:].clone())
+                seq.codes.append(seq.last[1:])  # a view: a step's tokens are never written again
             seq.last, seq.generated = token, seq.generated + 1
-            if int(token[0]) == self.im_end or seq.generated >= seq.budget:
+            if end == self.im_end or seq.generated >= seq.budget:
                 seq.done = True
+
+
+def _first_frames(seqs: list[Sequence], windows: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The oldest frame of each sequence's window, every codebook [b, K+1]: fish-speech penalises the
+    semantic token with its window's first column (``previous_tokens[:, 0]``), kept as it is so that a
+    sequence samples as it would there. Its window holds tokens ``start .. start + 16`` (``start`` is 0
+    until 16 tokens follow the first, then trails by 16), so the oldest sits in column ``start % 16``."""
+    if windows is None:
+        return None
+    oldest = [max(0, s.generated - 1 - PENALTY_WINDOW) % PENALTY_WINDOW for s in seqs]
+    rows = torch.arange(len(seqs), device=windows.device)
+    return windows[rows, :, torch.tensor(oldest, device=windows.device)]
+
+
+def _leading_outputs(linear: Any, x: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` outputs of a bias-free linear layer, computed alone: the residual codebooks are
+    sampled from the fast head's first 1024 logits (of 4096), so the rest need not be computed. A layer
+    that is not a plain ``nn.Linear`` (quantized) computes them all and is cut."""
+    if type(linear) is torch.nn.Linear and linear.bias is None:
+        return F.linear(x, linear.weight[:n])
+    return linear(x)[..., :n]
 
 
 def draw_noise(seqs: list[Sequence], sizes: list[int], device: Any) -> list[torch.Tensor]:
@@ -251,9 +276,8 @@ def draw_noise(seqs: list[Sequence], sizes: list[int], device: Any) -> list[torc
     """
     total = sum(sizes)
     if torch.device(device).type == "cpu":
-        rows = torch.stack([torch.rand(total, dtype=torch.float64, generator=seq.sampling.generator)
-                            for seq in seqs])
-        rows = _exponential_from_uniform(rows)
+        rows = _exponential_from_uniform(torch.stack([
+            torch.rand(total, dtype=torch.float64, generator=seq.sampling.generator) for seq in seqs]))
     else:
         rows = torch.stack([torch.empty(total, device=device).exponential_(1, generator=seq.sampling.generator)
                             for seq in seqs])
@@ -265,10 +289,17 @@ def _exponential_from_uniform(uniform: torch.Tensor) -> torch.Tensor:
 
     PyTorch's CPU kernel draws, element by element, a double uniform (53 random bits, as ``rand`` in
     float64 draws it) and returns ``float(-log1p(-u))``; here the draw is the same and the logarithm runs
-    vectorised over the whole batch. The results are bit-identical (``tests/test_fish_batching.py``
-    compares millions of draws), so a seed still gives fish-speech's tokens.
+    over the whole batch at once, through numpy's ``log1p`` (half the time of torch's on the same doubles).
+    The results are bit-identical (``tests/test_fish_batching.py`` compares millions of draws), so a seed
+    still gives fish-speech's tokens.
     """
-    return torch.log1p(uniform.neg_()).neg_().float()
+    import numpy as np
+
+    values = uniform.numpy()
+    np.negative(values, out=values)
+    np.log1p(values, out=values)
+    np.negative(values, out=values)
+    return torch.from_numpy(values).float()
 
 
 def sample_rows(logits: torch.Tensor, settings: torch.Tensor, window: Optional[torch.Tensor],
@@ -295,10 +326,10 @@ def sample_rows(logits: torch.Tensor, settings: torch.Tensor, window: Optional[t
     scaled = logits / torch.clip(temperature, min=1e-5)
     ratio = F.softmax(scaled, dim=-1) / noise
     probs = F.softmax(logits, dim=-1)
-    best = torch.max(probs, dim=-1, keepdim=True)
-    alone = best.values > top_p + _EDGE  # the top token alone holds more than top_p: the nucleus is just it
-    candidate = torch.where(alone, best.indices, torch.argmax(ratio, dim=-1, keepdim=True))  # [b, 1]
-    settled, top_logit = alone, logits.max(-1, keepdim=True).values
+    top_logit, top = logits.max(-1, keepdim=True)
+    alone = probs.gather(-1, top) > top_p + _EDGE  # the top token alone holds more than top_p: the nucleus is it
+    candidate = torch.where(alone, top, torch.argmax(ratio, dim=-1, keepdim=True))  # [b, 1]
+    settled = alone
     for _ in range(_PASSES):
         own = torch.gather(logits, -1, candidate)
         mass = _mass_through(logits, probs, candidate, own)
@@ -308,7 +339,7 @@ def sample_rows(logits: torch.Tensor, settings: torch.Tensor, window: Optional[t
         outside = (mass > top_p + _EDGE) & ~tied & ~settled
         if not bool(outside.any()):
             break
-        ratio = ratio.masked_fill(outside & (logits <= own), -float("inf"))
+        ratio.masked_fill_(outside & (logits <= own), -float("inf"))
         candidate = torch.where(outside, torch.argmax(ratio, dim=-1, keepdim=True), candidate)
     unsure = ~settled
     if bool(unsure.any()):

@@ -164,13 +164,9 @@ class Batcher:
         request.frames.put(last)
 
     def _join(self, request: Request) -> None:
-        import torch
-
         seq = request.seq
         assert seq is not None
         try:
-            codebooks = self.decoder.codebooks + 1
-            seq.history = torch.zeros((codebooks, max(seq.budget, 16)), dtype=torch.int, device=self.decoder.device)
             self.decoder.prefill(seq, request.prompt, request.audio_masks, request.audio_parts)
         except Exception as exc:  # this request's prompt: it fails alone
             self._release(request, exc)

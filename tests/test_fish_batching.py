@@ -122,7 +122,8 @@ def test_streamed_windows_join_to_the_one_shot_decode(engine):
     whole = engine.decode(codes)
     frames = [codes[:, i] for i in range(codes.shape[1])]
     for first in (8, 13, codes.shape[1]):
-        pieces = list(streaming.windows(iter(frames), engine.decode, streaming.WindowPlan(first=first), 2048))
+        pieces = list(streaming.windows(iter(frames), lambda codes, last: engine.decode(codes),
+                                        streaming.WindowPlan(first=first), 2048))
         assert sum(n for _, n in pieces) == codes.shape[1]
         assert pieces[0][1] == min(first, codes.shape[1])
         joined = np.concatenate([w for w, _ in pieces])
@@ -257,7 +258,7 @@ def test_codec_windows_take_turns_while_the_batch_decodes_and_share_the_cores_af
     running, seen, lock = [0], [], threading.Lock()
 
     def window() -> None:
-        with turns:
+        with turns.turn():
             with lock:
                 running[0] += 1
                 seen.append(running[0])
@@ -271,3 +272,34 @@ def test_codec_windows_take_turns_while_the_batch_decodes_and_share_the_cores_af
     for t in threads:
         t.join(timeout=10)
     assert len(seen) == 4 and max(seen) == most
+
+
+def test_a_responses_last_window_goes_before_windows_in_mid_sentence():
+    """The window decoded after a sentence ended is all its client waits for: it takes the next turn
+    even when a mid-sentence window has waited longer."""
+    from voxfit.engines.fish.scheduler import CodecTurns
+
+    turns = CodecTurns(lambda: True, idle=2)
+    order: list[str] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with turns.turn():
+            holding.set()
+            release.wait(timeout=10)
+
+    def window(name: str, last: bool) -> None:
+        with turns.turn(last):
+            order.append(name)
+
+    threads = [threading.Thread(target=holder)]
+    threads[0].start()
+    assert holding.wait(timeout=10)
+    for name, last in (("mid-sentence", False), ("last", True)):
+        threads.append(threading.Thread(target=window, args=(name, last)))
+        threads[-1].start()
+        time.sleep(0.1)  # each is waiting before the next comes
+    release.set()
+    for t in threads:
+        t.join(timeout=10)
+    assert order == ["last", "mid-sentence"]

@@ -243,10 +243,10 @@ class FishEngine:
         request = self._submit(text, voice, chunks=plan.sizes())
         decode_s = [0.0]
 
-        def timed_decode(codes: Any) -> Any:
+        def timed_decode(codes: Any, last: bool) -> Any:
             t = time.perf_counter()
             try:
-                with self._codec_turn:  # one window at a time while the batch decodes (CodecTurns)
+                with self._codec_turn.turn(last):  # one window at a time while the batch decodes (CodecTurns)
                     return self.decode(codes)
             finally:
                 decode_s[0] += time.perf_counter() - t

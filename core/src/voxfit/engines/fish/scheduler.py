@@ -19,6 +19,7 @@ thread goes on with the next ones.
 from __future__ import annotations
 
 import collections
+import contextlib
 import queue
 import threading
 import time
@@ -164,6 +165,7 @@ class Batcher:
         request.frames.put(last)
 
     def _join(self, request: Request) -> None:
+
         seq = request.seq
         assert seq is not None
         try:
@@ -219,7 +221,9 @@ class CodecTurns:
     """Audio windows take turns on the codec: one at a time while the batch decodes, so its thread keeps
     a core of its own (every request waits on that loop), and up to ``idle`` at once when it has nothing
     to decode: requests that decoded together end together, and their last windows then have the cores
-    to themselves. Used as ``with turns: decode(...)``."""
+    to themselves. A response's last window goes before the others that wait: its client waits for
+    nothing else, and its sequence's slot (or its client's next request) sits idle until it is out,
+    while a window in mid-sentence is still ahead of its playback. Used as ``with turns.turn(last):``."""
 
     #: how often a window waiting beside another one looks whether the batch went idle
     POLL_S = 0.005
@@ -227,16 +231,27 @@ class CodecTurns:
     def __init__(self, batcher_busy: Callable[[], bool], idle: int) -> None:
         self._busy, self._idle = batcher_busy, max(1, idle)
         self._running = 0
+        self._last_waiting = 0  # last windows waiting for a turn: the others let them go first
         self._changed = threading.Condition()
 
-    def __enter__(self) -> None:
-        with self._changed:
-            while self._running >= (1 if self._busy() else self._idle):
-                # a turn ending wakes this at once; the batch going idle is seen at the next poll
-                self._changed.wait(timeout=self.POLL_S if self._running < self._idle else None)
-            self._running += 1
+    @contextlib.contextmanager
+    def turn(self, last: bool = False) -> Iterator[None]:
+        """Hold a turn on the codec for one window; ``last``: the response's final window."""
+        self._enter(last)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
 
-    def __exit__(self, *exc: Any) -> None:
+    def _enter(self, last: bool) -> None:
         with self._changed:
-            self._running -= 1
-            self._changed.notify_all()
+            self._last_waiting += last
+            try:
+                while self._running >= (1 if self._busy() else self._idle) or (self._last_waiting and not last):
+                    # a turn ending wakes this at once; the batch going idle is seen at the next poll
+                    self._changed.wait(timeout=self.POLL_S if self._running < self._idle else None)
+            finally:
+                self._last_waiting -= last
+            self._running += 1

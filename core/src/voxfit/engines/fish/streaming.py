@@ -98,11 +98,12 @@ def first_window(text_chars: int, tokens_per_s: Optional[float], frames_per_s: f
     return max(SMALLEST_FIRST, min(expected, math.ceil(expected * behind) + slack))
 
 
-def windows(frames: Iterable[Any], decode: Callable[[Any], Any], plan: WindowPlan,
+def windows(frames: Iterable[Any], decode: Callable[[Any, bool], Any], plan: WindowPlan,
             samples_per_frame: int) -> Iterator[tuple[Any, int]]:
-    """(waveform, frames) for each window of ``frames`` (codes [K] each, in order); ``decode`` takes codes
-    [K, T] and returns T * samples_per_frame samples. The pieces joined equal the one-shot decode up to
-    the seams' rounding."""
+    """(waveform, frames) for each window of ``frames`` (codes [K] each, in order); ``decode(codes, last)``
+    takes codes [K, T] and returns T * samples_per_frame samples, ``last`` telling the window decoded
+    after the sentence ended (everything then waits on it). The pieces joined equal the one-shot decode
+    up to the seams' rounding."""
     import torch
 
     kept: list[Any] = []  # the context and the frames not yet spoken
@@ -114,13 +115,14 @@ def windows(frames: Iterable[Any], decode: Callable[[Any], Any], plan: WindowPla
         kept.append(frame)
         total += 1
         if total - spoken >= target:
-            yield _decode(kept, total - spoken, decode, samples_per_frame, torch), total - spoken
+            yield _decode(kept, total - spoken, decode, False, samples_per_frame, torch), total - spoken
             spoken, target = total, next(sizes)
             kept = kept[-plan.context:] if plan.context else []
     if total > spoken:
-        yield _decode(kept, total - spoken, decode, samples_per_frame, torch), total - spoken
+        yield _decode(kept, total - spoken, decode, True, samples_per_frame, torch), total - spoken
 
 
-def _decode(kept: list[Any], new: int, decode: Callable[[Any], Any], samples_per_frame: int, torch: Any) -> Any:
-    wave = decode(torch.stack(kept, dim=1))
+def _decode(kept: list[Any], new: int, decode: Callable[[Any, bool], Any], last: bool, samples_per_frame: int,
+            torch: Any) -> Any:
+    wave = decode(torch.stack(kept, dim=1), last)
     return wave[(len(kept) - new) * samples_per_frame:]

@@ -6,6 +6,8 @@ decode together). Each phase runs a closed loop for ``--seconds``:
 
 * 1 client, then 4 clients at once, each sending one sentence (``/v1/tts``,
   ``format: pcm``): audio seconds delivered per wall second, and the ratio.
+  The two take turns, three rounds of ``--seconds / 3`` each, and the ratio is
+  of their totals (this machine's speed drifts over minutes).
 * one client streaming one sentence (``stream: true``): the time of the first
   audio byte over the time of the whole response (the median of its requests).
 
@@ -28,16 +30,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _serving import BIN, Server, env_for  # noqa: E402
 from voxfit.server.encoding import PCM_RATE as RATE  # noqa: E402  (raw pcm is OpenAI's: 24 kHz, 16-bit)
 
+#: turns of 1 client then 4 clients in each phase
+ROUNDS = 3
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 
 
-def closed_loop(url: str, clients: int, seconds: float) -> tuple[float, int, int]:
-    """(audio seconds per wall second, answered, failed) for ``clients`` sending one after another."""
+def closed_loop(url: str, clients: int, seconds: float) -> tuple[float, float, int, int]:
+    """(audio seconds, wall seconds, answered, failed) for ``clients`` each sending one request after another
+    for ``seconds`` (the requests under way then are awaited and counted)."""
     import httpx
 
     audio, answered, failed = [0.0], [0], [0]
@@ -61,7 +67,7 @@ def closed_loop(url: str, clients: int, seconds: float) -> tuple[float, int, int
         t.start()
     for t in threads:
         t.join()
-    return audio[0] / (time.monotonic() - start), answered[0], failed[0]
+    return audio[0], time.monotonic() - start, answered[0], failed[0]
 
 
 def first_byte_share(url: str, requests: int) -> float:
@@ -82,18 +88,31 @@ def first_byte_share(url: str, requests: int) -> float:
     return statistics.median(shares)
 
 
-def phase(work: Path, checkpoint: Path, seconds: float, max_batch: str) -> dict[str, float]:
+def phase(work: Path, checkpoint: Path, seconds: float, max_batch: str) -> dict[str, Any]:
     env = {**env_for(work), "VOXFIT_MAX_BATCH": max_batch}
     server = Server("voxfit serve", [str(BIN / "voxfit"), "serve", "--port", "0", "--model", str(checkpoint)], env,
                     listening=re.compile(r"listening on (http://\S+)"))
+    totals = {1: [0.0, 0.0], 4: [0.0, 0.0]}  # clients -> [audio s, wall s]
+    answered = failed = 0
+    rounds = []
     try:
         closed_loop(server.url, 1, min(5.0, seconds))  # warm-up: the codec's first runs
-        one, n1, f1 = closed_loop(server.url, 1, seconds)
-        four, n4, f4 = closed_loop(server.url, 4, seconds)
+        # 1 and 4 clients take turns, a short stretch each: this machine's speed drifts by a third over
+        # minutes, and the ratio of two phases run one after the other would measure the drift
+        for _ in range(ROUNDS):
+            rates = {}
+            for clients in (1, 4):
+                audio, wall, n, f = closed_loop(server.url, clients, seconds / ROUNDS)
+                totals[clients][0] += audio
+                totals[clients][1] += wall
+                answered, failed, rates[clients] = answered + n, failed + f, audio / wall
+            rounds.append(rates[4] / rates[1])
         share = first_byte_share(server.url, 10)
     finally:
         server.stop()
-    return {"one": one, "four": four, "answered": n1 + n4, "failed": f1 + f4, "share": share}
+    one, four = (totals[c][0] / totals[c][1] for c in (1, 4))
+    return {"one": one, "four": four, "answered": answered, "failed": failed, "share": share,
+            "rounds": rounds}
 
 
 def main() -> int:
@@ -109,7 +128,8 @@ def main() -> int:
     date = time.strftime("%Y-%m-%d")
     for name, r in (("batched (VOXFIT_MAX_BATCH=4)", batched), ("one at a time (VOXFIT_MAX_BATCH=1)", single)):
         print(f"{date} {name}: 1 client {r['one']:.2f} audio s/s, 4 clients {r['four']:.2f} audio s/s "
-              f"({r['four'] / r['one']:.2f}x); {r['answered']:.0f} answered, {r['failed']:.0f} failed; "
+              f"({r['four'] / r['one']:.2f}x; by round {', '.join(f'{x:.2f}' for x in r['rounds'])}); "
+              f"{r['answered']:.0f} answered, {r['failed']:.0f} failed; "
               f"streamed first byte at {r['share']:.2f} of the whole response")
     print(f"4 clients batched / 4 clients one at a time: {batched['four'] / single['four']:.2f}x")
     ok = batched["four"] >= 2.5 * batched["one"] and batched["share"] <= 0.35 and not batched["failed"]

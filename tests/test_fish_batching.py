@@ -117,6 +117,27 @@ def test_a_requests_tokens_are_the_same_alone_and_in_a_batch(engine):
     assert not torch.equal(results[0], results[1])  # different seeds, different tokens
 
 
+def test_a_row_in_a_batch_computes_what_it_computes_alone_up_to_the_kernels_rounding(engine):
+    """A matrix product of 4 rows is not 4 products of one row: the CPU kernels sum in another order,
+    so a row's logits in a batch may differ from its logits alone in the last bits, and by no more.
+    A token can then differ only where the sampler's choice is a tie at that rounding (the tokens
+    above never did); a row mixed up with another, or read at another position, differs by far more."""
+    decoder = batched.BatchedDecoder(engine.llm, 4, torch.float32, "cpu")
+    gen = torch.Generator().manual_seed(5)
+    inp = torch.randint(0, 64, (4, decoder.codebooks + 1, 1), generator=gen)
+    inp[:, 0, 0] = torch.tensor([300, 301, decoder.semantic_begin + 5, decoder.semantic_begin + 9])
+    pos = torch.tensor([[3], [17], [40], [63]])
+    with torch.inference_mode():
+        logits, hidden = decoder._slow(inp, torch.arange(4), slice(0, 4), pos)
+        for row in range(4):
+            alone, alone_hidden = decoder._slow(inp[row:row + 1], torch.tensor([row]), slice(row, row + 1),
+                                                pos[row:row + 1])
+            for ours, theirs in ((logits[row], alone[0]), (hidden[row], alone_hidden[0])):
+                assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max() + 1e-6, row
+        mixed, _ = decoder._slow(inp[1:2], torch.tensor([0]), slice(0, 1), pos[1:2])
+    assert (mixed[0] - logits[0]).abs().max() > 1e-3  # the bound tells rounding from a real difference
+
+
 def test_streamed_windows_join_to_the_one_shot_decode(engine):
     codes = _codes(engine, TEXT, FishOptions(seed=3, max_new_tokens=80))
     whole = engine.decode(codes)

@@ -143,13 +143,39 @@ def test_streamed_windows_join_to_the_one_shot_decode(engine):
     whole = engine.decode(codes)
     frames = [codes[:, i] for i in range(codes.shape[1])]
     for first in (8, 13, codes.shape[1]):
-        pieces = list(streaming.windows(iter(frames), lambda codes, last: engine.decode(codes),
-                                        streaming.WindowPlan(first=first), 2048))
+        pieces = list(streaming.windows(iter(frames), lambda codes, context, last: engine.decode_window(codes, context),
+                                        streaming.WindowPlan(first=first)))
         assert sum(n for _, n in pieces) == codes.shape[1]
         assert pieces[0][1] == min(first, codes.shape[1])
         joined = np.concatenate([w for w, _ in pieces])
         assert joined.shape == whole.shape
         assert np.abs(joined - whole).max() < 1e-4  # the seams: rounding, not audible
+
+
+def test_a_window_decodes_only_the_context_the_codecs_convolutions_read(engine, monkeypatch):
+    """The convolutional decoder reads 5 frames before a window (its receptive field, computed from its
+    layers): with them its audio is the audio the whole context gives; with one frame fewer it is not."""
+    from voxfit.engines.fish import codec as fish_codec
+
+    reach = fish_codec.decoder_context_frames(engine.codec)
+    assert reach == 5  # S1's decoder: 7-tap convolutions, dilations 1-3-9, upsampling 8-8-4-2
+    codes = _codes(engine, TEXT, FishOptions(seed=3, max_new_tokens=80))
+    assert codes.shape[1] >= 60
+    window = codes[:, 30 - streaming.CONTEXT_FRAMES:60]
+    read = []
+    hook = engine.codec.decoder.register_forward_pre_hook(lambda module, args: read.append(args[0].shape[-1]))
+    try:
+        ours = engine.decode_window(window, streaming.CONTEXT_FRAMES)
+    finally:
+        hook.remove()
+    assert read == [(30 + reach) * fish_codec.latent_per_frame(engine.codec)]  # 35 frames decoded, not 46
+    monkeypatch.setattr(engine, "_reach", (streaming.CONTEXT_FRAMES, engine._reach[1]))
+    everything = engine.decode_window(window, streaming.CONTEXT_FRAMES)
+    monkeypatch.setattr(engine, "_reach", (reach - 1, engine._reach[1]))
+    short = engine.decode_window(window, streaming.CONTEXT_FRAMES)
+    assert ours.shape == everything.shape == (30 * engine.samples_per_frame,)
+    assert np.abs(ours - everything).max() < 1e-6
+    assert np.abs(short - everything).max() > 1e-5
 
 
 def test_the_engine_streams_the_audio_of_its_codes(engine):

@@ -15,6 +15,7 @@ allocated.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -138,16 +139,39 @@ def strip_weight_norm(module: nn.Module) -> tuple[int, int]:
     return new, old
 
 
-class CodecDecoder(nn.Module):
-    """codes [1, n_codebooks, T] (int64) -> waveform [1, 1, T * frame_length]: what the ONNX export runs."""
+class LatentDecoder(nn.Module):
+    """The codec's convolutional decoder alone: latent [1, channels, L] -> waveform [1, 1, L * hop]; what
+    the ONNX export runs. The latent comes from the quantizer (codes, codebook lookups and a transformer
+    at the frame rate): ~3% of a decode, and the part that needs a long left context."""
 
     def __init__(self, codec: nn.Module) -> None:
         super().__init__()
-        self.codec = codec
+        self.decoder = codec.decoder
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        z = self.codec.quantizer.decode(codes)
-        return self.codec.decoder(z)
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latent)
+
+
+def latent_per_frame(codec: nn.Module) -> int:
+    """Latent samples per codec frame (the quantizer's upsampling): the decoder's input rate."""
+    return int(math.prod(codec.quantizer.downsample_factor))
+
+
+def decoder_context_frames(codec: nn.Module) -> int:
+    """Frames of left context the convolutional decoder reads for one frame's audio: its receptive field,
+    from its causal convolutions' kernels, dilations and strides (fish-speech's ``CausalConvNet`` and
+    ``CausalTransConvNet``; every other layer is pointwise or a residual sum). A window decoded with this
+    much latent context before its first frame gives that frame the one-shot decode's audio."""
+    reach, scale = 0.0, 1.0  # left reach in latent samples; decoder samples per latent sample here
+    for module in codec.decoder.modules():
+        kind = type(module).__name__
+        if kind == "CausalConvNet":  # output t reads inputs t * stride - (kernel - 1) onwards
+            reach += (module.kernel_size - 1) / scale
+            scale /= module.stride
+        elif kind == "CausalTransConvNet":  # output t reads inputs down to ceil((t - k + 1) / s)
+            reach += math.ceil((module.kernel_size - 1) / module.stride) / scale
+            scale *= module.stride
+    return math.ceil(reach / latent_per_frame(codec))
 
 
 def frame_length(codec: nn.Module) -> int:

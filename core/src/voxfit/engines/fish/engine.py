@@ -191,6 +191,7 @@ class FishEngine:
     # Windows of several requests decoded at once would each take a core from the batch's decode loop,
     # which every request waits on: they take turns while it decodes (scheduler.CodecTurns)
     _codec_turn: Any = None
+    _reach: Optional[tuple[int, int]] = None  # see _decoder_reach
 
     @property
     def max_concurrent(self) -> int:
@@ -243,17 +244,17 @@ class FishEngine:
         request = self._submit(text, voice, chunks=plan.sizes())
         decode_s = [0.0]
 
-        def timed_decode(codes: Any, last: bool) -> Any:
+        def timed_decode(codes: Any, context: int, last: bool) -> Any:
             t = time.perf_counter()
             try:
                 with self._codec_turn.turn(last):  # one window at a time while the batch decodes (CodecTurns)
-                    return self.decode(codes)
+                    return self.decode_window(codes, context)
             finally:
                 decode_s[0] += time.perf_counter() - t
 
         audio_samples, tokens, first_audio = 0, 0, None
         try:
-            for wave, frames in streaming.windows(request.results(), timed_decode, plan, self.samples_per_frame):
+            for wave, frames in streaming.windows(request.results(), timed_decode, plan):
                 pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
                 audio_samples, tokens = audio_samples + len(wave), tokens + frames
                 first_audio = first_audio or time.perf_counter() - start
@@ -461,19 +462,41 @@ class FishEngine:
 
     def decode(self, codes: Any) -> Any:
         """Codes [num_codebooks, T] -> float32 waveform (numpy) at the codec's sample rate."""
+        return self.decode_window(codes, 0)
+
+    def decode_window(self, codes: Any, context: int) -> Any:
+        """The audio of codes [num_codebooks, T] after their first ``context`` frames (decoded before).
+
+        The quantizer (codes to latent, with a transformer at the frame rate: ~3% of a decode) runs over
+        all of them, for the left context its attention reads; the convolutional decoder (the rest) only
+        over the new frames and the few before them that it reads (``codec.decoder_context_frames``).
+        """
         import numpy as np
         import torch
 
-        if codes.shape[1] == 0:
+        if codes.shape[1] <= context:
             return np.zeros(0, dtype=np.float32)
         if self.external_decoder is not None:
-            return np.asarray(self.external_decoder(codes.detach().cpu().numpy()), dtype=np.float32).reshape(-1)
-        if self.onnx_codec is not None:
-            return self.onnx_codec.decode(codes)
+            wave = np.asarray(self.external_decoder(codes.detach().cpu().numpy()), dtype=np.float32).reshape(-1)
+            return wave[context * self.samples_per_frame:]
+        reach, per_frame = self._decoder_reach()
+        keep = min(context, reach)
         with torch.inference_mode(), _repeatable_attention(torch, self.device):
-            indices = codes[None].to(device=self.device, dtype=torch.long)
-            audio, _ = self.codec.decode(indices, torch.tensor([codes.shape[1]], device=self.device))
-        return audio[0, 0].float().cpu().numpy()
+            latent = self.codec.quantizer.decode(codes[None].to(device=self.device, dtype=torch.long))
+            latent = latent[..., (context - keep) * per_frame:]
+            if self.onnx_codec is not None:
+                wave = self.onnx_codec.decode_latent(latent)
+            else:
+                wave = self.codec.decoder(latent)[0, 0].float().cpu().numpy()
+        return wave[keep * self.samples_per_frame:]
+
+    def _decoder_reach(self) -> tuple[int, int]:
+        """(frames of left context the convolutional decoder reads, latent samples per frame)."""
+        if self._reach is None:
+            from voxfit.engines.fish.codec import decoder_context_frames, latent_per_frame
+
+            self._reach = (decoder_context_frames(self.codec), latent_per_frame(self.codec))
+        return self._reach
 
     def encode_reference(self, wave: Any) -> Any:
         """Float waveform at the codec's rate -> reference codes [num_codebooks, T] on the model's device."""

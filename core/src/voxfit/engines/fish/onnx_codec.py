@@ -1,6 +1,10 @@
-"""The Fish Speech codec decoder (codes -> waveform) exported to ONNX and run on ONNX Runtime.
+"""The Fish Speech codec's convolutional decoder (latent -> waveform) exported to ONNX and run on ONNX Runtime.
 
-* Exported once with torch's dynamo exporter and a dynamic frame axis (the
+* The decoder alone: the quantizer before it (codes -> latent, codebook
+  lookups and a transformer at the frame rate, ~3% of a decode) stays on
+  torch, so that a streamed window can run the quantizer over its whole left
+  context and the decoder over only the frames its convolutions read.
+* Exported once with torch's dynamo exporter and a dynamic length axis (the
   legacy TorchScript exporter bakes the traced length into the causal
   padding and fails at any other length).
 * Cached under ``<cache_dir>/fish-codec-onnx/<key>.onnx``; the key hashes
@@ -33,6 +37,8 @@ from typing import Any, Optional
 from voxfit.sdk import file_sha256, read_small_bytes
 
 TOLERANCE = 1e-3
+#: what the exported graph computes (in the cache key: a graph of another kind is never reused)
+GRAPH = "latent-to-waveform"
 PROBE_FRAMES = (7, 19)  # verification lengths, both different from the export's example length
 EXPORT_FRAMES = 12
 
@@ -46,12 +52,13 @@ def cache_key(checkpoint: Path, cache: Path) -> str:
     override = checkpoint / "codec.yaml"
     if override.is_file():
         parts.append(hashlib.sha256(read_small_bytes(override)).hexdigest())
-    parts += [f"torch={torch.__version__}", f"onnx={onnx.__version__}", f"onnxscript={onnxscript.__version__}"]
+    parts += [f"torch={torch.__version__}", f"onnx={onnx.__version__}", f"onnxscript={onnxscript.__version__}",
+              f"graph={GRAPH}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
 def export_decoder(codec: Any, path: Path, max_frames: int) -> None:
-    """Export codes [1, n_codebooks, T] -> audio [1, 1, T * frame_length] with T dynamic.
+    """Export latent [1, channels, L] -> audio [1, 1, L * hop] with L dynamic (up to ``max_frames`` frames).
 
     The exporter works in a private temporary directory inside the cache (it may
     write external-data files beside its model); the finished files are moved
@@ -59,11 +66,13 @@ def export_decoder(codec: Any, path: Path, max_frames: int) -> None:
     """
     import torch
 
-    from voxfit.engines.fish.codec import CodecDecoder, n_codebooks
+    from voxfit.engines.fish.codec import LatentDecoder, latent_per_frame
 
-    wrapper = CodecDecoder(codec).eval()
-    example = torch.zeros((1, n_codebooks(codec), EXPORT_FRAMES), dtype=torch.long)
-    frames = torch.export.Dim("frames", min=2, max=max(max_frames, EXPORT_FRAMES + 1))
+    wrapper = LatentDecoder(codec).eval()
+    with torch.inference_mode():
+        example = codec.quantizer.decode(probe_codes(codec, EXPORT_FRAMES, seed=0)[None]).clone()
+    per_frame = latent_per_frame(codec)
+    length = torch.export.Dim("length", min=2, max=max(max_frames, EXPORT_FRAMES + 1) * per_frame)
     # the exporter prints progress to stdout and logs a warning per missing torchvision op
     # (torch.onnx's logger); none of it is actionable for a user: keep the CLI's output clean
     exporter_log = logging.getLogger("torch.onnx")
@@ -75,8 +84,8 @@ def export_decoder(codec: Any, path: Path, max_frames: int) -> None:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                wrapper, (example,), dynamo=True, dynamic_shapes={"codes": {2: frames}},
-                input_names=["codes"], output_names=["audio"], verbose=False,
+                wrapper, (example,), dynamo=True, dynamic_shapes={"latent": {2: length}},
+                input_names=["latent"], output_names=["audio"], verbose=False,
             )
             program.save(str(scratch / path.name))
         for produced in sorted(scratch.iterdir(), key=lambda p: p.name == path.name):  # the model last
@@ -92,9 +101,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 class OnnxCodecDecoder:
-    """An ONNX Runtime session over the exported decoder."""
+    """An ONNX Runtime session over the exported decoder, after the torch codec's quantizer."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, codec: Any) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -108,13 +117,20 @@ class OnnxCodecDecoder:
         self.threads = options.intra_op_num_threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.quantizer = codec.quantizer
 
     def decode(self, codes: Any) -> Any:
         """codes [n_codebooks, T] (torch or numpy) -> float32 waveform."""
+        import torch
+
+        with torch.inference_mode():
+            return self.decode_latent(self.quantizer.decode(torch.as_tensor(codes, dtype=torch.long)[None]))
+
+    def decode_latent(self, latent: Any) -> Any:
+        """latent [1, channels, L] (the quantizer's output) -> float32 waveform."""
         import numpy as np
 
-        array = codes.detach().cpu().numpy() if hasattr(codes, "detach") else np.asarray(codes)
-        out = self.session.run(None, {self.input_name: array[None].astype(np.int64)})[0]
+        out = self.session.run(None, {self.input_name: latent.detach().float().cpu().numpy()})[0]
         return out[0, 0].astype(np.float32)
 
 
@@ -166,7 +182,7 @@ def prepare_onnx_codec(
         if path.is_file():
             origin = f"cached {path}"
             try:
-                decoder = OnnxCodecDecoder(path, threads)
+                decoder = OnnxCodecDecoder(path, threads, codec)
             except ImportError:
                 raise
             except Exception as exc:  # truncated or garbage: rebuilt once below, and said so
@@ -178,7 +194,7 @@ def prepare_onnx_codec(
             cfg, _ = codec_config(checkpoint)
             export_decoder(codec, path, max_frames=int(cfg.transformer_general_config.block_size))
             origin = f"exported to {path}"
-            decoder = OnnxCodecDecoder(path, threads)
+            decoder = OnnxCodecDecoder(path, threads, codec)
     except ImportError as exc:
         return None, [f"ONNX codec unavailable ({exc}); kept the torch codec (pip install 'voxfit-cpu-onnx[fish-onnx]')"]
     except Exception as exc:  # export or session failure: torch stays, with the reason

@@ -11,8 +11,12 @@ one 16-bit step at most. The published codec's transformers look back further
 (128 frames): there the seams are close, not exact, and how close is not
 measured (no published weights here).
 
-Each window re-decodes its context, so windows are as large as playback
-allows: the first waits for enough frames that playback never starves (a
+Only the codec's quantizer (codes to latent, with its transformer at the
+frame rate, ~3% of a decode) re-runs over all of a window's context; the
+convolutional decoder, the rest, re-runs only over the few frames its
+convolutions read (5 for S1's, ``codec.decoder_context_frames``): a window
+of 64 new frames costs 69 frames of decoding, not 80. Still, windows are as
+large as playback allows: the first waits for enough frames that playback never starves (a
 device that makes frames faster than they play needs only a few; a slower one
 must be ahead by the share of the sentence it cannot keep up with,
 :func:`first_window`), and each next one holds as many frames as the device
@@ -27,7 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-#: frames of left context each window re-decodes, for a seam that matches the one-shot decode
+#: frames of left context each window's quantizer re-reads, for a seam that matches the one-shot decode
 CONTEXT_FRAMES = 16
 #: fewest frames in a window: ~0.37 s of S1 audio, enough for the codec's first convolutions
 SMALLEST_FIRST = 8
@@ -98,12 +102,12 @@ def first_window(text_chars: int, tokens_per_s: Optional[float], frames_per_s: f
     return max(SMALLEST_FIRST, min(expected, math.ceil(expected * behind) + slack))
 
 
-def windows(frames: Iterable[Any], decode: Callable[[Any, bool], Any], plan: WindowPlan,
-            samples_per_frame: int) -> Iterator[tuple[Any, int]]:
-    """(waveform, frames) for each window of ``frames`` (codes [K] each, in order); ``decode(codes, last)``
-    takes codes [K, T] and returns T * samples_per_frame samples, ``last`` telling the window decoded
-    after the sentence ended (everything then waits on it). The pieces joined equal the one-shot decode
-    up to the seams' rounding."""
+def windows(frames: Iterable[Any], decode: Callable[[Any, int, bool], Any], plan: WindowPlan
+            ) -> Iterator[tuple[Any, int]]:
+    """(waveform, frames) for each window of ``frames`` (codes [K] each, in order). ``decode(codes, context,
+    last)`` takes codes [K, T] whose first ``context`` frames were decoded before and returns the audio of
+    the others; ``last`` tells the window decoded after the sentence ended (everything then waits on it).
+    The pieces joined equal the one-shot decode up to the seams' rounding."""
     import torch
 
     kept: list[Any] = []  # the context and the frames not yet spoken
@@ -115,14 +119,8 @@ def windows(frames: Iterable[Any], decode: Callable[[Any, bool], Any], plan: Win
         kept.append(frame)
         total += 1
         if total - spoken >= target:
-            yield _decode(kept, total - spoken, decode, False, samples_per_frame, torch), total - spoken
+            yield decode(torch.stack(kept, dim=1), len(kept) - (total - spoken), False), total - spoken
             spoken, target = total, next(sizes)
             kept = kept[-plan.context:] if plan.context else []
     if total > spoken:
-        yield _decode(kept, total - spoken, decode, True, samples_per_frame, torch), total - spoken
-
-
-def _decode(kept: list[Any], new: int, decode: Callable[[Any, bool], Any], last: bool, samples_per_frame: int,
-            torch: Any) -> Any:
-    wave = decode(torch.stack(kept, dim=1), last)
-    return wave[(len(kept) - new) * samples_per_frame:]
+        yield decode(torch.stack(kept, dim=1), len(kept) - (total - spoken), True), total - spoken

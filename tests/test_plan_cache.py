@@ -191,10 +191,24 @@ def fake_rtx3060(tmp_path_factory) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)}
 
 
-def test_a_gpu_hidden_and_shown_again_gets_its_plan_back(tmp_path: Path, fake_rtx3060, monkeypatch) -> None:
+@pytest.fixture
+def quiet_cpu(tmp_path: Path) -> str:
+    """A site directory whose `sitecustomize` makes a subprocess read the CPU as quiet: the plan key holds
+    the CPU load's class, and other processes on a busy machine may move it between two runs."""
+    site = tmp_path / "quiet-cpu"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import voxfit.planning.cpu_load as load\n"
+        f"load.probe = lambda *args, **kwargs: load.{QUIET!r}\n")
+    return str(site)
+
+
+def test_a_gpu_hidden_and_shown_again_gets_its_plan_back(tmp_path: Path, fake_rtx3060, quiet_cpu,
+                                                          monkeypatch) -> None:
     model = str(write_checkpoint(tmp_path / "openaudio-s1-mini"))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    env = {**fake_rtx3060, "VOXFIT_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**fake_rtx3060, "VOXFIT_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([quiet_cpu, fake_rtx3060["PYTHONPATH"]])}
     hidden = {**env, "CUDA_VISIBLE_DEVICES": ""}
     families = []
     for step in (env, hidden, env, hidden):

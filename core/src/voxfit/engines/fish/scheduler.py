@@ -165,7 +165,6 @@ class Batcher:
         request.frames.put(last)
 
     def _join(self, request: Request) -> None:
-
         seq = request.seq
         assert seq is not None
         try:

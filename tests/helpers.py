@@ -115,3 +115,14 @@ def install_plugin_module(target: Path, module: str, source: str, entry_point: s
     (info / "entry_points.txt").write_text(f"[voxfit]\n{name} = {module}\n")
     path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path}
+
+
+def quiet_cpu_site(target: Path) -> str:
+    """A site directory whose `sitecustomize` makes a `voxfit` subprocess read the CPU as quiet. The plan
+    cache's key holds the CPU load's class, and other processes on a busy machine may move it between two
+    commands: a test of what else the key holds puts this first on the subprocess's PYTHONPATH."""
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "sitecustomize.py").write_text(
+        "import voxfit.planning.cpu_load as load\n"
+        "load.probe = lambda *args, **kwargs: load.CpuLoad(0.0, 0.1, 0.1, 0, 0.0)\n")
+    return str(target)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import install_plugin_module, voxfit_cli
+from helpers import install_plugin_module, quiet_cpu_site, voxfit_cli
 from test_fish_spec import write_checkpoint
 from voxfit.planning import cache as plan_cache
 from voxfit.planning.cpu_load import CpuLoad
@@ -193,14 +193,7 @@ def fake_rtx3060(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture
 def quiet_cpu(tmp_path: Path) -> str:
-    """A site directory whose `sitecustomize` makes a subprocess read the CPU as quiet: the plan key holds
-    the CPU load's class, and other processes on a busy machine may move it between two runs."""
-    site = tmp_path / "quiet-cpu"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import voxfit.planning.cpu_load as load\n"
-        f"load.probe = lambda *args, **kwargs: load.{QUIET!r}\n")
-    return str(site)
+    return quiet_cpu_site(tmp_path / "quiet-cpu")
 
 
 def test_a_gpu_hidden_and_shown_again_gets_its_plan_back(tmp_path: Path, fake_rtx3060, quiet_cpu,

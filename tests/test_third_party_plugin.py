@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 import pytest
-from helpers import REPO, voxfit_cli
+from helpers import REPO, quiet_cpu_site, voxfit_cli
 from voxfit.models import Plan
 
 EXAMPLES = REPO / "docs" / "examples"
@@ -53,6 +53,12 @@ def beep_file(tmp_path):
 
 def cli(site, *args, **env):
     return voxfit_cli(*args, env={"PYTHONPATH": str(site), **env})
+
+
+def cli_on_a_quiet_cpu(site, tmp_path, *args, **env):
+    """`cli` with the CPU read as quiet, for two commands whose plan cache keys must differ only as tested."""
+    path = os.pathsep.join([quiet_cpu_site(tmp_path / "quiet-cpu"), str(site)])
+    return voxfit_cli(*args, env={**env, "PYTHONPATH": path})
 
 
 def one_line_error(result) -> str:
@@ -115,9 +121,10 @@ def test_plan_for_the_npu_chooses_it_and_locks_it(site, beep_file):
 
 def test_an_npu_that_appears_after_a_remembered_plan_gets_its_own_plan(site, beep_file, tmp_path):
     cache = {"VOXFIT_CACHE_DIR": str(tmp_path / "cache")}
-    without = Plan.model_validate_json(cli(site, "plan", "--model", str(beep_file), "--json", **cache).stdout)
+    plan_json = ("plan", "--model", str(beep_file), "--json")
+    without = Plan.model_validate_json(cli_on_a_quiet_cpu(site, tmp_path, *plan_json, **cache).stdout)
     assert without.chosen.device == "cpu" and without.plan_cache.stored  # remembered: a CPU-only plan
-    appeared = cli(site, "plan", "--model", str(beep_file), "--json", **cache, **FAKE_NPU)
+    appeared = cli_on_a_quiet_cpu(site, tmp_path, *plan_json, **cache, **FAKE_NPU)
     plan = Plan.model_validate_json(appeared.stdout)
     assert plan.chosen.device == "npu:0" and not plan.plan_cache.reused
     assert "DEMO_NPU_FAKE changed since" in plan.plan_cache.reason  # the input the plugin declared

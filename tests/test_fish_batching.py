@@ -350,3 +350,65 @@ def test_a_responses_last_window_goes_before_windows_in_mid_sentence():
     for t in threads:
         t.join(timeout=10)
     assert order == ["last", "mid-sentence"]
+
+
+def test_windows_waiting_beside_a_busy_batch_go_side_by_side_once_it_is_idle():
+    """No timer wakes a waiting window (a poll takes the interpreter's lock from the batch loop hundreds
+    of times a second): the batch going idle does, and the window runs beside the one still decoding."""
+    from voxfit.engines.fish.scheduler import CodecTurns
+
+    busy = [True]
+    turns = CodecTurns(lambda: busy[0], idle=2)
+    holding, release, entered = threading.Event(), threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with turns.turn():
+            holding.set()
+            release.wait(timeout=10)
+
+    def waiter() -> None:
+        with turns.turn():
+            entered.set()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    threads[0].start()
+    assert holding.wait(timeout=10)
+    threads[1].start()
+    assert not entered.wait(timeout=0.2)  # one window at a time while the batch decodes
+    busy[0] = False
+    assert not entered.wait(timeout=0.2)  # the batch went idle, but no one said so: nothing polls
+    turns.batch_went_idle()
+    assert entered.wait(timeout=5)  # beside the holder, which still holds its turn
+    release.set()
+    for t in threads:
+        t.join(timeout=10)
+
+
+def test_the_batch_loop_says_when_it_runs_out_of_sequences(fish_checkpoint):
+    e = load(fish_checkpoint, max_new_tokens=12, batch_size=2)
+    try:
+        e.prepare()
+        idle = threading.Event()
+        e._batcher.on_idle = idle.set
+        request = e._submit(TEXT, e._voice_for(None))
+        frames = list(request.results(timeout=60))
+        assert frames and idle.wait(timeout=10) and not e._batcher.busy
+    finally:
+        e.close()
+
+
+def test_the_prompt_is_tokenized_in_the_callers_thread_with_tiktokens_own_tokens(engine):
+    """fish-speech's tokenizer calls tiktoken's encode_batch, which starts a pool of threads per call."""
+    tokenizer = engine.llm.tokenizer
+    text = "Hello there <|im_end|> and again, " * 3
+    expected = tokenizer.tkt_model.encode(text, allowed_special=tokenizer.tkt_model.special_tokens_set,
+                                          disallowed_special=set())
+    before = threading.active_count()
+    started = []
+    original = threading.Thread.start
+    threading.Thread.start = lambda self: (started.append(self), original(self))[1]  # type: ignore[method-assign]
+    try:
+        tokens = tokenizer.encode(text)
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]
+    assert tokens == expected and not started and threading.active_count() == before

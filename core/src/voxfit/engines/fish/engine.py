@@ -393,6 +393,7 @@ class FishEngine:
         self._batcher = Batcher(decoder, threads=self.threads)
         self._codec_turn = CodecTurns(lambda: self._batcher is not None and self._batcher.busy,
                                       idle=_codec_windows_at_once(self.device, self.threads))
+        self._batcher.on_idle = self._codec_turn.batch_went_idle
         self._prepared = True
 
     def max_tokens_for(self, text: str, max_new_tokens: Optional[int] = None) -> int:
@@ -657,7 +658,24 @@ def _load_llm(checkpoint: Path, llama: Any) -> Any:
             raise
         except Exception as exc:
             raise ModelError(f"cannot load the Fish Speech model from {checkpoint} ({_first_line(exc)})") from None
+    _encode_in_the_callers_thread(llm.tokenizer)
     return llm
+
+
+def _encode_in_the_callers_thread(tokenizer: Any) -> None:
+    """fish-speech's tokenizer encodes through tiktoken's ``encode_batch``, which starts a pool of 8 threads
+    for every call, that is for every request, to encode what is one piece of text (a chunk of at most
+    400,000 characters). Encode each piece in the calling thread instead: the same tokens (``encode_batch``
+    is ``encode`` mapped over the pieces), without the threads and the interpreter's lock passed among them
+    while the batch decodes."""
+    model = getattr(tokenizer, "tkt_model", None)
+    if model is None or not hasattr(model, "encode"):
+        return
+
+    def encode_batch(texts: list[str], *, num_threads: int = 8, **kwargs: Any) -> list[list[int]]:
+        return [model.encode(text, **kwargs) for text in texts]
+
+    model.encode_batch = encode_batch
 
 
 def load_fish_engine(

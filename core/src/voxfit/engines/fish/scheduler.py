@@ -80,6 +80,8 @@ class Batcher:
         self._thread: Optional[threading.Thread] = None
         self.steps = 0
         self.largest_batch = 0
+        #: called from the loop's thread when it runs out of sequences, before it waits for more
+        self.on_idle: Optional[Callable[[], None]] = None
 
     @property
     def slots(self) -> int:
@@ -134,6 +136,8 @@ class Batcher:
     def _next_round(self) -> bool:
         """Drop cancelled requests, admit waiting ones into free slots; False once closed."""
         with self._wake:
+            if not self._closed and not self._waiting and not self._active and self.on_idle is not None:
+                self.on_idle()
             while not self._closed and not self._waiting and not self._active:
                 self._wake.wait()
             if self._closed:
@@ -222,10 +226,9 @@ class CodecTurns:
     to decode: requests that decoded together end together, and their last windows then have the cores
     to themselves. A response's last window goes before the others that wait: its client waits for
     nothing else, and its sequence's slot (or its client's next request) sits idle until it is out,
-    while a window in mid-sentence is still ahead of its playback. Used as ``with turns.turn(last):``."""
-
-    #: how often a window waiting beside another one looks whether the batch went idle
-    POLL_S = 0.005
+    while a window in mid-sentence is still ahead of its playback. Used as ``with turns.turn(last):``;
+    the batch's loop calls :meth:`batch_went_idle` (a waiting window is woken by events, never by a
+    timer: the interpreter's lock is the batch loop's, and a poll would take it hundreds of times a second)."""
 
     def __init__(self, batcher_busy: Callable[[], bool], idle: int) -> None:
         self._busy, self._idle = batcher_busy, max(1, idle)
@@ -244,13 +247,19 @@ class CodecTurns:
                 self._running -= 1
                 self._changed.notify_all()
 
+    def batch_went_idle(self) -> None:
+        """The batch has nothing to decode: windows waiting for a turn may now run side by side."""
+        with self._changed:
+            self._changed.notify_all()
+
     def _enter(self, last: bool) -> None:
         with self._changed:
             self._last_waiting += last
             try:
                 while self._running >= (1 if self._busy() else self._idle) or (self._last_waiting and not last):
-                    # a turn ending wakes this at once; the batch going idle is seen at the next poll
-                    self._changed.wait(timeout=self.POLL_S if self._running < self._idle else None)
+                    self._changed.wait()  # woken by a turn ending or the batch going idle
             finally:
                 self._last_waiting -= last
+                if last:  # the windows it held back may go beside it
+                    self._changed.notify_all()
             self._running += 1

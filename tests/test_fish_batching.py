@@ -67,6 +67,41 @@ def test_the_cpu_noise_is_the_bits_exponential_draws_from_the_same_generator():
         assert noise.dtype == torch.float32 and torch.equal(noise, expected)
 
 
+def test_noise_drawn_ahead_by_another_thread_is_the_noise_drawn_in_order(monkeypatch):
+    """The batch's noise thread draws each sequence's next chunk while the step uses the current one: the
+    step draws nothing itself, and the tokens get exponential_'s numbers in exponential_'s order."""
+    sizes = [2**16, 2**15]  # 98,304 draws a token: 2 tokens a chunk, so 30 tokens cross 14 chunk seams
+    wanted = threading.Event()
+    supply = batched.NoiseSupply(torch.Generator().manual_seed(7), sizes, wanted=wanted.set)
+    drawn_by: list[str] = []
+    draw = batched.NoiseSupply._draw
+    monkeypatch.setattr(batched.NoiseSupply, "_draw",
+                        lambda self: (drawn_by.append(threading.current_thread().name), draw(self))[1])
+    done = threading.Event()
+
+    def filler() -> None:
+        while not done.is_set():
+            if wanted.wait(timeout=0.05):
+                wanted.clear()
+                supply.fill()
+
+    thread = threading.Thread(target=filler, name="filler")
+    supply.fill()  # as the submitting thread does
+    thread.start()
+    reference = torch.Generator().manual_seed(7)
+    try:
+        for _ in range(30):
+            deadline = time.monotonic() + 5
+            while supply._used == supply.tokens_per_chunk and not supply._ready and time.monotonic() < deadline:
+                time.sleep(0.001)  # the filler is drawing the next chunk
+            expected = torch.cat([torch.empty(n).exponential_(1, generator=reference) for n in sizes])
+            assert torch.equal(supply.take(), expected)
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert supply.tokens_per_chunk == 2 and set(drawn_by[1:]) == {"filler"}
+
+
 def _fish_sample(row, temperature, top_p, penalty, window, seed):
     from fish_speech.models.text2semantic.inference import sample
 
@@ -412,3 +447,22 @@ def test_the_prompt_is_tokenized_in_the_callers_thread_with_tiktokens_own_tokens
     finally:
         threading.Thread.start = original  # type: ignore[method-assign]
     assert tokens == expected and not started and threading.active_count() == before
+
+
+def test_the_batch_step_leaves_drawing_its_noise_to_other_threads(fish_checkpoint, monkeypatch):
+    draw = batched.NoiseSupply._draw
+    drawn_by: list[str] = []
+    monkeypatch.setattr(batched.NoiseSupply, "_draw",
+                        lambda self: (drawn_by.append(threading.current_thread().name), draw(self))[1])
+    e = load(fish_checkpoint, max_new_tokens=100, batch_size=2, seed=3)
+    try:
+        e.prepare()
+        request = e._submit(TEXT, e._voice_for(None))
+        frames = list(request.results(timeout=60))
+    finally:
+        e.close()
+    per_chunk = request.sampling.noise.tokens_per_chunk
+    assert len(frames) > 2 * per_chunk  # the sequence used three chunks or more
+    assert drawn_by[0] == threading.current_thread().name  # the first, as it was submitted
+    # the next ones by the noise thread while the step used the one before (a loaded machine may be late once)
+    assert drawn_by.count("voxfit-fish-batcher") <= 1 and drawn_by.count("voxfit-fish-noise") >= 2

@@ -19,9 +19,11 @@ What is ours: per-row positions and masks, one random generator per sequence
 
 from __future__ import annotations
 
+import collections
 import math
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +33,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 PENALTY_WINDOW = 16
 #: residual codebooks are sampled from the first 1024 logits of the fast head (fish-speech's constant).
 RESIDUAL_CODES = 1024
+#: CPU noise drawn at once for a sequence, in elements (1 MiB of float32): whole tokens, 35 of the tiny
+#: checkpoint's 7,439 draws each, one of S1's ~160,000
+NOISE_CHUNK = 2**18
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Sampling:
     top_p: float
     repetition_penalty: float
     generator: Any
+    noise: Optional["NoiseSupply"] = None  # on the CPU: its noise, drawn ahead (made at the first draw if unset)
 
     def __post_init__(self) -> None:
         # fish-speech's ``generate`` hands its settings to the sampler as bfloat16 tensors: round them the same way
@@ -267,17 +273,64 @@ def _leading_outputs(linear: Any, x: torch.Tensor, n: int) -> torch.Tensor:
     return linear(x)[..., :n]
 
 
+class NoiseSupply:
+    """One sequence's exponential noise on the CPU, drawn ahead from its own generator a chunk of whole
+    tokens at a time.
+
+    A token's draws are a sixth of a tiny model's step, and they are per row: drawn inside the step,
+    they make a batch's step slower for each sequence it holds. :meth:`fill` draws the next chunk from
+    another thread (the batch's noise thread, or the thread that submitted the request), beside the
+    step: the random numbers and the logarithm run with the interpreter's lock released. The chunks are
+    drawn one after another from the one generator whoever draws them, and used in that order, so a
+    token gets the numbers it would get drawn alone (``tests/test_fish_batching.py`` compares them).
+    """
+
+    def __init__(self, generator: Any, sizes: list[int], wanted: Optional[Callable[[], None]] = None) -> None:
+        self.generator, self.total = generator, sum(sizes)
+        self.tokens_per_chunk = max(1, NOISE_CHUNK // self.total)
+        self._wanted = wanted  # told when no chunk is ready any more: a thread that fills may draw one
+        self._lock = threading.Lock()
+        self._ready: collections.deque[torch.Tensor] = collections.deque()
+        self._current: Optional[torch.Tensor] = None
+        self._used = 0
+
+    def fill(self) -> None:
+        """Draw the next chunk, unless one is ready."""
+        with self._lock:
+            if not self._ready:
+                self._ready.append(self._draw())
+
+    def take(self) -> torch.Tensor:
+        """The next token's noise [total], every codebook's draws in fish-speech's order."""
+        if self._current is None or self._used == len(self._current):
+            with self._lock:
+                self._current = self._ready.popleft() if self._ready else self._draw()
+            self._used = 0
+            if self._wanted is not None:
+                self._wanted()
+        row = self._current[self._used]
+        self._used += 1
+        return row
+
+    def _draw(self) -> torch.Tensor:
+        uniform = torch.rand(self.tokens_per_chunk * self.total, dtype=torch.float64, generator=self.generator)
+        return _exponential_from_uniform(uniform).view(self.tokens_per_chunk, self.total)
+
+
 def draw_noise(seqs: list[Sequence], sizes: list[int], device: Any) -> list[torch.Tensor]:
     """Each row's exponential noise for one token, every codebook at once: [b, size] per codebook.
 
     fish-speech draws one tensor per codebook from one generator, one after another; one draw of their
     total length from the same generator yields the same numbers in the same order (checked on the CPU
-    by ``tests/test_fish_batching.py``, which compares tokens with fish-speech's own), in one call a row.
+    by ``tests/test_fish_batching.py``, which compares tokens with fish-speech's own). On the CPU, a
+    sequence's :class:`NoiseSupply` draws many tokens' worth at once, ahead of the step.
     """
     total = sum(sizes)
     if torch.device(device).type == "cpu":
-        rows = _exponential_from_uniform(torch.stack([
-            torch.rand(total, dtype=torch.float64, generator=seq.sampling.generator) for seq in seqs]))
+        for seq in seqs:
+            if seq.sampling.noise is None:
+                seq.sampling.noise = NoiseSupply(seq.sampling.generator, sizes)
+        rows = torch.stack([seq.sampling.noise.take() for seq in seqs])  # type: ignore[union-attr]
     else:
         rows = torch.stack([torch.empty(total, device=device).exponential_(1, generator=seq.sampling.generator)
                             for seq in seqs])

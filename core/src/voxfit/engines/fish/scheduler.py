@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from voxfit.engines.fish.batched import BatchedDecoder, Sampling, Sequence
+from voxfit.engines.fish.batched import BatchedDecoder, NoiseSupply, Sampling, Sequence
 
 _END = object()
 
@@ -78,6 +78,7 @@ class Batcher:
         self._wake = threading.Condition()
         self._closed = False
         self._thread: Optional[threading.Thread] = None
+        self._noise_wanted = threading.Event()  # a sequence used its last chunk of noise drawn ahead
         self.steps = 0
         self.largest_batch = 0
         #: called from the loop's thread when it runs out of sequences, before it waits for more
@@ -93,6 +94,10 @@ class Batcher:
         return bool(self._active or self._waiting)
 
     def submit(self, request: Request) -> Request:
+        if self._draws_noise_ahead() and request.sampling.noise is None:
+            request.sampling.noise = NoiseSupply(request.sampling.generator, self.decoder.noise_sizes,
+                                                 wanted=self._noise_wanted.set)
+            request.sampling.noise.fill()  # its first tokens' noise, drawn in the caller's thread
         with self._wake:
             if self._closed:
                 raise RuntimeError("the batcher was closed")
@@ -100,8 +105,13 @@ class Batcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="voxfit-fish-batcher", daemon=True)
                 self._thread.start()
+                if self._draws_noise_ahead():
+                    threading.Thread(target=self._supply_noise, name="voxfit-fish-noise", daemon=True).start()
             self._wake.notify()
         return request
+
+    def _draws_noise_ahead(self) -> bool:
+        return str(self.decoder.device).split(":")[0] == "cpu"  # elsewhere noise is drawn on the device
 
     def close(self) -> None:
         with self._wake:
@@ -111,6 +121,7 @@ class Batcher:
             self._thread.join(timeout=30)
         for request in list(self._waiting) + self._active:
             request.frames.put(RuntimeError("the engine was closed"))
+        self._noise_wanted.set()  # the noise thread sees the batcher closed and ends
 
     # -- the thread ----------------------------------------------------------
 
@@ -127,6 +138,21 @@ class Batcher:
                     self._step()
                 except Exception as exc:  # a fault of the loop itself: fail what is running, keep serving
                     self._fail_active(exc)
+
+    def _supply_noise(self) -> None:
+        """Keep a chunk of noise drawn ahead for every decoding sequence that used its last one
+        (NoiseSupply): the draws run here, beside the step, with the interpreter's lock released."""
+        while True:
+            self._noise_wanted.wait()
+            self._noise_wanted.clear()
+            if self._closed:
+                return
+            for request in list(self._active):
+                if request.sampling.noise is not None:
+                    try:
+                        request.sampling.noise.fill()
+                    except Exception:  # the step draws it itself, and fails that request if it must
+                        pass
 
     def _fail_active(self, exc: Exception) -> None:
         active, self._active = self._active, []

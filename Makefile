@@ -62,7 +62,8 @@ bench: setup
 	$(BIN)/python benchmarks/ray_scaling.py
 	$(BIN)/python benchmarks/piper_memory.py
 	$(BIN)/python benchmarks/serve_memory.py --seconds 600
-	$(BIN)/python benchmarks/fish_serving.py --seconds 15
+	$(BIN)/python benchmarks/fish_serving.py --seconds 30
+	$(BIN)/python benchmarks/fish_batch_step.py
 	$(BIN)/python benchmarks/fish_batch_s1_mini.py --tokens 12
 
 clean:

@@ -74,14 +74,17 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
     import torch
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from fish_helpers import load
+    from voxfit.engines.fish.engine import disable_training_artifacts, load_fish_engine
     from voxfit.engines.fish.tiny import build_tiny_checkpoint
+    from voxfit.plugins import PluginHost
+    from voxfit.settings import Settings
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="voxfit-bench-") as tmp:
-        engine = load(build_tiny_checkpoint(Path(tmp) / "tiny-s1"), max_new_tokens=None)
+        # through the real loader, as `voxfit serve --model DIR` loads it
+        model = PluginHost.from_entry_points(Settings()).resolve_model(str(build_tiny_checkpoint(Path(tmp) / "tiny-s1")))
+        engine = load_fish_engine(model, device="cpu", precision="fp32", quantization="none", compile=False, threads=1)
+        disable_training_artifacts(engine)
     noise = NoiseThread()
     times: dict[tuple[int, str], list[float]] = {(b, w): [] for b in (1, 4) for w in WAYS}
     for _ in range(args.rounds):

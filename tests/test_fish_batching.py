@@ -464,5 +464,5 @@ def test_the_batch_step_leaves_drawing_its_noise_to_other_threads(fish_checkpoin
     per_chunk = request.sampling.noise.tokens_per_chunk
     assert len(frames) > 2 * per_chunk  # the sequence used three chunks or more
     assert drawn_by[0] == threading.current_thread().name  # the first, as it was submitted
-    # the next ones by the noise thread while the step used the one before (a loaded machine may be late once)
-    assert drawn_by.count("voxfit-fish-batcher") <= 1 and drawn_by.count("voxfit-fish-noise") >= 2
+    # every next one by the noise thread, while the step used the one before (35 steps to draw it in)
+    assert drawn_by[1:] == ["voxfit-fish-noise"] * (len(drawn_by) - 1) and len(drawn_by) >= 3

@@ -208,6 +208,7 @@ class Batcher:
             self._release(request, _END)
         else:
             self._active.append(request)
+            self._noise_wanted.set()  # its prompt used the chunk drawn at submit: the noise thread draws the next
 
     def _step(self) -> None:
         live = [r for r in self._active if not r.cancelled.is_set()]

@@ -317,6 +317,12 @@ class NoiseSupply:
         return _exponential_from_uniform(uniform).view(self.tokens_per_chunk, self.total)
 
 
+def noise_drawn_ahead(device: Any) -> bool:
+    """Whether a sequence's noise on ``device`` comes from a :class:`NoiseSupply` drawn ahead: on the CPU; on
+    an accelerator it is drawn on the device, in the step."""
+    return torch.device(device).type == "cpu"
+
+
 def draw_noise(seqs: list[Sequence], sizes: list[int], device: Any) -> list[torch.Tensor]:
     """Each row's exponential noise for one token, every codebook at once: [b, size] per codebook.
 
@@ -326,7 +332,7 @@ def draw_noise(seqs: list[Sequence], sizes: list[int], device: Any) -> list[torc
     sequence's :class:`NoiseSupply` draws many tokens' worth at once, ahead of the step.
     """
     total = sum(sizes)
-    if torch.device(device).type == "cpu":
+    if noise_drawn_ahead(device):
         for seq in seqs:
             if seq.sampling.noise is None:
                 seq.sampling.noise = NoiseSupply(seq.sampling.generator, sizes)

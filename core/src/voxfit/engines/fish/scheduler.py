@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from voxfit.engines.fish.batched import BatchedDecoder, NoiseSupply, Sampling, Sequence
+from voxfit.engines.fish.batched import BatchedDecoder, NoiseSupply, Sampling, Sequence, noise_drawn_ahead
 
 _END = object()
 
@@ -78,6 +78,7 @@ class Batcher:
         self._wake = threading.Condition()
         self._closed = False
         self._thread: Optional[threading.Thread] = None
+        self._noise_ahead = noise_drawn_ahead(decoder.device)
         self._noise_wanted = threading.Event()  # a sequence used its last chunk of noise drawn ahead
         self.steps = 0
         self.largest_batch = 0
@@ -94,7 +95,7 @@ class Batcher:
         return bool(self._active or self._waiting)
 
     def submit(self, request: Request) -> Request:
-        if self._draws_noise_ahead() and request.sampling.noise is None:
+        if self._noise_ahead and request.sampling.noise is None:
             request.sampling.noise = NoiseSupply(request.sampling.generator, self.decoder.noise_sizes,
                                                  wanted=self._noise_wanted.set)
             request.sampling.noise.fill()  # its first tokens' noise, drawn in the caller's thread
@@ -105,13 +106,10 @@ class Batcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="voxfit-fish-batcher", daemon=True)
                 self._thread.start()
-                if self._draws_noise_ahead():
+                if self._noise_ahead:
                     threading.Thread(target=self._supply_noise, name="voxfit-fish-noise", daemon=True).start()
             self._wake.notify()
         return request
-
-    def _draws_noise_ahead(self) -> bool:
-        return str(self.decoder.device).split(":")[0] == "cpu"  # elsewhere noise is drawn on the device
 
     def close(self) -> None:
         with self._wake:

@@ -27,7 +27,8 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from voxfit.engines.fish.attention import math_attention
 
 #: fish-speech's repetition-penalty window (``decode_n_tokens``).
 PENALTY_WINDOW = 16
@@ -159,7 +160,7 @@ class BatchedDecoder:
         length = int(pos.max()) + 1
         freqs = m.freqs_cis[pos]  # [b, s, d/2, 2]: each row at its own positions
         mask = torch.arange(length, device=x.device)[None, None, None, :] <= pos[:, None, :, None]
-        with sdpa_kernel(SDPBackend.MATH):  # as fish-speech decodes
+        with math_attention():  # as fish-speech decodes (its flags shared safely with the codec's threads)
             for index, layer in enumerate(m.layers):
                 h = x + self._attention(index, layer.attention, layer.attention_norm(x), slots, span, pos, freqs, mask)
                 x = h + layer.feed_forward(layer.ffn_norm(h))

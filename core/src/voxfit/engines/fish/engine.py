@@ -482,7 +482,7 @@ class FishEngine:
             return wave[context * self.samples_per_frame:]
         reach, per_frame = self._decoder_reach()
         keep = min(context, reach)
-        with torch.inference_mode(), _repeatable_attention(torch, self.device):
+        with torch.inference_mode(), _repeatable_attention(self.device):
             latent = self.codec.quantizer.decode(codes[None].to(device=self.device, dtype=torch.long))
             latent = latent[..., (context - keep) * per_frame:]
             if self.onnx_codec is not None:
@@ -504,7 +504,7 @@ class FishEngine:
         import torch
 
         dtype = next(self.codec.parameters()).dtype
-        with torch.inference_mode(), _repeatable_attention(torch, self.device):
+        with torch.inference_mode(), _repeatable_attention(self.device):
             x = torch.as_tensor(wave, dtype=dtype, device=self.device)[None, None]
             indices, _ = self.codec.encode(x)
         return indices[0].to(self.device)
@@ -547,16 +547,17 @@ def _codec_windows_at_once(device: str, threads: Optional[int]) -> int:
     return max(1, (usable_cpu_count() or 1) // max(1, threads or 1))
 
 
-def _repeatable_attention(torch: Any, device: str) -> Any:
+def _repeatable_attention(device: str) -> Any:
     """On the CPU, the codec's attention through the plain (math) kernel: PyTorch's CPU flash kernel
     rounds differently from call to call on the same input (docs/field-notes.md#cpu-flash-attention),
     so a seeded sentence's audio could differ by one int16 step between runs; the math kernel costs
-    nothing measurable at the codec's window sizes."""
+    nothing measurable at the codec's window sizes. Held through :func:`attention.math_attention`, which
+    the batch's loop shares: the kernel choice is process-wide, and threads overlap."""
     if device != "cpu":
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from voxfit.engines.fish.attention import math_attention
 
-    return sdpa_kernel(SDPBackend.MATH)
+    return math_attention()
 
 
 def _apply_settings(target: Any, options: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 import threading
 
+import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from voxfit.engines.fish.attention import math_attention
@@ -9,6 +10,15 @@ from voxfit.engines.fish.attention import math_attention
 
 def flash_on() -> bool:
     return torch.backends.cuda.flash_sdp_enabled()  # process-wide, whatever the device
+
+
+@pytest.fixture(autouse=True)
+def default_kernels():
+    """Start from PyTorch's default (flash attention allowed) and leave the flags as they were found."""
+    before = flash_on()
+    torch.backends.cuda.enable_flash_sdp(True)
+    yield
+    torch.backends.cuda.enable_flash_sdp(before)
 
 
 def overlap(context) -> list[bool]:
@@ -42,7 +52,7 @@ def overlap(context) -> list[bool]:
 
 
 def test_one_thread_leaving_does_not_switch_the_kernel_back_under_another():
-    assert flash_on()  # PyTorch's default: the kernel a thread must not be handed mid-block
+    assert flash_on()  # the default: the kernel a thread in a math block must not be handed
     # the premise: PyTorch's own context puts back what it found, under the thread still inside
     assert overlap(lambda: sdpa_kernel(SDPBackend.MATH)) == [True, False]
     torch.backends.cuda.enable_flash_sdp(True)  # what that interleaving left behind

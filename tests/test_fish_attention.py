@@ -60,12 +60,10 @@ def test_one_thread_leaving_does_not_switch_the_kernel_back_under_another():
 
 
 def test_the_default_kernels_come_back_when_the_last_holder_leaves_even_on_error():
-    try:
+    with pytest.raises(ValueError):
         with math_attention():
             with math_attention():
                 assert not flash_on()
             assert not flash_on()
             raise ValueError("a failed step")
-    except ValueError:
-        pass
     assert flash_on()
